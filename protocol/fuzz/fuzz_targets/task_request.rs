@@ -1,0 +1,19 @@
+//! Task requests (offers, cancels, results) from arbitrary bytes: decoding
+//! and verifying must never panic.
+#![no_main]
+
+use corral_protocol::codec::decode;
+use corral_protocol::messages::TaskRequest;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    match decode::<TaskRequest>(data) {
+        Ok(TaskRequest::Offer { manifest, .. }) => {
+            let _ = manifest.verify(1_767_225_600_000);
+        }
+        Ok(TaskRequest::Result(receipt)) => {
+            let _ = receipt.verify(0);
+        }
+        Ok(TaskRequest::Cancel { .. }) | Err(_) => {}
+    }
+});

@@ -1,0 +1,356 @@
+//! Signed envelopes: a payload's canonical bytes (the codec's deterministic
+//! encoding) signed with ed25519 under a per-type context, so a signature
+//! over one kind of message can never be replayed as another.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, CodecError};
+use crate::ids::PeerKey;
+use crate::manifest::{JobManifest, ManifestError};
+use crate::receipt::{ReceiptError, TaskReceipt};
+
+/// A payload that can be signed.
+pub trait Signable: Serialize + DeserializeOwned {
+    /// Domain separation: prefixed to the bytes that are signed.
+    const CONTEXT: &'static [u8];
+    /// Most bytes of the encoded payload.
+    const MAX_BYTES: usize;
+    /// Checks the payload itself once the signature holds; `now_ms` is the
+    /// verifier's clock.
+    fn check(&self, signer: &PeerKey, now_ms: u64) -> Result<(), EnvelopeError>;
+}
+
+/// A payload with its signer and signature. The payload travels as the exact
+/// bytes that were signed; it is decoded only after the signature checks out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signed<T> {
+    payload: Vec<u8>,
+    signer: PeerKey,
+    #[serde(with = "signature_bytes")]
+    signature: [u8; 64],
+    #[serde(skip)]
+    _kind: std::marker::PhantomData<T>,
+}
+
+/// Why an envelope was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// The signer's key is not a valid ed25519 point.
+    #[error("the signer's key is not a valid ed25519 public key")]
+    BadKey,
+    /// The signature does not match the payload and signer.
+    #[error("bad signature: the payload was changed or not signed by {0}")]
+    BadSignature(String),
+    /// Signed by someone other than expected.
+    #[error("signed by {got}, expected {expected}")]
+    WrongSigner {
+        /// The expected key (short).
+        expected: String,
+        /// The actual key (short).
+        got: String,
+    },
+    /// The payload does not decode.
+    #[error("payload: {0}")]
+    Codec(#[from] CodecError),
+    /// The manifest has expired (or is not yet valid).
+    #[error("the manifest expired at {expires_ms} (now {now_ms})")]
+    Expired {
+        /// Expiry.
+        expires_ms: u64,
+        /// The verifier's clock.
+        now_ms: u64,
+    },
+    /// The manifest was created in the future (beyond clock-skew tolerance).
+    #[error("the manifest was created at {created_ms}, after now ({now_ms})")]
+    NotYetValid {
+        /// Creation.
+        created_ms: u64,
+        /// The verifier's clock.
+        now_ms: u64,
+    },
+    /// The signer is not who the payload says it is from.
+    #[error("the payload names {claimed} but was signed by {signer}")]
+    SignerMismatch {
+        /// Claimed.
+        claimed: String,
+        /// Actual.
+        signer: String,
+    },
+    /// The manifest is out of bounds.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The receipt is out of bounds.
+    #[error(transparent)]
+    Receipt(#[from] ReceiptError),
+}
+
+impl EnvelopeError {
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EnvelopeError::BadKey => "bad_key",
+            EnvelopeError::BadSignature(_) => "bad_signature",
+            EnvelopeError::WrongSigner { .. } => "wrong_signer",
+            EnvelopeError::Codec(_) => "malformed",
+            EnvelopeError::Expired { .. } => "expired",
+            EnvelopeError::NotYetValid { .. } => "not_yet_valid",
+            EnvelopeError::SignerMismatch { .. } => "signer_mismatch",
+            EnvelopeError::Manifest(_) => "invalid_manifest",
+            EnvelopeError::Receipt(_) => "invalid_receipt",
+        }
+    }
+}
+
+/// A node's signing key, made from 32 secret bytes (the caller supplies them).
+pub fn signing_key(seed: &[u8; 32]) -> SigningKey {
+    SigningKey::from_bytes(seed)
+}
+
+/// The public key of a signing key.
+pub fn peer_key(key: &SigningKey) -> PeerKey {
+    PeerKey::from_bytes(key.verifying_key().to_bytes())
+}
+
+fn message(context: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(context.len() + 1 + payload.len());
+    msg.extend_from_slice(context);
+    msg.push(0);
+    msg.extend_from_slice(payload);
+    msg
+}
+
+impl<T: Signable> Signed<T> {
+    /// Encodes and signs `payload`.
+    pub fn sign(payload: &T, key: &SigningKey) -> Self {
+        let bytes = codec::to_canonical_bytes(payload);
+        let signature = key.sign(&message(T::CONTEXT, &bytes));
+        Self {
+            payload: bytes,
+            signer: peer_key(key),
+            signature: signature.to_bytes(),
+            _kind: std::marker::PhantomData,
+        }
+    }
+
+    /// Who signed it (not yet verified).
+    pub fn signer(&self) -> &PeerKey {
+        &self.signer
+    }
+
+    /// Verifies the signature, decodes the payload and checks it.
+    pub fn verify(&self, now_ms: u64) -> Result<T, EnvelopeError> {
+        let key =
+            VerifyingKey::from_bytes(self.signer.as_bytes()).map_err(|_| EnvelopeError::BadKey)?;
+        let signature = Signature::from_bytes(&self.signature);
+        key.verify_strict(&message(T::CONTEXT, &self.payload), &signature)
+            .map_err(|_| EnvelopeError::BadSignature(self.signer.short()))?;
+        let payload: T = codec::from_canonical_bytes(&self.payload, T::MAX_BYTES)?;
+        payload.check(&self.signer, now_ms)?;
+        Ok(payload)
+    }
+
+    /// As [`Signed::verify`], and the signer must be `expected`.
+    pub fn verify_from(&self, expected: &PeerKey, now_ms: u64) -> Result<T, EnvelopeError> {
+        if &self.signer != expected {
+            return Err(EnvelopeError::WrongSigner {
+                expected: expected.short(),
+                got: self.signer.short(),
+            });
+        }
+        self.verify(now_ms)
+    }
+
+    /// The signed bytes, for tests and fuzzing of tampering.
+    #[doc(hidden)]
+    pub fn payload_bytes_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.payload
+    }
+}
+
+/// How far in the future a manifest's creation time may be (clock skew
+/// between devices on a LAN without NTP can be this large).
+pub const CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+
+impl Signable for JobManifest {
+    const CONTEXT: &'static [u8] = b"corral/manifest/1";
+    const MAX_BYTES: usize = codec::MAX_MANIFEST_BYTES;
+
+    fn check(&self, signer: &PeerKey, now_ms: u64) -> Result<(), EnvelopeError> {
+        if &self.submitter != signer {
+            return Err(EnvelopeError::SignerMismatch {
+                claimed: self.submitter.short(),
+                signer: signer.short(),
+            });
+        }
+        self.validate()?;
+        if now_ms >= self.expires_ms {
+            return Err(EnvelopeError::Expired {
+                expires_ms: self.expires_ms,
+                now_ms,
+            });
+        }
+        if self.created_ms > now_ms.saturating_add(CLOCK_SKEW_MS) {
+            return Err(EnvelopeError::NotYetValid {
+                created_ms: self.created_ms,
+                now_ms,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Signable for TaskReceipt {
+    const CONTEXT: &'static [u8] = b"corral/receipt/1";
+    const MAX_BYTES: usize = codec::MAX_RECEIPT_BYTES;
+
+    fn check(&self, signer: &PeerKey, _now_ms: u64) -> Result<(), EnvelopeError> {
+        if &self.worker != signer {
+            return Err(EnvelopeError::SignerMismatch {
+                claimed: self.worker.short(),
+                signer: signer.short(),
+            });
+        }
+        self.validate()?;
+        Ok(())
+    }
+}
+
+mod signature_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
+        let bytes: &[u8] = <&[u8]>::deserialize(d)?;
+        bytes
+            .try_into()
+            .map_err(|_| serde::de::Error::invalid_length(bytes.len(), &"64 signature bytes"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::tests::sample as manifest;
+    use crate::receipt::tests::sample as receipt;
+
+    const NOW: u64 = 1_700_000_000_000 + 1000;
+
+    fn key(n: u8) -> SigningKey {
+        signing_key(&[n; 32])
+    }
+
+    #[test]
+    fn a_signed_manifest_verifies() {
+        let k = key(1);
+        let m = manifest(peer_key(&k));
+        let signed = Signed::sign(&m, &k);
+        assert_eq!(signed.verify(NOW), Ok(m.clone()));
+        assert_eq!(signed.verify_from(&peer_key(&k), NOW), Ok(m));
+    }
+
+    #[test]
+    fn changing_any_byte_of_the_payload_is_caught() {
+        let k = key(1);
+        let signed = Signed::sign(&manifest(peer_key(&k)), &k);
+        for i in 0..signed.payload.len() {
+            let mut t = signed.clone();
+            t.payload_bytes_mut()[i] ^= 0x01;
+            assert_eq!(
+                t.verify(NOW).expect_err("tampered").code(),
+                "bad_signature",
+                "byte {i}"
+            );
+        }
+        let mut t = signed.clone();
+        t.signature[10] ^= 0x80;
+        assert_eq!(t.verify(NOW).expect_err("bad sig").code(), "bad_signature");
+    }
+
+    #[test]
+    fn the_wrong_key_is_caught() {
+        let (a, b) = (key(1), key(2));
+        let signed = Signed::sign(&manifest(peer_key(&a)), &a);
+        let err = signed
+            .verify_from(&peer_key(&b), NOW)
+            .expect_err("wrong signer");
+        assert_eq!(err.code(), "wrong_signer");
+        // Re-labelling the signer breaks the signature.
+        let mut relabelled = signed.clone();
+        relabelled.signer = peer_key(&b);
+        assert_eq!(
+            relabelled.verify(NOW).expect_err("relabelled").code(),
+            "bad_signature"
+        );
+        // A manifest naming someone else as submitter is refused even if signed.
+        let forged = Signed::sign(&manifest(peer_key(&a)), &b);
+        assert_eq!(
+            forged.verify(NOW).expect_err("mismatch").code(),
+            "signer_mismatch"
+        );
+    }
+
+    #[test]
+    fn expiry_and_future_creation_are_enforced() {
+        let k = key(1);
+        let m = manifest(peer_key(&k));
+        let signed = Signed::sign(&m, &k);
+        assert_eq!(
+            signed.verify(m.expires_ms).expect_err("expired").code(),
+            "expired"
+        );
+        assert!(signed.verify(m.expires_ms - 1).is_ok());
+        let early = m.created_ms - CLOCK_SKEW_MS - 1;
+        assert_eq!(
+            signed.verify(early).expect_err("future").code(),
+            "not_yet_valid"
+        );
+    }
+
+    #[test]
+    fn invalid_payloads_are_refused_after_the_signature() {
+        let k = key(1);
+        let mut m = manifest(peer_key(&k));
+        m.redundancy = 0;
+        let signed = Signed::sign(&m, &k);
+        assert_eq!(
+            signed.verify(NOW).expect_err("invalid").code(),
+            "invalid_manifest"
+        );
+    }
+
+    #[test]
+    fn a_manifest_signature_is_not_a_receipt_signature() {
+        let k = key(3);
+        let r = receipt(peer_key(&k));
+        let signed = Signed::sign(&r, &k);
+        assert_eq!(signed.verify(0), Ok(r));
+        // Same key, same bytes, other context: the signature must not carry over.
+        let as_manifest: Signed<JobManifest> = Signed {
+            payload: signed.payload.clone(),
+            signer: signed.signer,
+            signature: signed.signature,
+            _kind: std::marker::PhantomData,
+        };
+        assert_eq!(
+            as_manifest.verify(0).expect_err("context").code(),
+            "bad_signature"
+        );
+    }
+
+    #[test]
+    fn a_point_that_is_not_a_key_is_refused() {
+        let k = key(1);
+        let mut signed = Signed::sign(&manifest(peer_key(&k)), &k);
+        // y = 2 does not decode to a point on the curve.
+        let mut bytes = [0u8; 32];
+        bytes[0] = 2;
+        signed.signer = PeerKey::from_bytes(bytes);
+        let code = signed.verify(NOW).expect_err("bad key").code();
+        assert!(code == "bad_key" || code == "bad_signature", "{code}");
+    }
+}

@@ -1,0 +1,442 @@
+//! The job manifest: everything a worker needs to decide whether to run a
+//! task and how, signed by the submitter (see [`crate::envelope`]).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash::ContentHash;
+use crate::ids::{JobId, Nonce, PeerKey};
+
+/// Most tasks in one job.
+pub const MAX_TASKS: u32 = 1_000_000;
+/// Most arguments in the template, and most bytes of them together.
+pub const MAX_ARGS: usize = 4096;
+/// Most bytes of all arguments together.
+pub const MAX_ARG_BYTES: usize = 256 * 1024;
+/// Most environment variables.
+pub const MAX_ENV: usize = 1024;
+/// Most bytes of all environment names and values together.
+pub const MAX_ENV_BYTES: usize = 256 * 1024;
+/// Most shipped directories.
+pub const MAX_DIRS: usize = 16;
+/// Longest guest path.
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Largest module.
+pub const MAX_MODULE_BYTES: u64 = 256 * 1024 * 1024;
+/// Longest task timeout: a day.
+pub const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+/// Largest memory limit: the whole 32-bit address space.
+pub const MAX_MEMORY_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+/// Largest cap on stdout (and, separately, stderr) per task.
+pub const MAX_OUTPUT_BYTES: u64 = 64 * 1024 * 1024;
+/// Most devices one task may be verified on.
+pub const MAX_REDUNDANCY: u8 = 8;
+/// Longest a manifest may stay valid: a week.
+pub const MAX_LIFETIME_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// Per-task limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Wall-clock limit, milliseconds.
+    pub timeout_ms: u64,
+    /// Linear memory limit, bytes.
+    pub memory_bytes: u64,
+    /// Cap on stdout and on stderr, bytes each.
+    pub output_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 3600 * 1000,
+            memory_bytes: 1024 * 1024 * 1024,
+            output_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Which engine a job needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EngineReq {
+    /// Whatever the worker prefers.
+    Any,
+    /// A JIT only.
+    Jit,
+    /// An interpreter only.
+    Interp,
+}
+
+/// A directory tree shipped with the job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirSpec {
+    /// Where the guest sees it.
+    pub guest_path: String,
+    /// Content hash of the tree's listing.
+    pub tree_hash: ContentHash,
+    /// Whether each task gets a private writable copy.
+    pub writable: bool,
+}
+
+/// One input file; a job with inputs runs one task per input.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputSpec {
+    /// File name (no `/`), seen by the guest at `/input/<name>`.
+    pub name: String,
+    /// Content hash.
+    pub hash: ContentHash,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// What the tasks of a job iterate over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskSet {
+    /// Tasks 0..n.
+    Count(u32),
+    /// One task per input, in order.
+    Inputs(Vec<InputSpec>),
+}
+
+/// A job as its submitter signed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobManifest {
+    /// Manifest format version.
+    pub version: u8,
+    /// The job.
+    pub job: JobId,
+    /// Who submitted (and signed) it.
+    pub submitter: PeerKey,
+    /// The module's hash.
+    pub module_hash: ContentHash,
+    /// The module's size in bytes.
+    pub module_size: u64,
+    /// Argument template, with `{task}` and `{input}` placeholders.
+    pub args: Vec<String>,
+    /// The guest's whole environment, in canonical (sorted) order.
+    pub env: BTreeMap<String, String>,
+    /// Shipped directories.
+    pub dirs: Vec<DirSpec>,
+    /// The tasks.
+    pub tasks: TaskSet,
+    /// Limits of each task.
+    pub limits: Limits,
+    /// Engine needed.
+    pub engine: EngineReq,
+    /// Devices each task runs on (1: no verification).
+    pub redundancy: u8,
+    /// Creation time, unix milliseconds.
+    pub created_ms: u64,
+    /// Expiry, unix milliseconds.
+    pub expires_ms: u64,
+    /// Makes the manifest unique.
+    pub nonce: Nonce,
+}
+
+/// A manifest field out of bounds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid manifest: {field}: {why}")]
+pub struct ManifestError {
+    /// The field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+fn bad(field: &'static str, why: impl Into<String>) -> ManifestError {
+    ManifestError {
+        field,
+        why: why.into(),
+    }
+}
+
+/// Replaces `{task}` with the task index and `{input}` with the input path in
+/// each argument of `template`.
+pub fn render_args(template: &[String], index: u32, input: Option<&str>) -> Vec<String> {
+    let task = index.to_string();
+    template
+        .iter()
+        .map(|arg| {
+            let arg = arg.replace("{task}", &task);
+            match input {
+                Some(path) => arg.replace("{input}", path),
+                None => arg,
+            }
+        })
+        .collect()
+}
+
+/// Checks that a guest path is absolute, plain and bounded.
+pub fn check_guest_path(path: &str) -> Result<(), String> {
+    if path.len() > MAX_PATH_BYTES {
+        return Err(format!("longer than {MAX_PATH_BYTES} bytes"));
+    }
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} is not absolute"));
+    }
+    if path.contains('\0') {
+        return Err("holds a NUL byte".into());
+    }
+    let parts: Vec<&str> = path[1..].split('/').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
+        return Err(format!("{path:?} has an empty, `.` or `..` part"));
+    }
+    Ok(())
+}
+
+impl JobManifest {
+    /// Number of tasks.
+    pub fn task_count(&self) -> u32 {
+        match &self.tasks {
+            TaskSet::Count(n) => *n,
+            TaskSet::Inputs(inputs) => u32::try_from(inputs.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The arguments of task `index` (without argv[0]).
+    pub fn task_args(&self, index: u32) -> Vec<String> {
+        let input = match &self.tasks {
+            TaskSet::Inputs(inputs) => inputs
+                .get(index as usize)
+                .map(|i| format!("/input/{}", i.name)),
+            TaskSet::Count(_) => None,
+        };
+        render_args(&self.args, index, input.as_deref())
+    }
+
+    /// Checks every field against its bounds. Expiry is checked by the
+    /// envelope, against the verifier's clock.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        if self.version != crate::PROTOCOL_VERSION {
+            return Err(bad("version", format!("{} is not supported", self.version)));
+        }
+        if self.module_size == 0 || self.module_size > MAX_MODULE_BYTES {
+            return Err(bad(
+                "module_size",
+                format!("{} is not in 1..={MAX_MODULE_BYTES}", self.module_size),
+            ));
+        }
+        let arg_bytes: usize = self.args.iter().map(String::len).sum();
+        if self.args.len() > MAX_ARGS || arg_bytes > MAX_ARG_BYTES {
+            return Err(bad(
+                "args",
+                format!(
+                    "{} arguments of {arg_bytes} bytes is too many",
+                    self.args.len()
+                ),
+            ));
+        }
+        if self.args.iter().any(|a| a.contains('\0')) {
+            return Err(bad("args", "an argument holds a NUL byte"));
+        }
+        let env_bytes: usize = self.env.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if self.env.len() > MAX_ENV || env_bytes > MAX_ENV_BYTES {
+            return Err(bad(
+                "env",
+                format!(
+                    "{} variables of {env_bytes} bytes is too many",
+                    self.env.len()
+                ),
+            ));
+        }
+        for (key, value) in &self.env {
+            if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
+                return Err(bad("env", format!("{key:?} is not a valid variable")));
+            }
+        }
+        if self.dirs.len() > MAX_DIRS {
+            return Err(bad(
+                "dirs",
+                format!("{} directories; at most {MAX_DIRS}", self.dirs.len()),
+            ));
+        }
+        for (i, dir) in self.dirs.iter().enumerate() {
+            check_guest_path(&dir.guest_path).map_err(|why| bad("dirs", why))?;
+            if dir.guest_path == "/input" || dir.guest_path == "/output" {
+                return Err(bad("dirs", format!("{} is reserved", dir.guest_path)));
+            }
+            if self.dirs[..i]
+                .iter()
+                .any(|d| d.guest_path == dir.guest_path)
+            {
+                return Err(bad("dirs", format!("{} is mounted twice", dir.guest_path)));
+            }
+        }
+        match &self.tasks {
+            TaskSet::Count(n) if *n == 0 || *n > MAX_TASKS => {
+                return Err(bad("tasks", format!("{n} is not in 1..={MAX_TASKS}")));
+            }
+            TaskSet::Count(_) => {}
+            TaskSet::Inputs(inputs) => {
+                if inputs.is_empty() || inputs.len() > MAX_TASKS as usize {
+                    return Err(bad(
+                        "tasks",
+                        format!("{} inputs is not in 1..={MAX_TASKS}", inputs.len()),
+                    ));
+                }
+                for input in inputs {
+                    if input.name.is_empty()
+                        || input.name.len() > 255
+                        || input.name.contains(['/', '\0'])
+                        || input.name == "."
+                        || input.name == ".."
+                    {
+                        return Err(bad(
+                            "tasks",
+                            format!("input name {:?} is not a plain file name", input.name),
+                        ));
+                    }
+                }
+            }
+        }
+        let l = &self.limits;
+        if l.timeout_ms == 0 || l.timeout_ms > MAX_TIMEOUT_MS {
+            return Err(bad(
+                "limits.timeout_ms",
+                format!("{} is not in 1..={MAX_TIMEOUT_MS}", l.timeout_ms),
+            ));
+        }
+        if l.memory_bytes == 0 || l.memory_bytes > MAX_MEMORY_BYTES {
+            return Err(bad(
+                "limits.memory_bytes",
+                format!("{} is not in 1..={MAX_MEMORY_BYTES}", l.memory_bytes),
+            ));
+        }
+        if l.output_bytes == 0 || l.output_bytes > MAX_OUTPUT_BYTES {
+            return Err(bad(
+                "limits.output_bytes",
+                format!("{} is not in 1..={MAX_OUTPUT_BYTES}", l.output_bytes),
+            ));
+        }
+        if self.redundancy == 0 || self.redundancy > MAX_REDUNDANCY {
+            return Err(bad(
+                "redundancy",
+                format!("{} is not in 1..={MAX_REDUNDANCY}", self.redundancy),
+            ));
+        }
+        if self.expires_ms <= self.created_ms {
+            return Err(bad("expires_ms", "not after created_ms"));
+        }
+        if self.expires_ms - self.created_ms > MAX_LIFETIME_MS {
+            return Err(bad("expires_ms", "more than a week after created_ms"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A valid manifest for tests.
+    pub(crate) fn sample(submitter: PeerKey) -> JobManifest {
+        JobManifest {
+            version: crate::PROTOCOL_VERSION,
+            job: JobId::from_bytes([1; 16]),
+            submitter,
+            module_hash: ContentHash::of(b"module"),
+            module_size: 1234,
+            args: vec!["tile".into(), "{task}".into(), "16".into()],
+            env: BTreeMap::from([("LANG".to_string(), "C".to_string())]),
+            dirs: vec![DirSpec {
+                guest_path: "/data".into(),
+                tree_hash: ContentHash::of(b"tree"),
+                writable: false,
+            }],
+            tasks: TaskSet::Count(16),
+            limits: Limits::default(),
+            engine: EngineReq::Any,
+            redundancy: 1,
+            created_ms: 1_700_000_000_000,
+            expires_ms: 1_700_000_000_000 + 3_600_000,
+            nonce: Nonce([9; 16]),
+        }
+    }
+
+    #[test]
+    fn a_sample_manifest_is_valid() {
+        assert_eq!(sample(PeerKey::from_bytes([2; 32])).validate(), Ok(()));
+    }
+
+    #[test]
+    fn args_are_rendered_per_task() {
+        let mut m = sample(PeerKey::from_bytes([2; 32]));
+        assert_eq!(m.task_args(3), vec!["tile", "3", "16"]);
+        m.args = vec!["{input}".into(), "x{task}y".into()];
+        m.tasks = TaskSet::Inputs(vec![InputSpec {
+            name: "a.txt".into(),
+            hash: ContentHash::of(b"a"),
+            size: 1,
+        }]);
+        assert_eq!(m.task_args(0), vec!["/input/a.txt", "x0y"]);
+    }
+
+    #[test]
+    fn each_bound_is_enforced_and_named() {
+        let base = sample(PeerKey::from_bytes([2; 32]));
+        type Mutation = Box<dyn Fn(&mut JobManifest)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("version", Box::new(|m| m.version = 99)),
+            ("module_size", Box::new(|m| m.module_size = 0)),
+            ("args", Box::new(|m| m.args = vec!["a\0b".into()])),
+            (
+                "args",
+                Box::new(|m| m.args = vec![String::new(); MAX_ARGS + 1]),
+            ),
+            (
+                "env",
+                Box::new(|m| {
+                    m.env.insert("A=B".into(), "x".into());
+                }),
+            ),
+            ("dirs", Box::new(|m| m.dirs[0].guest_path = "data".into())),
+            (
+                "dirs",
+                Box::new(|m| m.dirs[0].guest_path = "/a/../etc".into()),
+            ),
+            (
+                "dirs",
+                Box::new(|m| m.dirs[0].guest_path = "/output".into()),
+            ),
+            ("tasks", Box::new(|m| m.tasks = TaskSet::Count(0))),
+            (
+                "tasks",
+                Box::new(|m| m.tasks = TaskSet::Count(MAX_TASKS + 1)),
+            ),
+            (
+                "tasks",
+                Box::new(|m| {
+                    m.tasks = TaskSet::Inputs(vec![InputSpec {
+                        name: "../x".into(),
+                        hash: ContentHash::of(b""),
+                        size: 0,
+                    }])
+                }),
+            ),
+            ("limits.timeout_ms", Box::new(|m| m.limits.timeout_ms = 0)),
+            (
+                "limits.memory_bytes",
+                Box::new(|m| m.limits.memory_bytes = MAX_MEMORY_BYTES + 1),
+            ),
+            (
+                "limits.output_bytes",
+                Box::new(|m| m.limits.output_bytes = 0),
+            ),
+            ("redundancy", Box::new(|m| m.redundancy = 0)),
+            ("expires_ms", Box::new(|m| m.expires_ms = m.created_ms)),
+            (
+                "expires_ms",
+                Box::new(|m| m.expires_ms = m.created_ms + MAX_LIFETIME_MS + 1),
+            ),
+        ];
+        for (field, mutate) in cases {
+            let mut m = base.clone();
+            mutate(&mut m);
+            let err = m.validate().expect_err(field);
+            assert_eq!(err.field, field, "{err}");
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The messages of `/corral/task/1` and `/corral/blob/1` (DESIGN §3), with
+//! stable reason codes for every refusal.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{MAX_MANIFEST_BYTES, MAX_RECEIPT_BYTES, WireMessage};
+use crate::envelope::Signed;
+use crate::hash::ContentHash;
+use crate::ids::JobId;
+use crate::manifest::JobManifest;
+use crate::receipt::TaskReceipt;
+
+/// Largest blob chunk in one response.
+pub const MAX_CHUNK_BYTES: u32 = 1024 * 1024;
+
+/// Coordinator → worker (offer, cancel) and worker → coordinator (result).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskRequest {
+    /// Run task `index` of the signed job.
+    Offer {
+        /// The job, as its submitter signed it.
+        manifest: Signed<JobManifest>,
+        /// The task.
+        index: u32,
+        /// Which attempt (1-based).
+        attempt: u32,
+    },
+    /// Stop a task (its result is no longer wanted).
+    Cancel {
+        /// The job.
+        job: JobId,
+        /// The task.
+        index: u32,
+    },
+    /// A finished task's signed receipt.
+    Result(Signed<TaskReceipt>),
+}
+
+impl WireMessage for TaskRequest {
+    const KIND: u8 = 1;
+    const MAX_BYTES: usize =
+        2 + if MAX_MANIFEST_BYTES > MAX_RECEIPT_BYTES {
+            MAX_MANIFEST_BYTES
+        } else {
+            MAX_RECEIPT_BYTES
+        } + 256;
+}
+
+/// The answer to a [`TaskRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskResponse {
+    /// The offer is taken.
+    Accepted,
+    /// The offer is refused, and why.
+    Rejected(RejectReason),
+    /// The result (or cancel) is received.
+    Ack,
+}
+
+impl WireMessage for TaskResponse {
+    const KIND: u8 = 2;
+    const MAX_BYTES: usize = 64;
+}
+
+/// Why a worker refused a task. The numeric codes are stable on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u16)]
+pub enum RejectReason {
+    /// The manifest's signature does not verify.
+    BadSignature = 1,
+    /// The submitter is not in the worker's trust list.
+    NotTrusted = 2,
+    /// The manifest has expired.
+    Expired = 3,
+    /// This manifest (nonce) was seen before.
+    Replay = 4,
+    /// The job's limits exceed the worker's policy.
+    LimitsTooLarge = 5,
+    /// The worker has no engine of the kind required.
+    EngineUnavailable = 6,
+    /// No free slot.
+    Busy = 7,
+    /// The owner is using the device.
+    OwnerBusy = 8,
+    /// The worker is leaving.
+    Draining = 9,
+    /// The module's bytes do not match its hash.
+    ModuleHashMismatch = 10,
+    /// The request does not decode or is out of bounds.
+    Malformed = 11,
+}
+
+impl RejectReason {
+    /// The stable numeric code.
+    pub fn code(self) -> u16 {
+        self as u16
+    }
+
+    /// What the submitter sees, e.g. `pi-2 refused: submitter not trusted`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            RejectReason::BadSignature => "bad signature on the job",
+            RejectReason::NotTrusted => "submitter not trusted",
+            RejectReason::Expired => "job expired",
+            RejectReason::Replay => "job already seen (replay)",
+            RejectReason::LimitsTooLarge => "job limits exceed this device's policy",
+            RejectReason::EngineUnavailable => "no engine of the required kind",
+            RejectReason::Busy => "no free slot",
+            RejectReason::OwnerBusy => "owner is using the device",
+            RejectReason::Draining => "device is leaving",
+            RejectReason::ModuleHashMismatch => "module does not match its hash",
+            RejectReason::Malformed => "malformed request",
+        }
+    }
+}
+
+/// Ask for a chunk of a blob by hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRequest {
+    /// The blob.
+    pub hash: ContentHash,
+    /// Where the chunk starts.
+    pub offset: u64,
+    /// How many bytes (at most [`MAX_CHUNK_BYTES`]).
+    pub len: u32,
+}
+
+impl WireMessage for BlobRequest {
+    const KIND: u8 = 3;
+    const MAX_BYTES: usize = 64;
+}
+
+/// A chunk of a blob, or why there is none.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlobResponse {
+    /// The bytes at `offset`, with the blob's total size.
+    Chunk {
+        /// The blob's size.
+        total: u64,
+        /// Where this chunk starts.
+        offset: u64,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// This node does not have the blob.
+    NotFound,
+    /// The request is out of bounds.
+    Invalid,
+}
+
+impl WireMessage for BlobResponse {
+    const KIND: u8 = 4;
+    const MAX_BYTES: usize = MAX_CHUNK_BYTES as usize + 64;
+}
+
+impl BlobRequest {
+    /// Whether the request asks for a sane chunk.
+    pub fn is_valid(&self) -> bool {
+        self.len > 0
+            && self.len <= MAX_CHUNK_BYTES
+            && self.offset.checked_add(u64::from(self.len)).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_codes_are_stable() {
+        assert_eq!(RejectReason::BadSignature.code(), 1);
+        assert_eq!(RejectReason::NotTrusted.code(), 2);
+        assert_eq!(RejectReason::Malformed.code(), 11);
+        assert_eq!(RejectReason::NotTrusted.describe(), "submitter not trusted");
+    }
+
+    #[test]
+    fn blob_requests_are_bounded() {
+        let hash = ContentHash::of(b"");
+        assert!(
+            BlobRequest {
+                hash,
+                offset: 0,
+                len: MAX_CHUNK_BYTES
+            }
+            .is_valid()
+        );
+        assert!(
+            !BlobRequest {
+                hash,
+                offset: 0,
+                len: MAX_CHUNK_BYTES + 1
+            }
+            .is_valid()
+        );
+        assert!(
+            !BlobRequest {
+                hash,
+                offset: u64::MAX,
+                len: 2
+            }
+            .is_valid()
+        );
+        assert!(
+            !BlobRequest {
+                hash,
+                offset: 0,
+                len: 0
+            }
+            .is_valid()
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! Golden bytes: fixed values encoded and compared byte for byte with the
+//! committed fixtures, so the wire format cannot change by accident. After an
+//! intended change, regenerate with `CORRAL_BLESS=1 cargo test -p
+//! corral-protocol --test golden`, review the diff and bump the version.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use corral_protocol::codec::{self, WireMessage};
+use corral_protocol::envelope::{Signed, peer_key, signing_key};
+use corral_protocol::hash::ContentHash;
+use corral_protocol::ids::{JobId, Nonce};
+use corral_protocol::manifest::{DirSpec, EngineReq, InputSpec, JobManifest, Limits, TaskSet};
+use corral_protocol::messages::{
+    BlobRequest, BlobResponse, RejectReason, TaskRequest, TaskResponse,
+};
+use corral_protocol::receipt::{Captured, EngineKind, OutputFile, TaskReceipt, TaskStatus};
+
+const CREATED: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+fn manifest() -> JobManifest {
+    JobManifest {
+        version: 1,
+        job: JobId::from_bytes(*b"corral-golden-01"),
+        submitter: peer_key(&signing_key(&[11; 32])),
+        module_hash: ContentHash::of(b"primes.wasm"),
+        module_size: 64_317,
+        args: vec!["{input}".into(), "{task}".into(), "20".into()],
+        env: BTreeMap::from([("LANG".into(), "C".into()), ("MODE".into(), "fast".into())]),
+        dirs: vec![DirSpec {
+            guest_path: "/data".into(),
+            tree_hash: ContentHash::of(b"tree"),
+            writable: true,
+        }],
+        tasks: TaskSet::Inputs(vec![
+            InputSpec {
+                name: "a.txt".into(),
+                hash: ContentHash::of(b"a"),
+                size: 1,
+            },
+            InputSpec {
+                name: "b.txt".into(),
+                hash: ContentHash::of(b"bb"),
+                size: 2,
+            },
+        ]),
+        limits: Limits {
+            timeout_ms: 30_000,
+            memory_bytes: 256 << 20,
+            output_bytes: 1 << 20,
+        },
+        engine: EngineReq::Any,
+        redundancy: 2,
+        created_ms: CREATED,
+        expires_ms: CREATED + 3_600_000,
+        nonce: Nonce(*b"nonce-nonce-0001"),
+    }
+}
+
+fn receipt() -> TaskReceipt {
+    TaskReceipt {
+        job: JobId::from_bytes(*b"corral-golden-01"),
+        index: 1,
+        attempt: 2,
+        worker: peer_key(&signing_key(&[12; 32])),
+        status: TaskStatus::Trapped {
+            message: "wasm `unreachable` instruction executed".into(),
+        },
+        stdout: Captured::new(b"partial\n".to_vec(), false),
+        stderr: Captured::new(b"panicked\n".to_vec(), true),
+        files: vec![OutputFile {
+            path: "/output/freq.tsv".into(),
+            size: 3,
+            hash: ContentHash::of(b"a\t1"),
+        }],
+        engine: EngineKind::Interp,
+        arch: "arm".into(),
+        duration_ms: 1234,
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Compares (or, when blessing, writes) one fixture; returns the committed bytes.
+fn golden(name: &str, bytes: &[u8]) -> Vec<u8> {
+    let path = fixture(name);
+    if std::env::var_os("CORRAL_BLESS").is_some() || !path.exists() {
+        std::fs::write(&path, bytes).expect("write fixture");
+        eprintln!("blessed {}", path.display());
+    }
+    let committed = std::fs::read(&path).expect("read fixture");
+    assert!(
+        committed == bytes,
+        "{name}: the encoding changed ({} bytes now, {} committed). If intended, bless and bump the wire version.",
+        bytes.len(),
+        committed.len()
+    );
+    committed
+}
+
+fn check<T: WireMessage + PartialEq + std::fmt::Debug>(name: &str, value: &T) {
+    let committed = golden(name, &codec::encode(value));
+    assert_eq!(
+        &codec::decode::<T>(&committed).expect("fixture decodes"),
+        value,
+        "{name}"
+    );
+}
+
+#[test]
+fn offer() {
+    let m = manifest();
+    let signed = Signed::sign(&m, &signing_key(&[11; 32]));
+    let offer = TaskRequest::Offer {
+        manifest: signed,
+        index: 1,
+        attempt: 1,
+    };
+    check("task_offer.bin", &offer);
+    // The committed signature still verifies (ed25519 signing is deterministic).
+    let committed = std::fs::read(fixture("task_offer.bin")).expect("fixture");
+    let TaskRequest::Offer { manifest, .. } = codec::decode(&committed).expect("decodes") else {
+        panic!("not an offer")
+    };
+    assert_eq!(manifest.verify(CREATED + 1), Ok(m));
+}
+
+#[test]
+fn result() {
+    let r = receipt();
+    let signed = Signed::sign(&r, &signing_key(&[12; 32]));
+    check("task_result.bin", &TaskRequest::Result(signed));
+}
+
+#[test]
+fn small_messages() {
+    check(
+        "task_cancel.bin",
+        &TaskRequest::Cancel {
+            job: JobId::from_bytes([3; 16]),
+            index: 7,
+        },
+    );
+    check("task_accepted.bin", &TaskResponse::Accepted);
+    check(
+        "task_rejected.bin",
+        &TaskResponse::Rejected(RejectReason::NotTrusted),
+    );
+    check("task_ack.bin", &TaskResponse::Ack);
+    check(
+        "blob_request.bin",
+        &BlobRequest {
+            hash: ContentHash::of(b"primes.wasm"),
+            offset: 1 << 20,
+            len: 65536,
+        },
+    );
+    check(
+        "blob_chunk.bin",
+        &BlobResponse::Chunk {
+            total: 10,
+            offset: 4,
+            bytes: b"chunk".to_vec(),
+        },
+    );
+    check("blob_not_found.bin", &BlobResponse::NotFound);
+}
