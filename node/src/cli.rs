@@ -1,0 +1,176 @@
+//! The command line as DESIGN §9 describes it, parsed by clap. Parsing only:
+//! each command resolves its arguments into a configuration in `cmd/`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::runtime::EngineChoice;
+
+/// corral — offload batch jobs to the idle devices of your home or edge site.
+#[derive(Debug, Parser)]
+#[command(name = "corral", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Where this node keeps its state (keys, store, caches).
+    #[arg(long, global = true, env = "CORRAL_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// corral's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a WebAssembly (WASI preview 1) module as one task or as a batch.
+    ///
+    /// One task without --out behaves like running the module directly: stdin
+    /// is forwarded, stdout and stderr stream back, and corral exits with the
+    /// module's exit code (125 when it trapped or hit a limit). With --tasks,
+    /// --inputs or --out it is a batch: each task's stdout, stderr and output
+    /// files land in OUT/<task>/, and the exit code is 0 only if every task
+    /// exited 0.
+    Run(RunArgs),
+    /// Run the bundled example (a Mandelbrot picture rendered as a batch of
+    /// tiles, then stitched) with no set-up.
+    Demo(DemoArgs),
+}
+
+/// `corral run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The module to run (a `.wasm` file built for wasm32-wasip1).
+    #[arg(value_name = "MODULE")]
+    pub module: PathBuf,
+
+    /// Run N tasks; `{task}` in ARGS becomes 0..N-1.
+    #[arg(long, value_name = "N", conflicts_with = "inputs")]
+    pub tasks: Option<u32>,
+
+    /// Run one task per file in DIR; the file is at /input/<name> and `{input}`
+    /// in ARGS becomes that path.
+    #[arg(long, value_name = "DIR")]
+    pub inputs: Option<PathBuf>,
+
+    /// Write each task's stdout, stderr and files to DIR/<task>/ and the job
+    /// summary to DIR/job.json.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Ship a directory with the job: HOST[::GUEST][:ro|:rw] (GUEST defaults to
+    /// /data; ro is the default; with rw each task gets a private copy and
+    /// the files it creates or changes come back in OUT/<task>/files/).
+    #[arg(long = "dir", value_name = "SPEC")]
+    pub dirs: Vec<String>,
+
+    /// An environment variable for the guest, K=V; the guest sees exactly the
+    /// variables given and nothing else.
+    #[arg(long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+
+    /// Wall-clock limit per task, e.g. 30s, 5m, 1h30m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
+    pub timeout: Duration,
+
+    /// Memory limit per task, e.g. 256MiB, 1GiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1GiB")]
+    pub memory: u64,
+
+    /// Most bytes kept of each task's stdout and of its stderr; a task that
+    /// writes more is stopped with the reason `output_limit`.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "16MiB")]
+    pub output_limit: u64,
+
+    /// The engine: auto (JIT where the CPU has one), jit or interp.
+    #[arg(long, value_enum, default_value = "auto", value_name = "ENGINE")]
+    pub engine: EngineChoice,
+
+    /// Run each task on K devices and compare their outputs (needs the mesh).
+    #[arg(long, value_name = "K")]
+    pub verify: Option<u8>,
+
+    /// Run in this process with no daemon: a plain WASI runner.
+    #[arg(long)]
+    pub local: bool,
+
+    /// Submit and print the job id instead of waiting (needs the mesh).
+    #[arg(long)]
+    pub detach: bool,
+
+    /// Parallel tasks for --local (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// Arguments for the module; `{task}` and `{input}` are replaced per task.
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+/// `corral demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to write the tiles and the picture.
+    #[arg(long, value_name = "DIR", default_value = "corral-demo")]
+    pub out: PathBuf,
+
+    /// Number of tiles (tasks).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub tasks: u32,
+
+    /// The engine: auto, jit or interp.
+    #[arg(long, value_enum, default_value = "auto", value_name = "ENGINE")]
+    pub engine: EngineChoice,
+}
+
+/// Parses a human duration such as `30s`, `5m`, `1h30m` or `250ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration ({e}); try 30s, 5m or 1h30m"))?;
+    if duration.is_zero() {
+        return Err(format!("`{text}` is zero; give a positive duration"));
+    }
+    Ok(duration)
+}
+
+/// Parses a human size such as `256MiB`, `1GiB`, `64k` or `1000000`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let size: bytesize::ByteSize = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("`{text}` is not a size ({e}); try 256MiB or 1GiB"))?;
+    if size.as_u64() == 0 {
+        return Err(format!("`{text}` is zero; give a positive size"));
+    }
+    Ok(size.as_u64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn sizes_accept_binary_and_decimal_units() {
+        assert_eq!(parse_size("256MiB"), Ok(256 * 1024 * 1024));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("0").is_err());
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,9 @@
+//! One module per command; each resolves its arguments and returns the exit
+//! code.
+
+pub mod run;
+
+/// An error in what the user asked for: exit code 2 and the message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);

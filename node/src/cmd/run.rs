@@ -1,0 +1,184 @@
+//! `corral run`: resolve the arguments into a [`JobPlan`], then run it as one
+//! pass-through task or as a batch writing OUT (DESIGN §9).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use corral_protocol::receipt::TaskStatus;
+
+use super::UsageError;
+use crate::cli::RunArgs;
+use crate::config::DataDir;
+use crate::job::local;
+use crate::job::outdir::OutDir;
+use crate::job::plan::{self, JobPlan, MAX_TASKS, Tasks};
+use crate::runtime::{Compiled, Limits, Runtime, RuntimeError};
+
+/// Exit code of a single task that trapped or hit a limit.
+pub const EXIT_TRAP: u8 = 125;
+
+/// Runs `corral run`.
+pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCode> {
+    if !args.local {
+        return Err(UsageError(
+            "no corral daemon to submit to: this build runs jobs with --local only \
+             (the mesh daemon, `corral up`, is not part of it yet)"
+                .into(),
+        )
+        .into());
+    }
+    if args.verify.is_some() {
+        return Err(UsageError(
+            "--verify compares devices of a mesh; it cannot be used with --local".into(),
+        )
+        .into());
+    }
+    if args.detach {
+        return Err(UsageError(
+            "--detach hands the job to a daemon; it cannot be used with --local".into(),
+        )
+        .into());
+    }
+    let batch = args.tasks.is_some() || args.inputs.is_some() || args.out.is_some();
+    let plan = resolve(&args)?;
+    let data_dir = DataDir::resolve(data_dir)?;
+    let runtime = Runtime::new(Some(data_dir.module_cache()))?;
+    let compiled = compile(&runtime, &plan)?;
+
+    if !batch {
+        let outcome = local::run_single(&runtime, &compiled, &plan)?;
+        return Ok(match outcome.status {
+            // POSIX keeps the low 8 bits of an exit status.
+            TaskStatus::Exited { code } => ExitCode::from((code & 0xff) as u8),
+            status => {
+                eprintln!("corral: {}", describe(&status, &plan.limits));
+                ExitCode::from(EXIT_TRAP)
+            }
+        });
+    }
+
+    let out_path = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("corral-out"));
+    let out = OutDir::create(&out_path)?;
+    let parallel = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let report = local::run_batch(&runtime, &compiled, &plan, &out, parallel)?;
+    for task in report.tasks.iter().filter(|t| t.state != "done") {
+        let why = match (&task.exit_code, &task.message) {
+            (Some(code), _) => format!("exited with {code}"),
+            (None, Some(message)) => format!("{}: {message}", task.reason),
+            (None, None) => task.reason.clone(),
+        };
+        eprintln!("corral: task {} failed: {why}", task.index);
+    }
+    let engines: Vec<&str> = {
+        let mut e: Vec<&str> = report.tasks.iter().map(|t| t.engine.as_str()).collect();
+        e.sort_unstable();
+        e.dedup();
+        e
+    };
+    eprintln!(
+        "corral: job {}: {} task(s), {} done, {} failed in {:.2}s on {} ({}) → {}",
+        report.id,
+        report.tasks_total,
+        report.tasks_done,
+        report.tasks_failed,
+        report.duration_ms as f64 / 1000.0,
+        local::device_name(),
+        engines.join(", "),
+        out.root().display()
+    );
+    Ok(if report.tasks_failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Checks the arguments and builds the plan.
+pub fn resolve(args: &RunArgs) -> anyhow::Result<JobPlan> {
+    let module = plan::load_module(&args.module)?;
+    let module_name = args
+        .module
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "module.wasm".into());
+    plan::check_args(&args.args)?;
+    let tasks = match (&args.tasks, &args.inputs) {
+        (Some(0), _) => return Err(UsageError("--tasks must be at least 1".into()).into()),
+        (Some(n), _) if *n > MAX_TASKS => {
+            return Err(
+                UsageError(format!("--tasks {n}: at most {MAX_TASKS} tasks per job")).into(),
+            );
+        }
+        (Some(n), None) => Tasks::Count(*n),
+        (None, Some(dir)) => Tasks::Inputs {
+            dir: dir.clone(),
+            files: plan::list_inputs(dir)?,
+        },
+        (None, None) => Tasks::Count(1),
+        (Some(_), Some(_)) => {
+            return Err(UsageError("--tasks and --inputs cannot be used together".into()).into());
+        }
+    };
+    let dirs = args
+        .dirs
+        .iter()
+        .map(|spec| plan::parse_dir(spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    plan::check_mounts(&dirs)?;
+    Ok(JobPlan {
+        module,
+        module_name,
+        args: args.args.clone(),
+        env: plan::parse_env(&args.env)?,
+        tasks,
+        dirs,
+        limits: Limits {
+            timeout: args.timeout,
+            memory_bytes: args.memory,
+            output_bytes: args.output_limit,
+        },
+        engine: args.engine,
+    })
+}
+
+/// Compiles the module once for the whole job.
+pub fn compile(runtime: &Runtime, plan: &JobPlan) -> anyhow::Result<Compiled> {
+    let engine = runtime
+        .resolve(plan.engine)
+        .map_err(|e| UsageError(e.to_string()))?;
+    runtime.compile(engine, &plan.module).map_err(|e| match e {
+        RuntimeError::Invalid(_) | RuntimeError::NotAModule(_) => {
+            anyhow::Error::from(UsageError(format!("{}: {e}", plan.module_name)))
+        }
+        other => anyhow::Error::from(other).context(format!(
+            "cannot prepare {} for {}",
+            plan.module_name,
+            engine.name()
+        )),
+    })
+}
+
+/// One line saying why a task stopped, for a person.
+pub fn describe(status: &TaskStatus, limits: &Limits) -> String {
+    match status {
+        TaskStatus::Exited { code } => format!("exited with {code}"),
+        TaskStatus::Trapped { message } => format!("the module trapped: {message}"),
+        TaskStatus::TimedOut => format!(
+            "the task ran past its time limit of {} and was stopped (raise it with --timeout)",
+            humantime::format_duration(limits.timeout)
+        ),
+        TaskStatus::MemoryLimit => format!(
+            "the task needed more memory than its limit of {} (raise it with --memory)",
+            bytesize::ByteSize::b(limits.memory_bytes).display().iec()
+        ),
+        TaskStatus::OutputLimit => format!(
+            "the task wrote more than {} to stdout or stderr and was stopped (raise it with --output-limit)",
+            bytesize::ByteSize::b(limits.output_bytes).display().iec()
+        ),
+    }
+}

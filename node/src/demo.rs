@@ -1,0 +1,145 @@
+//! `corral demo`: the bundled example with no set-up. A Mandelbrot picture is
+//! rendered as a batch of tiles, then the tiles are stitched into one PNG by a
+//! second job that receives the first job's OUT directory as a `--dir`.
+//!
+//! Until the mesh lands this runs on the local runner; the jobs are the same
+//! ones `corral run` submits.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::cli::DemoArgs;
+use crate::cmd::run::compile;
+use crate::config::DataDir;
+use crate::job::local;
+use crate::job::outdir::OutDir;
+use crate::job::plan::{DirMount, JobPlan, Tasks};
+use crate::runtime::{Limits, Runtime, WasmModule};
+use corral_protocol::receipt::EngineKind;
+
+/// The example module, built from `examples/mandelbrot` (see examples/build.sh).
+const MANDELBROT: &[u8] = include_bytes!("../../examples/wasm/mandelbrot.wasm");
+
+/// Picture size and detail of the demo.
+const WIDTH: u32 = 1024;
+const HEIGHT: u32 = 768;
+const MAX_ITER: u32 = 500;
+
+/// Runs the demo.
+pub fn run(data_dir: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let data_dir = DataDir::resolve(data_dir)?;
+    let runtime = Runtime::new(Some(data_dir.module_cache()))?;
+    let module = WasmModule::new(MANDELBROT.to_vec()).context("the bundled example is broken")?;
+    let tasks = args.tasks.clamp(1, HEIGHT);
+    let parallel = std::thread::available_parallelism().map_or(1, usize::from);
+    let out = OutDir::create(&args.out)?;
+
+    eprintln!(
+        "corral demo: rendering a {WIDTH}x{HEIGHT} Mandelbrot picture as {tasks} tiles on {} ({parallel} slots, engines: {})",
+        local::device_name(),
+        runtime
+            .engines()
+            .into_iter()
+            .map(EngineKind::name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let tiles_plan = JobPlan {
+        module: module.clone(),
+        module_name: "mandelbrot.wasm".into(),
+        args: [
+            "tile".to_string(),
+            "{task}".into(),
+            tasks.to_string(),
+            WIDTH.to_string(),
+            HEIGHT.to_string(),
+            MAX_ITER.to_string(),
+        ]
+        .to_vec(),
+        env: Vec::new(),
+        tasks: Tasks::Count(tasks),
+        dirs: Vec::new(),
+        limits: Limits::default(),
+        engine: args.engine,
+    };
+    let compiled = compile(&runtime, &tiles_plan)?;
+    let tiles_out = OutDir::create(&out.root().join("tiles"))?;
+    let tiles = local::run_batch(&runtime, &compiled, &tiles_plan, &tiles_out, parallel)?;
+    if tiles.tasks_failed > 0 {
+        anyhow::bail!(
+            "{} of {} tiles failed; see {}",
+            tiles.tasks_failed,
+            tiles.tasks_total,
+            tiles_out.root().join("job.json").display()
+        );
+    }
+
+    let stitch_plan = JobPlan {
+        args: [
+            "stitch".to_string(),
+            "/data".into(),
+            tasks.to_string(),
+            "/output/mandelbrot.png".into(),
+        ]
+        .to_vec(),
+        tasks: Tasks::Count(1),
+        dirs: vec![DirMount {
+            host: tiles_out.root().to_path_buf(),
+            guest: "/data".into(),
+            writable: false,
+        }],
+        ..tiles_plan
+    };
+    let stitch_out = OutDir::create(&out.root().join("stitch"))?;
+    let stitch = local::run_batch(&runtime, &compiled, &stitch_plan, &stitch_out, 1)?;
+    let Some(task) = stitch.tasks.first().filter(|t| t.state == "done") else {
+        anyhow::bail!(
+            "stitching failed; see {}",
+            stitch_out.root().join("0").display()
+        );
+    };
+    let picture = out.root().join("mandelbrot.png");
+    std::fs::copy(
+        stitch_out.root().join("0/files/output/mandelbrot.png"),
+        &picture,
+    )
+    .context("the stitch job did not write /output/mandelbrot.png")?;
+
+    let total_ms: u64 = tiles.tasks.iter().map(|t| t.duration_ms).sum();
+    println!("picture: {}", picture.display());
+    for (device, engine) in distinct(&tiles.tasks) {
+        let count = tiles
+            .tasks
+            .iter()
+            .filter(|t| t.peer == device && t.engine == engine)
+            .count();
+        println!(
+            "  {device} ({engine}, {}): {count} tiles",
+            std::env::consts::ARCH
+        );
+    }
+    println!(
+        "  stitched on {} ({}); {} ms of task time, {:.2}s wall-clock",
+        task.peer,
+        task.engine,
+        total_ms + task.duration_ms,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The distinct (device, engine) pairs that ran tasks, in order of appearance.
+fn distinct(tasks: &[crate::job::report::TaskReport]) -> Vec<(String, String)> {
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for t in tasks {
+        let key = (t.peer.clone(), t.engine.clone());
+        if !seen.contains(&key) {
+            seen.push(key);
+        }
+    }
+    seen
+}

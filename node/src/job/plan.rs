@@ -1,0 +1,347 @@
+//! A job resolved from the command line and checked: the module, the per-task
+//! arguments, the environment, the directories and the limits.
+
+use std::path::{Component, Path, PathBuf};
+
+use crate::cmd::UsageError;
+use crate::runtime::{EngineChoice, Limits, WasmModule};
+
+/// Most tasks one job may have.
+pub const MAX_TASKS: u32 = 1_000_000;
+/// Most arguments, and most bytes of all arguments together, per task.
+const MAX_ARGS: usize = 4096;
+const MAX_ARG_BYTES: usize = 1024 * 1024;
+/// Most environment variables, and most bytes of them together.
+const MAX_ENV: usize = 1024;
+const MAX_ENV_BYTES: usize = 1024 * 1024;
+
+/// Where the guest finds its output directory and its inputs.
+pub const GUEST_OUTPUT: &str = "/output";
+/// The guest path of `--inputs`.
+pub const GUEST_INPUT: &str = "/input";
+/// The default guest path of `--dir`.
+pub const GUEST_DATA: &str = "/data";
+
+/// What the tasks of a job iterate over.
+#[derive(Clone, Debug)]
+pub enum Tasks {
+    /// `--tasks N` (or a single task).
+    Count(u32),
+    /// `--inputs DIR`: one task per file, in name order.
+    Inputs {
+        /// The directory.
+        dir: PathBuf,
+        /// File names, sorted.
+        files: Vec<String>,
+    },
+}
+
+/// A `--dir HOST[::GUEST][:ro|:rw]` mount.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirMount {
+    /// The host directory.
+    pub host: PathBuf,
+    /// Where the guest sees it.
+    pub guest: String,
+    /// `rw`: each task gets a private copy whose changes come back.
+    pub writable: bool,
+}
+
+/// A checked job, ready to run.
+#[derive(Clone, Debug)]
+pub struct JobPlan {
+    /// The module.
+    pub module: WasmModule,
+    /// The module's name, argv[0] of every task.
+    pub module_name: String,
+    /// The argument template (`{task}`, `{input}`).
+    pub args: Vec<String>,
+    /// Exactly the guest's environment.
+    pub env: Vec<(String, String)>,
+    /// The tasks.
+    pub tasks: Tasks,
+    /// Shipped directories.
+    pub dirs: Vec<DirMount>,
+    /// Per-task limits.
+    pub limits: Limits,
+    /// The engine asked for.
+    pub engine: EngineChoice,
+}
+
+impl JobPlan {
+    /// Number of tasks.
+    pub fn task_count(&self) -> u32 {
+        match &self.tasks {
+            Tasks::Count(n) => *n,
+            Tasks::Inputs { files, .. } => u32::try_from(files.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The input file name of task `index`, if the job has inputs.
+    pub fn input_name(&self, index: u32) -> Option<&str> {
+        match &self.tasks {
+            Tasks::Count(_) => None,
+            Tasks::Inputs { files, .. } => files.get(index as usize).map(String::as_str),
+        }
+    }
+
+    /// argv of task `index`: the module name, then the template with
+    /// `{task}` and `{input}` replaced.
+    pub fn task_argv(&self, index: u32) -> Vec<String> {
+        let input = self
+            .input_name(index)
+            .map(|name| format!("{GUEST_INPUT}/{name}"));
+        let mut argv = Vec::with_capacity(self.args.len() + 1);
+        argv.push(self.module_name.clone());
+        argv.extend(corral_protocol::manifest::render_args(
+            &self.args,
+            index,
+            input.as_deref(),
+        ));
+        argv
+    }
+}
+
+/// Reads and checks the module file.
+pub fn load_module(path: &Path) -> Result<WasmModule, UsageError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| UsageError(format!("cannot read module {}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(UsageError(format!(
+            "module {} is not a file",
+            path.display()
+        )));
+    }
+    if meta.len() > crate::runtime::MAX_MODULE_BYTES as u64 {
+        return Err(UsageError(format!(
+            "module {} is {} bytes; the limit is {}",
+            path.display(),
+            meta.len(),
+            crate::runtime::MAX_MODULE_BYTES
+        )));
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|e| UsageError(format!("cannot read module {}: {e}", path.display())))?;
+    WasmModule::new(bytes).map_err(|e| UsageError(format!("{}: {e}", path.display())))
+}
+
+/// Lists the regular files of an `--inputs` directory, sorted by name.
+pub fn list_inputs(dir: &Path) -> Result<Vec<String>, UsageError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| UsageError(format!("cannot read --inputs {}: {e}", dir.display())))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry
+            .map_err(|e| UsageError(format!("cannot read --inputs {}: {e}", dir.display())))?;
+        let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false)
+            || std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file());
+        if !is_file {
+            continue;
+        }
+        let name = entry.file_name().into_string().map_err(|name| {
+            UsageError(format!(
+                "input file name {name:?} in {} is not valid UTF-8",
+                dir.display()
+            ))
+        })?;
+        files.push(name);
+    }
+    if files.is_empty() {
+        return Err(UsageError(format!(
+            "--inputs {} holds no files",
+            dir.display()
+        )));
+    }
+    if files.len() > MAX_TASKS as usize {
+        return Err(UsageError(format!(
+            "--inputs {} holds {} files; at most {MAX_TASKS} tasks per job",
+            dir.display(),
+            files.len()
+        )));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Parses `--env K=V` values.
+pub fn parse_env(values: &[String]) -> Result<Vec<(String, String)>, UsageError> {
+    if values.len() > MAX_ENV {
+        return Err(UsageError(format!(
+            "{} --env values; at most {MAX_ENV}",
+            values.len()
+        )));
+    }
+    let mut total = 0;
+    let mut env: Vec<(String, String)> = Vec::with_capacity(values.len());
+    for value in values {
+        let (key, val) = value
+            .split_once('=')
+            .ok_or_else(|| UsageError(format!("--env {value:?} is not K=V")))?;
+        if key.is_empty() || value.contains('\0') {
+            return Err(UsageError(format!(
+                "--env {value:?}: the name must be non-empty and neither may hold NUL"
+            )));
+        }
+        total += value.len();
+        if let Some(slot) = env.iter_mut().find(|(k, _)| k == key) {
+            slot.1 = val.to_string();
+        } else {
+            env.push((key.to_string(), val.to_string()));
+        }
+    }
+    if total > MAX_ENV_BYTES {
+        return Err(UsageError(format!(
+            "--env values total {total} bytes; at most {MAX_ENV_BYTES}"
+        )));
+    }
+    Ok(env)
+}
+
+/// Checks the argument template.
+pub fn check_args(args: &[String]) -> Result<(), UsageError> {
+    let total: usize = args.iter().map(String::len).sum();
+    if args.len() > MAX_ARGS || total > MAX_ARG_BYTES {
+        return Err(UsageError(format!(
+            "{} arguments of {total} bytes; at most {MAX_ARGS} arguments and {MAX_ARG_BYTES} bytes",
+            args.len()
+        )));
+    }
+    if args.iter().any(|a| a.contains('\0')) {
+        return Err(UsageError("an argument holds a NUL byte".into()));
+    }
+    Ok(())
+}
+
+/// Parses `HOST[::GUEST][:ro|:rw]`.
+pub fn parse_dir(spec: &str) -> Result<DirMount, UsageError> {
+    let (rest, writable) = if let Some(rest) = spec.strip_suffix(":rw") {
+        (rest, true)
+    } else if let Some(rest) = spec.strip_suffix(":ro") {
+        (rest, false)
+    } else {
+        (spec, false)
+    };
+    let (host, guest) = match rest.split_once("::") {
+        Some((host, guest)) => (host, guest),
+        None => (rest, GUEST_DATA),
+    };
+    if host.is_empty() {
+        return Err(UsageError(format!(
+            "--dir {spec:?}: no host directory; the form is HOST[::GUEST][:ro|:rw]"
+        )));
+    }
+    let guest =
+        check_guest_path(guest).map_err(|why| UsageError(format!("--dir {spec:?}: {why}")))?;
+    let host = PathBuf::from(host);
+    if !host.is_dir() {
+        return Err(UsageError(format!(
+            "--dir {spec:?}: {} is not a directory",
+            host.display()
+        )));
+    }
+    Ok(DirMount {
+        host,
+        guest,
+        writable,
+    })
+}
+
+/// A guest path must be absolute and plain: no `..`, no `.`, no empty parts.
+fn check_guest_path(guest: &str) -> Result<String, String> {
+    let path = Path::new(guest);
+    if !path.is_absolute() {
+        return Err(format!("guest path {guest:?} must be absolute, e.g. /data"));
+    }
+    let mut normal = 0;
+    for part in path.components() {
+        match part {
+            Component::RootDir => {}
+            Component::Normal(_) => normal += 1,
+            _ => return Err(format!("guest path {guest:?} may not contain `.` or `..`")),
+        }
+    }
+    if normal == 0 {
+        return Err(format!("guest path {guest:?} may not be `/`"));
+    }
+    let clean = guest.trim_end_matches('/').to_string();
+    if clean == GUEST_OUTPUT || clean == GUEST_INPUT {
+        return Err(format!("guest path {clean} is reserved for corral"));
+    }
+    Ok(clean)
+}
+
+/// Rejects two mounts at the same guest path.
+pub fn check_mounts(dirs: &[DirMount]) -> Result<(), UsageError> {
+    for (i, a) in dirs.iter().enumerate() {
+        if dirs[..i].iter().any(|b| b.guest == a.guest) {
+            return Err(UsageError(format!(
+                "two --dir mounts at {}; give each its own ::GUEST path",
+                a.guest
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_specs_parse_with_defaults() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let host = tmp.path().display().to_string();
+        let d = parse_dir(&host).expect("plain");
+        assert_eq!((d.guest.as_str(), d.writable), ("/data", false));
+        let d = parse_dir(&format!("{host}::/scratch:rw")).expect("rw");
+        assert_eq!((d.guest.as_str(), d.writable), ("/scratch", true));
+        let d = parse_dir(&format!("{host}::/models/:ro")).expect("ro");
+        assert_eq!((d.guest.as_str(), d.writable), ("/models", false));
+    }
+
+    #[test]
+    fn bad_dir_specs_name_the_problem() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let host = tmp.path().display().to_string();
+        for (spec, needle) in [
+            (format!("{host}::data"), "absolute"),
+            (format!("{host}::/a/../b"), "`..`"),
+            (format!("{host}::/"), "may not be `/`"),
+            (format!("{host}::/output"), "reserved"),
+            ("/no/such/dir/anywhere".to_string(), "not a directory"),
+            ("::/x".to_string(), "no host directory"),
+        ] {
+            let err = parse_dir(&spec).expect_err(&spec).0;
+            assert!(err.contains(needle), "{spec}: {err}");
+        }
+    }
+
+    #[test]
+    fn env_is_exactly_what_was_given() {
+        let env =
+            parse_env(&["A=1".into(), "B=x=y".into(), "A=2".into(), "E=".into()]).expect("valid");
+        assert_eq!(
+            env,
+            vec![
+                ("A".to_string(), "2".to_string()),
+                ("B".to_string(), "x=y".to_string()),
+                ("E".to_string(), String::new())
+            ]
+        );
+        assert!(parse_env(&["NOEQUALS".into()]).is_err());
+        assert!(parse_env(&["=v".into()]).is_err());
+    }
+
+    #[test]
+    fn modules_are_checked_before_running() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let text = tmp.path().join("hello.wat");
+        std::fs::write(&text, "(module)").expect("write");
+        let err = load_module(&text).expect_err("text is not a module").0;
+        assert!(err.contains("not a WebAssembly module"), "{err}");
+        let err = load_module(&tmp.path().join("missing.wasm"))
+            .expect_err("missing")
+            .0;
+        assert!(err.contains("cannot read module"), "{err}");
+    }
+}

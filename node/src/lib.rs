@@ -1,0 +1,14 @@
+//! corral's node: the daemon and command line of the corral compute mesh.
+//!
+//! The `corral` binary (`main.rs`) only parses arguments and maps results to
+//! exit codes; everything else lives here so tests can drive it directly:
+//! [`runtime`] runs WebAssembly on wasmtime or wasmi in a sandbox, [`job`]
+//! turns a command line into tasks and runs them, [`cmd`] holds one module
+//! per command.
+
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod demo;
+pub mod job;
+pub mod runtime;

@@ -1,0 +1,37 @@
+//! `corral`: the daemon and command line of the corral compute mesh. The
+//! binary is thin: parse, run the command, turn the result into an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use corral_node::cli::{Cli, Command};
+use corral_node::{cmd, demo};
+
+/// Exit code for usage errors (bad flags, unreadable module, bad --dir).
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => cmd::run::run(cli.data_dir, args),
+        Command::Demo(args) => demo::run(cli.data_dir, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("corral: error: {error:#}");
+            match error.downcast_ref::<cmd::UsageError>() {
+                Some(_) => ExitCode::from(EXIT_USAGE),
+                None => ExitCode::FAILURE,
+            }
+        }
+    }
+}

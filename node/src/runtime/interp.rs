@@ -1,0 +1,205 @@
+//! The interpreter engine: wasmi with WASI preview 1 from wasmi_wasi.
+//!
+//! wasmi has no epoch interruption, so the wall-clock timeout is enforced with
+//! fuel slices: the call runs with a small fuel budget, and each time it runs
+//! out the deadline is checked and the budget refilled. Fuel is never the
+//! limit users see (its units differ from wasmtime's); time is.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use corral_protocol::hash::ContentHash;
+use corral_protocol::receipt::EngineKind;
+use wasmi::{Config, Engine, Linker, Module, Store, TypedResumableCall};
+use wasmi_wasi::wasi_common::pipe::{ReadPipe, WritePipe};
+use wasmi_wasi::{WasiCtx, WasiCtxBuilder, ambient_authority};
+
+use super::limiter::MemoryLimiter;
+use super::readonly::ReadOnlyDir;
+use super::sink::{Echo, OutputSink};
+use super::{Ended, Outcome, RunSpec, RuntimeError, Stdin, WasmModule, classify, short_message};
+
+/// Fuel per slice between deadline checks: a few milliseconds of work at
+/// wasmi's speed, small enough for a prompt timeout, large enough that the
+/// check costs nothing measurable.
+const FUEL_SLICE: u64 = 2_000_000;
+
+/// Compiled modules kept in memory (wasmi cannot serialise its bytecode).
+const MEMORY_ENTRIES: usize = 32;
+
+struct RunState {
+    wasi: WasiCtx,
+    limiter: MemoryLimiter,
+}
+
+pub(crate) struct InterpEngine {
+    engine: Engine,
+    linker: Linker<RunState>,
+    modules: Mutex<HashMap<ContentHash, Module>>,
+}
+
+impl InterpEngine {
+    pub(crate) fn new() -> Result<Self, RuntimeError> {
+        let mut config = Config::default();
+        config.consume_fuel(true);
+        let engine = Engine::new(&config);
+        let mut linker = Linker::new(&engine);
+        wasmi_wasi::add_to_linker(&mut linker, |s: &mut RunState| &mut s.wasi).map_err(|e| {
+            RuntimeError::Engine {
+                engine: "wasmi",
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(Self {
+            engine,
+            linker,
+            modules: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<ContentHash, Module>> {
+        self.modules.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn compile(&self, module: &WasmModule) -> Result<Module, RuntimeError> {
+        if let Some(found) = self.lock().get(&module.hash) {
+            return Ok(found.clone());
+        }
+        let compiled = Module::new(&self.engine, &module.bytes[..])
+            .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+        let mut modules = self.lock();
+        if modules.len() >= MEMORY_ENTRIES {
+            modules.clear();
+        }
+        modules.insert(module.hash, compiled.clone());
+        Ok(compiled)
+    }
+
+    pub(crate) fn run(&self, module: &Module, spec: &RunSpec) -> Result<Outcome, RuntimeError> {
+        let started = Instant::now();
+        let deadline = started + spec.limits.timeout;
+        let stdout = OutputSink::new(
+            spec.limits.output_bytes,
+            if spec.passthrough {
+                Echo::Stdout
+            } else {
+                Echo::None
+            },
+        );
+        let stderr = OutputSink::new(
+            spec.limits.output_bytes,
+            if spec.passthrough {
+                Echo::Stderr
+            } else {
+                Echo::None
+            },
+        );
+        let wasi = build_wasi(spec, &stdout, &stderr)?;
+        let mut store = Store::new(
+            &self.engine,
+            RunState {
+                wasi,
+                limiter: MemoryLimiter::new(spec.limits.memory_bytes),
+            },
+        );
+        store.limiter(|state| &mut state.limiter);
+        let fuel_error = |e: wasmi::Error| RuntimeError::Engine {
+            engine: "wasmi",
+            reason: e.to_string(),
+        };
+        store.set_fuel(FUEL_SLICE).map_err(fuel_error)?;
+
+        let ended = match self.linker.instantiate_and_start(&mut store, module) {
+            Ok(instance) => {
+                let start = instance
+                    .get_typed_func::<(), ()>(&store, "_start")
+                    .map_err(|_| RuntimeError::NoStart)?;
+                let mut call = start.call_resumable(&mut store, ());
+                loop {
+                    match call {
+                        Ok(TypedResumableCall::Finished(())) => break Ended::Exit(0),
+                        Ok(TypedResumableCall::OutOfFuel(paused)) => {
+                            if Instant::now() >= deadline {
+                                break Ended::Timeout;
+                            }
+                            store.set_fuel(FUEL_SLICE).map_err(fuel_error)?;
+                            call = paused.resume(&mut store);
+                        }
+                        Ok(TypedResumableCall::HostTrap(paused)) => {
+                            break ended_from(paused.host_error());
+                        }
+                        Err(error) => break ended_from(&error),
+                    }
+                }
+            }
+            Err(e) if store.data().limiter.hit() => Ended::Trap(e.to_string()),
+            Err(e) if e.as_trap_code().is_some() => ended_from(&e),
+            Err(e) => return Err(RuntimeError::Link(e.to_string())),
+        };
+        let status = classify(ended, &stdout, &stderr, store.data().limiter.hit());
+        drop(store);
+        Ok(Outcome {
+            status,
+            stdout_truncated: stdout.overflowed(),
+            stderr_truncated: stderr.overflowed(),
+            stdout: stdout.take(),
+            stderr: stderr.take(),
+            engine: EngineKind::Interp,
+            duration: started.elapsed(),
+        })
+    }
+}
+
+fn ended_from(error: &wasmi::Error) -> Ended {
+    if let Some(code) = error.i32_exit_status() {
+        return Ended::Exit(code);
+    }
+    match error.as_trap_code() {
+        Some(code) => Ended::Trap(code.trap_message().to_string()),
+        None => Ended::Trap(short_message(error.to_string())),
+    }
+}
+
+fn build_wasi(
+    spec: &RunSpec,
+    stdout: &OutputSink,
+    stderr: &OutputSink,
+) -> Result<WasiCtx, RuntimeError> {
+    let bad = |e: &dyn std::fmt::Display| RuntimeError::Wasi(e.to_string());
+    let mut builder = WasiCtxBuilder::new();
+    builder.args(&spec.args).map_err(|e| bad(&e))?;
+    builder.envs(&spec.env).map_err(|e| bad(&e))?;
+    match &spec.stdin {
+        Stdin::Empty => {
+            builder.stdin(Box::new(ReadPipe::from(Vec::new())));
+        }
+        Stdin::Bytes(bytes) => {
+            builder.stdin(Box::new(ReadPipe::from(bytes.to_vec())));
+        }
+        Stdin::Inherit => {
+            builder.inherit_stdin();
+        }
+    }
+    builder.stdout(Box::new(WritePipe::new(stdout.writer())));
+    builder.stderr(Box::new(WritePipe::new(stderr.writer())));
+    let ctx = builder.build();
+    for preopen in &spec.preopens {
+        let failed = |reason: String| RuntimeError::Preopen {
+            host: preopen.host.display().to_string(),
+            guest: preopen.guest.clone(),
+            reason,
+        };
+        let dir = wasmi_wasi::Dir::open_ambient_dir(&preopen.host, ambient_authority())
+            .map_err(|e| failed(e.to_string()))?;
+        let dir: Box<dyn wasmi_wasi::WasiDir> = Box::new(wasmi_wasi::dir::Dir::from_cap_std(dir));
+        let dir = if preopen.writable {
+            dir
+        } else {
+            Box::new(ReadOnlyDir(dir))
+        };
+        ctx.push_preopened_dir(dir, &preopen.guest)
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    Ok(ctx)
+}

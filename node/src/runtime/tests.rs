@@ -1,0 +1,331 @@
+//! The runtime against real modules on both engines: the sandbox's promises
+//! (args, env, stdin, preopens) and every limit, with hostile modules run in
+//! one process that must stay healthy afterwards.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use corral_protocol::receipt::{EngineKind, TaskStatus};
+
+use super::*;
+
+fn wasm(name: &str) -> WasmModule {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/wasm")
+        .join(format!("{name}.wasm"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    WasmModule::new(bytes).expect("a valid module")
+}
+
+fn runtime() -> Runtime {
+    Runtime::new(None).expect("engines start")
+}
+
+fn spec(args: &[&str]) -> RunSpec {
+    RunSpec {
+        args: std::iter::once("testkit.wasm")
+            .chain(args.iter().copied())
+            .map(String::from)
+            .collect(),
+        limits: Limits {
+            timeout: Duration::from_secs(20),
+            memory_bytes: 64 * 1024 * 1024,
+            output_bytes: 1024 * 1024,
+        },
+        ..RunSpec::default()
+    }
+}
+
+fn run_on(rt: &Runtime, engine: EngineKind, spec: &RunSpec) -> Outcome {
+    let compiled = rt.compile(engine, &wasm("testkit")).expect("compiles");
+    rt.run(&compiled, spec).expect("runs")
+}
+
+fn each_engine(test: impl Fn(&Runtime, EngineKind)) {
+    let rt = runtime();
+    for engine in rt.engines() {
+        test(&rt, engine);
+    }
+}
+
+#[test]
+fn both_engines_are_available_on_this_host() {
+    let engines = runtime().engines();
+    assert!(engines.contains(&EngineKind::Interp));
+    #[cfg(all(feature = "jit", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    assert!(engines.contains(&EngineKind::Jit));
+}
+
+#[test]
+fn args_reach_the_guest_verbatim() {
+    each_engine(|rt, engine| {
+        let out = run_on(rt, engine, &spec(&["args", "a b", "", "ü{task}"]));
+        assert_eq!(out.status, TaskStatus::Exited { code: 0 }, "{engine:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "testkit.wasm\nargs\na b\n\nü{task}\n",
+            "{engine:?}"
+        );
+    });
+}
+
+#[test]
+fn the_guest_sees_exactly_the_given_env() {
+    each_engine(|rt, engine| {
+        let mut s = spec(&["env"]);
+        s.env = vec![("B".into(), "2".into()), ("A".into(), "x=1".into())];
+        let out = run_on(rt, engine, &s);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "A=x=1\nB=2\n",
+            "{engine:?}"
+        );
+        let out = run_on(rt, engine, &spec(&["env"]));
+        assert_eq!(out.stdout, b"", "{engine:?}: the host's env must not leak");
+    });
+}
+
+#[test]
+fn stdin_bytes_are_delivered_then_eof() {
+    each_engine(|rt, engine| {
+        let mut s = spec(&["stdin"]);
+        s.stdin = Stdin::Bytes(b"line one\nline two\n".as_slice().into());
+        let out = run_on(rt, engine, &s);
+        assert_eq!(out.stdout, b"line one\nline two\n", "{engine:?}");
+        let out = run_on(rt, engine, &spec(&["stdin"]));
+        assert_eq!(out.stdout, b"", "{engine:?}");
+    });
+}
+
+#[test]
+fn exit_codes_and_stderr_come_back() {
+    each_engine(|rt, engine| {
+        let out = run_on(rt, engine, &spec(&["exit", "42"]));
+        assert_eq!(out.status, TaskStatus::Exited { code: 42 }, "{engine:?}");
+        let out = run_on(rt, engine, &spec(&["stderr", "oops"]));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim_end(),
+            "oops",
+            "{engine:?}"
+        );
+    });
+}
+
+#[test]
+fn an_infinite_loop_times_out() {
+    each_engine(|rt, engine| {
+        let mut s = spec(&["loop"]);
+        s.limits.timeout = Duration::from_millis(300);
+        let out = run_on(rt, engine, &s);
+        assert_eq!(out.status, TaskStatus::TimedOut, "{engine:?}");
+        assert!(
+            out.duration < Duration::from_secs(10),
+            "{engine:?}: {:?}",
+            out.duration
+        );
+    });
+}
+
+#[test]
+fn a_memory_bomb_hits_the_memory_limit() {
+    each_engine(|rt, engine| {
+        let out = run_on(rt, engine, &spec(&["alloc"]));
+        assert_eq!(out.status, TaskStatus::MemoryLimit, "{engine:?}");
+    });
+}
+
+#[test]
+fn unbounded_recursion_traps() {
+    each_engine(|rt, engine| {
+        let out = run_on(rt, engine, &spec(&["recurse"]));
+        match &out.status {
+            TaskStatus::Trapped { message } => {
+                assert!(message.contains("stack"), "{engine:?}: {message}")
+            }
+            other => panic!("{engine:?}: expected a stack overflow trap, got {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn a_stdout_flood_is_cut_at_the_cap() {
+    each_engine(|rt, engine| {
+        let mut s = spec(&["flood"]);
+        s.limits.output_bytes = 100_000;
+        let out = run_on(rt, engine, &s);
+        assert_eq!(out.status, TaskStatus::OutputLimit, "{engine:?}");
+        assert_eq!(out.stdout.len(), 100_000, "{engine:?}");
+        assert!(out.stdout_truncated);
+    });
+}
+
+#[test]
+fn explicit_traps_are_reported_as_traps() {
+    each_engine(|rt, engine| {
+        let out = run_on(rt, engine, &spec(&["trap"]));
+        assert!(
+            matches!(out.status, TaskStatus::Trapped { .. }),
+            "{engine:?}: {:?}",
+            out.status
+        );
+    });
+}
+
+#[test]
+fn preopens_cannot_be_escaped_and_read_only_means_read_only() {
+    each_engine(|rt, engine| {
+        let input = tempfile::tempdir().expect("tempdir");
+        std::fs::write(input.path().join("data.txt"), "original").expect("write");
+        let output = tempfile::tempdir().expect("tempdir");
+        let mut s = spec(&["escape"]);
+        s.preopens = vec![
+            Preopen {
+                host: input.path().to_path_buf(),
+                guest: "/input".into(),
+                writable: false,
+            },
+            Preopen {
+                host: output.path().to_path_buf(),
+                guest: "/output".into(),
+                writable: true,
+            },
+        ];
+        let out = run_on(rt, engine, &s);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("ESCAPED"), "{engine:?}:\n{text}");
+        assert!(text.contains("BLOCKED"), "{engine:?}:\n{text}");
+        assert_eq!(
+            out.status,
+            TaskStatus::Exited { code: 0 },
+            "{engine:?}:\n{text}"
+        );
+        assert!(!input.path().join("pwned").exists(), "{engine:?}");
+
+        // The read-only directory is readable, and refuses every kind of write.
+        let mut s = spec(&["read", "/input/data.txt"]);
+        s.preopens = vec![Preopen {
+            host: input.path().to_path_buf(),
+            guest: "/input".into(),
+            writable: false,
+        }];
+        assert_eq!(run_on(rt, engine, &s).stdout, b"original", "{engine:?}");
+        for target in ["/input/data.txt", "/input/new.txt", "/input/sub/new.txt"] {
+            s.args = ["testkit.wasm", "write", target, "changed"]
+                .map(String::from)
+                .to_vec();
+            let out = run_on(rt, engine, &s);
+            assert_eq!(
+                out.status,
+                TaskStatus::Exited { code: 1 },
+                "{engine:?} {target}"
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string(input.path().join("data.txt")).expect("read"),
+            "original"
+        );
+        assert!(!input.path().join("new.txt").exists());
+
+        // A writable one takes writes.
+        let mut s = spec(&["write", "/output/sub/result.txt", "hello"]);
+        s.preopens = vec![Preopen {
+            host: output.path().to_path_buf(),
+            guest: "/output".into(),
+            writable: true,
+        }];
+        assert_eq!(
+            run_on(rt, engine, &s).status,
+            TaskStatus::Exited { code: 0 }
+        );
+        assert_eq!(
+            std::fs::read_to_string(output.path().join("sub/result.txt")).expect("read"),
+            "hello"
+        );
+    });
+}
+
+#[test]
+fn the_process_stays_healthy_after_hostile_modules() {
+    let rt = runtime();
+    for engine in rt.engines() {
+        for (mode, timeout) in [
+            ("loop", 200),
+            ("alloc", 20_000),
+            ("recurse", 20_000),
+            ("flood", 20_000),
+            ("trap", 20_000),
+        ] {
+            let mut s = spec(&[mode]);
+            s.limits.timeout = Duration::from_millis(timeout);
+            s.limits.output_bytes = 10_000;
+            let out = run_on(&rt, engine, &s);
+            assert!(
+                !matches!(out.status, TaskStatus::Exited { code: 0 }),
+                "{engine:?} {mode} should not succeed"
+            );
+        }
+        let out = run_on(&rt, engine, &spec(&["args", "still", "fine"]));
+        assert_eq!(out.status, TaskStatus::Exited { code: 0 }, "{engine:?}");
+        assert_eq!(out.stdout, b"testkit.wasm\nargs\nstill\nfine\n");
+    }
+}
+
+#[test]
+fn a_module_needing_more_initial_memory_than_the_cap_is_a_memory_limit() {
+    each_engine(|rt, engine| {
+        let mut s = spec(&["args"]);
+        // Rust guests declare about 1.06 MiB of memory up front.
+        s.limits.memory_bytes = 512 * 1024;
+        let out = run_on(rt, engine, &s);
+        assert_eq!(out.status, TaskStatus::MemoryLimit, "{engine:?}");
+    });
+}
+
+#[test]
+fn garbage_and_components_are_refused_with_a_reason() {
+    let err = WasmModule::new(b"hello world".to_vec()).expect_err("not wasm");
+    assert!(
+        err.to_string().contains("not a WebAssembly module"),
+        "{err}"
+    );
+    let err = WasmModule::new(b"\0asm\x0d\x00\x01\x00".to_vec()).expect_err("component");
+    assert!(err.to_string().contains("component"), "{err}");
+    let rt = runtime();
+    let truncated = WasmModule::new(wasm("testkit").bytes[..1000].to_vec()).expect("header ok");
+    for engine in rt.engines() {
+        assert!(
+            matches!(
+                rt.compile(engine, &truncated),
+                Err(RuntimeError::Invalid(_))
+            ),
+            "{engine:?}"
+        );
+    }
+}
+
+#[cfg(feature = "jit")]
+#[test]
+fn compiled_modules_are_cached_on_disk_and_reused() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let module = wasm("testkit");
+    {
+        let rt = Runtime::new(Some(cache.path().to_path_buf())).expect("runtime");
+        rt.compile(EngineKind::Jit, &module).expect("compile");
+    }
+    let files: Vec<_> = std::fs::read_dir(cache.path())
+        .expect("cache dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].starts_with(&module.hash.to_hex()), "{files:?}");
+
+    // A corrupted entry is replaced, not trusted.
+    let path = cache.path().join(&files[0]);
+    std::fs::write(&path, b"garbage").expect("corrupt");
+    let rt = Runtime::new(Some(cache.path().to_path_buf())).expect("runtime");
+    let compiled = rt.compile(EngineKind::Jit, &module).expect("recompiles");
+    let out = rt.run(&compiled, &spec(&["exit", "7"])).expect("runs");
+    assert_eq!(out.status, TaskStatus::Exited { code: 7 });
+    assert!(std::fs::read(&path).expect("rewritten").len() > 1000);
+}

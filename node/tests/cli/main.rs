@@ -1,0 +1,87 @@
+//! `corral` as a user runs it: the real binary, real modules from
+//! `examples/wasm`, real files. One integration binary for the whole CLI.
+
+#![allow(missing_docs, unreachable_pub, clippy::new_without_default)]
+
+mod batch;
+mod examples;
+mod single;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A scratch area with its own data dir, removed at the end of the test.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// `corral ARGS` with this sandbox's data dir and no stdin.
+    pub fn corral(&self, args: &[&str]) -> Output {
+        self.corral_with_stdin(args, b"")
+    }
+
+    pub fn corral_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(args)
+            .env("CORRAL_DATA_DIR", self.path("data"))
+            .env_remove("RUST_LOG")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("corral starts");
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        pipe.write_all(stdin).expect("write stdin");
+        drop(pipe);
+        child.wait_with_output().expect("corral ends")
+    }
+}
+
+/// Path of a bundled module.
+pub fn module(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/wasm")
+        .join(format!("{name}.wasm"))
+        .display()
+        .to_string()
+}
+
+/// The examples directory.
+pub fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts the exit code, showing stderr when it is not the expected one.
+#[track_caller]
+pub fn assert_code(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+}
+
+/// Reads and parses OUT/job.json.
+pub fn job_json(out: &Path) -> serde_json::Value {
+    let raw = std::fs::read(out.join("job.json")).expect("job.json exists");
+    serde_json::from_slice(&raw).expect("job.json is JSON")
+}
