@@ -77,16 +77,22 @@ fn tile(args: &[String]) -> Result<(), Error> {
         )));
     }
     if width == 0 || width > 16384 || height > 16384 || max_iter == 0 {
-        return Err(Error::Usage("width and height must be in 1..=16384, max_iter > 0".into()));
+        return Err(Error::Usage(
+            "width and height must be in 1..=16384, max_iter > 0".into(),
+        ));
     }
     let (first, end) = band(task, tasks, height);
     let path = format!("/output/tile-{task}.ppm");
     let file = std::fs::File::create(&path).map_err(|e| Error::Failed(format!("{path}: {e}")))?;
     let mut out = BufWriter::new(file);
     let write = |out: &mut BufWriter<std::fs::File>, bytes: &[u8]| {
-        out.write_all(bytes).map_err(|e| Error::Failed(format!("{path}: {e}")))
+        out.write_all(bytes)
+            .map_err(|e| Error::Failed(format!("{path}: {e}")))
     };
-    write(&mut out, format!("P6\n{width} {}\n255\n", end - first).as_bytes())?;
+    write(
+        &mut out,
+        format!("P6\n{width} {}\n255\n", end - first).as_bytes(),
+    )?;
     // The view: real axis [-2.5, 1.0], imaginary axis centred on 0 with the
     // same scale, so the picture is not stretched.
     let scale = 3.5 / f64::from(width);
@@ -101,7 +107,8 @@ fn tile(args: &[String]) -> Result<(), Error> {
         }
         write(&mut out, &row)?;
     }
-    out.flush().map_err(|e| Error::Failed(format!("{path}: {e}")))?;
+    out.flush()
+        .map_err(|e| Error::Failed(format!("{path}: {e}")))?;
     println!("tile {task}/{tasks}: rows {first}..{end} of {width}x{height}");
     Ok(())
 }
@@ -152,7 +159,11 @@ fn read_ppm(path: &str) -> Result<(u32, u32, Vec<u8>), Error> {
         if start == pos {
             return Err(bad());
         }
-        fields.push(std::str::from_utf8(&bytes[start..pos]).map_err(|_| bad())?.to_string());
+        fields.push(
+            std::str::from_utf8(&bytes[start..pos])
+                .map_err(|_| bad())?
+                .to_string(),
+        );
     }
     pos += 1;
     let (w, h): (u32, u32) = match (fields[0].as_str(), fields[1].parse(), fields[2].parse()) {
@@ -167,9 +178,13 @@ fn read_ppm(path: &str) -> Result<(u32, u32, Vec<u8>), Error> {
 }
 
 fn stitch(args: &[String]) -> Result<(), Error> {
-    let dir = args.first().ok_or_else(|| Error::Usage("missing dir".into()))?;
+    let dir = args
+        .first()
+        .ok_or_else(|| Error::Usage("missing dir".into()))?;
     let tasks = num("tasks", args.get(1), None)?;
-    let out = args.get(2).ok_or_else(|| Error::Usage("missing out.png".into()))?;
+    let out = args
+        .get(2)
+        .ok_or_else(|| Error::Usage("missing out.png".into()))?;
     if tasks == 0 {
         return Err(Error::Usage("tasks must be at least 1".into()));
     }
@@ -180,7 +195,9 @@ fn stitch(args: &[String]) -> Result<(), Error> {
         let path = format!("{dir}/{i}/files/output/tile-{i}.ppm");
         let (w, h, tile) = read_ppm(&path)?;
         if *width.get_or_insert(w) != w {
-            return Err(Error::Failed(format!("{path}: width {w} differs from tile 0")));
+            return Err(Error::Failed(format!(
+                "{path}: width {w} differs from tile 0"
+            )));
         }
         height += h;
         pixels.extend_from_slice(&tile);
@@ -196,7 +213,9 @@ fn stitch(args: &[String]) -> Result<(), Error> {
     writer
         .write_image_data(&pixels)
         .map_err(|e| Error::Failed(format!("{out}: {e}")))?;
-    writer.finish().map_err(|e| Error::Failed(format!("{out}: {e}")))?;
+    writer
+        .finish()
+        .map_err(|e| Error::Failed(format!("{out}: {e}")))?;
     println!("stitched {tasks} tiles into {out} ({width}x{height})");
     Ok(())
 }

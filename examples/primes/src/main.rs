@@ -43,7 +43,11 @@ fn parse(task: &str, tasks: &str, limit: &str) -> Result<(u64, u64, u64), String
         v.parse::<u64>()
             .map_err(|_| format!("{name} must be a non-negative integer, got {v:?}"))
     };
-    let (task, tasks, limit) = (num("task", task)?, num("tasks", tasks)?, num("limit", limit)?);
+    let (task, tasks, limit) = (
+        num("task", task)?,
+        num("tasks", tasks)?,
+        num("limit", limit)?,
+    );
     if tasks == 0 || task >= tasks {
         return Err(format!("task {task} is not in 0..{tasks}"));
     }

@@ -169,9 +169,16 @@ fn escape() -> ExitCode {
     for path in ["/input/pwned", "/tmp/pwned", "/output/../pwned"] {
         check(&format!("write {path}"), std::fs::write(path, "x").is_ok());
     }
-    check("list /", std::fs::read_dir("/").is_ok_and(|mut d| d.next().is_some()));
+    check(
+        "list /",
+        std::fs::read_dir("/").is_ok_and(|mut d| d.next().is_some()),
+    );
     check("read through a symlink out of /output", symlink_escape());
-    if escaped { ExitCode::from(3) } else { ExitCode::SUCCESS }
+    if escaped {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// Creates symlinks in /output pointing outside, then reads through them.

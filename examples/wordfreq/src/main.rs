@@ -38,13 +38,18 @@ type Failure = (u8, String);
 fn top_n(value: Option<&String>) -> Result<usize, Failure> {
     match value {
         None => Ok(10),
-        Some(v) => v.parse().map_err(|_| (2, format!("top must be a number, got {v:?}"))),
+        Some(v) => v
+            .parse()
+            .map_err(|_| (2, format!("top must be a number, got {v:?}"))),
     }
 }
 
 fn count_words(text: &str) -> HashMap<String, u64> {
     let mut counts = HashMap::new();
-    for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
         *counts.entry(word.to_lowercase()).or_insert(0) += 1;
     }
     counts
@@ -63,11 +68,18 @@ fn count_file(path: &str, top: Option<&String>) -> Result<(), Failure> {
     let rows = sorted(count_words(&text));
     let total: u64 = rows.iter().map(|r| r.1).sum();
     let table: String = rows.iter().map(|(w, c)| format!("{w}\t{c}\n")).collect();
-    std::fs::write("/output/freq.tsv", table)
-        .map_err(|e| (1, format!("/output/freq.tsv: {e}")))?;
+    std::fs::write("/output/freq.tsv", table).map_err(|e| (1, format!("/output/freq.tsv: {e}")))?;
     let name = path.rsplit('/').next().unwrap_or(path);
-    let shown: Vec<String> = rows.iter().take(top).map(|(w, c)| format!("{w}:{c}")).collect();
-    println!("{name}: {total} words, {} distinct; top: {}", rows.len(), shown.join(" "));
+    let shown: Vec<String> = rows
+        .iter()
+        .take(top)
+        .map(|(w, c)| format!("{w}:{c}"))
+        .collect();
+    println!(
+        "{name}: {total} words, {} distinct; top: {}",
+        rows.len(),
+        shown.join(" ")
+    );
     Ok(())
 }
 
@@ -85,14 +97,20 @@ fn merge(dir: Option<&String>, top: Option<&String>) -> Result<(), Failure> {
             Err(e) => return Err((1, format!("{path}: {e}"))),
         };
         for (n, line) in text.lines().enumerate() {
-            let parsed = line.split_once('\t').and_then(|(w, c)| Some((w, c.parse::<u64>().ok()?)));
-            let (word, count) = parsed.ok_or((1, format!("{path}:{}: not `word<TAB>count`", n + 1)))?;
+            let parsed = line
+                .split_once('\t')
+                .and_then(|(w, c)| Some((w, c.parse::<u64>().ok()?)));
+            let (word, count) =
+                parsed.ok_or((1, format!("{path}:{}: not `word<TAB>count`", n + 1)))?;
             *totals.entry(word.to_string()).or_insert(0) += count;
         }
         tables += 1;
     }
     if tables == 0 {
-        return Err((1, format!("no {dir}/0/files/output/freq.tsv: is {dir} the OUT of a wordfreq batch?")));
+        return Err((
+            1,
+            format!("no {dir}/0/files/output/freq.tsv: is {dir} the OUT of a wordfreq batch?"),
+        ));
     }
     let rows = sorted(totals);
     let total: u64 = rows.iter().map(|r| r.1).sum();
