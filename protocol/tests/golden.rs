@@ -112,7 +112,7 @@ fn check<T: WireMessage + PartialEq + std::fmt::Debug>(name: &str, value: &T) {
 }
 
 #[test]
-fn offer() {
+fn offer_message() {
     let m = manifest();
     let signed = Signed::sign(&m, &signing_key(&[11; 32]));
     let offer = TaskRequest::Offer {
@@ -130,7 +130,7 @@ fn offer() {
 }
 
 #[test]
-fn result() {
+fn result_message() {
     let r = receipt();
     let signed = Signed::sign(&r, &signing_key(&[12; 32]));
     check("task_result.bin", &TaskRequest::Result(signed));

@@ -43,6 +43,11 @@ impl InterpEngine {
     pub(crate) fn new() -> Result<Self, RuntimeError> {
         let mut config = Config::default();
         config.consume_fuel(true);
+        // Lazy translation charges a function's translation to whichever run
+        // first calls it; with tasks sharing a module across threads that
+        // made fuel use depend on timing. Eager translation costs a few
+        // milliseconds once per module and keeps every run alike.
+        config.compilation_mode(wasmi::CompilationMode::Eager);
         let engine = Engine::new(&config);
         let mut linker = Linker::new(&engine);
         wasmi_wasi::add_to_linker(&mut linker, |s: &mut RunState| &mut s.wasi).map_err(|e| {
@@ -123,7 +128,10 @@ impl InterpEngine {
                             if Instant::now() >= deadline {
                                 break Ended::Timeout;
                             }
-                            store.set_fuel(FUEL_SLICE).map_err(fuel_error)?;
+                            // A bulk memory operation may need more than one
+                            // slice at once; give it what it asks for.
+                            let fuel = FUEL_SLICE.max(paused.required_fuel());
+                            store.set_fuel(fuel).map_err(fuel_error)?;
                             call = paused.resume(&mut store);
                         }
                         Ok(TypedResumableCall::HostTrap(paused)) => {
