@@ -2,7 +2,10 @@
 //! encoding) signed with ed25519 under a per-type context, so a signature
 //! over one kind of message can never be replayed as another.
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, VerifyingKey};
+
+/// The ed25519 signing key type nodes sign with.
+pub use ed25519_dalek::SigningKey;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 

@@ -20,6 +20,7 @@
 //! bytes come in as arguments. Every decoder is bounded ([`codec`]) and every
 //! decoded value is validated before use.
 
+pub mod capacity;
 pub mod codec;
 pub mod envelope;
 pub mod hash;
