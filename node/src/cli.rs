@@ -36,6 +36,98 @@ pub enum Command {
     /// Run the bundled example (a Mandelbrot picture rendered as a batch of
     /// tiles, then stitched) with no set-up.
     Demo(DemoArgs),
+    /// Create a new identity and a new private mesh on this device.
+    Init {
+        /// This device's name in the mesh (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Print a join token for another device (only the token goes to stdout).
+    Invite,
+    /// Join the mesh of an invite token; trusts the inviter as a job submitter.
+    Join {
+        /// The token printed by `corral invite`.
+        token: String,
+        /// This device's name in the mesh (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Run the daemon in the foreground (SIGTERM or `corral leave` stops it
+    /// gracefully).
+    Up(UpArgs),
+    /// This node: id, name, arch, engines, addresses, peers, tasks.
+    Status {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The other devices of the mesh, as this node sees them.
+    Peers {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The job submitters this node accepts.
+    Trust {
+        /// What to do.
+        #[command(subcommand)]
+        command: TrustCommand,
+    },
+    /// Leave the mesh: say goodbye to peers and stop the daemon.
+    Leave,
+    /// Calibrate the engines of this device.
+    Bench {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `corral trust`.
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Trust a submitter's key (64 hex digits, as `corral status --json` shows as `key`).
+    Add {
+        /// The key.
+        key: String,
+        /// A name for people.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Stop trusting a key.
+    Remove {
+        /// The key.
+        key: String,
+    },
+    /// List trusted keys.
+    List {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `corral up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Listen on this multiaddr (repeatable; default /ip4/0.0.0.0/tcp/0).
+    #[arg(long = "listen", value_name = "MULTIADDR")]
+    pub listen: Vec<libp2p::Multiaddr>,
+    /// Dial this peer at start, for networks without multicast (repeatable).
+    #[arg(long = "peer", value_name = "MULTIADDR")]
+    pub peers: Vec<libp2p::Multiaddr>,
+    /// Engines offered to the mesh.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub engine: EngineChoice,
+    /// Task slots (default: the number of cores).
+    #[arg(long)]
+    pub slots: Option<u16>,
+    /// When to accept work from the mesh.
+    #[arg(long, value_enum, default_value = "idle")]
+    pub share: crate::capacity::Share,
+    /// Do not announce or browse with mDNS.
+    #[arg(long)]
+    pub no_mdns: bool,
 }
 
 /// `corral run`.

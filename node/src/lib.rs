@@ -6,9 +6,15 @@
 //! turns a command line into tasks and runs them, [`cmd`] holds one module
 //! per command.
 
+pub mod capacity;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod demo;
+pub mod identity;
 pub mod job;
+pub mod net;
 pub mod runtime;
+pub mod store;

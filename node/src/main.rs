@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use corral_node::cli::{Cli, Command};
+use corral_node::cmd::mesh;
+use corral_node::control::Request;
 use corral_node::{cmd, demo};
 
 /// Exit code for usage errors (bad flags, unreadable module, bad --dir).
@@ -23,6 +25,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => cmd::run::run(cli.data_dir, args),
         Command::Demo(args) => demo::run(cli.data_dir, args),
+        Command::Init { name } => mesh::init(cli.data_dir, name),
+        Command::Invite => mesh::invite(cli.data_dir),
+        Command::Join { token, name } => mesh::join(cli.data_dir, &token, name),
+        Command::Up(args) => mesh::up(cli.data_dir, args),
+        Command::Status { json } => mesh::query(cli.data_dir, Request::Status, json),
+        Command::Peers { json } => mesh::query(cli.data_dir, Request::Peers, json),
+        Command::Trust { command } => mesh::trust(cli.data_dir, command),
+        Command::Leave => mesh::leave(cli.data_dir),
+        Command::Bench { json } => mesh::bench(cli.data_dir, json),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,8 @@
 //! One module per command; each resolves its arguments and returns the exit
 //! code.
 
+pub mod bench;
+pub mod mesh;
 pub mod run;
 
 /// An error in what the user asked for: exit code 2 and the message.

@@ -1,0 +1,273 @@
+//! This device's capacity and its owner's policy (DESIGN §5, §8): the host's
+//! load without corral, free memory, AC or battery, and whether to accept
+//! work (`--share idle|always|never`) with hysteresis so it does not flap.
+
+use std::path::Path;
+
+use corral_protocol::capacity::OwnerState;
+
+/// `--share`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Share {
+    /// Only while the owner is away (low load, on AC).
+    Idle,
+    /// Always, whatever the owner does.
+    Always,
+    /// Never: this device only submits.
+    Never,
+}
+
+/// One reading of the host.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HostSample {
+    /// CPU use of everything but corral, percent of all cores.
+    pub load_pct: f32,
+    /// Running on battery.
+    pub on_battery: bool,
+}
+
+/// Where readings come from (the real host, or a test's script).
+pub trait LoadSource {
+    /// Takes a reading.
+    fn sample(&mut self) -> HostSample;
+}
+
+/// Above this load (for `BUSY_SAMPLES` readings in a row) the owner is busy.
+const BUSY_LOAD_PCT: f32 = 50.0;
+/// Below this load (for `IDLE_SAMPLES` readings in a row) the owner is away.
+const IDLE_LOAD_PCT: f32 = 25.0;
+const BUSY_SAMPLES: u32 = 2;
+const IDLE_SAMPLES: u32 = 5;
+
+/// The owner policy with hysteresis: quick to step back when the owner comes
+/// back, slow to take work again.
+#[derive(Debug)]
+pub struct OwnerPolicy {
+    share: Share,
+    state: OwnerState,
+    high: u32,
+    low: u32,
+}
+
+impl OwnerPolicy {
+    /// A policy starting idle (or busy for `--share never`).
+    pub fn new(share: Share) -> Self {
+        Self {
+            share,
+            state: if share == Share::Never {
+                OwnerState::Busy
+            } else {
+                OwnerState::Idle
+            },
+            high: 0,
+            low: 0,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> OwnerState {
+        self.state
+    }
+
+    /// Marks the device as leaving; no reading changes that.
+    pub fn drain(&mut self) {
+        self.state = OwnerState::Draining;
+    }
+
+    /// Feeds one reading; returns the (possibly new) state.
+    pub fn update(&mut self, sample: HostSample) -> OwnerState {
+        if self.state == OwnerState::Draining {
+            return self.state;
+        }
+        match self.share {
+            Share::Always => self.state = OwnerState::Idle,
+            Share::Never => self.state = OwnerState::Busy,
+            Share::Idle => {
+                let busy_now = sample.on_battery || sample.load_pct > BUSY_LOAD_PCT;
+                let idle_now = !sample.on_battery && sample.load_pct < IDLE_LOAD_PCT;
+                self.high = if busy_now { self.high + 1 } else { 0 };
+                self.low = if idle_now { self.low + 1 } else { 0 };
+                if self.state == OwnerState::Idle
+                    && (self.high >= BUSY_SAMPLES || sample.on_battery)
+                {
+                    self.state = OwnerState::Busy;
+                } else if self.state == OwnerState::Busy && self.low >= IDLE_SAMPLES {
+                    self.state = OwnerState::Idle;
+                }
+            }
+        }
+        self.state
+    }
+}
+
+/// The real host, through sysinfo and `/sys/class/power_supply`.
+pub struct SystemLoad {
+    system: Option<sysinfo::System>,
+    me: sysinfo::Pid,
+    cores: f32,
+}
+
+impl SystemLoad {
+    /// Starts measuring (the first reading covers the time since this call).
+    pub fn new() -> Self {
+        // Without a readable /proc the load is reported as 0: the policy
+        // then follows --share alone.
+        let mut system = sysinfo::System::new().ok();
+        if let Some(s) = system.as_mut() {
+            s.refresh_cpu_usage();
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f32;
+        Self {
+            system,
+            me: sysinfo::Pid::from_u32(std::process::id()),
+            cores,
+        }
+    }
+
+    /// Free memory, MiB.
+    pub fn free_memory_mib(&mut self) -> u32 {
+        let Some(system) = self.system.as_mut() else {
+            return 0;
+        };
+        system.refresh_memory();
+        u32::try_from(system.available_memory() / (1024 * 1024)).unwrap_or(u32::MAX)
+    }
+}
+
+impl Default for SystemLoad {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LoadSource for SystemLoad {
+    fn sample(&mut self) -> HostSample {
+        let (total, own) = match self.system.as_mut() {
+            Some(system) => {
+                system.refresh_cpu_usage();
+                system.refresh_processes(sysinfo::ProcessesToUpdate::Some(&[self.me]), true);
+                // corral's own share: its process CPU is in percent of one core.
+                let own = system
+                    .process(self.me)
+                    .map_or(0.0, |p| p.cpu_usage() / self.cores);
+                (system.global_cpu_usage(), own)
+            }
+            None => (0.0, 0.0),
+        };
+        HostSample {
+            load_pct: (total - own).clamp(0.0, 100.0),
+            on_battery: on_battery(Path::new("/sys/class/power_supply")),
+        }
+    }
+}
+
+/// True when the host has a battery and no mains supply online.
+pub fn on_battery(power_supply: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(power_supply) else {
+        return false;
+    };
+    let mut has_battery = false;
+    let mut mains_online = false;
+    for entry in entries.flatten() {
+        let kind = std::fs::read_to_string(entry.path().join("type")).unwrap_or_default();
+        match kind.trim() {
+            "Battery" => has_battery = true,
+            "Mains" | "USB" => {
+                let online =
+                    std::fs::read_to_string(entry.path().join("online")).unwrap_or_default();
+                mains_online |= online.trim() == "1";
+            }
+            _ => {}
+        }
+    }
+    has_battery && !mains_online
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Script(Vec<HostSample>);
+
+    impl LoadSource for Script {
+        fn sample(&mut self) -> HostSample {
+            self.0.remove(0)
+        }
+    }
+
+    fn load(pct: f32) -> HostSample {
+        HostSample {
+            load_pct: pct,
+            on_battery: false,
+        }
+    }
+
+    #[test]
+    fn the_owner_coming_back_stops_work_quickly_and_it_resumes_slowly() {
+        let mut source = Script(
+            [10.0, 80.0, 80.0, 10.0, 10.0, 10.0, 10.0, 10.0]
+                .into_iter()
+                .map(load)
+                .collect(),
+        );
+        let mut policy = OwnerPolicy::new(Share::Idle);
+        let states: Vec<_> = (0..8).map(|_| policy.update(source.sample())).collect();
+        use OwnerState::{Busy, Idle};
+        assert_eq!(states, [Idle, Idle, Busy, Busy, Busy, Busy, Busy, Idle]);
+    }
+
+    #[test]
+    fn a_load_hovering_at_the_threshold_does_not_flap() {
+        let mut policy = OwnerPolicy::new(Share::Idle);
+        let mut changes = 0;
+        let mut last = policy.state();
+        for i in 0..100 {
+            let s = policy.update(load(if i % 2 == 0 { 55.0 } else { 45.0 }));
+            changes += usize::from(s != last);
+            last = s;
+        }
+        assert!(changes <= 1, "{changes} changes");
+    }
+
+    #[test]
+    fn battery_makes_the_owner_busy_at_once() {
+        let mut policy = OwnerPolicy::new(Share::Idle);
+        assert_eq!(
+            policy.update(HostSample {
+                load_pct: 0.0,
+                on_battery: true
+            }),
+            OwnerState::Busy
+        );
+    }
+
+    #[test]
+    fn always_and_never_ignore_the_load_and_draining_sticks() {
+        let mut always = OwnerPolicy::new(Share::Always);
+        assert_eq!(always.update(load(100.0)), OwnerState::Idle);
+        let mut never = OwnerPolicy::new(Share::Never);
+        assert_eq!(never.update(load(0.0)), OwnerState::Busy);
+        always.drain();
+        assert_eq!(always.update(load(0.0)), OwnerState::Draining);
+    }
+
+    #[test]
+    fn power_supply_is_read_from_sysfs_layout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mk = |name: &str, kind: &str, online: Option<&str>| {
+            let d = dir.path().join(name);
+            std::fs::create_dir(&d).expect("mkdir");
+            std::fs::write(d.join("type"), kind).expect("type");
+            if let Some(o) = online {
+                std::fs::write(d.join("online"), o).expect("online");
+            }
+        };
+        mk("BAT0", "Battery\n", None);
+        mk("AC", "Mains\n", Some("0\n"));
+        assert!(on_battery(dir.path()));
+        std::fs::write(dir.path().join("AC/online"), "1\n").expect("plug in");
+        assert!(!on_battery(dir.path()));
+        assert!(!on_battery(&dir.path().join("missing")));
+    }
+}

@@ -1,0 +1,44 @@
+//! `corral bench`: calibrates each engine of this device with the bundled
+//! prime counter, so the scheduler can compare devices. The score is
+//! calibration operations (numbers sieved) per second.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use corral_protocol::receipt::{EngineKind, TaskStatus};
+
+use crate::runtime::{Limits, RunSpec, Runtime, WasmModule};
+
+/// The calibration module (the primes example).
+const CALIBRATION: &[u8] = include_bytes!("../../../examples/wasm/primes.wasm");
+/// Numbers sieved per calibration run: about a millisecond on a JIT, tens on
+/// an interpreter: cheap enough for every daemon start without a cached score.
+const CALIBRATION_N: u64 = 500_000;
+
+/// Measures one engine: best of three runs.
+pub fn calibrate(runtime: &Runtime, engine: EngineKind) -> anyhow::Result<u64> {
+    let module =
+        WasmModule::new(CALIBRATION.to_vec()).context("the calibration module is broken")?;
+    let compiled = runtime.compile(engine, &module)?;
+    let spec = RunSpec {
+        args: ["primes", "0", "1", &CALIBRATION_N.to_string()]
+            .map(String::from)
+            .to_vec(),
+        limits: Limits::default(),
+        ..RunSpec::default()
+    };
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let outcome = runtime.run(&compiled, &spec)?;
+        if outcome.status != (TaskStatus::Exited { code: 0 }) {
+            anyhow::bail!(
+                "calibration failed on {}: {:?}",
+                engine.name(),
+                outcome.status
+            );
+        }
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    Ok((CALIBRATION_N as f64 / best.max(1e-6)) as u64)
+}

@@ -1,0 +1,64 @@
+//! The CLI side of the control socket.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::{CONTROL_VERSION, Envelope, MAX_LINE_BYTES, Request, Response, SOCKET_NAME};
+
+/// Whether a daemon answers on this data dir's socket.
+pub fn daemon_running(data_dir: &Path) -> bool {
+    UnixStream::connect(data_dir.join(SOCKET_NAME)).is_ok()
+}
+
+/// Sends one request and returns the daemon's answer.
+pub fn call(data_dir: &Path, request: Request) -> anyhow::Result<serde_json::Value> {
+    let path = data_dir.join(SOCKET_NAME);
+    let mut stream = UnixStream::connect(&path).map_err(|_| {
+        anyhow::anyhow!(
+            "no corral daemon is running for {} (start one with `corral up`{})",
+            data_dir.display(),
+            if data_dir.join("node.key").exists() {
+                ""
+            } else {
+                " after `corral init` or `corral join TOKEN`"
+            }
+        )
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut line = serde_json::to_vec(&Envelope {
+        v: CONTROL_VERSION,
+        body: request,
+    })?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .context("cannot send to the daemon")?;
+    let mut reader = BufReader::new(stream).take(MAX_LINE_BYTES as u64);
+    let mut answer = String::new();
+    reader
+        .read_line(&mut answer)
+        .context("no answer from the daemon")?;
+    let response: Response = serde_json::from_str(&answer)
+        .with_context(|| format!("the daemon's answer is not understood: {}", answer.trim()))?;
+    if response.v != CONTROL_VERSION {
+        anyhow::bail!(
+            "the running daemon speaks control protocol v{}, this corral speaks v{}: \
+             restart the daemon with this version (`corral leave`, then `corral up`)",
+            response.v,
+            CONTROL_VERSION
+        );
+    }
+    if !response.ok {
+        anyhow::bail!(
+            "{}",
+            response
+                .error
+                .unwrap_or_else(|| "the daemon refused the request".into())
+        );
+    }
+    Ok(response.data.unwrap_or(serde_json::Value::Null))
+}

@@ -1,0 +1,69 @@
+//! The control socket between the CLI and the daemon (`$DATA_DIR/corral.sock`,
+//! mode 0600): one JSON request per line, one JSON response per line, each
+//! carrying the control protocol version so a CLI meeting a daemon of another
+//! version says so clearly.
+
+pub mod client;
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+
+/// The control protocol version.
+pub const CONTROL_VERSION: u32 = 1;
+
+/// Longest request or response line.
+pub const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The socket's file name in the data dir.
+pub const SOCKET_NAME: &str = "corral.sock";
+
+/// A request from the CLI.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// This node.
+    Status,
+    /// The other devices.
+    Peers,
+    /// Leave the mesh and exit.
+    Leave,
+    /// Trust a job submitter.
+    TrustAdd {
+        /// Its key, hex.
+        key: String,
+        /// A name for people.
+        name: String,
+    },
+    /// Stop trusting one.
+    TrustRemove {
+        /// Its key, hex.
+        key: String,
+    },
+    /// List trusted submitters.
+    TrustList,
+}
+
+/// A request on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// Control protocol version of the sender.
+    pub v: u32,
+    /// The message.
+    #[serde(flatten)]
+    pub body: T,
+}
+
+/// A response on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Response {
+    /// Control protocol version of the daemon.
+    pub v: u32,
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// The answer, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    /// What went wrong, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -1,0 +1,108 @@
+//! The daemon side of the control socket: accepts connections (a bounded
+//! number at once), reads one request line, forwards it to the event loop
+//! with a oneshot for the answer, writes the answer back.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::{CONTROL_VERSION, Envelope, MAX_LINE_BYTES, Request, Response, SOCKET_NAME};
+
+/// A request with the channel its answer goes back on.
+pub type Call = (Request, oneshot::Sender<Result<serde_json::Value, String>>);
+
+/// Most control connections served at once.
+const MAX_CONNECTIONS: usize = 16;
+
+/// Binds the socket (mode 0600) and serves it until the process ends.
+pub fn serve(data_dir: &Path, calls: mpsc::Sender<Call>) -> anyhow::Result<()> {
+    let path = data_dir.join(SOCKET_NAME);
+    // A socket file left by a crashed daemon: nothing answers on it.
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            anyhow::bail!(
+                "a corral daemon is already running for {}",
+                data_dir.display()
+            );
+        }
+        std::fs::remove_file(&path)
+            .with_context(|| format!("cannot remove stale {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(&path).with_context(|| format!("cannot bind {}", path.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let Ok(permit) = limit.clone().acquire_owned().await else {
+                break;
+            };
+            let calls = calls.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let (read, mut write) = stream.into_split();
+                let mut reader = BufReader::new(read.take(MAX_LINE_BYTES as u64));
+                let mut line = String::new();
+                if reader.read_line(&mut line).await.is_err() {
+                    return;
+                }
+                let response = answer(&line, &calls).await;
+                let mut bytes = serde_json::to_vec(&response).unwrap_or_default();
+                bytes.push(b'\n');
+                let _ = write.write_all(&bytes).await;
+            });
+        }
+    });
+    Ok(())
+}
+
+async fn answer(line: &str, calls: &mpsc::Sender<Call>) -> Response {
+    let fail = |error: String| Response {
+        v: CONTROL_VERSION,
+        ok: false,
+        data: None,
+        error: Some(error),
+    };
+    let version: Option<u32> = serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v.get("v")?.as_u64())
+        .and_then(|v| u32::try_from(v).ok());
+    match version {
+        Some(CONTROL_VERSION) => {}
+        Some(other) => {
+            return fail(format!(
+                "this daemon speaks control protocol v{CONTROL_VERSION}, the CLI sent v{other}: \
+                 use the same corral version for both"
+            ));
+        }
+        None => return fail("not a control request (no version)".into()),
+    }
+    let request: Envelope<Request> = match serde_json::from_str(line) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("bad control request: {e}")),
+    };
+    let (tx, rx) = oneshot::channel();
+    if calls.send((request.body, tx)).await.is_err() {
+        return fail("the daemon is shutting down".into());
+    }
+    match rx.await {
+        Ok(Ok(data)) => Response {
+            v: CONTROL_VERSION,
+            ok: true,
+            data: Some(data),
+            error: None,
+        },
+        Ok(Err(error)) => fail(error),
+        Err(_) => fail("the daemon is shutting down".into()),
+    }
+}

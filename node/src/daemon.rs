@@ -1,0 +1,511 @@
+//! `corral up`: the daemon. It owns the libp2p swarm and the peer view and
+//! loops on `select!` over swarm events, discovery, control requests, timers
+//! and shutdown. Gossip carries capacity only (DESIGN §3, §4).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use corral_protocol::capacity::{CapacityAdvert, EngineSpeed, OwnerState};
+use corral_protocol::codec;
+use corral_protocol::ids::PeerKey;
+use corral_scheduler::view::{Change, PeerView, ViewConfig};
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic};
+use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::{Multiaddr, PeerId, Swarm, identify};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::capacity::{LoadSource, OwnerPolicy, Share, SystemLoad};
+use crate::control::Request;
+use crate::control::server::{self, Call};
+use crate::identity::{self, NodeKey};
+use crate::net::behaviour::{Behaviour, BehaviourEvent};
+use crate::net::discovery::{Discovery, Found};
+use crate::net::{CAPACITY_TOPIC, peer_key_of, transport};
+use crate::store::{KnownPeer, Store};
+
+/// How often this node advertises its capacity (DESIGN §4: 1–2 s).
+pub const ADVERT_INTERVAL: Duration = Duration::from_millis(1000);
+/// Adverts missed before a silent peer is dropped.
+pub const MISSED_ADVERTS: u32 = 3;
+
+/// The daemon's settings, resolved from `corral up`'s flags.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    /// The data dir.
+    pub data_dir: PathBuf,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start (`--peer`).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Announce and browse with mDNS.
+    pub mdns: bool,
+    /// Task slots.
+    pub slots: u16,
+    /// Owner policy.
+    pub share: Share,
+    /// Engines and their calibrated speeds.
+    pub engines: Vec<EngineSpeed>,
+}
+
+/// Milliseconds since the unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+struct Node {
+    swarm: Swarm<Behaviour>,
+    view: PeerView,
+    store: Store,
+    me: PeerKey,
+    peer_id: PeerId,
+    name: String,
+    mesh: String,
+    config: DaemonConfig,
+    policy: OwnerPolicy,
+    load: SystemLoad,
+    seq: u64,
+    topic: IdentTopic,
+    listen_addrs: Vec<Multiaddr>,
+    discovery: Option<Discovery>,
+    found_tx: mpsc::Sender<Found>,
+    peer_ids: HashMap<PeerKey, PeerId>,
+    last_advert: Option<CapacityAdvert>,
+}
+
+/// Runs the daemon until `corral leave`, SIGTERM or Ctrl-C.
+pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
+    let key = identity::load_node_key(&config.data_dir)?;
+    let psk = identity::load_mesh_key(&config.data_dir)?;
+    let store = Store::open(&config.data_dir)?;
+    let name = store
+        .get("name")?
+        .unwrap_or_else(crate::job::local::device_name);
+    let mesh = identity::mesh_id(&psk);
+
+    let (calls_tx, mut calls) = mpsc::channel::<Call>(64);
+    server::serve(&config.data_dir, calls_tx)?;
+
+    let mut swarm = build_swarm(&key, psk)?;
+    let topic = IdentTopic::new(CAPACITY_TOPIC);
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&topic)
+        .map_err(|e| anyhow::anyhow!("cannot subscribe to {CAPACITY_TOPIC}: {e}"))?;
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .with_context(|| format!("cannot listen on {addr}"))?;
+    }
+    let (found_tx, mut found) = mpsc::channel::<Found>(256);
+    let mut node = Node {
+        view: PeerView::new(
+            key.peer_key(),
+            ViewConfig {
+                advert_interval_ms: ADVERT_INTERVAL.as_millis() as u64,
+                missed_adverts: MISSED_ADVERTS,
+            },
+        ),
+        swarm,
+        store,
+        me: key.peer_key(),
+        peer_id: key.peer_id(),
+        name,
+        mesh,
+        policy: OwnerPolicy::new(config.share),
+        load: SystemLoad::new(),
+        config,
+        seq: 0,
+        topic,
+        listen_addrs: Vec::new(),
+        discovery: None,
+        found_tx,
+        peer_ids: HashMap::new(),
+        last_advert: None,
+    };
+    for addr in node.config.bootstrap.clone() {
+        if let Err(e) = node.swarm.dial(addr.clone()) {
+            tracing::warn!(%addr, "cannot dial --peer: {e}");
+        }
+    }
+    tracing::info!(peer = %node.peer_id, name = %node.name, mesh = %node.mesh, "corral is up");
+
+    let mut advert_timer = tokio::time::interval(ADVERT_INTERVAL);
+    let mut sample_timer = tokio::time::interval(Duration::from_secs(1));
+    let mut expiry_timer = tokio::time::interval(Duration::from_millis(250));
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+
+    loop {
+        tokio::select! {
+            // Local work first (STYLE: handle local work before new remote work).
+            Some((request, reply)) = calls.recv() => {
+                let leave = request == Request::Leave;
+                let answer = node.control(request);
+                let _ = reply.send(answer);
+                if leave { break; }
+            }
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: leaving the mesh"); break; }
+            _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: leaving the mesh"); break; }
+            _ = advert_timer.tick() => node.advertise(false),
+            _ = sample_timer.tick() => {
+                let before = node.policy.state();
+                let sample = node.load.sample();
+                if node.policy.update(sample) != before {
+                    tracing::info!(state = node.policy.state().name(), "owner state changed");
+                    node.advertise(true);
+                }
+            }
+            _ = expiry_timer.tick() => {
+                for change in node.view.expire(now_ms()) {
+                    node.on_change(change);
+                }
+            }
+            Some(found) = found.recv() => node.on_found(found),
+            event = node.swarm.select_next_some() => node.on_swarm(event),
+        }
+    }
+    node.leave().await;
+    Ok(())
+}
+
+fn build_swarm(key: &NodeKey, psk: libp2p::pnet::PreSharedKey) -> anyhow::Result<Swarm<Behaviour>> {
+    let keypair = key.keypair();
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_other_transport(|k| transport::build(k, psk))?
+        .with_behaviour(|k| {
+            Behaviour::new(k)
+                .map_err(|e| Box::<dyn std::error::Error + Send + Sync>::from(e.to_string()))
+        })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    Ok(swarm)
+}
+
+impl Node {
+    fn advert(&mut self) -> CapacityAdvert {
+        self.seq += 1;
+        let state = self.policy.state();
+        let free = if state == OwnerState::Idle {
+            self.config.slots
+        } else {
+            0
+        };
+        CapacityAdvert {
+            peer: self.me,
+            name: self.name.clone(),
+            seq: self.seq,
+            arch: std::env::consts::ARCH.into(),
+            os: std::env::consts::OS.into(),
+            engines: self.config.engines.clone(),
+            slots_total: self.config.slots,
+            slots_free: free,
+            cores: std::thread::available_parallelism()
+                .map_or(1, |n| u16::try_from(n.get()).unwrap_or(u16::MAX)),
+            host_load_pct: 0,
+            free_memory_mib: self.load.free_memory_mib(),
+            on_battery: crate::capacity::on_battery(std::path::Path::new(
+                "/sys/class/power_supply",
+            )),
+            state,
+            running: 0,
+            queued: 0,
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    fn advertise(&mut self, _changed: bool) {
+        let advert = self.advert();
+        let bytes = codec::encode(&advert);
+        self.last_advert = Some(advert);
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(self.topic.clone(), bytes)
+        {
+            Ok(_) | Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+            Err(e) => tracing::debug!("advert not published: {e}"),
+        }
+    }
+
+    fn on_found(&mut self, found: Found) {
+        match found {
+            Found::Peer { peer, addresses } => {
+                if self.swarm.is_connected(&peer) {
+                    return;
+                }
+                tracing::debug!(%peer, ?addresses, "discovered by mDNS");
+                let opts = DialOpts::peer_id(peer)
+                    .addresses(addresses)
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .allocate_new_port()
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    tracing::debug!(%peer, "dial: {e}");
+                }
+            }
+            Found::Gone { peer } => {
+                if let Some(key) = peer_key_of(&peer) {
+                    let change = self.view.on_goodbye(key);
+                    self.on_change(change);
+                }
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
+    }
+
+    fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                let port = address.iter().find_map(|p| match p {
+                    libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+                    _ => None,
+                });
+                self.listen_addrs.push(address);
+                let addrs: Vec<String> =
+                    self.listen_addrs.iter().map(ToString::to_string).collect();
+                let _ = self.store.set("listen", &addrs.join(" "));
+                if let (true, None, Some(port)) = (self.config.mdns, &self.discovery, port) {
+                    match Discovery::start(
+                        &self.name,
+                        self.peer_id,
+                        &self.mesh,
+                        port,
+                        self.found_tx.clone(),
+                    ) {
+                        Ok(d) => self.discovery = Some(d),
+                        Err(e) => tracing::warn!("mDNS discovery is off: {e:#}"),
+                    }
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                let Some(key) = peer_key_of(&peer_id) else {
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
+                };
+                self.peer_ids.insert(key, peer_id);
+                let addr = endpoint.get_remote_address().to_string();
+                let change = self.view.on_connected(key, Some(addr), now_ms());
+                self.on_change(change);
+                // A newcomer learns our capacity at once, not a second later.
+                self.advertise(true);
+            }
+            SwarmEvent::ConnectionClosed { peer_id, .. } => {
+                if let Some(key) = peer_key_of(&peer_id) {
+                    let change = self.view.on_disconnected(key, now_ms());
+                    self.on_change(change);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                message,
+                ..
+            })) => {
+                let Some(source) = message.source else { return };
+                let Some(from) = peer_key_of(&source) else {
+                    return;
+                };
+                match codec::decode::<CapacityAdvert>(&message.data) {
+                    Ok(advert) => {
+                        let change = self.view.on_advert(from, advert, now_ms());
+                        self.on_change(change);
+                    }
+                    Err(e) => tracing::debug!(%source, "bad capacity advert: {e}"),
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                if info.protocol_version != crate::net::PROTOCOL_NAME {
+                    tracing::warn!(%peer_id, version = %info.protocol_version, "peer speaks another corral protocol");
+                }
+                let name = peer_key_of(&peer_id)
+                    .and_then(|k| self.view.get(&k))
+                    .and_then(|e| e.advert.as_ref().map(|a| a.name.clone()))
+                    .unwrap_or_default();
+                let addresses: Vec<String> = info
+                    .listen_addrs
+                    .iter()
+                    .take(8)
+                    .map(ToString::to_string)
+                    .collect();
+                let known = KnownPeer {
+                    peer_id: peer_id.to_string(),
+                    name,
+                    addresses,
+                    last_seen_ms: now_ms(),
+                };
+                if let Err(e) = self.store.remember_peer(&peer_id.to_string(), &known) {
+                    tracing::warn!("cannot remember {peer_id}: {e:#}");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_change(&mut self, change: Change) {
+        match change {
+            Change::Joined(peer) => tracing::info!(peer = %peer.short(), "peer joined"),
+            Change::Left(peer, reason) => {
+                tracing::info!(peer = %peer.short(), ?reason, "peer left");
+                if let Some(id) = self.peer_ids.remove(&peer) {
+                    let _ = self.swarm.disconnect_peer_id(id);
+                }
+            }
+            Change::Updated(_) => {}
+            Change::Ignored(reason) => tracing::debug!(?reason, "advert ignored"),
+        }
+    }
+
+    fn control(&mut self, request: Request) -> Result<serde_json::Value, String> {
+        match request {
+            Request::Status => Ok(self.status()),
+            Request::Peers => Ok(self.peers()),
+            Request::Leave => Ok(json!({"leaving": true})),
+            Request::TrustAdd { key, name } => {
+                let key: PeerKey = key.parse().map_err(|e| format!("{e}"))?;
+                self.store
+                    .trust_add(&key, &name, now_ms())
+                    .map_err(|e| format!("{e:#}"))?;
+                Ok(json!({"trusted": key.to_string(), "name": name}))
+            }
+            Request::TrustRemove { key } => {
+                let key: PeerKey = key.parse().map_err(|e| format!("{e}"))?;
+                let removed = self
+                    .store
+                    .trust_remove(&key)
+                    .map_err(|e| format!("{e:#}"))?;
+                Ok(json!({"removed": removed}))
+            }
+            Request::TrustList => self
+                .store
+                .trust_list()
+                .map(|list| json!(list))
+                .map_err(|e| format!("{e:#}")),
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        json!({
+            "id": self.peer_id.to_string(),
+            "key": self.me.to_string(),
+            "name": self.name,
+            "arch": std::env::consts::ARCH,
+            "engines": self.config.engines.iter().map(|e| e.engine.name()).collect::<Vec<_>>(),
+            "addresses": self.listen_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "mesh": self.mesh,
+            "peers": self.view.len(),
+            "running": 0,
+            "share": self.config.share,
+            "state": self.policy.state().name(),
+            "slots": self.config.slots,
+        })
+    }
+
+    fn peers(&self) -> serde_json::Value {
+        let now = now_ms();
+        let list: Vec<serde_json::Value> = self
+            .view
+            .peers()
+            .map(|(key, entry)| {
+                let id = self.peer_ids.get(key).map(ToString::to_string).unwrap_or_else(|| key.to_string());
+                let advert = entry.advert.as_ref();
+                let speed: serde_json::Map<String, serde_json::Value> = advert
+                    .map(|a| {
+                        a.engines
+                            .iter()
+                            .map(|e| (e.engine.name().to_string(), json!(e.ops_per_s)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!({
+                    "id": id,
+                    "key": key.to_string(),
+                    "name": advert.map(|a| a.name.clone()),
+                    "arch": advert.map(|a| a.arch.clone()),
+                    "engines": advert.map(|a| a.engines.iter().map(|e| e.engine.name()).collect::<Vec<_>>()).unwrap_or_default(),
+                    "slots_total": advert.map(|a| a.slots_total),
+                    "slots_free": advert.map(|a| a.slots_free),
+                    "speed": speed,
+                    "state": advert.map(|a| a.state.name()),
+                    "last_seen_ms": entry.last_seen_ms,
+                    "age_ms": now.saturating_sub(entry.last_seen_ms),
+                    "connected": entry.connections > 0,
+                    "addresses": entry.addresses,
+                })
+            })
+            .collect();
+        json!(list)
+    }
+
+    /// Graceful leave: a last advert saying we are draining, the mDNS goodbye,
+    /// then every connection closed (peers drop us at once).
+    async fn leave(mut self) {
+        self.policy.drain();
+        self.advertise(true);
+        // Give gossipsub a moment to flush the last advert.
+        let flush = tokio::time::sleep(Duration::from_millis(100));
+        tokio::pin!(flush);
+        loop {
+            tokio::select! {
+                _ = &mut flush => break,
+                _ = self.swarm.select_next_some() => {}
+            }
+        }
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        if let Some(discovery) = self.discovery.take() {
+            discovery.stop().await;
+        }
+        let drain = tokio::time::sleep(Duration::from_millis(200));
+        tokio::pin!(drain);
+        loop {
+            tokio::select! {
+                _ = &mut drain => break,
+                _ = self.swarm.select_next_some() => {}
+            }
+        }
+        let _ = self.store.flush();
+        let _ = std::fs::remove_file(self.config.data_dir.join(crate::control::SOCKET_NAME));
+        tracing::info!("left the mesh");
+    }
+}
+
+/// The engines of this build with a speed for each: the calibration cached in
+/// the store, or measured now with the bundled calibration module.
+pub fn engine_speeds(
+    store: &Store,
+    runtime: &crate::runtime::Runtime,
+) -> anyhow::Result<Vec<EngineSpeed>> {
+    let mut speeds = Vec::new();
+    for engine in runtime.engines() {
+        let key = format!("speed.{}", engine.name());
+        let cached = store.get(&key)?.and_then(|v| v.parse::<u64>().ok());
+        let ops_per_s = match cached {
+            Some(v) => v,
+            None => {
+                let v = crate::cmd::bench::calibrate(runtime, engine)?;
+                store.set(&key, &v.to_string())?;
+                v
+            }
+        };
+        speeds.push(EngineSpeed { engine, ops_per_s });
+    }
+    // Fastest first.
+    speeds.sort_by_key(|s| std::cmp::Reverse(s.ops_per_s));
+    Ok(speeds)
+}

@@ -1,0 +1,39 @@
+//! The network: libp2p over TCP behind the mesh's private-network key
+//! ([`transport`]), identify, ping and gossipsub capacity adverts
+//! ([`behaviour`]), DNS-SD over mDNS discovery ([`discovery`]).
+
+pub mod behaviour;
+pub mod discovery;
+pub mod transport;
+
+use corral_protocol::ids::PeerKey;
+use libp2p::PeerId;
+
+/// The gossipsub topic of capacity adverts (DESIGN §4).
+pub const CAPACITY_TOPIC: &str = "corral/capacity/1";
+
+/// The protocol version advertised over identify and mDNS.
+pub const PROTOCOL_NAME: &str = "/corral/1";
+
+/// The protocol's name for a peer: its ed25519 public key, recovered from the
+/// peer id (ed25519 peer ids embed the key itself).
+pub fn peer_key_of(peer: &PeerId) -> Option<PeerKey> {
+    let multihash = peer.as_ref();
+    if multihash.code() != 0 {
+        return None;
+    }
+    let public = libp2p::identity::PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
+    let ed = public.try_into_ed25519().ok()?;
+    Some(PeerKey::from_bytes(ed.to_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_ids_give_back_the_protocol_key() {
+        let key = crate::identity::NodeKey::generate().expect("key");
+        assert_eq!(peer_key_of(&key.peer_id()), Some(key.peer_key()));
+    }
+}

@@ -1,0 +1,195 @@
+//! The node's state in sled (the only file that knows sled): its name, the
+//! job submitters it trusts, and the peers it has seen (to redial after a
+//! restart). sled holds an exclusive lock on its files, so a second daemon on
+//! the same data dir fails here with a clear message instead of corrupting it.
+
+use std::path::Path;
+
+use anyhow::Context;
+use corral_protocol::ids::PeerKey;
+use serde::{Deserialize, Serialize};
+
+/// The store handle (cheap to clone).
+#[derive(Clone)]
+pub struct Store {
+    config: sled::Tree,
+    trust: sled::Tree,
+    peers: sled::Tree,
+    db: sled::Db,
+}
+
+/// A trusted job submitter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustEntry {
+    /// The submitter's key (hex).
+    pub key: String,
+    /// A name for people.
+    pub name: String,
+    /// When it was added, unix ms.
+    pub added_ms: u64,
+}
+
+/// A peer seen before, with the addresses it was reached at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownPeer {
+    /// Its libp2p peer id.
+    pub peer_id: String,
+    /// Its name.
+    pub name: String,
+    /// Multiaddrs it was reached at (at most a few).
+    pub addresses: Vec<String>,
+    /// Last seen, unix ms.
+    pub last_seen_ms: u64,
+}
+
+/// Most known peers kept.
+const MAX_KNOWN_PEERS: usize = 1024;
+
+impl Store {
+    /// Opens (or creates) the store in `data_dir/store`.
+    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+        let path = data_dir.join("store");
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(4 * 1024 * 1024)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.to_string().contains("lock") => anyhow::anyhow!(
+                    "{} is in use by another corral process (a daemon already runs on this \
+                     data dir; stop it with `corral leave`, or pass another --data-dir)",
+                    data_dir.display()
+                ),
+                other => anyhow::anyhow!("cannot open the store at {}: {other}", path.display()),
+            })?;
+        Ok(Self {
+            config: db.open_tree("config").context("store: config")?,
+            trust: db.open_tree("trust").context("store: trust")?,
+            peers: db.open_tree("peers").context("store: peers")?,
+            db,
+        })
+    }
+
+    /// A config value.
+    pub fn get(&self, key: &str) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .config
+            .get(key)
+            .context("store read")?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Sets a config value (durably).
+    pub fn set(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        self.config
+            .insert(key, value.as_bytes())
+            .context("store write")?;
+        self.flush()
+    }
+
+    /// Adds a trusted submitter (replacing its entry).
+    pub fn trust_add(&self, key: &PeerKey, name: &str, now_ms: u64) -> anyhow::Result<()> {
+        let entry = TrustEntry {
+            key: key.to_string(),
+            name: name.to_string(),
+            added_ms: now_ms,
+        };
+        self.trust
+            .insert(key.as_bytes(), serde_json::to_vec(&entry)?)
+            .context("store write")?;
+        self.flush()
+    }
+
+    /// Removes a trusted submitter; whether it was there.
+    pub fn trust_remove(&self, key: &PeerKey) -> anyhow::Result<bool> {
+        let removed = self
+            .trust
+            .remove(key.as_bytes())
+            .context("store write")?
+            .is_some();
+        self.flush()?;
+        Ok(removed)
+    }
+
+    /// Whether `key` may submit jobs here.
+    pub fn is_trusted(&self, key: &PeerKey) -> anyhow::Result<bool> {
+        self.trust
+            .contains_key(key.as_bytes())
+            .context("store read")
+    }
+
+    /// All trusted submitters.
+    pub fn trust_list(&self) -> anyhow::Result<Vec<TrustEntry>> {
+        self.trust
+            .iter()
+            .values()
+            .map(|v| {
+                let v = v.context("store read")?;
+                serde_json::from_slice(&v).context("a trust entry in the store is corrupt")
+            })
+            .collect()
+    }
+
+    /// Records a peer seen now.
+    pub fn remember_peer(&self, key: &str, peer: &KnownPeer) -> anyhow::Result<()> {
+        if self.peers.len() >= MAX_KNOWN_PEERS && !self.peers.contains_key(key)? {
+            // Forget the stalest one to make room.
+            let stalest = self
+                .known_peers()?
+                .into_iter()
+                .min_by_key(|(_, p)| p.last_seen_ms)
+                .map(|(k, _)| k);
+            if let Some(k) = stalest {
+                self.peers.remove(k)?;
+            }
+        }
+        self.peers
+            .insert(key, serde_json::to_vec(peer)?)
+            .context("store write")?;
+        Ok(())
+    }
+
+    /// Peers seen before (corrupt entries are skipped).
+    pub fn known_peers(&self) -> anyhow::Result<Vec<(String, KnownPeer)>> {
+        let mut out = Vec::new();
+        for item in self.peers.iter() {
+            let (k, v) = item.context("store read")?;
+            if let Ok(peer) = serde_json::from_slice(&v) {
+                out.push((String::from_utf8_lossy(&k).into_owned(), peer));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> anyhow::Result<()> {
+        self.db.flush().context("store flush")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trust_survives_reopening_and_a_second_opener_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = PeerKey::from_bytes([4; 32]);
+        {
+            let store = Store::open(dir.path()).expect("open");
+            store.trust_add(&key, "laptop", 1).expect("add");
+            store.set("name", "pi-1").expect("set");
+            let err = Store::open(dir.path()).err().expect("locked");
+            assert!(
+                err.to_string().contains("in use by another corral process"),
+                "{err}"
+            );
+        }
+        let store = Store::open(dir.path()).expect("reopen");
+        assert!(store.is_trusted(&key).expect("read"));
+        assert_eq!(store.get("name").expect("get").as_deref(), Some("pi-1"));
+        assert_eq!(store.trust_list().expect("list")[0].name, "laptop");
+        assert!(store.trust_remove(&key).expect("remove"));
+        assert!(!store.is_trusted(&key).expect("read"));
+    }
+}
