@@ -301,6 +301,17 @@ impl Node {
                 // A newcomer learns our capacity at once, not a second later.
                 self.advertise(true);
             }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::warn!(?peer_id, "cannot connect: {error}");
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                // Most often a device with another mesh key.
+                tracing::info!(%send_back_addr, "incoming connection failed (another mesh key?): {error}");
+            }
             SwarmEvent::ConnectionClosed { peer_id, .. } => {
                 if let Some(key) = peer_key_of(&peer_id) {
                     let change = self.view.on_disconnected(key, now_ms());
@@ -456,7 +467,7 @@ impl Node {
         self.policy.drain();
         self.advertise(true);
         // Give gossipsub a moment to flush the last advert.
-        let flush = tokio::time::sleep(Duration::from_millis(100));
+        let flush = tokio::time::sleep(Duration::from_millis(20));
         tokio::pin!(flush);
         loop {
             tokio::select! {

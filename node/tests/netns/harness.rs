@@ -1,0 +1,322 @@
+//! Namespaces, veth pairs, a bridge, and one daemon per host.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Whether this process may create namespaces. Prints why not, loudly, and
+/// panics instead when CI demands the multi-host tests.
+pub fn netns_available() -> bool {
+    let root = nix_is_root();
+    let ip = Command::new("ip")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if root && ip {
+        return true;
+    }
+    let why = if !root {
+        "not running as root"
+    } else {
+        "the `ip` command (iproute2) is missing"
+    };
+    if std::env::var_os("CORRAL_REQUIRE_NETNS").is_some_and(|v| v == "1") {
+        panic!("multi-host tests cannot run: {why}, and CORRAL_REQUIRE_NETNS=1 forbids skipping");
+    }
+    eprintln!(
+        "\n!!! SKIPPING multi-host network-namespace tests: {why}. Run as root to include them. !!!\n"
+    );
+    false
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip runs");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A set of hosts on one bridge; everything is torn down on drop.
+pub struct Lan {
+    prefix: String,
+    bridge_ns: String,
+    hosts: Vec<Host>,
+    pub scratch: tempfile::TempDir,
+}
+
+/// One host: a namespace, an address, a data dir and maybe a daemon.
+pub struct Host {
+    pub ns: String,
+    pub addr: String,
+    pub data: PathBuf,
+    daemon: Option<Child>,
+    log: PathBuf,
+}
+
+pub fn corral() -> &'static str {
+    env!("CARGO_BIN_EXE_corral")
+}
+
+impl Lan {
+    /// Creates `n` hosts on a fresh bridge.
+    pub fn new(n: usize) -> Self {
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("cr{}x{id}", std::process::id() % 100_000);
+        let bridge_ns = format!("{prefix}b");
+        ip(&["netns", "add", &bridge_ns]);
+        ip(&["-n", &bridge_ns, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &bridge_ns, "link", "set", "br0", "up"]);
+        let mut lan = Self {
+            prefix,
+            bridge_ns,
+            hosts: Vec::new(),
+            scratch: tempfile::tempdir().expect("tempdir"),
+        };
+        for _ in 0..n {
+            lan.add_host();
+        }
+        lan
+    }
+
+    /// Adds one more host to the bridge; returns its index.
+    pub fn add_host(&mut self) -> usize {
+        let i = self.hosts.len();
+        let ns = format!("{}h{i}", self.prefix);
+        ip(&["netns", "add", &ns]);
+        let (veth, peer) = (format!("v{i}"), format!("{}p{i}", self.prefix));
+        ip(&[
+            "link",
+            "add",
+            &veth,
+            "netns",
+            &ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+            "netns",
+            &self.bridge_ns,
+        ]);
+        ip(&["-n", &self.bridge_ns, "link", "set", &peer, "master", "br0"]);
+        ip(&["-n", &self.bridge_ns, "link", "set", &peer, "up"]);
+        // Each LAN is its own bridge in its own namespaces, so every LAN can
+        // use the same private subnet.
+        let addr = format!("10.77.0.{}", i + 1);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            &veth,
+        ]);
+        ip(&["-n", &ns, "link", "set", &veth, "up"]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", &veth]);
+        let data = self.scratch.path().join(format!("host{i}"));
+        let log = self.scratch.path().join(format!("host{i}.log"));
+        self.hosts.push(Host {
+            ns,
+            addr,
+            data,
+            daemon: None,
+            log,
+        });
+        i
+    }
+
+    pub fn host(&self, i: usize) -> &Host {
+        &self.hosts[i]
+    }
+
+    /// Host i's listen address on the LAN, as a multiaddr.
+    pub fn lan_addr(&self, i: usize) -> String {
+        let out = self.cli(i, &["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+        v["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str())
+            .find(|a| a.starts_with(&format!("/ip4/{}/", self.hosts[i].addr)))
+            .expect("a LAN address")
+            .to_string()
+    }
+
+    /// `corral ARGS` against host i's data dir (outside the namespace: the
+    /// control socket is a file).
+    pub fn cli(&self, i: usize, args: &[&str]) -> std::process::Output {
+        Command::new(corral())
+            .arg("--data-dir")
+            .arg(&self.hosts[i].data)
+            .args(args)
+            .output()
+            .expect("corral runs")
+    }
+
+    /// Starts `corral up` inside host i's namespace and waits for its socket.
+    pub fn up(&mut self, i: usize) {
+        self.up_with(i, &[]);
+    }
+
+    /// As [`Lan::up`], with extra `corral up` arguments.
+    pub fn up_with(&mut self, i: usize, extra: &[&str]) {
+        let host = &mut self.hosts[i];
+        let log = std::fs::File::create(&host.log).expect("log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &host.ns, corral(), "--data-dir"])
+            .arg(&host.data)
+            .args(["up", "--share", "always"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("corral up starts");
+        host.daemon = Some(child);
+        let socket = host.data.join("corral.sock");
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("host {i}'s daemon did not start:\n{}", self.log(i));
+    }
+
+    /// Kills host i's daemon with SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.hosts[i].daemon.take() {
+            // `ip netns exec` execs the daemon, so the child is the daemon.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for host i's daemon to exit by itself (after `leave`).
+    pub fn wait_exit(&mut self, i: usize) {
+        if let Some(mut child) = self.hosts[i].daemon.take() {
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(10) {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            panic!("host {i} did not exit after leave");
+        }
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.hosts[i].log).unwrap_or_default()
+    }
+
+    /// The peer ids host i sees.
+    pub fn peers_of(&self, i: usize) -> Vec<String> {
+        let out = self.cli(i, &["peers", "--json"]);
+        if !out.status.success() {
+            return Vec::new();
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["id"].as_str().map(String::from))
+            .collect()
+    }
+
+    /// Host i's peer id.
+    pub fn id_of(&self, i: usize) -> String {
+        let out = self.cli(i, &["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "status of host {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        v["id"].as_str().expect("id").to_string()
+    }
+
+    /// Polls until `check` holds; returns how long it took.
+    pub fn wait_for(&self, what: &str, limit: Duration, check: impl Fn() -> bool) -> Duration {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if check() {
+                return started.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let logs: String = (0..self.hosts.len())
+            .map(|i| format!("--- host {i} ---\n{}", tail(&self.log(i), 30)))
+            .collect();
+        panic!("timed out after {limit:?} waiting for {what}\n{logs}");
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for i in 0..self.hosts.len() {
+            self.kill(i);
+        }
+        for host in &self.hosts {
+            let _ = Command::new("ip").args(["netns", "del", &host.ns]).status();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.bridge_ns])
+            .status();
+    }
+}
+
+/// Sets host 0 up as a new mesh and joins the others to it by token.
+pub fn make_mesh(lan: &Lan, hosts: &[usize]) {
+    let first = hosts[0];
+    let out = lan.cli(first, &["init", "--name", &format!("host{first}")]);
+    assert!(
+        out.status.success(),
+        "init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for &i in &hosts[1..] {
+        join(lan, first, i);
+    }
+}
+
+/// Joins host `i` to the mesh of host `inviter`.
+pub fn join(lan: &Lan, inviter: usize, i: usize) {
+    let token = lan.cli(inviter, &["invite"]);
+    assert!(
+        token.status.success(),
+        "invite: {}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
+    let out = lan.cli(i, &["join", &token, "--name", &format!("host{i}")]);
+    assert!(
+        out.status.success(),
+        "join: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
