@@ -128,6 +128,10 @@ pub struct UpArgs {
     /// Do not announce or browse with mDNS.
     #[arg(long)]
     pub no_mdns: bool,
+    /// Most memory all of the mesh's tasks together may use here, e.g. 2GiB
+    /// (default: whatever is free).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
 }
 
 /// `corral run`.

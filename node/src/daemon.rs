@@ -50,6 +50,8 @@ pub struct DaemonConfig {
     pub share: Share,
     /// Engines and their calibrated speeds.
     pub engines: Vec<EngineSpeed>,
+    /// `--max-memory`: most memory the mesh's tasks may use here, bytes.
+    pub max_memory: Option<u64>,
 }
 
 /// Milliseconds since the unix epoch.
@@ -210,7 +212,13 @@ impl Node {
             cores: std::thread::available_parallelism()
                 .map_or(1, |n| u16::try_from(n.get()).unwrap_or(u16::MAX)),
             host_load_pct: 0,
-            free_memory_mib: self.load.free_memory_mib(),
+            free_memory_mib: {
+                let free = self.load.free_memory_mib();
+                match self.config.max_memory {
+                    Some(max) => free.min(u32::try_from(max / (1024 * 1024)).unwrap_or(u32::MAX)),
+                    None => free,
+                }
+            },
             on_battery: crate::capacity::on_battery(std::path::Path::new(
                 "/sys/class/power_supply",
             )),
@@ -422,6 +430,7 @@ impl Node {
             "share": self.config.share,
             "state": self.policy.state().name(),
             "slots": self.config.slots,
+            "max_memory": self.config.max_memory,
         })
     }
 

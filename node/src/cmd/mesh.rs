@@ -402,6 +402,7 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
         slots,
         share: args.share,
         engines: engines.0,
+        max_memory: args.max_memory,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -66,7 +66,7 @@ pub fn serve(data_dir: &Path, calls: mpsc::Sender<Call>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn answer(line: &str, calls: &mpsc::Sender<Call>) -> Response {
+pub(crate) async fn answer(line: &str, calls: &mpsc::Sender<Call>) -> Response {
     let fail = |error: String| Response {
         v: CONTROL_VERSION,
         ok: false,
@@ -104,5 +104,50 @@ async fn answer(line: &str, calls: &mpsc::Sender<Call>) -> Response {
         },
         Ok(Err(error)) => fail(error),
         Err(_) => fail("the daemon is shutting down".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn other_versions_and_garbage_get_a_clear_refusal() {
+        let (tx, _rx) = mpsc::channel(1);
+        let r = answer(r#"{"v":2,"cmd":"status"}"#, &tx).await;
+        assert!(!r.ok);
+        assert!(
+            r.error
+                .as_deref()
+                .is_some_and(|e| e.contains("v1") && e.contains("v2")),
+            "{r:?}"
+        );
+        let r = answer("hello", &tx).await;
+        assert!(
+            r.error
+                .as_deref()
+                .is_some_and(|e| e.contains("not a control request")),
+            "{r:?}"
+        );
+        let r = answer(r#"{"v":1,"cmd":"explode"}"#, &tx).await;
+        assert!(
+            r.error
+                .as_deref()
+                .is_some_and(|e| e.contains("bad control request")),
+            "{r:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_reaches_the_daemon_and_its_answer_comes_back() {
+        let (tx, mut rx) = mpsc::channel::<Call>(1);
+        tokio::spawn(async move {
+            if let Some((request, reply)) = rx.recv().await {
+                let _ = reply.send(Ok(serde_json::json!({ "echo": format!("{request:?}") })));
+            }
+        });
+        let r = answer(r#"{"v":1,"cmd":"peers"}"#, &tx).await;
+        assert!(r.ok, "{r:?}");
+        assert_eq!(r.data.expect("data")["echo"], "Peers");
     }
 }

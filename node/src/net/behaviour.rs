@@ -41,9 +41,11 @@ impl Behaviour {
                     .with_agent_version(format!("corral/{}", env!("CARGO_PKG_VERSION"))),
             ),
             ping: ping::Behaviour::new(
+                // Adverts every second already tell a silent peer from a live
+                // one; ping only has to keep idle connections honest.
                 ping::Config::new()
-                    .with_interval(Duration::from_secs(1))
-                    .with_timeout(Duration::from_secs(3)),
+                    .with_interval(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(5)),
             ),
             gossipsub,
         })

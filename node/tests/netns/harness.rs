@@ -210,19 +210,49 @@ impl Lan {
         }
     }
 
-    /// Waits for host i's daemon to exit by itself (after `leave`).
-    pub fn wait_exit(&mut self, i: usize) {
+    /// Sends SIGTERM to host i's daemon (what `systemctl stop` does).
+    pub fn terminate(&self, i: usize) {
+        if let Some(child) = &self.hosts[i].daemon {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            assert!(status.is_ok_and(|s| s.success()), "kill -TERM");
+        }
+    }
+
+    /// Bytes host i has sent on its LAN interface.
+    pub fn tx_bytes(&self, i: usize) -> u64 {
+        let out = Command::new("ip")
+            .args([
+                "-n",
+                &self.hosts[i].ns,
+                "-s",
+                "-j",
+                "link",
+                "show",
+                &format!("v{i}"),
+            ])
+            .output()
+            .expect("ip link show");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j output");
+        v[0]["stats64"]["tx"]["bytes"].as_u64().expect("tx bytes")
+    }
+
+    /// Waits for host i's daemon to exit by itself (after `leave` or
+    /// SIGTERM) and returns whether it exited successfully.
+    pub fn wait_exit(&mut self, i: usize) -> bool {
         if let Some(mut child) = self.hosts[i].daemon.take() {
             let started = Instant::now();
             while started.elapsed() < Duration::from_secs(10) {
-                if child.try_wait().ok().flatten().is_some() {
-                    return;
+                if let Some(status) = child.try_wait().ok().flatten() {
+                    return status.success();
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
             let _ = child.kill();
             panic!("host {i} did not exit after leave");
         }
+        false
     }
 
     pub fn log(&self, i: usize) -> String {

@@ -54,11 +54,11 @@ fn hosts_find_each_other_by_mdns_and_strangers_stay_out() {
         "the stranger sees {:?}",
         lan.peers_of(3)
     );
-    assert!(
-        lan.log(0).contains("incoming connection failed"),
-        "host 0 should have refused the stranger's dial:\n{}",
-        lan.log(0)
-    );
+    // The failed handshake shows on one side or the other (a mismatched PSK
+    // garbles the stream; which side notices first depends on timing).
+    lan.wait_for("the stranger's connection attempt to fail", LIMIT, || {
+        lan.log(0).contains("incoming connection failed") || lan.log(3).contains("cannot connect")
+    });
 
     // A late joiner is seen by everyone, and sees everyone.
     let late = lan.add_host();
@@ -71,6 +71,14 @@ fn hosts_find_each_other_by_mdns_and_strangers_stay_out() {
         sees_all(&lan, &[0, 1, 2, late], &all_ids)
     });
     println!("measured: a late joiner was seen by every host after {took:?}");
+
+    // Idle traffic per device: gossip adverts, pings and mDNS, all of it.
+    let before: Vec<u64> = (0..3).map(|i| lan.tx_bytes(i)).collect();
+    std::thread::sleep(Duration::from_secs(5));
+    let per_s: Vec<u64> = (0..3).map(|i| (lan.tx_bytes(i) - before[i]) / 5).collect();
+    println!(
+        "measured: idle bytes sent per device per second, all protocols, 4-device mesh: {per_s:?}"
+    );
 }
 
 #[test]
@@ -105,12 +113,12 @@ fn crashes_leaves_and_restarts_show_in_every_view() {
 
     // Graceful leave: removed from every view.
     let started = std::time::Instant::now();
-    let out = lan.cli(1, &["leave"]);
-    assert!(
-        out.status.success(),
-        "leave: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut leave = std::process::Command::new(crate::harness::corral())
+        .arg("--data-dir")
+        .arg(&lan.host(1).data)
+        .arg("leave")
+        .spawn()
+        .expect("corral leave starts");
     lan.wait_for("the leaver to disappear", LIMIT, || {
         [0, 2].iter().all(|&i| !lan.peers_of(i).contains(&ids[1]))
     });
@@ -118,5 +126,21 @@ fn crashes_leaves_and_restarts_show_in_every_view() {
         "measured: `corral leave` was seen by every host {:?} after it was issued",
         started.elapsed()
     );
-    lan.wait_exit(1);
+    assert!(
+        leave.wait().expect("leave ends").success(),
+        "corral leave failed"
+    );
+    assert!(lan.wait_exit(1), "the daemon should exit 0 after leave");
+
+    // SIGTERM (systemctl stop) is a graceful leave too.
+    let started = std::time::Instant::now();
+    lan.terminate(0);
+    lan.wait_for("the SIGTERM'd host to disappear", LIMIT, || {
+        !lan.peers_of(2).contains(&ids[0])
+    });
+    println!(
+        "measured: SIGTERM was seen by the other host {:?} after it was sent",
+        started.elapsed()
+    );
+    assert!(lan.wait_exit(0), "the daemon should exit 0 after SIGTERM");
 }
