@@ -505,27 +505,17 @@ impl Node {
     }
 }
 
-/// The engines of this build with a speed for each: the calibration cached in
-/// the store, or measured now with the bundled calibration module.
-pub fn engine_speeds(
-    store: &Store,
-    runtime: &crate::runtime::Runtime,
-) -> anyhow::Result<Vec<EngineSpeed>> {
+/// The engines of this build with their cached calibration, fastest first;
+/// `None` if some engine has not been calibrated on this device yet.
+pub fn cached_engine_speeds(store: &Store) -> anyhow::Result<Option<Vec<EngineSpeed>>> {
     let mut speeds = Vec::new();
-    for engine in runtime.engines() {
+    for engine in crate::runtime::build_engines() {
         let key = format!("speed.{}", engine.name());
-        let cached = store.get(&key)?.and_then(|v| v.parse::<u64>().ok());
-        let ops_per_s = match cached {
-            Some(v) => v,
-            None => {
-                let v = crate::cmd::bench::calibrate(runtime, engine)?;
-                store.set(&key, &v.to_string())?;
-                v
-            }
-        };
-        speeds.push(EngineSpeed { engine, ops_per_s });
+        match store.get(&key)?.and_then(|v| v.parse::<u64>().ok()) {
+            Some(ops_per_s) => speeds.push(EngineSpeed { engine, ops_per_s }),
+            None => return Ok(None),
+        }
     }
-    // Fastest first.
     speeds.sort_by_key(|s| std::cmp::Reverse(s.ops_per_s));
-    Ok(speeds)
+    Ok(Some(speeds))
 }

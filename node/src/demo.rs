@@ -2,8 +2,9 @@
 //! rendered as a batch of tiles, then the tiles are stitched into one PNG by a
 //! second job that receives the first job's OUT directory as a `--dir`.
 //!
-//! Until the mesh lands this runs on the local runner; the jobs are the same
-//! ones `corral run` submits.
+//! It first starts a local mesh of three daemons on loopback and shows them
+//! (see [`crate::demo_mesh`]). Until offloading lands the job itself runs on
+//! the local runner; the jobs are the same ones `corral run` submits.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +38,42 @@ pub fn run(data_dir: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<ExitCode
     let tasks = args.tasks.clamp(1, HEIGHT);
     let parallel = std::thread::available_parallelism().map_or(1, usize::from);
     let out = OutDir::create(&args.out)?;
+
+    eprintln!(
+        "corral demo: starting a local mesh of {} devices on loopback…",
+        crate::demo_mesh::DEVICES.len()
+    );
+    let mesh = crate::demo_mesh::LocalMesh::start()?;
+    let status = mesh.status()?;
+    println!(
+        "mesh {}: {} ({}) sees:",
+        status["mesh"].as_str().unwrap_or("?"),
+        status["name"].as_str().unwrap_or("?"),
+        status["arch"].as_str().unwrap_or("?")
+    );
+    for peer in mesh.peers()?.as_array().into_iter().flatten() {
+        println!(
+            "  {:<8} {:<7} engines {:<12} slots {}/{}  {}",
+            peer["name"].as_str().unwrap_or("?"),
+            peer["arch"].as_str().unwrap_or("?"),
+            peer["engines"]
+                .as_array()
+                .map(|e| e
+                    .iter()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","))
+                .unwrap_or_default(),
+            peer["slots_free"],
+            peer["slots_total"],
+            peer["state"].as_str().unwrap_or("?")
+        );
+    }
+    // Offloading tasks to the mesh is the next piece of work; until then the
+    // job runs on this machine's local runner, and the mesh is shown only.
+    eprintln!(
+        "corral demo: the mesh is up; the job below still runs on the local runner (offloading lands next)"
+    );
 
     eprintln!(
         "corral demo: rendering a {WIDTH}x{HEIGHT} Mandelbrot picture as {tasks} tiles on {} ({parallel} slots, engines: {})",
@@ -129,6 +166,7 @@ pub fn run(data_dir: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<ExitCode
         total_ms + task.duration_ms,
         started.elapsed().as_secs_f64()
     );
+    mesh.stop();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod demo;
+pub mod demo_mesh;
 pub mod identity;
 pub mod job;
 pub mod net;

@@ -76,19 +76,61 @@ fn default_name() -> String {
     crate::job::local::device_name()
 }
 
+/// Creates a node identity and a new mesh in `root`; returns the node key
+/// and the mesh key.
+pub fn create_mesh(
+    root: &Path,
+    name: &str,
+) -> anyhow::Result<(NodeKey, libp2p::pnet::PreSharedKey)> {
+    refuse_existing(root)?;
+    let key = NodeKey::generate()?;
+    let psk = identity::generate_mesh_key()?;
+    identity::save_node_key(root, &key)?;
+    identity::save_mesh_key(root, psk)?;
+    let store = Store::open(root)?;
+    store.set("name", name)?;
+    // A node trusts itself: jobs it submits run on it too.
+    store.trust_add(&key.peer_key(), name, now_ms())?;
+    Ok((key, psk))
+}
+
+/// Creates a node identity in `root` that joins the mesh of `invite`.
+pub fn join_mesh(root: &Path, invite: &Invite, name: &str) -> anyhow::Result<NodeKey> {
+    refuse_existing(root)?;
+    let key = NodeKey::generate()?;
+    let psk = libp2p::pnet::PreSharedKey::new(invite.mesh_key);
+    identity::save_node_key(root, &key)?;
+    identity::save_mesh_key(root, psk)?;
+    let store = Store::open(root)?;
+    store.set("name", name)?;
+    store.set("bootstrap", &invite.addresses.join(" "))?;
+    store.trust_add(&invite.inviter, &invite.name, now_ms())?;
+    store.trust_add(&key.peer_key(), name, now_ms())?;
+    Ok(key)
+}
+
+/// The invite of the node in `root` (name and addresses as given).
+pub fn make_invite(root: &Path, name: String, addresses: Vec<String>) -> anyhow::Result<Invite> {
+    let key = identity::load_node_key(root)?;
+    let psk = identity::load_mesh_key(root)?;
+    let mut mesh_key = [0u8; 32];
+    // The PSK type does not expose its bytes; its key file does.
+    let file = psk.to_key_file();
+    let hex_key = file.lines().nth(2).context("mesh key file format")?;
+    hex::decode_to_slice(hex_key, &mut mesh_key).context("mesh key file format")?;
+    Ok(Invite {
+        mesh_key,
+        inviter: key.peer_key(),
+        name,
+        addresses,
+    })
+}
+
 /// `corral init`.
 pub fn init(data_dir: Option<PathBuf>, name: Option<String>) -> anyhow::Result<ExitCode> {
     let dir = DataDir::resolve(data_dir)?;
-    refuse_existing(dir.root())?;
-    let key = NodeKey::generate()?;
-    let psk = identity::generate_mesh_key()?;
-    identity::save_node_key(dir.root(), &key)?;
-    identity::save_mesh_key(dir.root(), psk)?;
-    let store = Store::open(dir.root())?;
     let name = name.unwrap_or_else(default_name);
-    store.set("name", &name)?;
-    // A node trusts itself: jobs it submits run on it too.
-    store.trust_add(&key.peer_key(), &name, now_ms())?;
+    let (key, psk) = create_mesh(dir.root(), &name)?;
     eprintln!(
         "corral: new mesh {} created; this device is {name} ({})\n\
          next: `corral up` to start the daemon, `corral invite` to add devices",
@@ -112,9 +154,6 @@ fn refuse_existing(root: &Path) -> anyhow::Result<()> {
 /// `corral invite`: only the token on stdout.
 pub fn invite(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let dir = DataDir::resolve(data_dir)?;
-    let key = identity::load_node_key(dir.root())?;
-    let psk_text = std::fs::read_to_string(identity::mesh_key_path(dir.root()))?;
-    let psk = identity::parse_mesh_key(&psk_text).map_err(|e| anyhow::anyhow!("mesh key: {e}"))?;
     let (name, addresses) = if control::client::daemon_running(dir.root()) {
         let status = control::client::call(dir.root(), Request::Status)?;
         let name = status["name"].as_str().unwrap_or_default().to_string();
@@ -135,22 +174,12 @@ pub fn invite(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             .unwrap_or_default();
         (store.get("name")?.unwrap_or_else(default_name), addrs)
     };
-    let mut bytes = [0u8; 32];
-    // The PSK type does not expose its bytes; its key file does.
-    let hex_line = psk.to_key_file();
-    let hex_key = hex_line.lines().nth(2).context("mesh key file format")?;
-    hex::decode_to_slice(hex_key, &mut bytes).context("mesh key file format")?;
     let addresses = addresses
         .into_iter()
         .filter(|a: &String| !a.contains("/127.") && !a.contains("/0.0.0.0/"))
         .take(16)
         .collect();
-    let token = Invite {
-        mesh_key: bytes,
-        inviter: key.peer_key(),
-        name,
-        addresses,
-    };
+    let token = make_invite(dir.root(), name, addresses)?;
     println!("{}", token.encode());
     eprintln!(
         "corral: on the new device run `corral join TOKEN`, then `corral up`; anyone with this token can join the mesh"
@@ -166,17 +195,9 @@ pub fn join(
 ) -> anyhow::Result<ExitCode> {
     let invite = Invite::decode(token)?;
     let dir = DataDir::resolve(data_dir)?;
-    refuse_existing(dir.root())?;
-    let key = NodeKey::generate()?;
-    let psk = libp2p::pnet::PreSharedKey::new(invite.mesh_key);
-    identity::save_node_key(dir.root(), &key)?;
-    identity::save_mesh_key(dir.root(), psk)?;
-    let store = Store::open(dir.root())?;
     let name = name.unwrap_or_else(default_name);
-    store.set("name", &name)?;
-    store.set("bootstrap", &invite.addresses.join(" "))?;
-    store.trust_add(&invite.inviter, &invite.name, now_ms())?;
-    store.trust_add(&key.peer_key(), &name, now_ms())?;
+    join_mesh(dir.root(), &invite, &name)?;
+    let psk = libp2p::pnet::PreSharedKey::new(invite.mesh_key);
     eprintln!(
         "corral: joined mesh {} as {name}; trusting jobs from {} ({})\nnext: `corral up`",
         identity::mesh_id(&psk),
@@ -354,10 +375,26 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
-    let runtime = crate::runtime::Runtime::new(Some(dir.module_cache()))?;
+    // Calibrate in a child process the first time: the engines' compilers
+    // and code would otherwise stay in the daemon's memory for good.
+    if daemon::cached_engine_speeds(&Store::open(dir.root())?)?.is_none() {
+        eprintln!("corral: calibrating the engines of this device (once)…");
+        let exe = std::env::current_exe().context("cannot find the corral binary")?;
+        let status = std::process::Command::new(exe)
+            .arg("--data-dir")
+            .arg(dir.root())
+            .args(["bench", "--json"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("cannot run the calibration")?;
+        if !status.success() {
+            anyhow::bail!("the engine calibration failed (see above)");
+        }
+    }
     let engines = {
         let store = Store::open(dir.root())?;
-        let mut speeds = daemon::engine_speeds(&store, &runtime)?;
+        let mut speeds = daemon::cached_engine_speeds(&store)?
+            .context("the calibration did not record a speed for every engine")?;
         match args.engine {
             crate::runtime::EngineChoice::Auto => {}
             crate::runtime::EngineChoice::Jit => {

@@ -283,13 +283,9 @@ impl Runtime {
 
     /// The engines this build can use on this host, the JIT first.
     pub fn engines(&self) -> Vec<EngineKind> {
-        let mut engines = Vec::with_capacity(2);
-        #[cfg(feature = "jit")]
-        if self.jit.is_some() {
-            engines.push(EngineKind::Jit);
-        }
-        engines.push(EngineKind::Interp);
-        engines
+        // The JIT engine exists exactly when the build and CPU support it
+        // (creating it otherwise fails `Runtime::new`).
+        build_engines()
     }
 
     /// Turns the user's choice into a concrete engine of this host.
@@ -349,6 +345,17 @@ impl Runtime {
             Compiled::Interp(module) => self.interp.run(module, spec),
         }
     }
+}
+
+/// The engines this build can run on this CPU, without starting them.
+pub fn build_engines() -> Vec<EngineKind> {
+    let mut engines = Vec::with_capacity(2);
+    #[cfg(feature = "jit")]
+    if jit::cranelift_supported() {
+        engines.push(EngineKind::Jit);
+    }
+    engines.push(EngineKind::Interp);
+    engines
 }
 
 /// Total physical memory, if the OS tells.
