@@ -78,7 +78,7 @@ struct Node {
     discovery: Option<Discovery>,
     found_tx: mpsc::Sender<Found>,
     peer_ids: HashMap<PeerKey, PeerId>,
-    last_advert: Option<CapacityAdvert>,
+    host_load_pct: u8,
 }
 
 /// Runs the daemon until `corral leave`, SIGTERM or Ctrl-C.
@@ -130,7 +130,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         discovery: None,
         found_tx,
         peer_ids: HashMap::new(),
-        last_advert: None,
+        host_load_pct: 0,
     };
     for addr in node.config.bootstrap.clone() {
         if let Err(e) = node.swarm.dial(addr.clone()) {
@@ -155,13 +155,14 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
             }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: leaving the mesh"); break; }
             _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: leaving the mesh"); break; }
-            _ = advert_timer.tick() => node.advertise(false),
+            _ = advert_timer.tick() => node.advertise(),
             _ = sample_timer.tick() => {
                 let before = node.policy.state();
                 let sample = node.load.sample();
+                node.host_load_pct = sample.load_pct.round().clamp(0.0, 100.0) as u8;
                 if node.policy.update(sample) != before {
                     tracing::info!(state = node.policy.state().name(), "owner state changed");
-                    node.advertise(true);
+                    node.advertise();
                 }
             }
             _ = expiry_timer.tick() => {
@@ -211,7 +212,7 @@ impl Node {
             slots_free: free,
             cores: std::thread::available_parallelism()
                 .map_or(1, |n| u16::try_from(n.get()).unwrap_or(u16::MAX)),
-            host_load_pct: 0,
+            host_load_pct: self.host_load_pct,
             free_memory_mib: {
                 let free = self.load.free_memory_mib();
                 match self.config.max_memory {
@@ -229,10 +230,9 @@ impl Node {
         }
     }
 
-    fn advertise(&mut self, _changed: bool) {
+    fn advertise(&mut self) {
         let advert = self.advert();
         let bytes = codec::encode(&advert);
-        self.last_advert = Some(advert);
         match self
             .swarm
             .behaviour_mut()
@@ -307,7 +307,7 @@ impl Node {
                 let change = self.view.on_connected(key, Some(addr), now_ms());
                 self.on_change(change);
                 // A newcomer learns our capacity at once, not a second later.
-                self.advertise(true);
+                self.advertise();
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::warn!(?peer_id, "cannot connect: {error}");
@@ -474,7 +474,7 @@ impl Node {
     /// then every connection closed (peers drop us at once).
     async fn leave(mut self) {
         self.policy.drain();
-        self.advertise(true);
+        self.advertise();
         // Give gossipsub a moment to flush the last advert.
         let flush = tokio::time::sleep(Duration::from_millis(20));
         tokio::pin!(flush);

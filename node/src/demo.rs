@@ -52,22 +52,7 @@ pub fn run(data_dir: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<ExitCode
         status["arch"].as_str().unwrap_or("?")
     );
     for peer in mesh.peers()?.as_array().into_iter().flatten() {
-        println!(
-            "  {:<8} {:<7} engines {:<12} slots {}/{}  {}",
-            peer["name"].as_str().unwrap_or("?"),
-            peer["arch"].as_str().unwrap_or("?"),
-            peer["engines"]
-                .as_array()
-                .map(|e| e
-                    .iter()
-                    .filter_map(|v| v.as_str())
-                    .collect::<Vec<_>>()
-                    .join(","))
-                .unwrap_or_default(),
-            peer["slots_free"],
-            peer["slots_total"],
-            peer["state"].as_str().unwrap_or("?")
-        );
+        println!("  {}", crate::cmd::mesh::peer_line(peer));
     }
     // Offloading tasks to the mesh is the next piece of work; until then the
     // job runs on this machine's local runner, and the mesh is shown only.

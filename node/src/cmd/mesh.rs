@@ -295,27 +295,33 @@ pub fn query(data_dir: Option<PathBuf>, request: Request, json: bool) -> anyhow:
                 println!("no other devices seen yet");
             }
             for p in peers {
-                println!(
-                    "{:<20} {:<8} {:<14} slots {}/{}  {}  seen {} ms ago",
-                    p["name"].as_str().unwrap_or("?"),
-                    p["arch"].as_str().unwrap_or("?"),
-                    p["engines"]
-                        .as_array()
-                        .map(|e| e
-                            .iter()
-                            .filter_map(|v| v.as_str())
-                            .collect::<Vec<_>>()
-                            .join(","))
-                        .unwrap_or_default(),
-                    p["slots_free"],
-                    p["slots_total"],
-                    p["state"].as_str().unwrap_or("?"),
-                    p["age_ms"],
-                );
+                println!("{}  seen {} ms ago", peer_line(&p), p["age_ms"]);
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line describing a peer of `corral peers --json`, for people.
+pub fn peer_line(p: &serde_json::Value) -> String {
+    let engines = p["engines"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    format!(
+        "{:<16} {:<8} {:<12} slots {}/{}  {}",
+        p["name"].as_str().unwrap_or("?"),
+        p["arch"].as_str().unwrap_or("?"),
+        engines,
+        p["slots_free"],
+        p["slots_total"],
+        p["state"].as_str().unwrap_or("?"),
+    )
 }
 
 /// `corral leave`.

@@ -17,7 +17,7 @@ use wasmi_wasi::{WasiCtx, WasiCtxBuilder, ambient_authority};
 
 use super::limiter::MemoryLimiter;
 use super::readonly::ReadOnlyDir;
-use super::sink::{Echo, OutputSink};
+use super::sink::OutputSink;
 use super::{Ended, Outcome, RunSpec, RuntimeError, Stdin, WasmModule, classify, short_message};
 
 /// Fuel per slice between deadline checks: a few milliseconds of work at
@@ -84,22 +84,7 @@ impl InterpEngine {
     pub(crate) fn run(&self, module: &Module, spec: &RunSpec) -> Result<Outcome, RuntimeError> {
         let started = Instant::now();
         let deadline = started + spec.limits.timeout;
-        let stdout = OutputSink::new(
-            spec.limits.output_bytes,
-            if spec.passthrough {
-                Echo::Stdout
-            } else {
-                Echo::None
-            },
-        );
-        let stderr = OutputSink::new(
-            spec.limits.output_bytes,
-            if spec.passthrough {
-                Echo::Stderr
-            } else {
-                Echo::None
-            },
-        );
+        let (stdout, stderr) = OutputSink::pair(spec);
         let wasi = build_wasi(spec, &stdout, &stderr)?;
         let mut store = Store::new(
             &self.engine,

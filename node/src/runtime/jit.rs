@@ -20,7 +20,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use super::cache::ModuleCache;
 use super::limiter::MemoryLimiter;
-use super::sink::{Echo, OutputSink};
+use super::sink::OutputSink;
 use super::{Ended, Outcome, RunSpec, RuntimeError, Stdin, TICK, classify, short_message};
 
 /// Whether Cranelift can generate code for this CPU. Elsewhere wasmtime would
@@ -92,22 +92,7 @@ impl JitEngine {
 
     pub(crate) fn run(&self, module: &Module, spec: &RunSpec) -> Result<Outcome, RuntimeError> {
         let started = Instant::now();
-        let stdout = OutputSink::new(
-            spec.limits.output_bytes,
-            if spec.passthrough {
-                Echo::Stdout
-            } else {
-                Echo::None
-            },
-        );
-        let stderr = OutputSink::new(
-            spec.limits.output_bytes,
-            if spec.passthrough {
-                Echo::Stderr
-            } else {
-                Echo::None
-            },
-        );
+        let (stdout, stderr) = OutputSink::pair(spec);
 
         let mut builder = WasiCtxBuilder::new();
         builder.args(&spec.args);

@@ -98,6 +98,16 @@ impl OutputSink {
         std::mem::take(&mut self.lock().buf)
     }
 
+    /// The stdout and stderr sinks of one run, echoing when it passes through.
+    pub(crate) fn pair(spec: &super::RunSpec) -> (Self, Self) {
+        let cap = spec.limits.output_bytes;
+        if spec.passthrough {
+            (Self::new(cap, Echo::Stdout), Self::new(cap, Echo::Stderr))
+        } else {
+            (Self::new(cap, Echo::None), Self::new(cap, Echo::None))
+        }
+    }
+
     /// An `io::Write` view, for engines whose WASI layer takes a writer.
     pub fn writer(&self) -> SinkWriter {
         SinkWriter(self.clone())

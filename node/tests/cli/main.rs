@@ -5,6 +5,7 @@
 
 mod batch;
 mod examples;
+mod mesh;
 mod single;
 
 use std::path::{Path, PathBuf};
