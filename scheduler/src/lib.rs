@@ -1,5 +1,6 @@
 //! corral's scheduler, pure and deterministic: time and randomness are passed
-//! in, decisions come out as data. Today it holds the peer view ([`view`]);
-//! placement and the batch task state machine arrive with the batch work.
+//! in, decisions come out as data. It holds the peer view ([`view`]) and the batch task
+//! state machine with placement ([`batch`]).
 
+pub mod batch;
 pub mod view;
