@@ -79,7 +79,13 @@ struct Node {
     found_tx: mpsc::Sender<Found>,
     peer_ids: HashMap<PeerKey, PeerId>,
     host_load_pct: u8,
+    /// Where discovery last found each peer of the mesh; redialled while it
+    /// is not connected (a healed partition), dropped on the mDNS goodbye.
+    found_addrs: HashMap<PeerId, Vec<Multiaddr>>,
 }
+
+/// Most peers whose discovered addresses are kept for redialling.
+const MAX_FOUND: usize = 4096;
 
 /// Runs the daemon until `corral leave`, SIGTERM or Ctrl-C.
 pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
@@ -131,6 +137,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         found_tx,
         peer_ids: HashMap::new(),
         host_load_pct: 0,
+        found_addrs: HashMap::new(),
     };
     for addr in node.config.bootstrap.clone() {
         if let Err(e) = node.swarm.dial(addr.clone()) {
@@ -142,6 +149,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let mut advert_timer = tokio::time::interval(ADVERT_INTERVAL);
     let mut sample_timer = tokio::time::interval(Duration::from_secs(1));
     let mut expiry_timer = tokio::time::interval(Duration::from_millis(250));
+    let mut redial_timer = tokio::time::interval(Duration::from_secs(2));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
 
     loop {
@@ -170,6 +178,7 @@ pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
                     node.on_change(change);
                 }
             }
+            _ = redial_timer.tick() => node.redial(),
             Some(found) = found.recv() => node.on_found(found),
             event = node.swarm.select_next_some() => node.on_swarm(event),
         }
@@ -244,9 +253,49 @@ impl Node {
         }
     }
 
+    /// Dials every known peer (found by mDNS, or `--peer`) that is not
+    /// connected: after a partition heals, neither side would otherwise try.
+    fn redial(&mut self) {
+        let missing: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .found_addrs
+            .iter()
+            .filter(|(peer, _)| !self.swarm.is_connected(peer))
+            .map(|(peer, addrs)| (*peer, addrs.clone()))
+            .collect();
+        for (peer, addresses) in missing {
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addresses)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .allocate_new_port()
+                .build();
+            let _ = self.swarm.dial(opts);
+        }
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for addr in self.config.bootstrap.clone() {
+            let target = addr.iter().find_map(|p| match p {
+                libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+                _ => None,
+            });
+            if target.is_some_and(|id| connected.contains(&id))
+                || (target.is_none() && !connected.is_empty())
+            {
+                continue;
+            }
+            let _ = self.swarm.dial(addr);
+        }
+    }
+
     fn on_found(&mut self, found: Found) {
         match found {
             Found::Peer { peer, addresses } => {
+                if self.found_addrs.len() < MAX_FOUND || self.found_addrs.contains_key(&peer) {
+                    let known = self.found_addrs.entry(peer).or_default();
+                    for a in &addresses {
+                        if !known.contains(a) && known.len() < 8 {
+                            known.push(a.clone());
+                        }
+                    }
+                }
                 if self.swarm.is_connected(&peer) {
                     return;
                 }
@@ -261,6 +310,7 @@ impl Node {
                 }
             }
             Found::Gone { peer } => {
+                self.found_addrs.remove(&peer);
                 if let Some(key) = peer_key_of(&peer) {
                     let change = self.view.on_goodbye(key);
                     self.on_change(change);

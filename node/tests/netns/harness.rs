@@ -220,6 +220,33 @@ impl Lan {
         }
     }
 
+    /// Cuts (or restores) host i's link to the bridge.
+    pub fn set_link(&self, i: usize, up: bool) {
+        let ns = &self.hosts[i].ns;
+        ip(&[
+            "-n",
+            ns,
+            "link",
+            "set",
+            &format!("v{i}"),
+            if up { "up" } else { "down" },
+        ]);
+        if up {
+            // Bringing the link down removed its routes.
+            let _ = Command::new("ip")
+                .args([
+                    "-n",
+                    ns,
+                    "route",
+                    "replace",
+                    "224.0.0.0/4",
+                    "dev",
+                    &format!("v{i}"),
+                ])
+                .status();
+        }
+    }
+
     /// Bytes host i has sent on its LAN interface.
     pub fn tx_bytes(&self, i: usize) -> u64 {
         let out = Command::new("ip")

@@ -144,3 +144,40 @@ fn crashes_leaves_and_restarts_show_in_every_view() {
     );
     assert!(lan.wait_exit(0), "the daemon should exit 0 after SIGTERM");
 }
+
+#[test]
+fn a_cut_link_drops_the_host_and_a_healed_one_brings_it_back() {
+    if !netns_available() {
+        return;
+    }
+    let mut lan = Lan::new(3);
+    make_mesh(&lan, &[0, 1, 2]);
+    for i in 0..3 {
+        lan.up(i);
+    }
+    let ids: Vec<String> = (0..3).map(|i| lan.id_of(i)).collect();
+    lan.wait_for("all to see each other", LIMIT, || {
+        sees_all(&lan, &[0, 1, 2], &ids)
+    });
+
+    // No FIN, no RST: only the missing adverts tell.
+    let started = std::time::Instant::now();
+    lan.set_link(2, false);
+    lan.wait_for("the cut-off host to be dropped", LIMIT, || {
+        (0..2).all(|i| !lan.peers_of(i).contains(&ids[2]))
+    });
+    println!(
+        "measured: a host whose link was cut was dropped from every view after {:?}",
+        started.elapsed()
+    );
+
+    let started = std::time::Instant::now();
+    lan.set_link(2, true);
+    lan.wait_for("the partition to heal", LIMIT, || {
+        sees_all(&lan, &[0, 1, 2], &ids)
+    });
+    println!(
+        "measured: after the link came back every host saw it again after {:?}",
+        started.elapsed()
+    );
+}
