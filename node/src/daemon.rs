@@ -88,10 +88,10 @@ struct Node {
 const MAX_FOUND: usize = 4096;
 
 /// Runs the daemon until `corral leave`, SIGTERM or Ctrl-C.
-pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
+/// `store` is the node's store, opened by the caller (which holds its lock).
+pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
     let key = identity::load_node_key(&config.data_dir)?;
     let psk = identity::load_mesh_key(&config.data_dir)?;
-    let store = Store::open(&config.data_dir)?;
     let name = store
         .get("name")?
         .unwrap_or_else(crate::job::local::device_name);

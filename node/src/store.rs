@@ -42,6 +42,9 @@ pub struct KnownPeer {
     pub last_seen_ms: u64,
 }
 
+/// How long to wait for another handle's lock to go away.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// Most known peers kept.
 const MAX_KNOWN_PEERS: usize = 1024;
 
@@ -49,18 +52,30 @@ impl Store {
     /// Opens (or creates) the store in `data_dir/store`.
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
         let path = data_dir.join("store");
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(4 * 1024 * 1024)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.to_string().contains("lock") => anyhow::anyhow!(
-                    "{} is in use by another corral process (a daemon already runs on this \
-                     data dir; stop it with `corral leave`, or pass another --data-dir)",
-                    data_dir.display()
-                ),
-                other => anyhow::anyhow!("cannot open the store at {}: {other}", path.display()),
-            })?;
+        // sled releases its file lock when its background flusher lets go of
+        // the database, a moment after the last handle is dropped (or the
+        // process that held it exits); a lock that outlasts this wait is held.
+        let started = std::time::Instant::now();
+        let db = loop {
+            match sled::Config::new()
+                .path(&path)
+                .cache_capacity(4 * 1024 * 1024)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io)) if io.to_string().contains("lock") => {
+                    if started.elapsed() > LOCK_WAIT {
+                        anyhow::bail!(
+                            "{} is in use by another corral process (a daemon already runs on \
+                             this data dir; stop it with `corral leave`, or pass another --data-dir)",
+                            data_dir.display()
+                        );
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(other) => anyhow::bail!("cannot open the store at {}: {other}", path.display()),
+            }
+        };
         Ok(Self {
             config: db.open_tree("config").context("store: config")?,
             trust: db.open_tree("trust").context("store: trust")?,

@@ -383,7 +383,10 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     // Calibrate in a child process the first time: the engines' compilers
     // and code would otherwise stay in the daemon's memory for good.
-    if daemon::cached_engine_speeds(&Store::open(dir.root())?)?.is_none() {
+    let mut store = Store::open(dir.root())?;
+    if daemon::cached_engine_speeds(&store)?.is_none() {
+        // The child needs the store: let go of it while it runs.
+        drop(store);
         eprintln!("corral: calibrating the engines of this device (once)…");
         let exe = std::env::current_exe().context("cannot find the corral binary")?;
         let status = std::process::Command::new(exe)
@@ -396,9 +399,9 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
         if !status.success() {
             anyhow::bail!("the engine calibration failed (see above)");
         }
+        store = Store::open(dir.root())?;
     }
     let engines = {
-        let store = Store::open(dir.root())?;
         let mut speeds = daemon::cached_engine_speeds(&store)?
             .context("the calibration did not record a speed for every engine")?;
         match args.engine {
@@ -452,7 +455,7 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(daemon::run(config))?;
+    rt.block_on(daemon::run(config, store))?;
     Ok(ExitCode::SUCCESS)
 }
 
