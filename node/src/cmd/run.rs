@@ -21,8 +21,8 @@ pub const EXIT_TRAP: u8 = 125;
 pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCode> {
     if !args.local {
         return Err(UsageError(
-            "no corral daemon to submit to: this build runs jobs with --local only \
-             (the mesh daemon, `corral up`, is not part of it yet)"
+            "offloading jobs to the mesh is not in this build yet: run them with --local \
+             (the daemon, `corral up`, already forms the mesh; dispatch comes next)"
                 .into(),
         )
         .into());
