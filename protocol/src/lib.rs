@@ -28,6 +28,7 @@ pub mod ids;
 pub mod manifest;
 pub mod messages;
 pub mod receipt;
+pub mod tree;
 
 #[cfg(test)]
 mod proptests;

@@ -15,9 +15,16 @@
 //! by its calibrated speed. When the queue is empty, an idle worker that
 //! would finish a running task sooner than its current holder runs a
 //! duplicate; the first result wins and the other is cancelled.
+//!
+//! Verification (`--verify K`): each task runs on K distinct workers,
+//! preferring workers of another class (arch and engine) than the runs it
+//! already has; their result digests are compared. When they all agree the
+//! task is done; on a mismatch one more run is made and the majority wins
+//! (no majority: the task fails). Mismatches are kept on the task.
 
 use std::collections::BTreeMap;
 
+use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::PeerKey;
 
 /// A worker as placement sees it (from the peer view).
@@ -30,6 +37,9 @@ pub struct Worker {
     /// Calibrated speed for the engine this job needs (operations per second);
     /// 0 means it cannot run the job at all.
     pub speed: u64,
+    /// Its class for verification (e.g. `aarch64/jit`): runs of one task
+    /// prefer different classes.
+    pub class: String,
 }
 
 /// Where a task stands.
@@ -39,7 +49,7 @@ pub enum TaskState {
     Queued,
     /// Running (or offered) on these workers, with the time each started.
     Running(BTreeMap<PeerKey, u64>),
-    /// Finished by this worker.
+    /// Finished; this worker's result is the one kept.
     Done(PeerKey),
     /// Given up, with the reason.
     Failed(String),
@@ -55,6 +65,39 @@ pub struct Task {
     pub attempts: u32,
     /// The reason of the last failed attempt.
     pub last_error: Option<String>,
+    /// Results so far: who, and the digest of what they produced.
+    pub results: Vec<(PeerKey, ContentHash)>,
+    /// Agreeing results wanted: K, or K + 1 after a mismatch.
+    pub needed: u8,
+    /// Two runs of this task disagreed.
+    pub mismatch: bool,
+}
+
+impl Task {
+    fn in_flight(&self) -> usize {
+        match &self.state {
+            TaskState::Running(on) => on.len(),
+            _ => 0,
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        matches!(self.state, TaskState::Done(_) | TaskState::Failed(_))
+    }
+
+    /// More runs this task needs placed now.
+    fn wanted(&self) -> usize {
+        if self.is_finished() {
+            return 0;
+        }
+        usize::from(self.needed).saturating_sub(self.results.len() + self.in_flight())
+    }
+
+    /// Whether `peer` ran it or runs it already.
+    fn involves(&self, peer: &PeerKey) -> bool {
+        self.results.iter().any(|(p, _)| p == peer)
+            || matches!(&self.state, TaskState::Running(on) if on.contains_key(peer))
+    }
 }
 
 /// What the node should do.
@@ -71,7 +114,7 @@ pub enum Decision {
         /// Why this worker.
         reason: String,
     },
-    /// Cancel task `index` on `peer` (another copy finished first).
+    /// Cancel task `index` on `peer` (its result is no longer wanted).
     Cancel {
         /// The task.
         index: u32,
@@ -90,10 +133,12 @@ pub enum Decision {
 /// Settings of a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchConfig {
-    /// Starts per task before it fails.
+    /// Starts per task before it fails (plus one per extra verification run).
     pub max_attempts: u32,
     /// Allow straggler duplicates at the end of the batch.
     pub duplicates: bool,
+    /// Distinct workers each task runs on (`--verify K`; 1: no verification).
+    pub redundancy: u8,
 }
 
 impl Default for BatchConfig {
@@ -101,6 +146,7 @@ impl Default for BatchConfig {
         Self {
             max_attempts: 3,
             duplicates: true,
+            redundancy: 1,
         }
     }
 }
@@ -110,20 +156,39 @@ impl Default for BatchConfig {
 pub struct Batch {
     config: BatchConfig,
     tasks: Vec<Task>,
+    /// Tasks held per worker (running or offered).
+    load: BTreeMap<PeerKey, usize>,
+    /// Every task below this index is finished or fully placed (a hint that
+    /// keeps scheduling a large batch from rescanning its head).
+    first_open: usize,
 }
 
 impl Batch {
     /// `count` queued tasks.
     pub fn new(count: u32, config: BatchConfig) -> Self {
+        let config = BatchConfig {
+            redundancy: config.redundancy.max(1),
+            ..config
+        };
         let task = Task {
             state: TaskState::Queued,
             attempts: 0,
             last_error: None,
+            results: Vec::new(),
+            needed: config.redundancy,
+            mismatch: false,
         };
         Self {
             config,
             tasks: vec![task; count as usize],
+            load: BTreeMap::new(),
+            first_open: 0,
         }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> BatchConfig {
+        self.config
     }
 
     /// Every task, by index.
@@ -133,37 +198,77 @@ impl Batch {
 
     /// Whether every task is done or failed.
     pub fn is_finished(&self) -> bool {
-        self.tasks
-            .iter()
-            .all(|t| matches!(t.state, TaskState::Done(_) | TaskState::Failed(_)))
+        self.tasks.iter().all(Task::is_finished)
+    }
+
+    /// Marks task `index` done by `peer` without a run (a result restored
+    /// from the coordinator's store after a restart).
+    pub fn restore_done(&mut self, index: u32, peer: PeerKey, digest: ContentHash) {
+        if let Some(task) = self.tasks.get_mut(index as usize) {
+            let old = std::mem::replace(&mut task.state, TaskState::Done(peer));
+            task.results = vec![(peer, digest)];
+            self.load_release(&old);
+        }
+    }
+
+    /// Marks task `index` failed without a run (restored after a restart).
+    pub fn restore_failed(&mut self, index: u32, reason: String, attempts: u32) {
+        if let Some(task) = self.tasks.get_mut(index as usize) {
+            task.attempts = attempts;
+            let old = std::mem::replace(&mut task.state, TaskState::Failed(reason));
+            self.load_release(&old);
+        }
+    }
+
+    /// Sets how many attempts task `index` has used (restored after a restart).
+    pub fn restore_attempts(&mut self, index: u32, attempts: u32) {
+        if let Some(task) = self.tasks.get_mut(index as usize) {
+            task.attempts = attempts;
+        }
+    }
+
+    fn load_release(&mut self, state: &TaskState) {
+        if let TaskState::Running(on) = state {
+            for peer in on.keys() {
+                if let Some(n) = self.load.get_mut(peer) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
     }
 
     /// Tasks held by `peer` (running or offered).
-    fn load_of(&self, peer: &PeerKey) -> usize {
-        self.tasks
-            .iter()
-            .filter(|t| matches!(&t.state, TaskState::Running(on) if on.contains_key(peer)))
-            .count()
+    pub fn load_of(&self, peer: &PeerKey) -> usize {
+        self.load.get(peer).copied().unwrap_or(0)
+    }
+
+    fn attempt_limit(&self, task: &Task) -> u32 {
+        self.config.max_attempts + u32::from(task.needed).saturating_sub(1)
     }
 
     /// Takes task `index` off `peer`; back to the queue (or failed) when no
-    /// other copy runs.
+    /// other copy runs and more are needed.
     fn release(&mut self, index: u32, peer: &PeerKey, reason: &str) -> Vec<Decision> {
-        let max = self.config.max_attempts;
-        let Some(task) = self.tasks.get_mut(index as usize) else {
+        let Some(task) = self.tasks.get(index as usize) else {
             return Vec::new();
         };
+        let limit = self.attempt_limit(task);
+        let task = &mut self.tasks[index as usize];
         let TaskState::Running(on) = &mut task.state else {
             return Vec::new();
         };
         if on.remove(peer).is_none() {
             return Vec::new();
         }
+        if let Some(n) = self.load.get_mut(peer) {
+            *n = n.saturating_sub(1);
+        }
+        self.first_open = self.first_open.min(index as usize);
         task.last_error = Some(reason.to_string());
         if !on.is_empty() {
             return Vec::new();
         }
-        if task.attempts >= max {
+        if task.attempts >= limit {
             let why = format!("gave up after {} attempts: {reason}", task.attempts);
             task.state = TaskState::Failed(why.clone());
             vec![Decision::GiveUp { index, reason: why }]
@@ -178,7 +283,8 @@ impl Batch {
         self.release(index, peer, &format!("{} refused: {reason}", peer.short()))
     }
 
-    /// Task `index` failed on `peer` (a trap, a limit, a lost connection).
+    /// Task `index` could not be run on `peer` (a lost connection, a worker
+    /// error). A task that ran and trapped is a result, not a failure.
     pub fn on_failed(&mut self, index: u32, peer: &PeerKey, reason: &str) -> Vec<Decision> {
         self.release(index, peer, reason)
     }
@@ -193,88 +299,212 @@ impl Batch {
             .collect()
     }
 
-    /// A result of task `index` from `peer`. The first result wins; the other
-    /// copies are cancelled. A late result of a task already done, or from a
-    /// worker that no longer holds it, changes nothing.
+    /// A result of task `index` from `peer` (without verification).
     pub fn on_done(&mut self, index: u32, peer: &PeerKey) -> Vec<Decision> {
-        let Some(task) = self.tasks.get_mut(index as usize) else {
+        self.on_result(index, peer, ContentHash::from_bytes([0; 32]))
+    }
+
+    /// A result of task `index` from `peer`, with the digest of what it
+    /// produced. Without verification the first result wins and the other
+    /// copies are cancelled. A result from a worker that no longer holds the
+    /// task (a late result, or one held across a coordinator restart) is
+    /// taken while the task is unfinished; once it is finished, or from a
+    /// worker that already gave one, a result changes nothing.
+    pub fn on_result(&mut self, index: u32, peer: &PeerKey, digest: ContentHash) -> Vec<Decision> {
+        let Some(task) = self.tasks.get(index as usize) else {
             return Vec::new();
         };
-        let TaskState::Running(on) = &task.state else {
-            return Vec::new();
-        };
-        if !on.contains_key(peer) {
+        if task.is_finished() || task.results.iter().any(|(p, _)| p == peer) {
             return Vec::new();
         }
-        let cancels = on
-            .keys()
-            .filter(|p| *p != peer)
-            .map(|p| Decision::Cancel { index, peer: *p })
-            .collect();
-        task.state = TaskState::Done(*peer);
-        cancels
+        if let TaskState::Running(on) = &self.tasks[index as usize].state
+            && on.contains_key(peer)
+            && let Some(n) = self.load.get_mut(peer)
+        {
+            *n = n.saturating_sub(1);
+        }
+        let k = self.config.redundancy;
+        let task = &mut self.tasks[index as usize];
+        let mut on = match std::mem::replace(&mut task.state, TaskState::Queued) {
+            TaskState::Running(on) => on,
+            _ => BTreeMap::new(),
+        };
+        on.remove(peer);
+        task.results.push((*peer, digest));
+        let verdict = if task.results.len() < usize::from(task.needed) {
+            None
+        } else {
+            let mut counts: BTreeMap<ContentHash, usize> = BTreeMap::new();
+            for (_, d) in &task.results {
+                *counts.entry(*d).or_insert(0) += 1;
+            }
+            let (best, count) = counts
+                .iter()
+                .max_by_key(|(_, c)| **c)
+                .map(|(d, c)| (*d, *c))
+                .unwrap_or((digest, 0));
+            let winner = task
+                .results
+                .iter()
+                .find(|(_, d)| *d == best)
+                .map(|(p, _)| *p)
+                .unwrap_or(*peer);
+            if counts.len() == 1 {
+                Some(Ok(winner))
+            } else if task.needed == k {
+                task.mismatch = true;
+                task.needed = k.saturating_add(1);
+                None
+            } else if count * 2 > task.results.len() {
+                Some(Ok(winner))
+            } else {
+                Some(Err(format!(
+                    "results disagree: {} runs gave {} different outputs",
+                    task.results.len(),
+                    counts.len()
+                )))
+            }
+        };
+        match verdict {
+            None => {
+                let limit = self.config.max_attempts + u32::from(task.needed).saturating_sub(1);
+                if on.is_empty() && task.attempts >= limit {
+                    let why = format!(
+                        "gave up after {} attempts: {} of {} runs gave a result",
+                        task.attempts,
+                        task.results.len(),
+                        task.needed
+                    );
+                    task.state = TaskState::Failed(why.clone());
+                    return vec![Decision::GiveUp { index, reason: why }];
+                }
+                task.state = if on.is_empty() {
+                    TaskState::Queued
+                } else {
+                    TaskState::Running(on)
+                };
+                self.first_open = self.first_open.min(index as usize);
+                Vec::new()
+            }
+            Some(outcome) => {
+                let mut decisions: Vec<Decision> = on
+                    .keys()
+                    .map(|p| Decision::Cancel { index, peer: *p })
+                    .collect();
+                for p in on.keys() {
+                    if let Some(n) = self.load.get_mut(p) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+                match outcome {
+                    Ok(winner) => task.state = TaskState::Done(winner),
+                    Err(why) => {
+                        task.state = TaskState::Failed(why.clone());
+                        decisions.push(Decision::GiveUp { index, reason: why });
+                    }
+                }
+                decisions
+            }
+        }
     }
 
     /// Places queued tasks (and, at the end, duplicates of stragglers) on
     /// `workers`. `now_ms` stamps the starts.
     pub fn schedule(&mut self, workers: &[Worker], now_ms: u64) -> Vec<Decision> {
         let mut decisions = Vec::new();
-        let mut load: BTreeMap<PeerKey, usize> = workers
-            .iter()
-            .map(|w| (w.peer, self.load_of(&w.peer)))
-            .collect();
         let capacity = |w: &Worker| usize::from(w.slots_free) + 1;
-        for index in 0..self.tasks.len() as u32 {
-            if self.tasks[index as usize].state != TaskState::Queued {
+        let has_room = |load: &BTreeMap<PeerKey, usize>, w: &Worker| {
+            w.speed > 0 && load.get(&w.peer).copied().unwrap_or(0) < capacity(w)
+        };
+        let class: BTreeMap<PeerKey, &str> =
+            workers.iter().map(|w| (w.peer, w.class.as_str())).collect();
+        let mut index = self.first_open;
+        while index < self.tasks.len() {
+            if !workers.iter().any(|w| has_room(&self.load, w)) {
+                break;
+            }
+            let exhausted = self.tasks[index].attempts >= self.attempt_limit(&self.tasks[index]);
+            if self.tasks[index].wanted() == 0 || exhausted {
+                if index == self.first_open {
+                    self.first_open = index + 1;
+                }
+                index += 1;
                 continue;
             }
+            let wanted = self.tasks[index].wanted();
+            let task = &self.tasks[index];
+            let used: Vec<&str> = task
+                .results
+                .iter()
+                .map(|(p, _)| *p)
+                .chain(match &task.state {
+                    TaskState::Running(on) => on.keys().copied().collect(),
+                    _ => Vec::new(),
+                })
+                .filter_map(|p| class.get(&p).copied())
+                .collect();
             // Earliest predicted finish: (backlog + 1) / speed, compared as
-            // fractions to stay in integers; ties go to the smaller key.
+            // fractions to stay in integers; a class this task has not run on
+            // yet comes first; ties go to the smaller key.
             let best = workers
                 .iter()
-                .filter(|w| w.speed > 0 && load.get(&w.peer).copied().unwrap_or(0) < capacity(w))
+                .filter(|w| has_room(&self.load, w) && !task.involves(&w.peer))
                 .min_by(|a, b| {
-                    let la = load[&a.peer] as u128 + 1;
-                    let lb = load[&b.peer] as u128 + 1;
-                    (la * u128::from(b.speed))
-                        .cmp(&(lb * u128::from(a.speed)))
+                    let seen_a = used.contains(&a.class.as_str());
+                    let seen_b = used.contains(&b.class.as_str());
+                    let la = self.load_of(&a.peer) as u128 + 1;
+                    let lb = self.load_of(&b.peer) as u128 + 1;
+                    seen_a
+                        .cmp(&seen_b)
+                        .then((la * u128::from(b.speed)).cmp(&(lb * u128::from(a.speed))))
                         .then(a.peer.cmp(&b.peer))
                 });
-            let Some(worker) = best else { break };
-            let task = &mut self.tasks[index as usize];
+            let Some(worker) = best else {
+                index += 1;
+                continue;
+            };
+            let ahead = self.load_of(&worker.peer);
+            let task = &mut self.tasks[index];
             task.attempts += 1;
-            task.state = TaskState::Running(BTreeMap::from([(worker.peer, now_ms)]));
-            *load.entry(worker.peer).or_insert(0) += 1;
+            match &mut task.state {
+                TaskState::Running(on) => {
+                    on.insert(worker.peer, now_ms);
+                }
+                state => *state = TaskState::Running(BTreeMap::from([(worker.peer, now_ms)])),
+            }
+            *self.load.entry(worker.peer).or_insert(0) += 1;
             decisions.push(Decision::Offer {
-                index,
+                index: index as u32,
                 peer: worker.peer,
                 attempt: task.attempts,
                 reason: format!(
-                    "earliest predicted finish: {} task(s) ahead at {} ops/s",
-                    load[&worker.peer] - 1,
+                    "earliest predicted finish: {ahead} task(s) ahead at {} ops/s",
                     worker.speed
                 ),
             });
+            if wanted == 1 {
+                index += 1;
+            }
         }
-        if self.config.duplicates && !self.tasks.iter().any(|t| t.state == TaskState::Queued) {
-            decisions.extend(self.duplicate_stragglers(workers, &mut load, now_ms));
+        if self.config.duplicates
+            && self.config.redundancy == 1
+            && !self.tasks[self.first_open.min(self.tasks.len())..]
+                .iter()
+                .any(|t| t.wanted() > 0)
+        {
+            decisions.extend(self.duplicate_stragglers(workers, now_ms));
         }
         decisions
     }
 
     /// An idle worker takes a copy of the running task whose holder is the
     /// slowest, if it is faster than that holder.
-    fn duplicate_stragglers(
-        &mut self,
-        workers: &[Worker],
-        load: &mut BTreeMap<PeerKey, usize>,
-        now_ms: u64,
-    ) -> Vec<Decision> {
+    fn duplicate_stragglers(&mut self, workers: &[Worker], now_ms: u64) -> Vec<Decision> {
         let speed: BTreeMap<PeerKey, u64> = workers.iter().map(|w| (w.peer, w.speed)).collect();
         let mut decisions = Vec::new();
         let idle: Vec<&Worker> = workers
             .iter()
-            .filter(|w| w.speed > 0 && load.get(&w.peer) == Some(&0))
+            .filter(|w| w.speed > 0 && self.load_of(&w.peer) == 0)
             .collect();
         for idle in idle {
             let straggler = (0..self.tasks.len() as u32)
@@ -296,7 +526,7 @@ impl Batch {
             }
             // A speculative copy is part of the same attempt: it does not use
             // up one of the task's tries.
-            *load.entry(idle.peer).or_insert(0) += 1;
+            *self.load.entry(idle.peer).or_insert(0) += 1;
             decisions.push(Decision::Offer {
                 index,
                 peer: idle.peer,
@@ -324,6 +554,7 @@ mod tests {
             peer: key(n),
             slots_free: slots,
             speed,
+            class: format!("class-{n}"),
         }
     }
 
@@ -364,6 +595,7 @@ mod tests {
             BatchConfig {
                 max_attempts: 2,
                 duplicates: false,
+                redundancy: 1,
             },
         );
         assert_eq!(
@@ -425,6 +657,97 @@ mod tests {
         assert!(batch.schedule(&[worker(1, 8, 0)], 0).is_empty());
     }
 
+    fn verify(k: u8) -> BatchConfig {
+        BatchConfig {
+            redundancy: k,
+            ..BatchConfig::default()
+        }
+    }
+
+    fn digest(n: u8) -> ContentHash {
+        ContentHash::from_bytes([n; 32])
+    }
+
+    #[test]
+    fn verification_runs_each_task_on_distinct_workers_of_different_classes() {
+        let mut batch = Batch::new(1, verify(2));
+        let mut workers = vec![worker(1, 4, 100), worker(2, 4, 100), worker(3, 4, 90)];
+        workers[1].class = workers[0].class.clone();
+        let placed = offers(&batch.schedule(&workers, 0));
+        assert_eq!(placed.len(), 2);
+        assert_ne!(placed[0].1, placed[1].1, "two distinct workers");
+        assert!(
+            placed.iter().any(|(_, p)| *p == key(3)),
+            "the second run prefers the other class even though it is slower: {placed:?}"
+        );
+        assert!(batch.on_result(0, &placed[0].1, digest(7)).is_empty());
+        assert_eq!(
+            batch.tasks()[0].wanted(),
+            0,
+            "the other run is still in flight"
+        );
+        batch.on_result(0, &placed[1].1, digest(7));
+        assert!(matches!(batch.tasks()[0].state, TaskState::Done(_)));
+        assert!(!batch.tasks()[0].mismatch);
+    }
+
+    #[test]
+    fn a_mismatch_gets_one_more_run_and_the_majority_wins() {
+        let mut batch = Batch::new(1, verify(2));
+        let workers = [worker(1, 1, 100), worker(2, 1, 100), worker(3, 1, 100)];
+        let placed = offers(&batch.schedule(&workers, 0));
+        assert_eq!(placed.len(), 2);
+        batch.on_result(0, &key(1), digest(1));
+        batch.on_result(0, &key(2), digest(66)); // a liar
+        assert!(batch.tasks()[0].mismatch);
+        let third = offers(&batch.schedule(&workers, 1));
+        assert_eq!(
+            third,
+            vec![(0, key(3))],
+            "the tie-breaker runs on the third worker"
+        );
+        batch.on_result(0, &key(3), digest(1));
+        assert_eq!(batch.tasks()[0].state, TaskState::Done(key(1)));
+    }
+
+    #[test]
+    fn three_different_answers_fail_the_task() {
+        let mut batch = Batch::new(1, verify(2));
+        let workers = [worker(1, 1, 100), worker(2, 1, 100), worker(3, 1, 100)];
+        batch.schedule(&workers, 0);
+        batch.on_result(0, &key(1), digest(1));
+        batch.on_result(0, &key(2), digest(2));
+        batch.schedule(&workers, 1);
+        let decisions = batch.on_result(0, &key(3), digest(3));
+        assert!(
+            matches!(&decisions[..], [Decision::GiveUp { reason, .. }] if reason.contains("disagree")),
+            "{decisions:?}"
+        );
+    }
+
+    #[test]
+    fn a_late_result_from_an_earlier_holder_is_taken_while_the_task_is_open() {
+        let mut batch = Batch::new(1, BatchConfig::default());
+        batch.schedule(&[worker(1, 1, 10)], 0);
+        batch.on_peer_lost(&key(1));
+        batch.schedule(&[worker(2, 1, 10)], 1);
+        // Worker 1 was not dead after all: its result arrives first.
+        let decisions = batch.on_result(0, &key(1), digest(1));
+        assert_eq!(
+            decisions,
+            vec![Decision::Cancel {
+                index: 0,
+                peer: key(2)
+            }]
+        );
+        assert_eq!(batch.tasks()[0].state, TaskState::Done(key(1)));
+        assert_eq!(
+            batch.load_of(&key(2)),
+            0,
+            "the cancelled copy frees its slot"
+        );
+    }
+
     #[derive(Clone, Debug)]
     enum Event {
         Schedule,
@@ -446,9 +769,13 @@ mod tests {
 
     proptest! {
         #[test]
-        fn no_task_is_lost_or_counted_twice_and_capacity_holds(events in prop::collection::vec(event(), 0..150)) {
+        fn no_task_is_lost_or_counted_twice_and_capacity_holds(
+            events in prop::collection::vec(event(), 0..150),
+            redundancy in 1u8..3,
+        ) {
             let workers = [worker(1, 2, 300), worker(2, 1, 100), worker(3, 3, 50)];
-            let mut batch = Batch::new(8, BatchConfig::default());
+            let config = BatchConfig { redundancy, ..BatchConfig::default() };
+            let mut batch = Batch::new(8, config);
             let mut finished: BTreeMap<u32, PeerKey> = BTreeMap::new();
             for (t, e) in events.into_iter().enumerate() {
                 let decisions = match e {
@@ -461,6 +788,8 @@ mod tests {
                 prop_assert_eq!(batch.tasks().len(), 8, "no task lost");
                 for w in &workers {
                     prop_assert!(batch.load_of(&w.peer) <= usize::from(w.slots_free) + 1, "capacity exceeded");
+                    let held = batch.tasks().iter().filter(|t| matches!(&t.state, TaskState::Running(on) if on.contains_key(&w.peer))).count();
+                    prop_assert_eq!(batch.load_of(&w.peer), held, "the load count matches the tasks held");
                 }
                 for d in &decisions {
                     if let Decision::Offer { index, .. } = d {
@@ -473,7 +802,11 @@ mod tests {
                         let prev = finished.insert(i as u32, p);
                         prop_assert!(prev.is_none() || prev == Some(p));
                     }
-                    prop_assert!(task.attempts <= BatchConfig::default().max_attempts);
+                    prop_assert!(task.attempts <= config.max_attempts + u32::from(task.needed) - 1);
+                    let mut who: Vec<PeerKey> = task.results.iter().map(|(p, _)| *p).collect();
+                    who.sort();
+                    who.dedup();
+                    prop_assert_eq!(who.len(), task.results.len(), "one result per worker");
                 }
             }
             // Drain: keep scheduling and completing; every task ends.
@@ -484,9 +817,9 @@ mod tests {
                     .tasks()
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, t)| match &t.state {
-                        TaskState::Running(on) => on.keys().next().map(|p| (i as u32, *p)),
-                        _ => None,
+                    .flat_map(|(i, t)| match &t.state {
+                        TaskState::Running(on) => on.keys().map(|p| (i as u32, *p)).collect(),
+                        _ => Vec::new(),
                     })
                     .collect();
                 for (i, p) in running { batch.on_done(i, &p); }
