@@ -75,6 +75,33 @@ pub enum Command {
     },
     /// Leave the mesh: say goodbye to peers and stop the daemon.
     Leave,
+    /// The jobs this device coordinates, newest first.
+    Jobs {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job: its state and every task's.
+    Job {
+        /// The job id.
+        id: String,
+        /// Print one JSON document (the same as OUT/job.json).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a job's results to a directory, as `corral run --out` does.
+    Results {
+        /// The job id.
+        id: String,
+        /// Where to write them.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Stop a job: no more tasks start; running ones are told to stop.
+    Cancel {
+        /// The job id.
+        id: String,
+    },
     /// Calibrate the engines of this device.
     Bench {
         /// Print one JSON document.

@@ -4,20 +4,29 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use corral_protocol::capacity::{CapacityAdvert, EngineSpeed, OwnerState};
 use corral_protocol::codec;
+use corral_protocol::ids::JobId;
 use corral_protocol::ids::PeerKey;
+use corral_protocol::messages::{BlobResponse, TaskRequest, TaskResponse};
 use corral_scheduler::view::{Change, PeerView, ViewConfig};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic};
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, Swarm, identify};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::blobs::BlobStore;
+use crate::dispatch::coordinator::{Action, Candidate, Coordinator};
+use crate::dispatch::worker::{Gate, Worker, WorkerCtx, WorkerEvent};
+use crate::dispatch::{FetchLocks, NetCmd, NetHandle, fetch_blob};
 
 use crate::capacity::{LoadSource, OwnerPolicy, Share, SystemLoad};
 use crate::control::Request;
@@ -25,7 +34,7 @@ use crate::control::server::{self, Call};
 use crate::identity::{self, NodeKey};
 use crate::net::behaviour::{Behaviour, BehaviourEvent};
 use crate::net::discovery::{Discovery, Found};
-use crate::net::{CAPACITY_TOPIC, peer_key_of, transport};
+use crate::net::{CAPACITY_TOPIC, peer_id_of, peer_key_of, transport};
 use crate::store::{KnownPeer, Store};
 
 /// How often this node advertises its capacity (DESIGN §4: 1–2 s).
@@ -82,6 +91,46 @@ struct Node {
     /// Where discovery last found each peer of the mesh; redialled while it
     /// is not connected (a healed partition), dropped on the mDNS goodbye.
     found_addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    worker: Worker,
+    coord: Coordinator,
+    blobs: BlobStore,
+    locks: FetchLocks,
+    net: NetHandle,
+    pending_tasks: HashMap<OutboundRequestId, Pending>,
+    pending_blobs: HashMap<OutboundRequestId, oneshot::Sender<Result<BlobResponse, String>>>,
+    results_tx: mpsc::Sender<ResultReady>,
+    /// Placement should run again (something changed).
+    dirty: bool,
+}
+
+/// An outbound task request waiting for its answer.
+enum Pending {
+    /// A spawned task waits for it.
+    Reply(oneshot::Sender<Result<TaskResponse, String>>),
+    /// This node's offer, as coordinator.
+    Offer {
+        job: JobId,
+        index: u32,
+        peer: PeerKey,
+    },
+    /// A cancel; the answer does not matter.
+    Cancel,
+}
+
+/// Where the answer to an inbound task request goes.
+enum Reply {
+    /// Over the network.
+    Remote(ResponseChannel<TaskResponse>),
+    /// To a task of this node.
+    Local(oneshot::Sender<Result<TaskResponse, String>>),
+}
+
+/// A result whose output files were fetched (or could not be).
+struct ResultReady {
+    from: PeerKey,
+    receipt: corral_protocol::receipt::TaskReceipt,
+    fetched: Result<(), String>,
+    reply: Reply,
 }
 
 /// Most peers whose discovered addresses are kept for redialling.
@@ -113,6 +162,40 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {addr}"))?;
     }
     let (found_tx, mut found) = mpsc::channel::<Found>(256);
+    let blobs = BlobStore::open(&config.data_dir)?;
+    let locks = FetchLocks::default();
+    let (net, mut net_rx) = NetHandle::new();
+    let (events_tx, mut worker_events) = mpsc::unbounded_channel::<WorkerEvent>();
+    let (results_tx, mut results) = mpsc::channel::<ResultReady>(256);
+    let runtime = Arc::new(crate::runtime::Runtime::new(Some(
+        config.data_dir.join("cache").join("modules"),
+    ))?);
+    let fault_lie = std::env::var("CORRAL_TEST_FAULT").is_ok_and(|v| v == "lie");
+    if fault_lie {
+        tracing::warn!("CORRAL_TEST_FAULT=lie: this worker reports wrong results (a test switch)");
+    }
+    let ctx = Arc::new(WorkerCtx {
+        me: key.peer_key(),
+        key: key.signing_key(),
+        blobs: blobs.clone(),
+        locks: locks.clone(),
+        net: net.clone(),
+        runtime,
+        slots: Arc::new(tokio::sync::Semaphore::new(usize::from(
+            config.slots.max(1),
+        ))),
+        events: events_tx,
+        store: store.clone(),
+        compiled: std::sync::Mutex::new(HashMap::new()),
+        fault_lie,
+    });
+    let worker = Worker::new(ctx, config.slots, config.max_memory);
+    let coord = Coordinator::load(
+        key.peer_key(),
+        key.signing_key(),
+        store.clone(),
+        blobs.clone(),
+    );
     let mut node = Node {
         view: PeerView::new(
             key.peer_key(),
@@ -138,6 +221,15 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         peer_ids: HashMap::new(),
         host_load_pct: 0,
         found_addrs: HashMap::new(),
+        dirty: coord.has_live_jobs(),
+        worker,
+        coord,
+        blobs,
+        locks,
+        net,
+        pending_tasks: HashMap::new(),
+        pending_blobs: HashMap::new(),
+        results_tx,
     };
     for addr in node.config.bootstrap.clone() {
         if let Err(e) = node.swarm.dial(addr.clone()) {
@@ -150,6 +242,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
     let mut sample_timer = tokio::time::interval(Duration::from_secs(1));
     let mut expiry_timer = tokio::time::interval(Duration::from_millis(250));
     let mut redial_timer = tokio::time::interval(Duration::from_secs(2));
+    let mut schedule_timer = tokio::time::interval(Duration::from_millis(500));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
 
     loop {
@@ -179,8 +272,19 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
                 }
             }
             _ = redial_timer.tick() => node.redial(),
+            _ = schedule_timer.tick() => node.dirty |= node.coord.has_live_jobs(),
             Some(found) = found.recv() => node.on_found(found),
+            Some(cmd) = net_rx.recv() => node.on_net_cmd(cmd),
+            Some(event) = worker_events.recv() => {
+                node.worker.on_event(event);
+                node.dirty = true;
+            }
+            Some(ready) = results.recv() => node.on_result_ready(ready),
             event = node.swarm.select_next_some() => node.on_swarm(event),
+        }
+        if node.dirty {
+            node.dirty = false;
+            node.reschedule();
         }
     }
     node.leave().await;
@@ -206,7 +310,7 @@ impl Node {
         self.seq += 1;
         let state = self.policy.state();
         let free = if state == OwnerState::Idle {
-            self.config.slots
+            self.worker.slots_free()
         } else {
             0
         };
@@ -233,7 +337,7 @@ impl Node {
                 "/sys/class/power_supply",
             )),
             state,
-            running: 0,
+            running: u16::try_from(self.worker.running()).unwrap_or(u16::MAX),
             queued: 0,
             version: env!("CARGO_PKG_VERSION").into(),
         }
@@ -392,6 +496,8 @@ impl Node {
                     Err(e) => tracing::debug!(%source, "bad capacity advert: {e}"),
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Task(event)) => self.on_task_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Blob(event)) => self.on_blob_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -426,14 +532,20 @@ impl Node {
 
     fn on_change(&mut self, change: Change) {
         match change {
-            Change::Joined(peer) => tracing::info!(peer = %peer.short(), "peer joined"),
             Change::Left(peer, reason) => {
                 tracing::info!(peer = %peer.short(), ?reason, "peer left");
                 if let Some(id) = self.peer_ids.remove(&peer) {
                     let _ = self.swarm.disconnect_peer_id(id);
                 }
+                let actions = self.coord.on_peer_lost(&peer);
+                self.execute(actions);
+                self.dirty = true;
             }
-            Change::Updated(_) => {}
+            Change::Joined(_) => {
+                tracing::info!("peer joined");
+                self.dirty = true;
+            }
+            Change::Updated(_) => self.dirty |= self.coord.has_live_jobs(),
             Change::Ignored(reason) => tracing::debug!(?reason, "advert ignored"),
         }
     }
@@ -463,6 +575,397 @@ impl Node {
                 .trust_list()
                 .map(|list| json!(list))
                 .map_err(|e| format!("{e:#}")),
+            Request::Submit { spec } => {
+                let job = self.coord.submit(*spec, now_ms())?;
+                tracing::info!(%job, "job submitted");
+                self.dirty = true;
+                Ok(json!({ "job": job.to_string() }))
+            }
+            Request::Jobs => Ok(json!(self.coord.list())),
+            Request::Job { id } => {
+                let id: JobId = id.parse().map_err(|e| format!("{e}"))?;
+                self.coord
+                    .report(&id)
+                    .map(|r| json!(r))
+                    .ok_or_else(|| format!("no job {id} on this node"))
+            }
+            Request::Cancel { id } => {
+                let id: JobId = id.parse().map_err(|e| format!("{e}"))?;
+                let actions = self.coord.cancel(&id)?;
+                let cancelled = actions.len();
+                self.execute(actions);
+                Ok(json!({ "cancelled": id.to_string(), "tasks_stopped": cancelled }))
+            }
+        }
+    }
+
+    fn name_of(&self, peer: &PeerKey) -> String {
+        if peer == &self.me {
+            return self.name.clone();
+        }
+        self.view
+            .get(peer)
+            .and_then(|e| e.advert.as_ref().map(|a| a.name.clone()))
+            .unwrap_or_else(|| peer.short())
+    }
+
+    /// Peers that may take tasks now: connected, advertising, idle; and this
+    /// node itself while it shares.
+    fn candidates(&self) -> Vec<Candidate> {
+        let mut list: Vec<Candidate> = self
+            .view
+            .peers()
+            .filter(|(_, e)| e.connections > 0)
+            .filter_map(|(key, e)| {
+                let a = e.advert.as_ref()?;
+                (a.state == OwnerState::Idle).then(|| Candidate {
+                    peer: *key,
+                    slots: a.slots_total,
+                    engines: a.engines.clone(),
+                    arch: a.arch.clone(),
+                })
+            })
+            .collect();
+        if self.policy.state() == OwnerState::Idle {
+            list.push(Candidate {
+                peer: self.me,
+                slots: self.config.slots,
+                engines: self.config.engines.clone(),
+                arch: std::env::consts::ARCH.into(),
+            });
+        }
+        list
+    }
+
+    fn reschedule(&mut self) {
+        if !self.coord.has_live_jobs() {
+            return;
+        }
+        let candidates = self.candidates();
+        let actions = self.coord.schedule(&candidates, now_ms());
+        self.execute(actions);
+    }
+
+    fn execute(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Offer {
+                    job,
+                    index,
+                    peer,
+                    attempt,
+                } => {
+                    let Some(request) = self.coord.offer(&job, index, attempt) else {
+                        continue;
+                    };
+                    if peer == self.me {
+                        let TaskRequest::Offer { manifest, .. } = &request else {
+                            continue;
+                        };
+                        let response = self.judge_offer(self.me, manifest, index, attempt);
+                        self.on_offer_answer(job, index, peer, Ok(response));
+                        continue;
+                    }
+                    match peer_id_of(&peer) {
+                        Some(id) => {
+                            let rid = self.swarm.behaviour_mut().task.send_request(&id, request);
+                            self.pending_tasks
+                                .insert(rid, Pending::Offer { job, index, peer });
+                        }
+                        None => self.on_offer_answer(job, index, peer, Err("bad peer key".into())),
+                    }
+                }
+                Action::Cancel { job, index, peer } => {
+                    if peer == self.me {
+                        self.worker.on_cancel(self.me, job, index);
+                    } else if let Some(id) = peer_id_of(&peer) {
+                        let rid = self
+                            .swarm
+                            .behaviour_mut()
+                            .task
+                            .send_request(&id, TaskRequest::Cancel { job, index });
+                        self.pending_tasks.insert(rid, Pending::Cancel);
+                    }
+                }
+            }
+        }
+    }
+
+    fn judge_offer(
+        &mut self,
+        from: PeerKey,
+        manifest: &corral_protocol::envelope::Signed<corral_protocol::manifest::JobManifest>,
+        index: u32,
+        attempt: u32,
+    ) -> TaskResponse {
+        let store = &self.store;
+        let trusted = |k: &PeerKey| store.is_trusted(k).unwrap_or(false);
+        let gate = Gate {
+            now_ms: now_ms(),
+            trusted: &trusted,
+            owner: self.policy.state(),
+        };
+        let response = self.worker.on_offer(from, manifest, index, attempt, &gate);
+        if response == TaskResponse::Accepted {
+            // Free slots changed: peers learn it with the next advert.
+            self.dirty = true;
+        }
+        response
+    }
+
+    fn on_offer_answer(
+        &mut self,
+        job: JobId,
+        index: u32,
+        peer: PeerKey,
+        answer: Result<TaskResponse, String>,
+    ) {
+        let name = self.name_of(&peer);
+        let actions = match answer {
+            Ok(TaskResponse::Accepted) | Ok(TaskResponse::Ack) => return,
+            Ok(TaskResponse::Rejected(reason)) => {
+                tracing::info!(%job, index, peer = %name, "refused: {}", reason.describe());
+                self.coord
+                    .on_rejected(job, index, peer, &name, reason.describe())
+            }
+            Err(e) => self.coord.on_failed(
+                job,
+                index,
+                peer,
+                &format!("{name} could not be reached: {e}"),
+            ),
+        };
+        self.execute(actions);
+        self.dirty = true;
+    }
+
+    fn respond(&mut self, reply: Reply, response: TaskResponse) {
+        match reply {
+            Reply::Remote(channel) => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .task
+                    .send_response(channel, response);
+            }
+            Reply::Local(tx) => {
+                let _ = tx.send(Ok(response));
+            }
+        }
+    }
+
+    fn on_task_request(&mut self, from: PeerKey, request: TaskRequest, reply: Reply) {
+        match request {
+            TaskRequest::Offer {
+                manifest,
+                index,
+                attempt,
+            } => {
+                let response = self.judge_offer(from, &manifest, index, attempt);
+                self.respond(reply, response);
+            }
+            TaskRequest::Cancel { job, index } => {
+                // From a coordinator: stop it. From a worker: it hands the
+                // task back (it could not run it); it runs elsewhere.
+                self.worker.on_cancel(from, job, index);
+                let name = self.name_of(&from);
+                let actions = self.coord.on_failed(
+                    job,
+                    index,
+                    from,
+                    &format!("{name} could not run it and handed it back"),
+                );
+                self.execute(actions);
+                self.dirty = true;
+                self.respond(reply, TaskResponse::Ack);
+            }
+            TaskRequest::Result(signed) => match self.coord.wants_result(&from, &signed) {
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    self.respond(
+                        reply,
+                        TaskResponse::Rejected(corral_protocol::messages::RejectReason::Malformed),
+                    );
+                }
+                Ok(None) => self.respond(reply, TaskResponse::Ack),
+                Ok(Some(receipt)) => {
+                    let net = self.net.clone();
+                    let blobs = self.blobs.clone();
+                    let locks = self.locks.clone();
+                    let tx = self.results_tx.clone();
+                    let limit = self.coord.file_limit(&receipt.job);
+                    tokio::spawn(async move {
+                        let mut fetched = Ok(());
+                        for file in &receipt.files {
+                            if file.size > limit {
+                                fetched = Err(format!("output file {} is too large", file.path));
+                                break;
+                            }
+                            if let Err(e) =
+                                fetch_blob(&net, &blobs, &locks, from, file.hash, file.size).await
+                            {
+                                fetched = Err(format!("{e:#}"));
+                                break;
+                            }
+                        }
+                        let _ = tx
+                            .send(ResultReady {
+                                from,
+                                receipt,
+                                fetched,
+                                reply,
+                            })
+                            .await;
+                    });
+                }
+            },
+        }
+    }
+
+    fn on_result_ready(&mut self, ready: ResultReady) {
+        let ResultReady {
+            from,
+            receipt,
+            fetched,
+            reply,
+        } = ready;
+        let name = self.name_of(&from);
+        let actions = match fetched {
+            Ok(()) => {
+                let response = TaskResponse::Ack;
+                let actions = self.coord.on_result(from, &name, receipt);
+                self.respond(reply, response);
+                actions
+            }
+            Err(e) => {
+                tracing::warn!(peer = %name, "the output of task {} could not be fetched: {e}", receipt.index);
+                self.respond(
+                    reply,
+                    TaskResponse::Rejected(corral_protocol::messages::RejectReason::Malformed),
+                );
+                self.coord.on_failed(
+                    receipt.job,
+                    receipt.index,
+                    from,
+                    &format!("its output could not be fetched from {name}: {e}"),
+                )
+            }
+        };
+        self.execute(actions);
+        self.dirty = true;
+    }
+
+    fn on_net_cmd(&mut self, cmd: NetCmd) {
+        match cmd {
+            NetCmd::Task {
+                peer,
+                request,
+                reply,
+            } => {
+                if peer == self.me {
+                    self.on_task_request(self.me, request, Reply::Local(reply));
+                } else if let Some(id) = peer_id_of(&peer) {
+                    let rid = self.swarm.behaviour_mut().task.send_request(&id, request);
+                    self.pending_tasks.insert(rid, Pending::Reply(reply));
+                } else {
+                    let _ = reply.send(Err("bad peer key".into()));
+                }
+            }
+            NetCmd::Blob {
+                peer,
+                request,
+                reply,
+            } => {
+                if peer == self.me {
+                    let _ = reply.send(Ok(self.blobs.chunk(&request)));
+                } else if let Some(id) = peer_id_of(&peer) {
+                    let rid = self.swarm.behaviour_mut().blob.send_request(&id, request);
+                    self.pending_blobs.insert(rid, reply);
+                } else {
+                    let _ = reply.send(Err("bad peer key".into()));
+                }
+            }
+        }
+    }
+
+    fn on_task_event(&mut self, event: request_response::Event<TaskRequest, TaskResponse>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let Some(from) = peer_key_of(&peer) else {
+                        return;
+                    };
+                    self.on_task_request(from, request, Reply::Remote(channel));
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => match self.pending_tasks.remove(&request_id) {
+                    Some(Pending::Reply(tx)) => {
+                        let _ = tx.send(Ok(response));
+                    }
+                    Some(Pending::Offer { job, index, peer }) => {
+                        self.on_offer_answer(job, index, peer, Ok(response));
+                    }
+                    Some(Pending::Cancel) | None => {}
+                },
+            },
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => match self.pending_tasks.remove(&request_id) {
+                Some(Pending::Reply(tx)) => {
+                    let _ = tx.send(Err(error.to_string()));
+                }
+                Some(Pending::Offer { job, index, peer }) => {
+                    self.on_offer_answer(job, index, peer, Err(error.to_string()));
+                }
+                Some(Pending::Cancel) | None => {}
+            },
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "inbound task request failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_blob_event(
+        &mut self,
+        event: request_response::Event<corral_protocol::messages::BlobRequest, BlobResponse>,
+    ) {
+        match event {
+            request_response::Event::Message { message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let response = self.blobs.chunk(&request);
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .blob
+                        .send_response(channel, response);
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(tx) = self.pending_blobs.remove(&request_id) {
+                        let _ = tx.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(tx) = self.pending_blobs.remove(&request_id) {
+                    let _ = tx.send(Err(error.to_string()));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "inbound blob request failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
         }
     }
 
@@ -476,7 +979,8 @@ impl Node {
             "addresses": self.listen_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "mesh": self.mesh,
             "peers": self.view.len(),
-            "running": 0,
+            "running": self.worker.running(),
+            "coordinating": self.coord.running(),
             "share": self.config.share,
             "state": self.policy.state().name(),
             "slots": self.config.slots,

@@ -6,6 +6,7 @@
 //! turns a command line into tasks and runs them, [`cmd`] holds one module
 //! per command.
 
+pub mod blobs;
 pub mod capacity;
 pub mod cli;
 pub mod cmd;
@@ -14,6 +15,7 @@ pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod demo_mesh;
+pub mod dispatch;
 pub mod identity;
 pub mod job;
 pub mod net;

@@ -15,7 +15,22 @@ pub struct Store {
     config: sled::Tree,
     trust: sled::Tree,
     peers: sled::Tree,
+    jobs: sled::Tree,
+    tasks: sled::Tree,
+    outbox: sled::Tree,
     db: sled::Db,
+}
+
+/// The record trees: jobs this node coordinates, their tasks, and the signed
+/// results this node (as a worker) has not had acknowledged yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Records {
+    /// Job records, by job id.
+    Jobs,
+    /// Task records, by job id and big-endian index.
+    Tasks,
+    /// Unacknowledged receipts, by job id, index and attempt.
+    Outbox,
 }
 
 /// A trusted job submitter.
@@ -80,6 +95,9 @@ impl Store {
             config: db.open_tree("config").context("store: config")?,
             trust: db.open_tree("trust").context("store: trust")?,
             peers: db.open_tree("peers").context("store: peers")?,
+            jobs: db.open_tree("jobs").context("store: jobs")?,
+            tasks: db.open_tree("tasks").context("store: tasks")?,
+            outbox: db.open_tree("outbox").context("store: outbox")?,
             db,
         })
     }
@@ -173,6 +191,76 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    fn records(&self, which: Records) -> &sled::Tree {
+        match which {
+            Records::Jobs => &self.jobs,
+            Records::Tasks => &self.tasks,
+            Records::Outbox => &self.outbox,
+        }
+    }
+
+    /// Stores a record (JSON) under `key`.
+    pub fn put_record<T: Serialize>(
+        &self,
+        which: Records,
+        key: &[u8],
+        value: &T,
+    ) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec(value).context("store: encode record")?;
+        self.records(which)
+            .insert(key, bytes)
+            .context("store write")?;
+        Ok(())
+    }
+
+    /// Stores raw bytes under `key`.
+    pub fn put_raw(&self, which: Records, key: &[u8], value: &[u8]) -> anyhow::Result<()> {
+        self.records(which)
+            .insert(key, value)
+            .context("store write")?;
+        Ok(())
+    }
+
+    /// Removes a record.
+    pub fn remove_record(&self, which: Records, key: &[u8]) -> anyhow::Result<()> {
+        self.records(which).remove(key).context("store write")?;
+        Ok(())
+    }
+
+    /// Every record whose key starts with `prefix`, raw. A record that
+    /// cannot be read is skipped with a warning, never fatal.
+    pub fn scan_raw(&self, which: Records, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.records(which)
+            .scan_prefix(prefix)
+            .filter_map(|item| match item {
+                Ok((k, v)) => Some((k.to_vec(), v.to_vec())),
+                Err(e) => {
+                    tracing::warn!("store: unreadable record skipped: {e}");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Every record whose key starts with `prefix`, decoded; records that do
+    /// not decode are skipped with a warning.
+    pub fn scan_records<T: serde::de::DeserializeOwned>(
+        &self,
+        which: Records,
+        prefix: &[u8],
+    ) -> Vec<(Vec<u8>, T)> {
+        self.scan_raw(which, prefix)
+            .into_iter()
+            .filter_map(|(k, v)| match serde_json::from_slice(&v) {
+                Ok(value) => Some((k, value)),
+                Err(e) => {
+                    tracing::warn!("store: a {which:?} record does not decode and is skipped: {e}");
+                    None
+                }
+            })
+            .collect()
     }
 
     /// Makes every write so far durable.

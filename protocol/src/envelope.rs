@@ -165,6 +165,16 @@ impl<T: Signable> Signed<T> {
         self.verify(now_ms)
     }
 
+    /// The signed payload bytes.
+    pub fn payload_bytes(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// The signature.
+    pub fn signature(&self) -> &[u8; 64] {
+        &self.signature
+    }
+
     /// The signed bytes, for tests and fuzzing of tampering.
     #[doc(hidden)]
     pub fn payload_bytes_mut(&mut self) -> &mut Vec<u8> {

@@ -802,7 +802,7 @@ mod tests {
                         let prev = finished.insert(i as u32, p);
                         prop_assert!(prev.is_none() || prev == Some(p));
                     }
-                    prop_assert!(task.attempts <= config.max_attempts + u32::from(task.needed) - 1);
+                    prop_assert!(task.attempts < config.max_attempts + u32::from(task.needed));
                     let mut who: Vec<PeerKey> = task.results.iter().map(|(p, _)| *p).collect();
                     who.sort();
                     who.dedup();

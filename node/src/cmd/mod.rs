@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod mesh;
 pub mod run;
+pub mod submit;
 
 /// An error in what the user asked for: exit code 2 and the message.
 #[derive(Debug, thiserror::Error)]

@@ -19,13 +19,21 @@ pub const EXIT_TRAP: u8 = 125;
 
 /// Runs `corral run`.
 pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCode> {
-    if !args.local {
-        return Err(UsageError(
-            "offloading jobs to the mesh is not in this build yet: run them with --local \
-             (the daemon, `corral up`, already forms the mesh; dispatch comes next)"
-                .into(),
-        )
+    if args.verify == Some(0)
+        || args
+            .verify
+            .is_some_and(|k| k > corral_protocol::manifest::MAX_REDUNDANCY)
+    {
+        return Err(UsageError(format!(
+            "--verify K: K must be 1 to {}",
+            corral_protocol::manifest::MAX_REDUNDANCY
+        ))
         .into());
+    }
+    if !args.local {
+        let plan = resolve(&args)?;
+        let data_dir = DataDir::resolve(data_dir)?;
+        return super::submit::run_remote(data_dir.root(), &args, &plan);
     }
     if args.verify.is_some() {
         return Err(UsageError(

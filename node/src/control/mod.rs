@@ -41,6 +41,23 @@ pub enum Request {
     },
     /// List trusted submitters.
     TrustList,
+    /// Run a job on the mesh (its blobs are already in the data dir).
+    Submit {
+        /// The job.
+        spec: Box<crate::dispatch::coordinator::SubmitSpec>,
+    },
+    /// The jobs this node coordinates.
+    Jobs,
+    /// One job's record.
+    Job {
+        /// Its id.
+        id: String,
+    },
+    /// Stop a job.
+    Cancel {
+        /// Its id.
+        id: String,
+    },
 }
 
 /// A request on the wire.

@@ -301,5 +301,7 @@ fn task_report(
         stderr_sha256: ContentHash::of(&outcome.stderr).to_hex(),
         output_truncated: outcome.stdout_truncated || outcome.stderr_truncated,
         files,
+        runs: Vec::new(),
+        mismatch: false,
     }
 }

@@ -22,6 +22,15 @@ pub struct JobReport {
     pub duration_ms: u64,
     /// Each task, by index.
     pub tasks: Vec<TaskReport>,
+    /// Tasks done and running per device (jobs run on the mesh).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub devices: std::collections::BTreeMap<String, DeviceCount>,
+    /// Offers refused, per device and reason (jobs run on the mesh).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refusals: Vec<Refusal>,
+    /// Tasks whose runs disagreed (with `--verify`).
+    #[serde(default)]
+    pub mismatches: u32,
 }
 
 /// One task.
@@ -59,6 +68,47 @@ pub struct TaskReport {
     pub output_truncated: bool,
     /// Files it wrote, at their guest paths.
     pub files: Vec<FileReport>,
+    /// With `--verify`: every run of the task, on distinct devices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<RunReport>,
+    /// With `--verify`: two runs disagreed (the majority was kept).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mismatch: bool,
+}
+
+/// One run of a verified task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// The device.
+    pub peer: String,
+    /// Its CPU architecture.
+    pub arch: String,
+    /// `jit` or `interp`.
+    pub engine: String,
+    /// sha256 of its stdout.
+    pub stdout_sha256: String,
+    /// Whether its result is the one kept.
+    pub kept: bool,
+}
+
+/// A device's share of a job.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCount {
+    /// Tasks it finished (results kept).
+    pub done: u32,
+    /// Tasks it runs now.
+    pub running: u32,
+}
+
+/// A refusal of an offer, as the submitter sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The device.
+    pub peer: String,
+    /// Why, in words.
+    pub reason: String,
+    /// How many times.
+    pub count: u32,
 }
 
 /// A file a task wrote.
@@ -98,6 +148,9 @@ impl JobReport {
             module_sha256,
             duration_ms,
             tasks,
+            devices: Default::default(),
+            refusals: Vec::new(),
+            mismatches: 0,
         }
     }
 }

@@ -1,13 +1,30 @@
 //! The libp2p behaviours of a node, composed: identify and ping for liveness
 #![allow(missing_docs)] // the derive generates an undocumented event enum
-//! and addresses, gossipsub for capacity adverts.
+//! and addresses, gossipsub for capacity adverts, and the two
+//! request-response protocols that carry tasks and blobs point to point.
 
 use std::time::Duration;
 
+use corral_protocol::messages::{BlobRequest, BlobResponse, TaskRequest, TaskResponse};
+use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{gossipsub, identify, identity, ping};
 
 use super::PROTOCOL_NAME;
+use super::wire::{BLOB_PROTOCOL, FrameCodec, TASK_PROTOCOL};
+
+/// The task protocol's behaviour.
+pub type TaskBehaviour = request_response::Behaviour<FrameCodec<TaskRequest, TaskResponse>>;
+/// The blob protocol's behaviour.
+pub type BlobBehaviour = request_response::Behaviour<FrameCodec<BlobRequest, BlobResponse>>;
+
+/// How long a task request may wait for its answer. A result is answered
+/// once the coordinator holds its output files, which it fetches first.
+pub const TASK_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long one blob chunk may take.
+pub const BLOB_TIMEOUT: Duration = Duration::from_secs(30);
+/// Concurrent streams per connection and protocol.
+const MAX_STREAMS: usize = 1024;
 
 /// Largest gossip message: an advert is a few hundred bytes.
 const MAX_GOSSIP_BYTES: usize = 4 * 1024;
@@ -21,6 +38,10 @@ pub struct Behaviour {
     pub ping: ping::Behaviour,
     /// Capacity adverts.
     pub gossipsub: gossipsub::Behaviour,
+    /// `/corral/task/1`.
+    pub task: TaskBehaviour,
+    /// `/corral/blob/1`.
+    pub blob: BlobBehaviour,
 }
 
 impl Behaviour {
@@ -48,6 +69,18 @@ impl Behaviour {
                     .with_timeout(Duration::from_secs(5)),
             ),
             gossipsub,
+            task: request_response::Behaviour::new(
+                [(TASK_PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(TASK_TIMEOUT)
+                    .with_max_concurrent_streams(MAX_STREAMS),
+            ),
+            blob: request_response::Behaviour::new(
+                [(BLOB_PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(BLOB_TIMEOUT)
+                    .with_max_concurrent_streams(MAX_STREAMS),
+            ),
         })
     }
 }

@@ -5,6 +5,7 @@
 pub mod behaviour;
 pub mod discovery;
 pub mod transport;
+pub mod wire;
 
 use corral_protocol::ids::PeerKey;
 use libp2p::PeerId;
@@ -27,6 +28,12 @@ pub fn peer_key_of(peer: &PeerId) -> Option<PeerKey> {
     Some(PeerKey::from_bytes(ed.to_bytes()))
 }
 
+/// The peer id of a protocol key.
+pub fn peer_id_of(key: &PeerKey) -> Option<PeerId> {
+    let ed = libp2p::identity::ed25519::PublicKey::try_from_bytes(key.as_bytes()).ok()?;
+    Some(libp2p::identity::PublicKey::from(ed).to_peer_id())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,5 +42,6 @@ mod tests {
     fn peer_ids_give_back_the_protocol_key() {
         let key = crate::identity::NodeKey::generate().expect("key");
         assert_eq!(peer_key_of(&key.peer_id()), Some(key.peer_key()));
+        assert_eq!(peer_id_of(&key.peer_key()), Some(key.peer_id()));
     }
 }

@@ -1,0 +1,387 @@
+//! `corral run` on the mesh, and `corral jobs`, `job`, `results`, `cancel`.
+//! The CLI puts the job's blobs (module, inputs, trees) into the data dir's
+//! blob store, hands the job to the local daemon over the control socket,
+//! follows it, and writes the results from the blob store (DESIGN §3, §9).
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use corral_protocol::hash::ContentHash;
+use corral_protocol::manifest::{DirSpec, EngineReq};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::UsageError;
+use super::run::EXIT_TRAP;
+use crate::blobs::BlobStore;
+use crate::cli::RunArgs;
+use crate::config::DataDir;
+use crate::control::Request;
+use crate::control::client;
+use crate::dispatch::coordinator::SubmitSpec;
+use crate::job::outdir::OutDir;
+use crate::job::plan::{JobPlan, Tasks};
+use crate::job::report::JobReport;
+use crate::runtime::EngineChoice;
+
+/// How often the CLI asks the daemon how the job is doing.
+const POLL: Duration = Duration::from_millis(100);
+
+fn no_daemon(data_dir: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no corral daemon is running for {}: start one with `corral up` (after `corral init` \
+         or `corral join TOKEN`), or run this device alone with --local",
+        data_dir.display()
+    )
+}
+
+/// Submits a job to the local daemon and follows it to the end.
+pub fn run_remote(data_dir: &Path, args: &RunArgs, plan: &JobPlan) -> anyhow::Result<ExitCode> {
+    if !client::daemon_running(data_dir) {
+        return Err(no_daemon(data_dir));
+    }
+    let batch = args.tasks.is_some() || args.inputs.is_some() || args.out.is_some();
+    let out = if batch {
+        Some(OutDir::create(
+            &args.out.clone().unwrap_or_else(|| "corral-out".into()),
+        )?)
+    } else {
+        None
+    };
+    let blobs = BlobStore::open(data_dir)?;
+    let module = blobs.put_bytes(&plan.module.bytes)?;
+    let inputs = match &plan.tasks {
+        Tasks::Inputs { dir, files } => files
+            .iter()
+            .map(|name| Ok((name.clone(), blobs.put_file(&dir.join(name))?.0)))
+            .collect::<anyhow::Result<Vec<(String, ContentHash)>>>()?,
+        Tasks::Count(_) => Vec::new(),
+    };
+    let dirs = plan
+        .dirs
+        .iter()
+        .map(|d| {
+            Ok(DirSpec {
+                guest_path: d.guest.clone(),
+                tree_hash: blobs
+                    .put_tree(&d.host)
+                    .with_context(|| format!("cannot ship --dir {}", d.host.display()))?,
+                writable: d.writable,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let spec = SubmitSpec {
+        module,
+        module_name: plan.module_name.clone(),
+        args: plan.args.clone(),
+        env: plan.env.clone(),
+        tasks: plan.task_count(),
+        inputs,
+        dirs,
+        limits: corral_protocol::manifest::Limits {
+            timeout_ms: u64::try_from(plan.limits.timeout.as_millis()).unwrap_or(u64::MAX),
+            memory_bytes: plan.limits.memory_bytes,
+            output_bytes: plan.limits.output_bytes,
+        },
+        engine: match plan.engine {
+            EngineChoice::Auto => EngineReq::Any,
+            EngineChoice::Jit => EngineReq::Jit,
+            EngineChoice::Interp => EngineReq::Interp,
+        },
+        verify: args.verify.unwrap_or(1),
+    };
+    let answer = client::call(
+        data_dir,
+        Request::Submit {
+            spec: Box::new(spec),
+        },
+    )?;
+    let id = answer["job"]
+        .as_str()
+        .context("the daemon did not return a job id")?
+        .to_string();
+    if args.detach {
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report = follow(data_dir, &id, batch)?;
+    let Some(out) = out else {
+        return finish_single(&blobs, &report);
+    };
+    materialize(&blobs, &report, &out)?;
+    for task in report.tasks.iter().filter(|t| t.state != "done") {
+        let why = match (&task.exit_code, &task.message) {
+            (Some(code), _) => format!("exited with {code}"),
+            (None, Some(message)) => format!("{}: {message}", task.reason),
+            (None, None) => task.reason.clone(),
+        };
+        eprintln!("corral: task {} failed: {why}", task.index);
+    }
+    if report.mismatches > 0 {
+        eprintln!(
+            "corral: {} task(s) gave different results on different devices; the majority was kept (see job.json)",
+            report.mismatches
+        );
+    }
+    let spread: Vec<String> = report
+        .devices
+        .iter()
+        .filter(|(_, c)| c.done > 0)
+        .map(|(name, c)| format!("{name} {}", c.done))
+        .collect();
+    eprintln!(
+        "corral: job {}: {} task(s), {} done, {} failed in {:.2}s; tasks per device: {} → {}",
+        report.id,
+        report.tasks_total,
+        report.tasks_done,
+        report.tasks_failed,
+        report.duration_ms as f64 / 1000.0,
+        if spread.is_empty() {
+            "none".to_string()
+        } else {
+            spread.join(", ")
+        },
+        out.root().display()
+    );
+    Ok(if report.tasks_failed == 0 && report.state == "completed" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn fetch_report(data_dir: &Path, id: &str) -> anyhow::Result<JobReport> {
+    let value = client::call(data_dir, Request::Job { id: id.to_string() })?;
+    serde_json::from_value(value).context("the daemon's job record is not understood")
+}
+
+/// Polls the job until it ends, showing progress and refusals on stderr.
+fn follow(data_dir: &Path, id: &str, batch: bool) -> anyhow::Result<JobReport> {
+    let progress = if batch {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} done · {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut told: BTreeSet<(String, String)> = BTreeSet::new();
+    let started = Instant::now();
+    let mut hinted = false;
+    loop {
+        let report = fetch_report(data_dir, id)?;
+        for refusal in &report.refusals {
+            if told.insert((refusal.peer.clone(), refusal.reason.clone())) {
+                progress
+                    .suspend(|| eprintln!("corral: {} refused: {}", refusal.peer, refusal.reason));
+            }
+        }
+        progress.set_length(u64::from(report.tasks_total));
+        progress.set_position(u64::from(report.tasks_done + report.tasks_failed));
+        let per_device: Vec<String> = report
+            .devices
+            .iter()
+            .map(|(name, c)| format!("{name} {}✓ {}▶", c.done, c.running))
+            .collect();
+        progress.set_message(per_device.join(" · "));
+        if report.state != "running" {
+            progress.finish_and_clear();
+            return Ok(report);
+        }
+        let anything = report.tasks.iter().any(|t| t.state != "queued");
+        if !anything && !hinted && started.elapsed() > Duration::from_secs(5) {
+            hinted = true;
+            progress.suspend(|| {
+                eprintln!(
+                    "corral: waiting for an idle device to take the job (`corral peers` lists them)"
+                )
+            });
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// One task: its stdout and stderr as if it had run here, and its exit code.
+fn finish_single(blobs: &BlobStore, report: &JobReport) -> anyhow::Result<ExitCode> {
+    let task = report.tasks.first().context("the job has no task")?;
+    if task.stdout_sha256.is_empty() {
+        eprintln!(
+            "corral: the task did not run: {}",
+            task.message.as_deref().unwrap_or(&task.reason)
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    for (hash, mut sink) in [
+        (
+            &task.stdout_sha256,
+            Box::new(std::io::stdout()) as Box<dyn Write>,
+        ),
+        (&task.stderr_sha256, Box::new(std::io::stderr())),
+    ] {
+        let hash: ContentHash = hash.parse().context("bad hash in the job record")?;
+        let bytes = blobs.read(&hash, u64::MAX)?;
+        sink.write_all(&bytes)?;
+        sink.flush()?;
+    }
+    if let Some(code) = task.exit_code {
+        return Ok(ExitCode::from((code & 0xff) as u8));
+    }
+    let why = match task.reason.as_str() {
+        "trap" => format!(
+            "the module trapped: {}",
+            task.message.as_deref().unwrap_or("")
+        ),
+        "timeout" => {
+            "the task ran past its time limit and was stopped (raise it with --timeout)".into()
+        }
+        "memory_limit" => {
+            "the task needed more memory than its limit (raise it with --memory)".into()
+        }
+        "output_limit" => {
+            "the task wrote more than its output limit (raise it with --output-limit)".into()
+        }
+        other => other.to_string(),
+    };
+    eprintln!("corral: {why} (on {})", task.peer);
+    Ok(ExitCode::from(EXIT_TRAP))
+}
+
+fn copy_blob(blobs: &BlobStore, hash: &str, dest: &Path) -> anyhow::Result<()> {
+    let hash: ContentHash = hash.parse().context("bad hash in the job record")?;
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    std::fs::copy(blobs.path(&hash), dest).with_context(|| {
+        format!(
+            "result blob {} is missing for {}",
+            hash.short(),
+            dest.display()
+        )
+    })?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o644))?;
+    Ok(())
+}
+
+/// Writes OUT from the job record and the blob store: each task's stdout,
+/// stderr and files, and job.json.
+pub fn materialize(blobs: &BlobStore, report: &JobReport, out: &OutDir) -> anyhow::Result<()> {
+    for task in &report.tasks {
+        if task.stdout_sha256.is_empty() {
+            continue;
+        }
+        let dir = out.task_dir(task.index);
+        copy_blob(blobs, &task.stdout_sha256, &dir.join("stdout"))?;
+        copy_blob(blobs, &task.stderr_sha256, &dir.join("stderr"))?;
+        for file in &task.files {
+            corral_protocol::manifest::check_guest_path(&file.path)
+                .map_err(|e| anyhow::anyhow!("task {}: bad output path: {e}", task.index))?;
+            let dest = dir.join("files").join(file.path.trim_start_matches('/'));
+            copy_blob(blobs, &file.sha256, &dest)?;
+        }
+    }
+    out.write_report(report)
+}
+
+/// `corral jobs`.
+pub fn jobs(data_dir: Option<std::path::PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
+    let data_dir = DataDir::resolve(data_dir)?;
+    let value = client::call(data_dir.root(), Request::Jobs)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = value.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no jobs yet (submit one with `corral run MODULE …`)");
+    }
+    for job in list {
+        println!(
+            "{}  {:<10} {:>6}/{:<6} done  {:>4} failed  {}",
+            job["id"].as_str().unwrap_or("?"),
+            job["state"].as_str().unwrap_or("?"),
+            job["tasks_done"],
+            job["tasks_total"],
+            job["tasks_failed"],
+            job["module"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `corral job ID`.
+pub fn job(data_dir: Option<std::path::PathBuf>, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let data_dir = DataDir::resolve(data_dir)?;
+    let report = fetch_report(data_dir.root(), id)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "job {}: {} — {}/{} done, {} failed",
+        report.id, report.state, report.tasks_done, report.tasks_total, report.tasks_failed
+    );
+    for (name, c) in &report.devices {
+        println!("  {name:<16} {} done, {} running", c.done, c.running);
+    }
+    for r in &report.refusals {
+        println!("  {} refused {}×: {}", r.peer, r.count, r.reason);
+    }
+    for t in &report.tasks {
+        println!(
+            "  task {:<5} {:<8} {:<12} {:<6} attempts {}{}",
+            t.index,
+            t.state,
+            t.peer,
+            t.engine,
+            t.attempts,
+            if t.mismatch { "  (runs disagreed)" } else { "" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `corral results ID --out DIR`.
+pub fn results(
+    data_dir: Option<std::path::PathBuf>,
+    id: &str,
+    out: &Path,
+) -> anyhow::Result<ExitCode> {
+    let data_dir = DataDir::resolve(data_dir)?;
+    let report = fetch_report(data_dir.root(), id)?;
+    if report.state == "running" {
+        return Err(UsageError(format!(
+            "job {id} is still running ({}/{} done); wait for it, or follow it with `corral job {id}`",
+            report.tasks_done, report.tasks_total
+        ))
+        .into());
+    }
+    let out = OutDir::create(out)?;
+    materialize(&BlobStore::open(data_dir.root())?, &report, &out)?;
+    eprintln!(
+        "corral: job {id} ({}): {} task(s) written to {}",
+        report.state,
+        report.tasks.len(),
+        out.root().display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `corral cancel ID`.
+pub fn cancel(data_dir: Option<std::path::PathBuf>, id: &str) -> anyhow::Result<ExitCode> {
+    let data_dir = DataDir::resolve(data_dir)?;
+    let value = client::call(data_dir.root(), Request::Cancel { id: id.to_string() })?;
+    eprintln!(
+        "corral: job {id} cancelled ({} running task(s) told to stop)",
+        value["tasks_stopped"]
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,663 @@
+//! The worker side of `/corral/task/1`: every offer is checked (signature,
+//! submitter trusted, offered by its submitter, expiry, replay, limits,
+//! engine, owner policy, free slots) and refused with a reason code the
+//! submitter sees; an accepted task fetches its module, trees and input by
+//! hash (hash-checked, cached), runs in a fresh sandbox on a blocking
+//! thread, and its signed receipt is kept in the store and re-sent until the
+//! coordinator acknowledges it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use corral_protocol::capacity::OwnerState;
+use corral_protocol::codec;
+use corral_protocol::envelope::{EnvelopeError, Signed, SigningKey};
+use corral_protocol::hash::ContentHash;
+use corral_protocol::ids::{JobId, PeerKey};
+use corral_protocol::manifest::{EngineReq, JobManifest, TaskSet};
+use corral_protocol::messages::{RejectReason, TaskRequest, TaskResponse};
+use corral_protocol::receipt::{
+    Captured, EngineKind, MAX_FILES, OutputFile, TaskReceipt, TaskStatus,
+};
+use corral_protocol::tree::{MAX_TREE_BYTES, TreeListing};
+use tokio::sync::{Semaphore, mpsc};
+
+use super::{FetchLocks, NetHandle, fetch_blob, now_ms};
+use crate::blobs::BlobStore;
+use crate::runtime::{
+    Compiled, EngineChoice, Limits, MAX_MODULE_BYTES, Preopen, RunSpec, Runtime, Stdin, WasmModule,
+};
+use crate::store::{Records, Store};
+
+/// Most (job, task, attempt) offers remembered to refuse replays.
+const MAX_SEEN: usize = 200_000;
+/// Most verified manifests kept to skip re-verifying every offer of a job.
+const MAX_VERIFIED: usize = 64;
+/// Longest trap message kept in a receipt.
+const MAX_TRAP_MESSAGE: usize = 1024;
+
+/// What the loop learns from running tasks.
+#[derive(Debug)]
+pub enum WorkerEvent {
+    /// A task ended (ran, was cancelled or could not be prepared).
+    Finished {
+        /// The job.
+        job: JobId,
+        /// The task.
+        index: u32,
+    },
+}
+
+/// What a task needs that the event loop shares with it.
+pub struct WorkerCtx {
+    /// This node.
+    pub me: PeerKey,
+    /// Signs receipts.
+    pub key: SigningKey,
+    /// Modules, trees, inputs and outputs.
+    pub blobs: BlobStore,
+    /// Fetch once per blob.
+    pub locks: FetchLocks,
+    /// Requests through the loop.
+    pub net: NetHandle,
+    /// The engines.
+    pub runtime: Arc<Runtime>,
+    /// Tasks running at once.
+    pub slots: Arc<Semaphore>,
+    /// Back to the loop.
+    pub events: mpsc::UnboundedSender<WorkerEvent>,
+    /// The outbox of unacknowledged receipts.
+    pub store: Store,
+    /// Compiled modules by hash and engine.
+    pub compiled: Mutex<HashMap<(ContentHash, EngineKind), Compiled>>,
+    /// Test-only fault: report a wrong stdout (to test `--verify`).
+    pub fault_lie: bool,
+}
+
+struct Running {
+    cancel: Arc<AtomicBool>,
+}
+
+/// What the worker needs to know about this node to judge an offer.
+pub struct Gate<'a> {
+    /// The clock.
+    pub now_ms: u64,
+    /// Whether a submitter is trusted.
+    pub trusted: &'a dyn Fn(&PeerKey) -> bool,
+    /// The owner policy's state.
+    pub owner: OwnerState,
+}
+
+/// The worker's state, owned by the event loop.
+pub struct Worker {
+    ctx: Arc<WorkerCtx>,
+    slots: u16,
+    max_memory: Option<u64>,
+    running: HashMap<(JobId, u32), Running>,
+    seen: HashSet<(JobId, u32, u32)>,
+    seen_order: VecDeque<(JobId, u32, u32)>,
+    verified: HashMap<[u8; 64], (Vec<u8>, Arc<JobManifest>)>,
+}
+
+impl Worker {
+    /// A worker with `slots` task slots; re-sends receipts left in the outbox.
+    pub fn new(ctx: Arc<WorkerCtx>, slots: u16, max_memory: Option<u64>) -> Self {
+        for (_, bytes) in ctx.store.scan_raw(Records::Outbox, b"") {
+            match codec::from_canonical_bytes::<Outboxed>(&bytes, codec::MAX_RECEIPT_BYTES + 1024) {
+                Ok(item) => {
+                    tokio::spawn(deliver(ctx.clone(), item));
+                }
+                Err(e) => tracing::warn!("an outbox record does not decode: {e}"),
+            }
+        }
+        Self {
+            ctx,
+            slots,
+            max_memory,
+            running: HashMap::new(),
+            seen: HashSet::new(),
+            seen_order: VecDeque::new(),
+            verified: HashMap::new(),
+        }
+    }
+
+    /// Tasks held (running or waiting for a slot).
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Free slots, as advertised.
+    pub fn slots_free(&self) -> u16 {
+        self.slots
+            .saturating_sub(u16::try_from(self.running.len()).unwrap_or(u16::MAX))
+    }
+
+    fn verify(
+        &mut self,
+        signed: &Signed<JobManifest>,
+        now_ms: u64,
+    ) -> Result<Arc<JobManifest>, RejectReason> {
+        if let Some((payload, manifest)) = self.verified.get(signed.signature())
+            && payload.as_slice() == signed.payload_bytes()
+            && &manifest.submitter == signed.signer()
+        {
+            if now_ms >= manifest.expires_ms {
+                return Err(RejectReason::Expired);
+            }
+            return Ok(manifest.clone());
+        }
+        let manifest = signed.verify(now_ms).map_err(|e| match e {
+            EnvelopeError::Expired { .. } | EnvelopeError::NotYetValid { .. } => {
+                RejectReason::Expired
+            }
+            EnvelopeError::BadKey
+            | EnvelopeError::BadSignature(_)
+            | EnvelopeError::WrongSigner { .. }
+            | EnvelopeError::SignerMismatch { .. } => RejectReason::BadSignature,
+            _ => RejectReason::Malformed,
+        })?;
+        let manifest = Arc::new(manifest);
+        if self.verified.len() >= MAX_VERIFIED {
+            self.verified.clear();
+        }
+        self.verified.insert(
+            *signed.signature(),
+            (signed.payload_bytes().to_vec(), manifest.clone()),
+        );
+        Ok(manifest)
+    }
+
+    /// Judges an offer from `from`; an accepted task starts at once.
+    pub fn on_offer(
+        &mut self,
+        from: PeerKey,
+        signed: &Signed<JobManifest>,
+        index: u32,
+        attempt: u32,
+        gate: &Gate<'_>,
+    ) -> TaskResponse {
+        match self.check(from, signed, index, attempt, gate) {
+            Ok(manifest) => {
+                self.remember(manifest.job, index, attempt);
+                let cancel = Arc::new(AtomicBool::new(false));
+                self.running.insert(
+                    (manifest.job, index),
+                    Running {
+                        cancel: cancel.clone(),
+                    },
+                );
+                tokio::spawn(execute(
+                    self.ctx.clone(),
+                    manifest,
+                    index,
+                    attempt,
+                    from,
+                    cancel,
+                ));
+                TaskResponse::Accepted
+            }
+            Err(reason) => {
+                tracing::info!(from = %from.short(), index, reason = reason.describe(), "offer refused");
+                TaskResponse::Rejected(reason)
+            }
+        }
+    }
+
+    fn check(
+        &mut self,
+        from: PeerKey,
+        signed: &Signed<JobManifest>,
+        index: u32,
+        attempt: u32,
+        gate: &Gate<'_>,
+    ) -> Result<Arc<JobManifest>, RejectReason> {
+        let manifest = self.verify(signed, gate.now_ms)?;
+        let submitter = manifest.submitter;
+        if submitter != self.ctx.me && !(gate.trusted)(&submitter) {
+            return Err(RejectReason::NotTrusted);
+        }
+        // Only the submitter's own daemon coordinates its jobs: a signed
+        // manifest relayed by someone else is not an offer.
+        if from != submitter {
+            return Err(RejectReason::NotTrusted);
+        }
+        if index >= manifest.task_count() || attempt == 0 {
+            return Err(RejectReason::Malformed);
+        }
+        if self.seen.contains(&(manifest.job, index, attempt)) {
+            return Err(RejectReason::Replay);
+        }
+        if self
+            .max_memory
+            .is_some_and(|max| manifest.limits.memory_bytes > max)
+            || manifest.module_size > MAX_MODULE_BYTES as u64
+        {
+            return Err(RejectReason::LimitsTooLarge);
+        }
+        let choice = match manifest.engine {
+            EngineReq::Any => EngineChoice::Auto,
+            EngineReq::Jit => EngineChoice::Jit,
+            EngineReq::Interp => EngineChoice::Interp,
+        };
+        if self.ctx.runtime.resolve(choice).is_err() {
+            return Err(RejectReason::EngineUnavailable);
+        }
+        match gate.owner {
+            OwnerState::Idle => {}
+            OwnerState::Draining => return Err(RejectReason::Draining),
+            _ => return Err(RejectReason::OwnerBusy),
+        }
+        if self.running.contains_key(&(manifest.job, index)) {
+            return Err(RejectReason::Busy);
+        }
+        // Late binding: one task may wait beyond the free slots.
+        if self.running.len() > usize::from(self.slots) {
+            return Err(RejectReason::Busy);
+        }
+        Ok(manifest)
+    }
+
+    fn remember(&mut self, job: JobId, index: u32, attempt: u32) {
+        if self.seen.insert((job, index, attempt)) {
+            self.seen_order.push_back((job, index, attempt));
+            while self.seen_order.len() > MAX_SEEN {
+                if let Some(old) = self.seen_order.pop_front() {
+                    self.seen.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The coordinator no longer wants task `index` of `job`.
+    pub fn on_cancel(&mut self, from: PeerKey, job: JobId, index: u32) {
+        if let Some(running) = self.running.get(&(job, index))
+            && self
+                .verified
+                .values()
+                .any(|(_, m)| m.job == job && m.submitter == from)
+        {
+            running.cancel.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A task ended.
+    pub fn on_event(&mut self, event: WorkerEvent) {
+        match event {
+            WorkerEvent::Finished { job, index } => {
+                self.running.remove(&(job, index));
+            }
+        }
+    }
+}
+
+/// A receipt waiting in the outbox.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Outboxed {
+    coordinator: PeerKey,
+    expires_ms: u64,
+    receipt: Signed<TaskReceipt>,
+}
+
+fn outbox_key(job: &JobId, index: u32, attempt: u32) -> Vec<u8> {
+    let mut key = job.as_bytes().to_vec();
+    key.extend_from_slice(&index.to_be_bytes());
+    key.extend_from_slice(&attempt.to_be_bytes());
+    key
+}
+
+async fn execute(
+    ctx: Arc<WorkerCtx>,
+    manifest: Arc<JobManifest>,
+    index: u32,
+    attempt: u32,
+    coordinator: PeerKey,
+    cancel: Arc<AtomicBool>,
+) {
+    let job = manifest.job;
+    let result = prepare_and_run(&ctx, &manifest, index, attempt, coordinator, &cancel).await;
+    let _ = ctx.events.send(WorkerEvent::Finished { job, index });
+    match result {
+        Ok(Some(receipt)) => {
+            let item = Outboxed {
+                coordinator,
+                expires_ms: manifest.expires_ms,
+                receipt,
+            };
+            let key = outbox_key(&job, index, attempt);
+            if let Err(e) =
+                ctx.store
+                    .put_raw(Records::Outbox, &key, &codec::to_canonical_bytes(&item))
+            {
+                tracing::warn!("cannot keep the receipt in the outbox: {e:#}");
+            }
+            deliver(ctx, item).await;
+        }
+        Ok(None) => tracing::debug!(%job, index, "cancelled"),
+        Err(e) => {
+            // Could not run it here (a blob would not come, the engine
+            // failed): hand the task back so it runs elsewhere.
+            tracing::warn!(%job, index, "cannot run the task, handing it back: {e:#}");
+            let _ = ctx
+                .net
+                .task(coordinator, TaskRequest::Cancel { job, index })
+                .await;
+        }
+    }
+}
+
+/// Sends a receipt until the coordinator acknowledges it (or the job expires).
+async fn deliver(ctx: Arc<WorkerCtx>, item: Outboxed) {
+    let Ok(receipt) = item.receipt.verify(now_ms()) else {
+        return;
+    };
+    let key = outbox_key(&receipt.job, receipt.index, receipt.attempt);
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match ctx
+            .net
+            .task(item.coordinator, TaskRequest::Result(item.receipt.clone()))
+            .await
+        {
+            Ok(TaskResponse::Ack) => break,
+            Ok(other) => {
+                tracing::warn!(job = %receipt.job, index = receipt.index, "the coordinator refused the result: {other:?}");
+                break;
+            }
+            Err(e) => {
+                if now_ms() > item.expires_ms {
+                    tracing::warn!(job = %receipt.job, index = receipt.index, "result not delivered before the job expired: {e}");
+                    break;
+                }
+                tracing::debug!(job = %receipt.job, index = receipt.index, "result not delivered yet: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(3));
+            }
+        }
+    }
+    if let Err(e) = ctx.store.remove_record(Records::Outbox, &key) {
+        tracing::warn!("cannot clear the outbox: {e:#}");
+    }
+}
+
+/// What a task needs on disk, fetched.
+struct Prepared {
+    module: PathBuf,
+    input: Option<(String, PathBuf)>,
+}
+
+async fn prepare_and_run(
+    ctx: &Arc<WorkerCtx>,
+    manifest: &Arc<JobManifest>,
+    index: u32,
+    attempt: u32,
+    coordinator: PeerKey,
+    cancel: &Arc<AtomicBool>,
+) -> anyhow::Result<Option<Signed<TaskReceipt>>> {
+    let _slot = ctx
+        .slots
+        .clone()
+        .acquire_owned()
+        .await
+        .context("the daemon is shutting down")?;
+    if cancel.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    let fetch = |hash, max| fetch_blob(&ctx.net, &ctx.blobs, &ctx.locks, coordinator, hash, max);
+    let module = fetch(
+        manifest.module_hash,
+        manifest.module_size.min(MAX_MODULE_BYTES as u64),
+    )
+    .await?;
+    for dir in &manifest.dirs {
+        fetch(
+            dir.tree_hash,
+            corral_protocol::tree::MAX_LISTING_BYTES as u64,
+        )
+        .await?;
+        let listing = ctx.blobs.listing(&dir.tree_hash)?;
+        for file in &listing.files {
+            fetch(file.hash, file.size).await?;
+        }
+    }
+    let input = match &manifest.tasks {
+        TaskSet::Inputs(inputs) => {
+            let spec = inputs
+                .get(index as usize)
+                .context("no input for this task")?;
+            Some((spec.name.clone(), fetch(spec.hash, spec.size).await?))
+        }
+        TaskSet::Count(_) => None,
+    };
+    if cancel.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    let prepared = Prepared { module, input };
+    let ctx2 = ctx.clone();
+    let manifest2 = manifest.clone();
+    let receipt = tokio::task::spawn_blocking(move || {
+        run_blocking(&ctx2, &manifest2, index, attempt, &prepared)
+    })
+    .await
+    .context("the task thread failed")??;
+    if cancel.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    Ok(Some(Signed::sign(&receipt, &ctx.key)))
+}
+
+fn compiled_for(
+    ctx: &WorkerCtx,
+    manifest: &JobManifest,
+    module: &Path,
+) -> anyhow::Result<Compiled> {
+    let choice = match manifest.engine {
+        EngineReq::Any => EngineChoice::Auto,
+        EngineReq::Jit => EngineChoice::Jit,
+        EngineReq::Interp => EngineChoice::Interp,
+    };
+    let engine = ctx.runtime.resolve(choice)?;
+    let key = (manifest.module_hash, engine);
+    if let Some(compiled) = ctx
+        .compiled
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+    {
+        return Ok(compiled.clone());
+    }
+    let bytes = std::fs::read(module).context("cannot read the module")?;
+    let module = WasmModule::new(bytes)?;
+    if module.hash != manifest.module_hash {
+        anyhow::bail!("the module does not match its hash");
+    }
+    let compiled = ctx.runtime.compile(engine, &module)?;
+    let mut cache = ctx.compiled.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() > 32 {
+        cache.clear();
+    }
+    cache.insert(key, compiled.clone());
+    Ok(compiled)
+}
+
+/// A read-only tree, laid out once per device and shared by its tasks.
+fn shared_tree(blobs: &BlobStore, tree: &ContentHash) -> anyhow::Result<PathBuf> {
+    let dest = blobs.trees_dir().join(tree.to_hex());
+    if dest.is_dir() {
+        return Ok(dest);
+    }
+    let parent = dest.parent().context("tree dir")?.to_path_buf();
+    std::fs::create_dir_all(&parent)?;
+    let staging = tempfile::Builder::new()
+        .prefix("tree-")
+        .tempdir_in(blobs.tmp_dir())?;
+    blobs.materialize(tree, staging.path(), false)?;
+    let staged = staging.keep();
+    if std::fs::rename(&staged, &dest).is_err() {
+        // Another task laid it out first.
+        let _ = std::fs::remove_dir_all(&staged);
+    }
+    Ok(dest)
+}
+
+fn run_blocking(
+    ctx: &WorkerCtx,
+    manifest: &JobManifest,
+    index: u32,
+    attempt: u32,
+    prepared: &Prepared,
+) -> anyhow::Result<TaskReceipt> {
+    let compiled = compiled_for(ctx, manifest, &prepared.module)?;
+    let work = tempfile::Builder::new()
+        .prefix("task-")
+        .tempdir_in(ctx.blobs.tmp_dir())
+        .context("cannot create the task's directory")?;
+    let output = work.path().join("output");
+    std::fs::create_dir_all(&output)?;
+    let mut preopens = vec![Preopen {
+        host: output.clone(),
+        guest: crate::job::plan::GUEST_OUTPUT.into(),
+        writable: true,
+    }];
+    if let Some((name, blob)) = &prepared.input {
+        let dir = work.path().join("input");
+        std::fs::create_dir_all(&dir)?;
+        let target = dir.join(name);
+        if std::fs::hard_link(blob, &target).is_err() {
+            std::fs::copy(blob, &target)?;
+        }
+        preopens.push(Preopen {
+            host: dir,
+            guest: crate::job::plan::GUEST_INPUT.into(),
+            writable: false,
+        });
+    }
+    let mut writable: Vec<(String, PathBuf, TreeListing)> = Vec::new();
+    for (i, dir) in manifest.dirs.iter().enumerate() {
+        if dir.writable {
+            let copy = work.path().join(format!("dir{i}"));
+            ctx.blobs.materialize(&dir.tree_hash, &copy, true)?;
+            writable.push((
+                dir.guest_path.clone(),
+                copy.clone(),
+                ctx.blobs.listing(&dir.tree_hash)?,
+            ));
+            preopens.push(Preopen {
+                host: copy,
+                guest: dir.guest_path.clone(),
+                writable: true,
+            });
+        } else {
+            preopens.push(Preopen {
+                host: shared_tree(&ctx.blobs, &dir.tree_hash)?,
+                guest: dir.guest_path.clone(),
+                writable: false,
+            });
+        }
+    }
+    let spec = RunSpec {
+        args: manifest.task_args(index),
+        env: manifest
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        stdin: Stdin::Empty,
+        passthrough: false,
+        preopens,
+        limits: Limits {
+            timeout: Duration::from_millis(manifest.limits.timeout_ms),
+            memory_bytes: manifest.limits.memory_bytes,
+            output_bytes: manifest.limits.output_bytes,
+        },
+    };
+    let outcome = ctx.runtime.run(&compiled, &spec)?;
+
+    let mut files = collect(&ctx.blobs, &output, crate::job::plan::GUEST_OUTPUT, None)?;
+    for (guest, copy, listing) in &writable {
+        files.extend(collect(&ctx.blobs, copy, guest, Some(listing))?);
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    if files.len() > MAX_FILES {
+        anyhow::bail!(
+            "the task wrote {} files; at most {MAX_FILES} come back",
+            files.len()
+        );
+    }
+    let mut stdout = outcome.stdout;
+    if ctx.fault_lie {
+        stdout.extend_from_slice(b"(a lie told by a faulty worker)\n");
+    }
+    let status = match outcome.status {
+        TaskStatus::Trapped { mut message } => {
+            if message.len() > MAX_TRAP_MESSAGE {
+                let mut cut = MAX_TRAP_MESSAGE;
+                while !message.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                message.truncate(cut);
+            }
+            TaskStatus::Trapped { message }
+        }
+        other => other,
+    };
+    Ok(TaskReceipt {
+        job: manifest.job,
+        index,
+        attempt,
+        worker: ctx.me,
+        status,
+        stdout: Captured::new(stdout, outcome.stdout_truncated),
+        stderr: Captured::new(outcome.stderr, outcome.stderr_truncated),
+        files,
+        engine: outcome.engine,
+        arch: std::env::consts::ARCH.to_string(),
+        duration_ms: u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+/// The files under `root` as output files at `guest/…`, stored as blobs;
+/// with a listing, only those created or changed.
+fn collect(
+    blobs: &BlobStore,
+    root: &Path,
+    guest: &str,
+    listing: Option<&TreeListing>,
+) -> anyhow::Result<Vec<OutputFile>> {
+    let shipped: HashMap<&str, ContentHash> = listing
+        .map(|l| l.files.iter().map(|f| (f.path.as_str(), f.hash)).collect())
+        .unwrap_or_default();
+    let mut files = Vec::new();
+    let mut total = 0u64;
+    for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let entry = entry.with_context(|| format!("cannot list {}", root.display()))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = entry.path().strip_prefix(root).context("walked outside")?;
+        let Some(rel) = rel.to_str() else {
+            tracing::warn!(
+                "an output file name is not UTF-8 and is skipped: {}",
+                rel.display()
+            );
+            continue;
+        };
+        let (hash, size) = blobs.put_file(entry.path())?;
+        if shipped.get(rel) == Some(&hash) {
+            continue;
+        }
+        total = total.saturating_add(size);
+        if total > MAX_TREE_BYTES {
+            anyhow::bail!("the task wrote more than {MAX_TREE_BYTES} bytes of files");
+        }
+        files.push(OutputFile {
+            path: format!("{}/{rel}", guest.trim_end_matches('/')),
+            size,
+            hash,
+        });
+    }
+    Ok(files)
+}
