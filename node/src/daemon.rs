@@ -187,6 +187,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         events: events_tx,
         store: store.clone(),
         compiled: std::sync::Mutex::new(HashMap::new()),
+        engines: config.engines.iter().map(|e| e.engine).collect(),
         fault_lie,
     });
     let worker = Worker::new(ctx, config.slots, config.max_memory);

@@ -2,9 +2,10 @@
 //! rendered as a batch of tiles, then the tiles are stitched into one PNG by a
 //! second job that receives the first job's OUT directory as a `--dir`.
 //!
-//! It first starts a local mesh of three daemons on loopback and shows them
-//! (see [`crate::demo_mesh`]). Until offloading lands the job itself runs on
-//! the local runner; the jobs are the same ones `corral run` submits.
+//! It starts a local mesh of three daemons on loopback (see
+//! [`crate::demo_mesh`]; the "pi" runs the interpreter), submits both jobs to
+//! the first one exactly as `corral run` does, and the scheduler spreads the
+//! tiles over the three devices.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,14 +13,13 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use crate::blobs::BlobStore;
 use crate::cli::DemoArgs;
-use crate::cmd::run::compile;
+use crate::cmd::submit;
 use crate::config::DataDir;
-use crate::job::local;
 use crate::job::outdir::OutDir;
 use crate::job::plan::{DirMount, JobPlan, Tasks};
-use crate::runtime::{Limits, Runtime, WasmModule};
-use corral_protocol::receipt::EngineKind;
+use crate::runtime::{Limits, WasmModule};
 
 /// The example module, built from `examples/mandelbrot` (see examples/build.sh).
 const MANDELBROT: &[u8] = include_bytes!("../../examples/wasm/mandelbrot.wasm");
@@ -32,11 +32,11 @@ const MAX_ITER: u32 = 500;
 /// Runs the demo.
 pub fn run(data_dir: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let data_dir = DataDir::resolve(data_dir)?;
-    let runtime = Runtime::new(Some(data_dir.module_cache()))?;
+    // The data dir is not needed: the demo's mesh lives in a temporary
+    // directory; resolving it still checks --data-dir is usable.
+    let _ = DataDir::resolve(data_dir)?;
     let module = WasmModule::new(MANDELBROT.to_vec()).context("the bundled example is broken")?;
     let tasks = args.tasks.clamp(1, HEIGHT);
-    let parallel = std::thread::available_parallelism().map_or(1, usize::from);
     let out = OutDir::create(&args.out)?;
 
     eprintln!(
@@ -54,24 +54,12 @@ pub fn run(data_dir: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<ExitCode
     for peer in mesh.peers()?.as_array().into_iter().flatten() {
         println!("  {}", crate::cmd::mesh::peer_line(peer));
     }
-    // Offloading tasks to the mesh is the next piece of work; until then the
-    // job runs on this machine's local runner, and the mesh is shown only.
+    let coordinator = mesh.dir(0);
     eprintln!(
-        "corral demo: the mesh is up; the job below still runs on the local runner (offloading lands next)"
-    );
-
-    eprintln!(
-        "corral demo: rendering a {WIDTH}x{HEIGHT} Mandelbrot picture as {tasks} tiles on {} ({parallel} slots, engines: {})",
-        local::device_name(),
-        runtime
-            .engines()
-            .into_iter()
-            .map(EngineKind::name)
-            .collect::<Vec<_>>()
-            .join(", ")
+        "corral demo: rendering a {WIDTH}x{HEIGHT} Mandelbrot picture as {tasks} tiles on the mesh"
     );
     let tiles_plan = JobPlan {
-        module: module.clone(),
+        module,
         module_name: "mandelbrot.wasm".into(),
         args: [
             "tile".to_string(),
@@ -88,10 +76,12 @@ pub fn run(data_dir: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<ExitCode
         limits: Limits::default(),
         engine: args.engine,
     };
-    let compiled = compile(&runtime, &tiles_plan)?;
+    let blobs = BlobStore::open(&coordinator)?;
     let tiles_out = OutDir::create(&out.root().join("tiles"))?;
-    let tiles = local::run_batch(&runtime, &compiled, &tiles_plan, &tiles_out, parallel)?;
-    if tiles.tasks_failed > 0 {
+    let id = submit::submit(&coordinator, &tiles_plan, 1)?;
+    let tiles = submit::follow(&coordinator, &id, true)?;
+    submit::materialize(&blobs, &tiles, &tiles_out)?;
+    if tiles.tasks_failed > 0 || tiles.state != "completed" {
         anyhow::bail!(
             "{} of {} tiles failed; see {}",
             tiles.tasks_failed,
@@ -117,11 +107,13 @@ pub fn run(data_dir: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<ExitCode
         ..tiles_plan
     };
     let stitch_out = OutDir::create(&out.root().join("stitch"))?;
-    let stitch = local::run_batch(&runtime, &compiled, &stitch_plan, &stitch_out, 1)?;
+    let id = submit::submit(&coordinator, &stitch_plan, 1)?;
+    let stitch = submit::follow(&coordinator, &id, true)?;
+    submit::materialize(&blobs, &stitch, &stitch_out)?;
     let Some(task) = stitch.tasks.first().filter(|t| t.state == "done") else {
         anyhow::bail!(
             "stitching failed; see {}",
-            stitch_out.root().join("0").display()
+            stitch_out.root().join("job.json").display()
         );
     };
     let picture = out.root().join("mandelbrot.png");
@@ -133,16 +125,13 @@ pub fn run(data_dir: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<ExitCode
 
     let total_ms: u64 = tiles.tasks.iter().map(|t| t.duration_ms).sum();
     println!("picture: {}", picture.display());
-    for (device, engine) in distinct(&tiles.tasks) {
+    for (device, engine, arch) in distinct(&tiles.tasks) {
         let count = tiles
             .tasks
             .iter()
             .filter(|t| t.peer == device && t.engine == engine)
             .count();
-        println!(
-            "  {device} ({engine}, {}): {count} tiles",
-            std::env::consts::ARCH
-        );
+        println!("  {device} ({engine}, {arch}): {count} tiles");
     }
     println!(
         "  stitched on {} ({}); {} ms of task time, {:.2}s wall-clock",
@@ -155,11 +144,11 @@ pub fn run(data_dir: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-/// The distinct (device, engine) pairs that ran tasks, in order of appearance.
-fn distinct(tasks: &[crate::job::report::TaskReport]) -> Vec<(String, String)> {
-    let mut seen: Vec<(String, String)> = Vec::new();
+/// The distinct (device, engine, arch) that ran tasks, in order of appearance.
+fn distinct(tasks: &[crate::job::report::TaskReport]) -> Vec<(String, String, String)> {
+    let mut seen: Vec<(String, String, String)> = Vec::new();
     for t in tasks {
-        let key = (t.peer.clone(), t.engine.clone());
+        let key = (t.peer.clone(), t.engine.clone(), t.arch.clone());
         if !seen.contains(&key) {
             seen.push(key);
         }

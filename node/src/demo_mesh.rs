@@ -49,7 +49,8 @@ impl LocalMesh {
         Ok(mesh)
     }
 
-    fn dir(&self, i: usize) -> PathBuf {
+    /// The data dir of device `i`.
+    pub fn dir(&self, i: usize) -> PathBuf {
         self.root.path().join(DEVICES[i])
     }
 
@@ -67,6 +68,10 @@ impl LocalMesh {
             .env_remove("RUST_LOG");
         if let Some(peer) = peer {
             command.args(["--peer", peer]);
+        }
+        // The "pi" runs the interpreter, as a 32-bit ARM board would.
+        if dir.ends_with("pi") {
+            command.args(["--engine", "interp"]);
         }
         let child = command.spawn().context("cannot start a demo daemon")?;
         self.daemons.push((dir.to_path_buf(), child));

@@ -289,6 +289,26 @@ impl Batch {
         self.release(index, peer, reason)
     }
 
+    /// Fails every task waiting in the queue (no worker will take them).
+    pub fn fail_queued(&mut self, reason: &str) -> Vec<Decision> {
+        let mut decisions = Vec::new();
+        for (index, task) in self.tasks.iter_mut().enumerate() {
+            if task.state == TaskState::Queued {
+                task.state = TaskState::Failed(reason.to_string());
+                decisions.push(Decision::GiveUp {
+                    index: index as u32,
+                    reason: reason.to_string(),
+                });
+            }
+        }
+        decisions
+    }
+
+    /// Whether any task runs (or is offered) now.
+    pub fn any_running(&self) -> bool {
+        self.load.values().any(|&n| n > 0)
+    }
+
     /// `peer` left: every task it held goes back to the queue at once.
     pub fn on_peer_lost(&mut self, peer: &PeerKey) -> Vec<Decision> {
         let held: Vec<u32> = (0..self.tasks.len() as u32)

@@ -52,57 +52,7 @@ pub fn run_remote(data_dir: &Path, args: &RunArgs, plan: &JobPlan) -> anyhow::Re
         None
     };
     let blobs = BlobStore::open(data_dir)?;
-    let module = blobs.put_bytes(&plan.module.bytes)?;
-    let inputs = match &plan.tasks {
-        Tasks::Inputs { dir, files } => files
-            .iter()
-            .map(|name| Ok((name.clone(), blobs.put_file(&dir.join(name))?.0)))
-            .collect::<anyhow::Result<Vec<(String, ContentHash)>>>()?,
-        Tasks::Count(_) => Vec::new(),
-    };
-    let dirs = plan
-        .dirs
-        .iter()
-        .map(|d| {
-            Ok(DirSpec {
-                guest_path: d.guest.clone(),
-                tree_hash: blobs
-                    .put_tree(&d.host)
-                    .with_context(|| format!("cannot ship --dir {}", d.host.display()))?,
-                writable: d.writable,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let spec = SubmitSpec {
-        module,
-        module_name: plan.module_name.clone(),
-        args: plan.args.clone(),
-        env: plan.env.clone(),
-        tasks: plan.task_count(),
-        inputs,
-        dirs,
-        limits: corral_protocol::manifest::Limits {
-            timeout_ms: u64::try_from(plan.limits.timeout.as_millis()).unwrap_or(u64::MAX),
-            memory_bytes: plan.limits.memory_bytes,
-            output_bytes: plan.limits.output_bytes,
-        },
-        engine: match plan.engine {
-            EngineChoice::Auto => EngineReq::Any,
-            EngineChoice::Jit => EngineReq::Jit,
-            EngineChoice::Interp => EngineReq::Interp,
-        },
-        verify: args.verify.unwrap_or(1),
-    };
-    let answer = client::call(
-        data_dir,
-        Request::Submit {
-            spec: Box::new(spec),
-        },
-    )?;
-    let id = answer["job"]
-        .as_str()
-        .context("the daemon did not return a job id")?
-        .to_string();
+    let id = submit(data_dir, plan, args.verify.unwrap_or(1))?;
     if args.detach {
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
@@ -153,13 +103,70 @@ pub fn run_remote(data_dir: &Path, args: &RunArgs, plan: &JobPlan) -> anyhow::Re
     })
 }
 
+/// Puts the job's blobs into the data dir and hands the job to the daemon;
+/// returns its id.
+pub fn submit(data_dir: &Path, plan: &JobPlan, verify: u8) -> anyhow::Result<String> {
+    let blobs = BlobStore::open(data_dir)?;
+    let module = blobs.put_bytes(&plan.module.bytes)?;
+    let inputs = match &plan.tasks {
+        Tasks::Inputs { dir, files } => files
+            .iter()
+            .map(|name| Ok((name.clone(), blobs.put_file(&dir.join(name))?.0)))
+            .collect::<anyhow::Result<Vec<(String, ContentHash)>>>()?,
+        Tasks::Count(_) => Vec::new(),
+    };
+    let dirs = plan
+        .dirs
+        .iter()
+        .map(|d| {
+            Ok(DirSpec {
+                guest_path: d.guest.clone(),
+                tree_hash: blobs
+                    .put_tree(&d.host)
+                    .with_context(|| format!("cannot ship --dir {}", d.host.display()))?,
+                writable: d.writable,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let spec = SubmitSpec {
+        module,
+        module_name: plan.module_name.clone(),
+        args: plan.args.clone(),
+        env: plan.env.clone(),
+        tasks: plan.task_count(),
+        inputs,
+        dirs,
+        limits: corral_protocol::manifest::Limits {
+            timeout_ms: u64::try_from(plan.limits.timeout.as_millis()).unwrap_or(u64::MAX),
+            memory_bytes: plan.limits.memory_bytes,
+            output_bytes: plan.limits.output_bytes,
+        },
+        engine: match plan.engine {
+            EngineChoice::Auto => EngineReq::Any,
+            EngineChoice::Jit => EngineReq::Jit,
+            EngineChoice::Interp => EngineReq::Interp,
+        },
+        verify,
+    };
+    let answer = client::call(
+        data_dir,
+        Request::Submit {
+            spec: Box::new(spec),
+        },
+    )?;
+    Ok(answer["job"]
+        .as_str()
+        .context("the daemon did not return a job id")?
+        .to_string())
+}
+
 fn fetch_report(data_dir: &Path, id: &str) -> anyhow::Result<JobReport> {
     let value = client::call(data_dir, Request::Job { id: id.to_string() })?;
     serde_json::from_value(value).context("the daemon's job record is not understood")
 }
 
 /// Polls the job until it ends, showing progress and refusals on stderr.
-fn follow(data_dir: &Path, id: &str, batch: bool) -> anyhow::Result<JobReport> {
+pub fn follow(data_dir: &Path, id: &str, batch: bool) -> anyhow::Result<JobReport> {
     let progress = if batch {
         let bar = ProgressBar::new(0);
         bar.set_style(

@@ -142,6 +142,9 @@ struct Job {
     record: JobRecord,
     tasks: Vec<TaskRecord>,
     refusals: Vec<Refusal>,
+    /// Peers that refused for a reason that will not change during the job
+    /// (not trusted, no engine, limits): not offered again.
+    excluded: std::collections::BTreeSet<PeerKey>,
 }
 
 impl Job {
@@ -276,6 +279,7 @@ impl Coordinator {
                 record,
                 tasks,
                 refusals: Vec::new(),
+                excluded: Default::default(),
             },
         );
         Ok(job)
@@ -375,6 +379,7 @@ impl Coordinator {
                     count as usize
                 ],
                 refusals: Vec::new(),
+                excluded: Default::default(),
             },
         );
         self.trim();
@@ -436,7 +441,9 @@ impl Coordinator {
                             slots_free: c
                                 .slots
                                 .saturating_sub(u16::try_from(others).unwrap_or(u16::MAX)),
-                            speed: if now_ms < job.manifest.expires_ms {
+                            speed: if now_ms < job.manifest.expires_ms
+                                && !job.excluded.contains(&c.peer)
+                            {
                                 speed
                             } else {
                                 0
@@ -449,7 +456,23 @@ impl Coordinator {
             let Some(job) = self.jobs.get_mut(&id) else {
                 continue;
             };
-            let decisions = job.batch.schedule(&workers, now_ms);
+            let mut decisions = job.batch.schedule(&workers, now_ms);
+            // Every device there refused this job for good: say so and end
+            // it, rather than wait for a device that will never come.
+            if !job.excluded.is_empty()
+                && !job.batch.any_running()
+                && candidates.iter().all(|c| job.excluded.contains(&c.peer))
+            {
+                let why: Vec<String> = job
+                    .refusals
+                    .iter()
+                    .map(|r| format!("{} refused: {}", r.peer, r.reason))
+                    .collect();
+                decisions.extend(job.batch.fail_queued(&format!(
+                    "no device accepts this job ({})",
+                    why.join("; ")
+                )));
+            }
             actions.extend(self.apply(id, decisions));
         }
         actions

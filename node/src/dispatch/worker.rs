@@ -29,7 +29,7 @@ use tokio::sync::{Semaphore, mpsc};
 use super::{FetchLocks, NetHandle, fetch_blob, now_ms};
 use crate::blobs::BlobStore;
 use crate::runtime::{
-    Compiled, EngineChoice, Limits, MAX_MODULE_BYTES, Preopen, RunSpec, Runtime, Stdin, WasmModule,
+    Compiled, Limits, MAX_MODULE_BYTES, Preopen, RunSpec, Runtime, Stdin, WasmModule,
 };
 use crate::store::{Records, Store};
 
@@ -74,8 +74,24 @@ pub struct WorkerCtx {
     pub store: Store,
     /// Compiled modules by hash and engine.
     pub compiled: Mutex<HashMap<(ContentHash, EngineKind), Compiled>>,
+    /// The engines this daemon offers (`corral up --engine`), fastest first.
+    pub engines: Vec<EngineKind>,
     /// Test-only fault: report a wrong stdout (to test `--verify`).
     pub fault_lie: bool,
+}
+
+impl WorkerCtx {
+    /// The engine a job runs on here, if any: the fastest offered for `any`.
+    pub fn engine_for(&self, req: EngineReq) -> Option<EngineKind> {
+        match req {
+            EngineReq::Any => self.engines.first().copied(),
+            EngineReq::Jit => self.engines.contains(&EngineKind::Jit).then_some(EngineKind::Jit),
+            EngineReq::Interp => self
+                .engines
+                .contains(&EngineKind::Interp)
+                .then_some(EngineKind::Interp),
+        }
+    }
 }
 
 struct Running {
@@ -238,12 +254,7 @@ impl Worker {
         {
             return Err(RejectReason::LimitsTooLarge);
         }
-        let choice = match manifest.engine {
-            EngineReq::Any => EngineChoice::Auto,
-            EngineReq::Jit => EngineChoice::Jit,
-            EngineReq::Interp => EngineChoice::Interp,
-        };
-        if self.ctx.runtime.resolve(choice).is_err() {
+        if self.ctx.engine_for(manifest.engine).is_none() {
             return Err(RejectReason::EngineUnavailable);
         }
         match gate.owner {
@@ -454,12 +465,9 @@ fn compiled_for(
     manifest: &JobManifest,
     module: &Path,
 ) -> anyhow::Result<Compiled> {
-    let choice = match manifest.engine {
-        EngineReq::Any => EngineChoice::Auto,
-        EngineReq::Jit => EngineChoice::Jit,
-        EngineReq::Interp => EngineChoice::Interp,
-    };
-    let engine = ctx.runtime.resolve(choice)?;
+    let engine = ctx
+        .engine_for(manifest.engine)
+        .context("no engine of the kind the job needs")?;
     let key = (manifest.module_hash, engine);
     if let Some(compiled) = ctx
         .compiled

@@ -6,6 +6,7 @@
 mod batch;
 mod examples;
 mod mesh;
+mod offload;
 mod single;
 
 use std::path::{Path, PathBuf};

@@ -176,13 +176,39 @@ impl Lan {
 
     /// As [`Lan::up`], with extra `corral up` arguments.
     pub fn up_with(&mut self, i: usize, extra: &[&str]) {
+        self.up_opts(i, extra, &[], None);
+    }
+
+    /// Starts `corral up` with extra flags, extra environment variables, and
+    /// optionally held to `cpu_pct` percent of one CPU by a cgroup quota (a
+    /// slow device: its calibration and its tasks run under the quota).
+    pub fn up_opts(&mut self, i: usize, extra: &[&str], env: &[(&str, &str)], cpu_pct: Option<u32>) {
+        let prefix = self.prefix.clone();
         let host = &mut self.hosts[i];
         let log = std::fs::File::create(&host.log).expect("log file");
-        let child = Command::new("ip")
+        let mut command = match cpu_pct {
+            Some(pct) => {
+                let procs = cpu_cgroup(&format!("{prefix}h{i}"), pct);
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("echo $$ > {} && exec \"$@\"", procs.display()))
+                    .arg("sh")
+                    .arg("ip");
+                c
+            }
+            None => Command::new("ip"),
+        };
+        let child = command
             .args(["netns", "exec", &host.ns, corral(), "--data-dir"])
             .arg(&host.data)
-            .args(["up", "--share", "always"])
+            .arg("up")
+            .args(if extra.contains(&"--share") {
+                &[][..]
+            } else {
+                &["--share", "always"][..]
+            })
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -340,6 +366,9 @@ impl Drop for Lan {
         }
         for host in &self.hosts {
             let _ = Command::new("ip").args(["netns", "del", &host.ns]).status();
+            for root in ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup"] {
+                let _ = std::fs::remove_dir(format!("{root}/corral-{}", host.ns));
+            }
         }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.bridge_ns])
@@ -359,6 +388,33 @@ pub fn make_mesh(lan: &Lan, hosts: &[usize]) {
     for &i in &hosts[1..] {
         join(lan, first, i);
     }
+}
+
+/// Creates a CPU cgroup limited to `pct` percent of one CPU (cgroup v1's
+/// cpu controller or cgroup v2's cpu.max); returns the file a process
+/// writes its pid to to join it. It is removed when the test process ends
+/// only if empty; names are unique per LAN.
+pub fn cpu_cgroup(name: &str, pct: u32) -> PathBuf {
+    let quota = u64::from(pct) * 1000;
+    let v1 = PathBuf::from("/sys/fs/cgroup/cpu");
+    if v1.join("cpu.cfs_quota_us").exists() {
+        let dir = v1.join(format!("corral-{name}"));
+        std::fs::create_dir_all(&dir).expect("cgroup v1 dir");
+        std::fs::write(dir.join("cpu.cfs_period_us"), "100000").expect("period");
+        std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string()).expect("quota");
+        return dir.join("cgroup.procs");
+    }
+    let v2 = PathBuf::from("/sys/fs/cgroup");
+    let controllers = std::fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
+    assert!(
+        controllers.split_whitespace().any(|c| c == "cpu"),
+        "no cgroup CPU controller (v1 /sys/fs/cgroup/cpu or v2 cpu) to hold a slow host"
+    );
+    let _ = std::fs::write(v2.join("cgroup.subtree_control"), "+cpu");
+    let dir = v2.join(format!("corral-{name}"));
+    std::fs::create_dir_all(&dir).expect("cgroup v2 dir");
+    std::fs::write(dir.join("cpu.max"), format!("{quota} 100000")).expect("cpu.max");
+    dir.join("cgroup.procs")
 }
 
 /// Joins host `i` to the mesh of host `inviter`.

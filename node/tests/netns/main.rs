@@ -10,3 +10,4 @@
 
 mod harness;
 mod membership;
+mod offload;
