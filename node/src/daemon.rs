@@ -726,8 +726,17 @@ impl Node {
             Ok(TaskResponse::Accepted) | Ok(TaskResponse::Ack) => return,
             Ok(TaskResponse::Rejected(reason)) => {
                 tracing::info!(%job, index, peer = %name, "refused: {}", reason.describe());
+                use corral_protocol::messages::RejectReason as R;
+                let lasting = matches!(
+                    reason,
+                    R::NotTrusted
+                        | R::BadSignature
+                        | R::EngineUnavailable
+                        | R::LimitsTooLarge
+                        | R::Expired
+                );
                 self.coord
-                    .on_rejected(job, index, peer, &name, reason.describe())
+                    .on_rejected(job, index, peer, &name, reason.describe(), lasting)
             }
             Err(e) => self.coord.on_failed(
                 job,

@@ -283,6 +283,17 @@ impl Batch {
         self.release(index, peer, &format!("{} refused: {reason}", peer.short()))
     }
 
+    /// `peer` cannot take task `index` just now (no free slot, its owner is
+    /// back, it is leaving): back to the queue without using up an attempt.
+    pub fn on_busy(&mut self, index: u32, peer: &PeerKey, reason: &str) -> Vec<Decision> {
+        if let Some(task) = self.tasks.get_mut(index as usize)
+            && matches!(&task.state, TaskState::Running(on) if on.len() == 1 && on.contains_key(peer))
+        {
+            task.attempts = task.attempts.saturating_sub(1);
+        }
+        self.release(index, peer, &format!("{} refused: {reason}", peer.short()))
+    }
+
     /// Task `index` could not be run on `peer` (a lost connection, a worker
     /// error). A task that ran and trapped is a result, not a failure.
     pub fn on_failed(&mut self, index: u32, peer: &PeerKey, reason: &str) -> Vec<Decision> {
@@ -633,6 +644,17 @@ mod tests {
             matches!(&given_up[..], [Decision::GiveUp { index: 0, reason }] if reason.contains("2 attempts") && reason.contains("unreachable"))
         );
         assert!(batch.is_finished());
+    }
+
+    #[test]
+    fn a_busy_worker_does_not_use_up_attempts() {
+        let mut batch = Batch::new(1, BatchConfig::default());
+        for t in 0..10 {
+            assert_eq!(offers(&batch.schedule(&[worker(1, 1, 10)], t)).len(), 1);
+            batch.on_busy(0, &key(1), "no free slot");
+        }
+        assert_eq!(batch.tasks()[0].state, TaskState::Queued);
+        assert_eq!(batch.tasks()[0].attempts, 0);
     }
 
     #[test]

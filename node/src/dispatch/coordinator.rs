@@ -28,6 +28,8 @@ use crate::store::{Records, Store};
 const JOB_LIFETIME_MS: u64 = 2 * 24 * 3600 * 1000;
 /// Most jobs kept in memory (finished ones are read back from the store).
 const MAX_LIVE_JOBS: usize = 256;
+/// How long a busy worker is left alone by a job.
+const BUSY_COOLDOWN_MS: u64 = 1000;
 /// Most distinct refusals remembered per job.
 const MAX_REFUSALS: usize = 64;
 
@@ -145,6 +147,8 @@ struct Job {
     /// Peers that refused for a reason that will not change during the job
     /// (not trusted, no engine, limits): not offered again.
     excluded: std::collections::BTreeSet<PeerKey>,
+    /// Peers that were busy, not offered again before the time given.
+    cooldown: BTreeMap<PeerKey, u64>,
 }
 
 impl Job {
@@ -280,6 +284,7 @@ impl Coordinator {
                 tasks,
                 refusals: Vec::new(),
                 excluded: Default::default(),
+                cooldown: BTreeMap::new(),
             },
         );
         Ok(job)
@@ -380,6 +385,7 @@ impl Coordinator {
                 ],
                 refusals: Vec::new(),
                 excluded: Default::default(),
+                cooldown: BTreeMap::new(),
             },
         );
         self.trim();
@@ -443,6 +449,10 @@ impl Coordinator {
                                 .saturating_sub(u16::try_from(others).unwrap_or(u16::MAX)),
                             speed: if now_ms < job.manifest.expires_ms
                                 && !job.excluded.contains(&c.peer)
+                                && job
+                                    .cooldown
+                                    .get(&c.peer)
+                                    .is_none_or(|until| *until <= now_ms)
                             {
                                 speed
                             } else {
@@ -468,10 +478,10 @@ impl Coordinator {
                     .iter()
                     .map(|r| format!("{} refused: {}", r.peer, r.reason))
                     .collect();
-                decisions.extend(job.batch.fail_queued(&format!(
-                    "no device accepts this job ({})",
-                    why.join("; ")
-                )));
+                decisions.extend(
+                    job.batch
+                        .fail_queued(&format!("no device accepts this job ({})", why.join("; "))),
+                );
             }
             actions.extend(self.apply(id, decisions));
         }
@@ -495,7 +505,14 @@ impl Coordinator {
                     tracing::debug!(job = %id, index, peer = %peer.short(), attempt, %reason, "offer");
                     if let Some(t) = job.tasks.get_mut(index as usize) {
                         t.state = "running".into();
-                        t.attempts = t.attempts.max(attempt);
+                        if attempt > t.attempts {
+                            // Kept, so a restarted coordinator numbers its
+                            // next attempt past every one a worker has seen.
+                            t.attempts = attempt;
+                            let _ =
+                                self.store
+                                    .put_record(Records::Tasks, &task_key(&id, index), &*t);
+                        }
                     }
                     actions.push(Action::Offer {
                         job: id,
@@ -564,7 +581,8 @@ impl Coordinator {
         })
     }
 
-    /// `peer` refused a task.
+    /// `peer` refused a task; `lasting` when the reason will not change
+    /// during the job (the peer is not offered this job again).
     pub fn on_rejected(
         &mut self,
         id: JobId,
@@ -572,10 +590,18 @@ impl Coordinator {
         peer: PeerKey,
         name: &str,
         reason: &str,
+        lasting: bool,
     ) -> Vec<Action> {
         let Some(job) = self.jobs.get_mut(&id) else {
             return Vec::new();
         };
+        if lasting {
+            job.excluded.insert(peer);
+        }
+        let busy = matches!(
+            reason,
+            "no free slot" | "owner is using the device" | "device is leaving"
+        );
         if let Some(r) = job
             .refusals
             .iter_mut()
@@ -589,7 +615,14 @@ impl Coordinator {
                 count: 1,
             });
         }
-        let decisions = job.batch.on_rejected(index, &peer, reason);
+        let decisions = if busy {
+            // Not its fault and not the task's: try it again a little later.
+            job.cooldown
+                .insert(peer, crate::daemon::now_ms() + BUSY_COOLDOWN_MS);
+            job.batch.on_busy(index, &peer, reason)
+        } else {
+            job.batch.on_rejected(index, &peer, reason)
+        };
         self.after_release(id, index, decisions)
     }
 

@@ -85,7 +85,10 @@ impl WorkerCtx {
     pub fn engine_for(&self, req: EngineReq) -> Option<EngineKind> {
         match req {
             EngineReq::Any => self.engines.first().copied(),
-            EngineReq::Jit => self.engines.contains(&EngineKind::Jit).then_some(EngineKind::Jit),
+            EngineReq::Jit => self
+                .engines
+                .contains(&EngineKind::Jit)
+                .then_some(EngineKind::Jit),
             EngineReq::Interp => self
                 .engines
                 .contains(&EngineKind::Interp)

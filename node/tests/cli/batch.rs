@@ -256,7 +256,14 @@ fn the_demo_renders_and_stitches_a_picture() {
     let stdout = text(&out.stdout);
     let tiles: u32 = stdout
         .lines()
-        .filter_map(|l| l.trim().strip_suffix(" tiles")?.rsplit(' ').next()?.parse().ok())
+        .filter_map(|l| {
+            l.trim()
+                .strip_suffix(" tiles")?
+                .rsplit(' ')
+                .next()?
+                .parse::<u32>()
+                .ok()
+        })
         .sum();
     assert_eq!(tiles, 4, "{stdout}");
     assert!(stdout.contains("laptop"), "{stdout}");

@@ -21,14 +21,18 @@ fn up(sb: &Sandbox, data: &str, extra: &[&str]) -> Child {
     let socket = sb.path(data).join("corral.sock");
     let started = Instant::now();
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(60), "the daemon did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the daemon did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child
 }
 
 fn job(sb: &Sandbox, id: &str) -> serde_json::Value {
-    serde_json::from_slice(&sb.corral(&["--data-dir", "a", "job", id, "--json"]).stdout).unwrap_or_default()
+    serde_json::from_slice(&sb.corral(&["--data-dir", "a", "job", id, "--json"]).stdout)
+        .unwrap_or_default()
 }
 
 #[test]
@@ -36,46 +40,98 @@ fn jobs_run_through_the_daemon_like_local_commands() {
     let sb = Sandbox::new();
     assert_code(&sb.corral(&["--data-dir", "a", "init", "--name", "one"]), 0);
     let token = text(&sb.corral(&["--data-dir", "a", "invite"]).stdout);
-    assert_code(&sb.corral(&["--data-dir", "b", "join", token.trim(), "--name", "two"]), 0);
+    assert_code(
+        &sb.corral(&["--data-dir", "b", "join", token.trim(), "--name", "two"]),
+        0,
+    );
     let mut a = up(&sb, "a", &["--slots", "1"]);
     let status: serde_json::Value =
-        serde_json::from_slice(&sb.corral(&["--data-dir", "a", "status", "--json"]).stdout).expect("json");
-    let addr = status["addresses"][0].as_str().expect("address").to_string();
+        serde_json::from_slice(&sb.corral(&["--data-dir", "a", "status", "--json"]).stdout)
+            .expect("json");
+    let addr = status["addresses"][0]
+        .as_str()
+        .expect("address")
+        .to_string();
     let mut b = up(&sb, "b", &["--slots", "1", "--peer", &addr]);
     let tk = module("testkit");
 
     let out = sb.corral(&["--data-dir", "a", "run", &tk, "--", "args", "x y"]);
     assert_code(&out, 0);
     assert_eq!(text(&out.stdout), "testkit.wasm\nargs\nx y\n");
-    assert_code(&sb.corral(&["--data-dir", "a", "run", &tk, "--", "exit", "3"]), 3);
+    assert_code(
+        &sb.corral(&["--data-dir", "a", "run", &tk, "--", "exit", "3"]),
+        3,
+    );
     let out = sb.corral(&["--data-dir", "a", "run", &tk, "--", "trap"]);
     assert_code(&out, 125);
-    assert!(text(&out.stderr).contains("trapped"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("trapped"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // A batch, detached: only the id on stdout; then followed and fetched.
-    let out = sb.corral(&["--data-dir", "a", "run", &tk, "--detach", "--tasks", "3", "--", "args", "{task}"]);
+    let out = sb.corral(&[
+        "--data-dir",
+        "a",
+        "run",
+        &tk,
+        "--detach",
+        "--tasks",
+        "3",
+        "--",
+        "args",
+        "{task}",
+    ]);
     assert_code(&out, 0);
     let id = text(&out.stdout).trim().to_string();
     assert_eq!(id.len(), 32, "{id:?}");
     let started = Instant::now();
     while job(&sb, &id)["state"] == "running" {
-        assert!(started.elapsed() < Duration::from_secs(60), "the job never ended");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the job never ended"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(job(&sb, &id)["state"], "completed");
-    assert_code(&sb.corral(&["--data-dir", "a", "results", &id, "--out", "res"]), 0);
-    assert_eq!(std::fs::read_to_string(sb.path("res/2/stdout")).expect("stdout"), "testkit.wasm\nargs\n2\n");
+    assert_code(
+        &sb.corral(&["--data-dir", "a", "results", &id, "--out", "res"]),
+        0,
+    );
+    assert_eq!(
+        std::fs::read_to_string(sb.path("res/2/stdout")).expect("stdout"),
+        "testkit.wasm\nargs\n2\n"
+    );
     let listed = text(&sb.corral(&["--data-dir", "a", "jobs"]).stdout);
-    assert!(listed.contains(&id) && listed.contains("completed"), "{listed}");
+    assert!(
+        listed.contains(&id) && listed.contains("completed"),
+        "{listed}"
+    );
 
     // A long job is cancelled: it ends as cancelled and nothing more starts.
-    let out = sb.corral(&["--data-dir", "a", "run", &tk, "--detach", "--tasks", "50", "--", "sleep-ms", "300"]);
+    let out = sb.corral(&[
+        "--data-dir",
+        "a",
+        "run",
+        &tk,
+        "--detach",
+        "--tasks",
+        "50",
+        "--",
+        "sleep-ms",
+        "300",
+    ]);
     let long = text(&out.stdout).trim().to_string();
     assert_code(&sb.corral(&["--data-dir", "a", "cancel", &long]), 0);
     assert_eq!(job(&sb, &long)["state"], "cancelled");
     let again = sb.corral(&["--data-dir", "a", "cancel", &long]);
     assert_code(&again, 1);
-    assert!(text(&again.stderr).contains("already ended"), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("already ended"),
+        "{}",
+        text(&again.stderr)
+    );
     let bad = sb.corral(&["--data-dir", "a", "job", "nope"]);
     assert_code(&bad, 1);
     assert!(text(&bad.stderr).contains("nope"), "{}", text(&bad.stderr));

@@ -182,7 +182,13 @@ impl Lan {
     /// Starts `corral up` with extra flags, extra environment variables, and
     /// optionally held to `cpu_pct` percent of one CPU by a cgroup quota (a
     /// slow device: its calibration and its tasks run under the quota).
-    pub fn up_opts(&mut self, i: usize, extra: &[&str], env: &[(&str, &str)], cpu_pct: Option<u32>) {
+    pub fn up_opts(
+        &mut self,
+        i: usize,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        cpu_pct: Option<u32>,
+    ) {
         let prefix = self.prefix.clone();
         let host = &mut self.hosts[i];
         let log = std::fs::File::create(&host.log).expect("log file");
