@@ -643,7 +643,16 @@ impl Node {
             return;
         }
         let candidates = self.candidates();
-        let actions = self.coord.schedule(&candidates, now_ms());
+        let mut present: Vec<PeerKey> = self
+            .view
+            .peers()
+            .filter(|(_, e)| e.connections > 0)
+            .map(|(k, _)| *k)
+            .collect();
+        if self.config.share != crate::capacity::Share::Never {
+            present.push(self.me);
+        }
+        let actions = self.coord.schedule(&candidates, &present, now_ms());
         self.execute(actions);
     }
 

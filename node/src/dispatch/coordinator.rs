@@ -423,8 +423,14 @@ impl Coordinator {
             .sum()
     }
 
-    /// Places what can be placed on `candidates`.
-    pub fn schedule(&mut self, candidates: &[Candidate], now_ms: u64) -> Vec<Action> {
+    /// Places what can be placed on `candidates`; `present` is every device
+    /// connected now (idle or not), this one included.
+    pub fn schedule(
+        &mut self,
+        candidates: &[Candidate],
+        present: &[PeerKey],
+        now_ms: u64,
+    ) -> Vec<Action> {
         let mut actions = Vec::new();
         let ids: Vec<JobId> = self
             .jobs
@@ -471,7 +477,7 @@ impl Coordinator {
             // it, rather than wait for a device that will never come.
             if !job.excluded.is_empty()
                 && !job.batch.any_running()
-                && candidates.iter().all(|c| job.excluded.contains(&c.peer))
+                && present.iter().all(|p| job.excluded.contains(p))
             {
                 let why: Vec<String> = job
                     .refusals
@@ -935,7 +941,7 @@ fn report_of(id: JobId, job: &Job) -> JobReport {
             state: state.to_string(),
             exit_code,
             reason: winner.map_or_else(
-                || record.reason.clone().unwrap_or_default(),
+                || if state == "failed" { "not_run" } else { "" }.to_string(),
                 |r| r.status.reason_code().to_string(),
             ),
             message: message.or_else(|| {
