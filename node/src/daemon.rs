@@ -101,7 +101,22 @@ struct Node {
     results_tx: mpsc::Sender<ResultReady>,
     /// Placement should run again (something changed).
     dirty: bool,
+    /// CLIs waiting for a job to change.
+    watchers: Vec<Watcher>,
 }
+
+/// A `Watch` request waiting for its job to change.
+struct Watcher {
+    job: JobId,
+    seq: u64,
+    deadline: tokio::time::Instant,
+    reply: oneshot::Sender<Result<serde_json::Value, String>>,
+}
+
+/// Longest a `Watch` may wait (a CLI asks again).
+const MAX_WATCH_MS: u64 = 1000;
+/// Most watchers at once.
+const MAX_WATCHERS: usize = 256;
 
 /// An outbound task request waiting for its answer.
 enum Pending {
@@ -231,6 +246,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         pending_tasks: HashMap::new(),
         pending_blobs: HashMap::new(),
         results_tx,
+        watchers: Vec::new(),
     };
     for addr in node.config.bootstrap.clone() {
         if let Err(e) = node.swarm.dial(addr.clone()) {
@@ -251,8 +267,12 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
             // Local work first (STYLE: handle local work before new remote work).
             Some((request, reply)) = calls.recv() => {
                 let leave = request == Request::Leave;
-                let answer = node.control(request);
-                let _ = reply.send(answer);
+                if let Request::Watch { id, seq, wait_ms } = request {
+                    node.watch(&id, seq, wait_ms, reply);
+                } else {
+                    let answer = node.control(request);
+                    let _ = reply.send(answer);
+                }
                 if leave { break; }
             }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: leaving the mesh"); break; }
@@ -274,6 +294,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
             }
             _ = redial_timer.tick() => node.redial(),
             _ = schedule_timer.tick() => node.dirty |= node.coord.has_live_jobs(),
+            _ = tokio::time::sleep_until(node.next_watch_deadline()), if !node.watchers.is_empty() => {}
             Some(found) = found.recv() => node.on_found(found),
             Some(cmd) = net_rx.recv() => node.on_net_cmd(cmd),
             Some(event) = worker_events.recv() => {
@@ -286,6 +307,9 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         if node.dirty {
             node.dirty = false;
             node.reschedule();
+        }
+        if !node.watchers.is_empty() {
+            node.wake_watchers();
         }
     }
     node.leave().await;
@@ -590,12 +614,70 @@ impl Node {
                     .map(|r| json!(r))
                     .ok_or_else(|| format!("no job {id} on this node"))
             }
+            Request::Watch { id, .. } => self.control(Request::Job { id }),
             Request::Cancel { id } => {
                 let id: JobId = id.parse().map_err(|e| format!("{e}"))?;
                 let actions = self.coord.cancel(&id)?;
                 let cancelled = actions.len();
                 self.execute(actions);
                 Ok(json!({ "cancelled": id.to_string(), "tasks_stopped": cancelled }))
+            }
+        }
+    }
+
+    fn watch(
+        &mut self,
+        id: &str,
+        seq: u64,
+        wait_ms: u64,
+        reply: oneshot::Sender<Result<serde_json::Value, String>>,
+    ) {
+        let job: JobId = match id.parse() {
+            Ok(job) => job,
+            Err(e) => {
+                let _ = reply.send(Err(format!("{e}")));
+                return;
+            }
+        };
+        if self.watchers.len() >= MAX_WATCHERS {
+            let _ = reply.send(self.control(Request::Job { id: id.to_string() }));
+            return;
+        }
+        self.watchers.push(Watcher {
+            job,
+            seq,
+            deadline: tokio::time::Instant::now()
+                + Duration::from_millis(wait_ms.min(MAX_WATCH_MS)),
+            reply,
+        });
+    }
+
+    fn next_watch_deadline(&self) -> tokio::time::Instant {
+        self.watchers
+            .iter()
+            .map(|w| w.deadline)
+            .min()
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600))
+    }
+
+    /// Answers the watchers whose job changed, ended or whose wait is over.
+    fn wake_watchers(&mut self) {
+        let now = tokio::time::Instant::now();
+        let watchers = std::mem::take(&mut self.watchers);
+        for w in watchers {
+            let ready = match self.coord.progress(&w.job) {
+                Some((seq, live)) => seq != w.seq || !live || now >= w.deadline,
+                None => true,
+            };
+            if ready {
+                let answer = self
+                    .coord
+                    .report(&w.job)
+                    .map(|r| json!(r))
+                    .ok_or_else(|| format!("no job {} on this node", w.job));
+                let _ = w.reply.send(answer);
+            } else {
+                self.watchers.push(w);
             }
         }
     }
@@ -678,6 +760,7 @@ impl Node {
                     }
                     match peer_id_of(&peer) {
                         Some(id) => {
+                            tracing::debug!(%job, index, "offer sent");
                             let rid = self.swarm.behaviour_mut().task.send_request(&id, request);
                             self.pending_tasks
                                 .insert(rid, Pending::Offer { job, index, peer });

@@ -40,6 +40,9 @@ pub struct Worker {
     /// Its class for verification (e.g. `aarch64/jit`): runs of one task
     /// prefer different classes.
     pub class: String,
+    /// It already holds the job's module (no transfer before the first
+    /// task): preferred when the predicted finish is the same.
+    pub cached: bool,
 }
 
 /// Where a task stands.
@@ -488,6 +491,7 @@ impl Batch {
                     seen_a
                         .cmp(&seen_b)
                         .then((la * u128::from(b.speed)).cmp(&(lb * u128::from(a.speed))))
+                        .then(b.cached.cmp(&a.cached))
                         .then(a.peer.cmp(&b.peer))
                 });
             let Some(worker) = best else {
@@ -586,6 +590,7 @@ mod tests {
             slots_free: slots,
             speed,
             class: format!("class-{n}"),
+            cached: false,
         }
     }
 
@@ -691,6 +696,15 @@ mod tests {
         // The slow copy's late result changes nothing.
         assert!(batch.on_done(0, &key(1)).is_empty());
         assert_eq!(batch.tasks()[0].state, TaskState::Done(key(2)));
+    }
+
+    #[test]
+    fn a_worker_holding_the_module_wins_a_tie() {
+        let mut batch = Batch::new(1, BatchConfig::default());
+        let mut warm = worker(9, 1, 100);
+        warm.cached = true;
+        let placed = offers(&batch.schedule(&[worker(1, 1, 100), warm], 0));
+        assert_eq!(placed, vec![(0, key(9))]);
     }
 
     #[test]

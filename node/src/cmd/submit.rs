@@ -27,8 +27,8 @@ use crate::job::plan::{JobPlan, Tasks};
 use crate::job::report::JobReport;
 use crate::runtime::EngineChoice;
 
-/// How often the CLI asks the daemon how the job is doing.
-const POLL: Duration = Duration::from_millis(100);
+/// Longest the CLI waits for news of the job before asking again.
+const WATCH_MS: u64 = 500;
 
 fn no_daemon(data_dir: &Path) -> anyhow::Error {
     anyhow::anyhow!(
@@ -160,6 +160,19 @@ pub fn submit(data_dir: &Path, plan: &JobPlan, verify: u8) -> anyhow::Result<Str
         .to_string())
 }
 
+/// The job's record once it differs from change `seq` (or after a while).
+fn watch_report(data_dir: &Path, id: &str, seq: u64) -> anyhow::Result<JobReport> {
+    let value = client::call(
+        data_dir,
+        Request::Watch {
+            id: id.to_string(),
+            seq,
+            wait_ms: WATCH_MS,
+        },
+    )?;
+    serde_json::from_value(value).context("the daemon's job record is not understood")
+}
+
 fn fetch_report(data_dir: &Path, id: &str) -> anyhow::Result<JobReport> {
     let value = client::call(data_dir, Request::Job { id: id.to_string() })?;
     serde_json::from_value(value).context("the daemon's job record is not understood")
@@ -182,8 +195,10 @@ pub fn follow(data_dir: &Path, id: &str, batch: bool) -> anyhow::Result<JobRepor
     let mut told: BTreeSet<(String, String)> = BTreeSet::new();
     let started = Instant::now();
     let mut hinted = false;
+    let mut seq = u64::MAX;
     loop {
-        let report = fetch_report(data_dir, id)?;
+        let report = watch_report(data_dir, id, seq)?;
+        seq = report.seq;
         for refusal in &report.refusals {
             if told.insert((refusal.peer.clone(), refusal.reason.clone())) {
                 progress
@@ -211,7 +226,6 @@ pub fn follow(data_dir: &Path, id: &str, batch: bool) -> anyhow::Result<JobRepor
                 )
             });
         }
-        std::thread::sleep(POLL);
     }
 }
 

@@ -53,6 +53,16 @@ pub enum Request {
         /// Its id.
         id: String,
     },
+    /// One job's record once it changes from `seq` (or ends), or after
+    /// `wait_ms` at the latest.
+    Watch {
+        /// Its id.
+        id: String,
+        /// The change counter the caller has seen.
+        seq: u64,
+        /// Longest wait.
+        wait_ms: u64,
+    },
     /// Stop a job.
     Cancel {
         /// Its id.

@@ -149,6 +149,11 @@ struct Job {
     excluded: std::collections::BTreeSet<PeerKey>,
     /// Peers that were busy, not offered again before the time given.
     cooldown: BTreeMap<PeerKey, u64>,
+    /// When it was submitted and when it ended, on this process's clock.
+    started: Option<std::time::Instant>,
+    ended: Option<std::time::Instant>,
+    /// Bumped on every change.
+    seq: u64,
 }
 
 impl Job {
@@ -164,7 +169,12 @@ pub struct Coordinator {
     store: Store,
     blobs: BlobStore,
     jobs: BTreeMap<JobId, Job>,
+    /// Which peers hold which modules (they returned a result of it).
+    warm: std::collections::BTreeSet<(PeerKey, ContentHash)>,
 }
+
+/// Most (peer, module) pairs remembered as warm.
+const MAX_WARM: usize = 4096;
 
 fn task_key(job: &JobId, index: u32) -> Vec<u8> {
     let mut key = job.as_bytes().to_vec();
@@ -198,6 +208,7 @@ impl Coordinator {
             store,
             blobs,
             jobs: BTreeMap::new(),
+            warm: Default::default(),
         };
         let records: Vec<(Vec<u8>, JobRecord)> = coordinator.store.scan_records(Records::Jobs, b"");
         for (id, record) in records {
@@ -285,6 +296,9 @@ impl Coordinator {
                 refusals: Vec::new(),
                 excluded: Default::default(),
                 cooldown: BTreeMap::new(),
+                started: None,
+                ended: None,
+                seq: 0,
             },
         );
         Ok(job)
@@ -386,6 +400,9 @@ impl Coordinator {
                 refusals: Vec::new(),
                 excluded: Default::default(),
                 cooldown: BTreeMap::new(),
+                started: Some(std::time::Instant::now()),
+                ended: None,
+                seq: 0,
             },
         );
         self.trim();
@@ -465,6 +482,8 @@ impl Coordinator {
                                 0
                             },
                             class: format!("{}/{engine}", c.arch),
+                            cached: c.peer == self.me
+                                || self.warm.contains(&(c.peer, job.manifest.module_hash)),
                         }
                     })
                     .collect()
@@ -500,6 +519,9 @@ impl Coordinator {
         let Some(job) = self.jobs.get_mut(&id) else {
             return actions;
         };
+        if !decisions.is_empty() {
+            job.seq += 1;
+        }
         for decision in decisions {
             match decision {
                 Decision::Offer {
@@ -567,6 +589,8 @@ impl Coordinator {
             });
         job.record.state = if failed { "failed" } else { "completed" }.into();
         job.record.finished_ms = Some(crate::daemon::now_ms());
+        job.ended = Some(std::time::Instant::now());
+        job.seq += 1;
         if let Err(e) = self
             .store
             .put_record(Records::Jobs, id.as_bytes(), &job.record)
@@ -724,6 +748,11 @@ impl Coordinator {
             return self.apply(id, decisions);
         };
         let digest = result_digest(&receipt);
+        job.seq += 1;
+        if self.warm.len() >= MAX_WARM {
+            self.warm.clear();
+        }
+        self.warm.insert((from, job.manifest.module_hash));
         let decisions = job.batch.on_result(index, &from, digest);
         let task = &job.batch.tasks()[index as usize];
         let Some(record) = job.tasks.get_mut(index as usize) else {
@@ -788,6 +817,8 @@ impl Coordinator {
         }
         job.record.state = "cancelled".into();
         job.record.finished_ms = Some(crate::daemon::now_ms());
+        job.ended = Some(std::time::Instant::now());
+        job.seq += 1;
         self.store
             .put_record(Records::Jobs, id.as_bytes(), &job.record)
             .map_err(|e| format!("{e:#}"))?;
@@ -806,6 +837,7 @@ impl Coordinator {
             store: self.store.clone(),
             blobs: self.blobs.clone(),
             jobs: BTreeMap::new(),
+            warm: Default::default(),
         };
         let state = record.state.clone();
         scratch.restore(id.as_bytes(), record).ok()?;
@@ -877,6 +909,12 @@ impl Coordinator {
             .collect();
         jobs.sort_by_key(|(created, _)| std::cmp::Reverse(*created));
         jobs.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// A job's change counter and whether it still runs (cheap, for
+    /// watchers); `None` for a job not in memory.
+    pub fn progress(&self, id: &JobId) -> Option<(u64, bool)> {
+        self.jobs.get(id).map(|j| (j.seq, j.is_live()))
     }
 
     /// Tasks running on this node's behalf, per job (for status).
@@ -1008,5 +1046,10 @@ fn report_of(id: JobId, job: &Job) -> JobReport {
     report.devices = devices;
     report.refusals = job.refusals.clone();
     report.mismatches = job.tasks.iter().filter(|t| t.mismatch).count() as u32;
+    report.seq = job.seq;
+    report.wall_us = job
+        .started
+        .zip(job.ended)
+        .map(|(s, e)| u64::try_from(e.duration_since(s).as_micros()).unwrap_or(u64::MAX));
     report
 }

@@ -201,6 +201,7 @@ impl Worker {
     ) -> TaskResponse {
         match self.check(from, signed, index, attempt, gate) {
             Ok(manifest) => {
+                tracing::debug!(job = %manifest.job, index, attempt, "offer accepted");
                 self.remember(manifest.job, index, attempt);
                 let cancel = Arc::new(AtomicBool::new(false));
                 self.running.insert(
@@ -313,6 +314,9 @@ impl Worker {
 struct Outboxed {
     coordinator: PeerKey,
     expires_ms: u64,
+    job: JobId,
+    index: u32,
+    attempt: u32,
     receipt: Signed<TaskReceipt>,
 }
 
@@ -339,6 +343,9 @@ async fn execute(
             let item = Outboxed {
                 coordinator,
                 expires_ms: manifest.expires_ms,
+                job,
+                index,
+                attempt,
                 receipt,
             };
             let key = outbox_key(&job, index, attempt);
@@ -365,10 +372,8 @@ async fn execute(
 
 /// Sends a receipt until the coordinator acknowledges it (or the job expires).
 async fn deliver(ctx: Arc<WorkerCtx>, item: Outboxed) {
-    let Ok(receipt) = item.receipt.verify(now_ms()) else {
-        return;
-    };
-    let key = outbox_key(&receipt.job, receipt.index, receipt.attempt);
+    let key = outbox_key(&item.job, item.index, item.attempt);
+    let (job, index) = (item.job, item.index);
     let mut backoff = Duration::from_millis(250);
     loop {
         match ctx
@@ -376,17 +381,20 @@ async fn deliver(ctx: Arc<WorkerCtx>, item: Outboxed) {
             .task(item.coordinator, TaskRequest::Result(item.receipt.clone()))
             .await
         {
-            Ok(TaskResponse::Ack) => break,
+            Ok(TaskResponse::Ack) => {
+                tracing::debug!(%job, index, "result acknowledged");
+                break;
+            }
             Ok(other) => {
-                tracing::warn!(job = %receipt.job, index = receipt.index, "the coordinator refused the result: {other:?}");
+                tracing::warn!(%job, index, "the coordinator refused the result: {other:?}");
                 break;
             }
             Err(e) => {
                 if now_ms() > item.expires_ms {
-                    tracing::warn!(job = %receipt.job, index = receipt.index, "result not delivered before the job expired: {e}");
+                    tracing::warn!(%job, index, "result not delivered before the job expired: {e}");
                     break;
                 }
-                tracing::debug!(job = %receipt.job, index = receipt.index, "result not delivered yet: {e}");
+                tracing::debug!(%job, index, "result not delivered yet: {e}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(3));
             }
@@ -449,6 +457,7 @@ async fn prepare_and_run(
     if cancel.load(Ordering::Relaxed) {
         return Ok(None);
     }
+    tracing::debug!(job = %manifest.job, index, "inputs ready, running");
     let prepared = Prepared { module, input };
     let ctx2 = ctx.clone();
     let manifest2 = manifest.clone();
@@ -457,6 +466,7 @@ async fn prepare_and_run(
     })
     .await
     .context("the task thread failed")??;
+    tracing::debug!(job = %manifest.job, index, "ran");
     if cancel.load(Ordering::Relaxed) {
         return Ok(None);
     }

@@ -31,6 +31,13 @@ pub struct JobReport {
     /// Tasks whose runs disagreed (with `--verify`).
     #[serde(default)]
     pub mismatches: u32,
+    /// Submit to end on the coordinator's monotonic clock, microseconds
+    /// (jobs submitted since the daemon started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_us: Option<u64>,
+    /// Changes every time the job does (`corral run` waits for a change).
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// One task.
@@ -151,6 +158,8 @@ impl JobReport {
             devices: Default::default(),
             refusals: Vec::new(),
             mismatches: 0,
+            wall_us: None,
+            seq: 0,
         }
     }
 }

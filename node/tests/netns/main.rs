@@ -8,6 +8,7 @@
 
 #![allow(missing_docs, unreachable_pub, clippy::new_without_default)]
 
+mod bench;
 mod harness;
 mod membership;
 mod offload;

@@ -1,0 +1,182 @@
+//! `corral-bench`: measures corral's performance figures in one run and
+//! prints them with their goals (and, where there is one, the peer's value
+//! and the ratio). The mesh figures run on network namespaces (root) through
+//! the `#[ignore]`d benchmarks of `node/tests/netns/bench.rs`; a figure that
+//! cannot be measured here is reported as missing, with why — never skipped
+//! silently.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::Context;
+use clap::Parser;
+use serde::Serialize;
+
+/// Measure corral's performance figures.
+#[derive(Debug, Parser)]
+#[command(name = "corral-bench")]
+struct Args {
+    /// Smaller runs: a few minutes in all.
+    #[arg(long)]
+    quick: bool,
+    /// Print one JSON document: {figures: [{name, value, unit, peer, peer_value, ratio, goal}]}.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One figure.
+#[derive(Debug, Clone, Serialize)]
+struct Figure {
+    name: String,
+    value: Option<f64>,
+    unit: String,
+    peer: Option<String>,
+    peer_value: Option<f64>,
+    ratio: Option<f64>,
+    goal: String,
+    /// Why it is missing, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missing: Option<String>,
+}
+
+/// The mesh figures and their goals.
+const MESH: [(&str, &str, &str); 4] = [
+    ("round_trip_p50_ms", "ms", "<= 1"),
+    ("round_trip_p99_ms", "ms", "-"),
+    ("throughput_tasks_per_s", "tasks/s", ">= 10000"),
+    ("makespan_over_ideal", "ratio", "<= 1.10"),
+];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs the ignored netns benchmarks and collects their `BENCH` lines.
+fn mesh_figures(quick: bool) -> Vec<Figure> {
+    let missing = |why: String| {
+        MESH.iter()
+            .map(|(name, unit, goal)| Figure {
+                name: (*name).into(),
+                value: None,
+                unit: (*unit).into(),
+                peer: None,
+                peer_value: None,
+                ratio: None,
+                goal: (*goal).into(),
+                missing: Some(why.clone()),
+            })
+            .collect()
+    };
+    let root_user = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root_user {
+        return missing("needs root for network namespaces".into());
+    }
+    eprintln!(
+        "corral-bench: mesh figures (network namespaces; builds the release test binary first)…"
+    );
+    let output = Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "corral-node",
+            "--test",
+            "netns",
+            "--",
+        ])
+        .args(["--ignored", "--nocapture", "--test-threads", "1", "bench::"])
+        .env("CORRAL_REQUIRE_NETNS", "1")
+        .env("CORRAL_BENCH_QUICK", if quick { "1" } else { "0" })
+        .output();
+    let output = match output {
+        Ok(o) => o,
+        Err(e) => return missing(format!("cannot run cargo: {e}")),
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut found: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| l.find("BENCH ").map(|at| &l[at + 6..]))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    for line in stdout.lines().filter(|l| l.contains("makespan ")) {
+        eprintln!("  {line}");
+    }
+    MESH.iter()
+        .map(|(name, unit, goal)| {
+            let value = found
+                .iter()
+                .position(|v| v["name"] == *name)
+                .map(|i| found.remove(i))
+                .and_then(|v| v["value"].as_f64());
+            Figure {
+                name: (*name).into(),
+                value,
+                unit: (*unit).into(),
+                peer: None,
+                peer_value: None,
+                ratio: None,
+                goal: (*goal).into(),
+                missing: value.is_none().then(|| {
+                    format!(
+                        "the benchmark did not report it:\n{}",
+                        String::from_utf8_lossy(&output.stderr)
+                            .lines()
+                            .rev()
+                            .take(15)
+                            .collect::<Vec<_>>()
+                            .into_iter()
+                            .rev()
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    )
+                }),
+            }
+        })
+        .collect()
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corral-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let figures = mesh_figures(args.quick);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "figures": figures }))
+                .context("encode")?
+        );
+        return Ok(());
+    }
+    println!("| figure | value | unit | goal |");
+    println!("| --- | --- | --- | --- |");
+    for f in &figures {
+        let value = f
+            .value
+            .map_or_else(|| "missing".to_string(), |v| format!("{v:.3}"));
+        println!("| `{}` | {value} | {} | {} |", f.name, f.unit, f.goal);
+    }
+    for f in figures.iter().filter(|f| f.missing.is_some()) {
+        eprintln!(
+            "missing {}: {}",
+            f.name,
+            f.missing.as_deref().unwrap_or_default()
+        );
+    }
+    Ok(())
+}

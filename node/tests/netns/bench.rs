@@ -1,0 +1,182 @@
+//! Mesh benchmarks, run by `corral-bench` (they are `#[ignore]`d: figures,
+//! not checks). Each prints `BENCH {json}` lines: a figure's name, value
+//! and unit. `CORRAL_BENCH_QUICK=1` makes them smaller.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::harness::{Lan, make_mesh, netns_available};
+
+fn quick() -> bool {
+    std::env::var_os("CORRAL_BENCH_QUICK").is_some_and(|v| v == "1")
+}
+
+fn testkit() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/wasm/testkit.wasm")
+        .display()
+        .to_string()
+}
+
+fn figure(name: &str, value: f64, unit: &str) {
+    println!(
+        "BENCH {}",
+        serde_json::json!({ "name": name, "value": value, "unit": unit })
+    );
+}
+
+fn job_json(lan: &Lan, host: usize, id: &str) -> serde_json::Value {
+    serde_json::from_slice(&lan.cli(host, &["job", id, "--json"]).stdout).unwrap_or_default()
+}
+
+/// Waits for the job to end, asking rarely: building a large job's record
+/// costs the coordinator time the benchmark is measuring.
+fn wait_done(lan: &Lan, host: usize, id: &str) -> serde_json::Value {
+    let started = std::time::Instant::now();
+    loop {
+        let j = job_json(lan, host, id);
+        if j["state"].as_str().is_some_and(|s| s != "running") {
+            return j;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the job did not end: {}",
+            j["state"]
+        );
+        std::thread::sleep(Duration::from_millis(
+            if j["tasks_total"].as_u64().unwrap_or(0) > 100 {
+                250
+            } else {
+                5
+            },
+        ));
+    }
+}
+
+fn submit(lan: &Lan, host: usize, args: &[&str]) -> String {
+    let module = testkit();
+    let mut full = vec!["run", module.as_str(), "--detach"];
+    full.extend(args);
+    let out = lan.cli(host, &full);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A coordinator that runs nothing itself and `workers` hosts, all seeing
+/// each other.
+fn mesh(workers: usize, quotas: &[Option<u32>], slots: &str) -> Lan {
+    let n = workers + 1;
+    let mut lan = Lan::new(n);
+    let hosts: Vec<usize> = (0..n).collect();
+    make_mesh(&lan, &hosts);
+    lan.up_with(0, &["--share", "never"]);
+    for i in 1..n {
+        let quota = quotas.get(i - 1).copied().flatten();
+        lan.up_opts(i, &["--slots", slots], &[], quota);
+    }
+    let ids: Vec<String> = (1..n).map(|i| lan.id_of(i)).collect();
+    lan.wait_for(
+        "the coordinator to see every worker",
+        Duration::from_secs(60),
+        || {
+            let peers = lan.peers_of(0);
+            ids.iter().all(|id| peers.contains(id))
+        },
+    );
+    // Adverts (speeds) arrive within a second of the connection.
+    std::thread::sleep(Duration::from_millis(1500));
+    lan
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[test]
+#[ignore = "a benchmark: run by corral-bench"]
+fn bench_round_trip() {
+    if !netns_available() {
+        return;
+    }
+    let lan = mesh(1, &[], "1");
+    // Warm: the module crosses to the worker and is compiled there once.
+    let id = submit(&lan, 0, &["--", "exit", "0"]);
+    wait_done(&lan, 0, &id);
+    let runs = if quick() { 30 } else { 200 };
+    let mut wall_ms = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let id = submit(&lan, 0, &["--", "exit", "0"]);
+        let job = wait_done(&lan, 0, &id);
+        assert_eq!(job["state"], "completed", "{job}");
+        wall_ms.push(job["wall_us"].as_f64().expect("wall_us") / 1000.0);
+    }
+    wall_ms.sort_by(f64::total_cmp);
+    figure("round_trip_p50_ms", percentile(&wall_ms, 0.5), "ms");
+    figure("round_trip_p99_ms", percentile(&wall_ms, 0.99), "ms");
+}
+
+#[test]
+#[ignore = "a benchmark: run by corral-bench"]
+fn bench_throughput() {
+    if !netns_available() {
+        return;
+    }
+    let lan = mesh(2, &[], "2");
+    let warm = submit(&lan, 0, &["--tasks", "4", "--", "exit", "0"]);
+    wait_done(&lan, 0, &warm);
+    let tasks = if quick() { 2000 } else { 20000 };
+    let id = submit(&lan, 0, &["--tasks", &tasks.to_string(), "--", "exit", "0"]);
+    let job = wait_done(&lan, 0, &id);
+    assert_eq!(job["state"], "completed", "{}", job["state"]);
+    let secs = job["wall_us"].as_f64().expect("wall_us") / 1e6;
+    figure("throughput_tasks_per_s", f64::from(tasks) / secs, "tasks/s");
+}
+
+#[test]
+#[ignore = "a benchmark: run by corral-bench"]
+fn bench_makespan() {
+    if !netns_available() {
+        return;
+    }
+    // Three workers held to 100 %, 50 % and 25 % of one CPU (1.75 CPUs of
+    // the two this machine has), one slot each.
+    let quotas = [Some(100), Some(50), Some(25)];
+    let share: f64 = 1.0 + 0.5 + 0.25;
+    let lan = mesh(3, &quotas, "1");
+    let tasks = if quick() { 14 } else { 42 };
+    let id = submit(
+        &lan,
+        0,
+        &["--tasks", &tasks.to_string(), "--", "spin", "300000000"],
+    );
+    let job = wait_done(&lan, 0, &id);
+    assert_eq!(job["state"], "completed", "{}", job["state"]);
+    let wall_ms = job["wall_us"].as_f64().expect("wall_us") / 1000.0;
+    // Σwork in full-speed time: each task's run time times its host's
+    // share of a CPU; the ideal makespan spreads it over Σspeed.
+    let share_of = |peer: &str| match peer {
+        "host1" => 1.0,
+        "host2" => 0.5,
+        "host3" => 0.25,
+        other => panic!("task ran on {other}"),
+    };
+    let work_ms: f64 = job["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| {
+            t["duration_ms"].as_f64().unwrap_or(0.0) * share_of(t["peer"].as_str().unwrap_or(""))
+        })
+        .sum();
+    let ideal_ms = work_ms / share;
+    println!(
+        "makespan {wall_ms:.0} ms, ideal {ideal_ms:.0} ms (Σwork {work_ms:.0} ms at full speed over {share} CPUs); per device {}",
+        job["devices"]
+    );
+    figure("makespan_over_ideal", wall_ms / ideal_ms, "ratio");
+}
