@@ -89,6 +89,18 @@ pub struct InputSpec {
     pub size: u64,
 }
 
+/// Bytes the guest reads on stdin (a single task's forwarded stdin).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StdinSpec {
+    /// Content hash of the bytes.
+    pub hash: ContentHash,
+    /// Their size.
+    pub size: u64,
+}
+
+/// Most bytes of forwarded stdin.
+pub const MAX_STDIN_BYTES: u64 = 64 * 1024 * 1024;
+
 /// What the tasks of a job iterate over.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TaskSet {
@@ -131,6 +143,8 @@ pub struct JobManifest {
     pub expires_ms: u64,
     /// Makes the manifest unique.
     pub nonce: Nonce,
+    /// What every task reads on stdin (none: end of file at once).
+    pub stdin: Option<StdinSpec>,
 }
 
 /// A manifest field out of bounds.
@@ -292,6 +306,14 @@ impl JobManifest {
                 }
             }
         }
+        if let Some(stdin) = &self.stdin
+            && stdin.size > MAX_STDIN_BYTES
+        {
+            return Err(bad(
+                "stdin",
+                format!("{} bytes; at most {MAX_STDIN_BYTES}", stdin.size),
+            ));
+        }
         let l = &self.limits;
         if l.timeout_ms == 0 || l.timeout_ms > MAX_TIMEOUT_MS {
             return Err(bad(
@@ -353,6 +375,7 @@ pub(crate) mod tests {
             created_ms: 1_700_000_000_000,
             expires_ms: 1_700_000_000_000 + 3_600_000,
             nonce: Nonce([9; 16]),
+            stdin: None,
         }
     }
 

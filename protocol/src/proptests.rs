@@ -77,6 +77,10 @@ fn manifest() -> impl Strategy<Value = JobManifest> {
                     created_ms,
                     expires_ms: created_ms + lifetime,
                     nonce: Nonce(nonce),
+                    stdin: (nonce[0] % 2 == 0).then(|| crate::manifest::StdinSpec {
+                        hash: crate::hash::ContentHash::from_bytes([nonce[1]; 32]),
+                        size: u64::from(nonce[2]),
+                    }),
                 }
             },
         )

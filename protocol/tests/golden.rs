@@ -54,6 +54,10 @@ fn manifest() -> JobManifest {
         created_ms: CREATED,
         expires_ms: CREATED + 3_600_000,
         nonce: Nonce(*b"nonce-nonce-0001"),
+        stdin: Some(corral_protocol::manifest::StdinSpec {
+            hash: ContentHash::of(b"stdin"),
+            size: 5,
+        }),
     }
 }
 

@@ -30,12 +30,14 @@ use crate::runtime::EngineChoice;
 /// Longest the CLI waits for news of the job before asking again.
 const WATCH_MS: u64 = 500;
 
+/// Without a daemon the command cannot be carried out as given: a usage error
+/// (exit 2), so it is never mistaken for a task's own exit code 1.
 fn no_daemon(data_dir: &Path) -> anyhow::Error {
-    anyhow::anyhow!(
+    anyhow::Error::new(super::UsageError(format!(
         "no corral daemon is running for {}: start one with `corral up` (after `corral init` \
          or `corral join TOKEN`), or run this device alone with --local",
         data_dir.display()
-    )
+    )))
 }
 
 /// Submits a job to the local daemon and follows it to the end.
@@ -52,7 +54,32 @@ pub fn run_remote(data_dir: &Path, args: &RunArgs, plan: &JobPlan) -> anyhow::Re
         None
     };
     let blobs = BlobStore::open(data_dir)?;
-    let id = submit(data_dir, plan, args.verify.unwrap_or(1))?;
+    // One task behaves like a local command: what is piped into corral is
+    // the task's stdin (a terminal is not read: the task sees end of file).
+    let stdin = if batch || std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        None
+    } else {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(
+                std::io::stdin(),
+                corral_protocol::manifest::MAX_STDIN_BYTES + 1,
+            ),
+            &mut bytes,
+        )
+        .context("cannot read stdin")?;
+        if bytes.len() as u64 > corral_protocol::manifest::MAX_STDIN_BYTES {
+            return Err(UsageError(format!(
+                "stdin holds more than {} bytes; pass large data with --inputs or --dir",
+                corral_protocol::manifest::MAX_STDIN_BYTES
+            ))
+            .into());
+        }
+        (!bytes.is_empty())
+            .then(|| blobs.put_bytes(&bytes))
+            .transpose()?
+    };
+    let id = submit_with_stdin(data_dir, plan, args.verify.unwrap_or(1), stdin)?;
     if args.detach {
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
@@ -106,6 +133,16 @@ pub fn run_remote(data_dir: &Path, args: &RunArgs, plan: &JobPlan) -> anyhow::Re
 /// Puts the job's blobs into the data dir and hands the job to the daemon;
 /// returns its id.
 pub fn submit(data_dir: &Path, plan: &JobPlan, verify: u8) -> anyhow::Result<String> {
+    submit_with_stdin(data_dir, plan, verify, None)
+}
+
+/// As [`submit`], with the blob every task reads on stdin.
+pub fn submit_with_stdin(
+    data_dir: &Path,
+    plan: &JobPlan,
+    verify: u8,
+    stdin: Option<ContentHash>,
+) -> anyhow::Result<String> {
     let blobs = BlobStore::open(data_dir)?;
     let module = blobs.put_bytes(&plan.module.bytes)?;
     let inputs = match &plan.tasks {
@@ -147,6 +184,7 @@ pub fn submit(data_dir: &Path, plan: &JobPlan, verify: u8) -> anyhow::Result<Str
             EngineChoice::Interp => EngineReq::Interp,
         },
         verify,
+        stdin,
     };
     let answer = client::call(
         data_dir,

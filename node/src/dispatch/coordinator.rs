@@ -57,6 +57,9 @@ pub struct SubmitSpec {
     pub engine: EngineReq,
     /// `--verify K` (1: none).
     pub verify: u8,
+    /// The blob every task reads on stdin (a single task's forwarded stdin).
+    #[serde(default)]
+    pub stdin: Option<ContentHash>,
 }
 
 /// A peer that can take tasks, from the view (or this node).
@@ -334,6 +337,16 @@ impl Coordinator {
                 ));
             }
         }
+        let stdin = match spec.stdin {
+            Some(hash) => Some(corral_protocol::manifest::StdinSpec {
+                hash,
+                size: self
+                    .blobs
+                    .size(&hash)
+                    .ok_or_else(|| "stdin is not in the blob store".to_string())?,
+            }),
+            None => None,
+        };
         let mut random = [0u8; 32];
         getrandom::fill(&mut random).map_err(|e| format!("no randomness: {e}"))?;
         let job = JobId::from_bytes(random[..16].try_into().unwrap_or([0; 16]));
@@ -361,6 +374,7 @@ impl Coordinator {
             created_ms: now_ms,
             expires_ms: now_ms + JOB_LIFETIME_MS.min(MAX_LIFETIME_MS),
             nonce,
+            stdin,
         };
         manifest.validate().map_err(|e| e.to_string())?;
         let signed = Signed::sign(&manifest, &self.key);

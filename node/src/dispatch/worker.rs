@@ -409,6 +409,7 @@ async fn deliver(ctx: Arc<WorkerCtx>, item: Outboxed) {
 struct Prepared {
     module: PathBuf,
     input: Option<(String, PathBuf)>,
+    stdin: Option<PathBuf>,
 }
 
 async fn prepare_and_run(
@@ -457,8 +458,22 @@ async fn prepare_and_run(
     if cancel.load(Ordering::Relaxed) {
         return Ok(None);
     }
+    let stdin = match &manifest.stdin {
+        Some(spec) => Some(
+            fetch(
+                spec.hash,
+                spec.size.min(corral_protocol::manifest::MAX_STDIN_BYTES),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     tracing::debug!(job = %manifest.job, index, "inputs ready, running");
-    let prepared = Prepared { module, input };
+    let prepared = Prepared {
+        module,
+        input,
+        stdin,
+    };
     let ctx2 = ctx.clone();
     let manifest2 = manifest.clone();
     let receipt = tokio::task::spawn_blocking(move || {
@@ -586,7 +601,14 @@ fn run_blocking(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        stdin: Stdin::Empty,
+        stdin: match &prepared.stdin {
+            Some(path) => Stdin::Bytes(
+                std::fs::read(path)
+                    .context("cannot read the task's stdin")?
+                    .into(),
+            ),
+            None => Stdin::Empty,
+        },
         passthrough: false,
         preopens,
         limits: Limits {

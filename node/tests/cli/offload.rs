@@ -62,6 +62,11 @@ fn jobs_run_through_the_daemon_like_local_commands() {
         &sb.corral(&["--data-dir", "a", "run", &tk, "--", "exit", "3"]),
         3,
     );
+    // What is piped into corral reaches the task on whichever device runs it.
+    let piped: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    let out = sb.corral_with_stdin(&["--data-dir", "a", "run", &tk, "--", "stdin"], &piped);
+    assert_code(&out, 0);
+    assert!(out.stdout == piped, "stdin came back changed");
     let out = sb.corral(&["--data-dir", "a", "run", &tk, "--", "trap"]);
     assert_code(&out, 125);
     assert!(
