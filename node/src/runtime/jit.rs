@@ -38,6 +38,19 @@ pub(crate) fn cranelift_supported() -> bool {
 /// memory plus guard regions: small devices (a 1 GiB Pi) have failed to start.
 const SMALL_HOST_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
+/// Below this address-space limit (`ulimit -v`, a service's `LimitAS=`) the
+/// same holds: a few slots' 4 GiB reservations would not fit.
+const SMALL_ADDRESS_SPACE: u64 = 64 * 1024 * 1024 * 1024;
+
+/// Whether memories must be bounds-checked instead of reserved up front.
+fn address_space_is_tight(host_memory: Option<u64>) -> bool {
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_AS)
+        .map(|(soft, _)| soft)
+        .unwrap_or(nix::sys::resource::RLIM_INFINITY);
+    host_memory.is_some_and(|m| m < SMALL_HOST_BYTES)
+        || (limit != nix::sys::resource::RLIM_INFINITY && limit < SMALL_ADDRESS_SPACE)
+}
+
 struct RunState {
     wasi: WasiP1Ctx,
     limiter: MemoryLimiter,
@@ -65,7 +78,7 @@ impl JitEngine {
         config.cranelift_nan_canonicalization(true);
         config.epoch_interruption(true);
         config.max_wasm_stack(1024 * 1024);
-        if host_memory.is_some_and(|m| m < SMALL_HOST_BYTES) {
+        if address_space_is_tight(host_memory) {
             // Explicit bounds checks instead of a 4 GiB reservation per memory.
             config.memory_reservation(0);
             config.memory_guard_size(64 * 1024);

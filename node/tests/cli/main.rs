@@ -5,6 +5,7 @@
 
 mod batch;
 mod examples;
+mod install;
 mod mesh;
 mod offload;
 mod single;

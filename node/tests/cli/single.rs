@@ -114,3 +114,23 @@ fn files_written_without_out_are_reported_as_discarded() {
     assert_code(&out, 0);
     assert!(text(&out.stderr).contains("--out"), "{}", text(&out.stderr));
 }
+
+/// A device with little address space (a 1 GiB Pi, a service under
+/// `LimitAS=`): the JIT must bounds-check memories instead of reserving
+/// 4 GiB plus guards for each, or every instantiation fails.
+#[test]
+fn the_jit_runs_under_a_small_address_space_limit() {
+    let Ok(out) = std::process::Command::new("prlimit")
+        .arg(format!("--as={}", 2u64 << 30))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_corral"))
+        .args(["run", "--local", "--engine", "jit", &module("primes")])
+        .args(["--", "0", "1", "100000"])
+        .output()
+    else {
+        eprintln!("\n!!! SKIPPING: prlimit (util-linux) is missing !!!\n");
+        return;
+    };
+    assert_code(&out, 0);
+    assert_eq!(text(&out.stdout), "task 0/1: 9592 primes in [0, 100000)\n");
+}

@@ -64,6 +64,58 @@ pub struct Host {
     pub data: PathBuf,
     daemon: Option<Child>,
     log: PathBuf,
+    /// Runs a cross-built daemon under qemu-user instead of this build's.
+    emulated: Option<Emulated>,
+}
+
+/// A corral built for another CPU, run under Debian's qemu-user.
+#[derive(Clone, Debug)]
+pub struct Emulated {
+    /// `qemu-aarch64` or `qemu-arm`.
+    pub qemu: &'static str,
+    /// The target's libraries (Debian's `libc6-*-cross`).
+    pub sysroot: &'static str,
+    /// The cross-built `corral`.
+    pub bin: PathBuf,
+}
+
+impl Emulated {
+    /// The cross build for `triple`, from `CORRAL_CROSS_TARGET_DIR` (default:
+    /// the workspace's target dir), debug profile unless
+    /// `CORRAL_CROSS_PROFILE` says otherwise; `None` if it or qemu is missing.
+    pub fn find(triple: &str) -> Result<Self, String> {
+        let (qemu, sysroot) = match triple {
+            "aarch64-unknown-linux-gnu" => ("qemu-aarch64", "/usr/aarch64-linux-gnu"),
+            "armv7-unknown-linux-gnueabihf" => ("qemu-arm", "/usr/arm-linux-gnueabihf"),
+            other => return Err(format!("no emulator known for {other}")),
+        };
+        let dir = std::env::var_os("CORRAL_CROSS_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        let profile = std::env::var("CORRAL_CROSS_PROFILE").unwrap_or_else(|_| "debug".into());
+        let bin = dir.join(triple).join(profile).join("corral");
+        if !bin.exists() {
+            return Err(format!(
+                "{} is missing (scripts/cross {triple} builds it)",
+                bin.display()
+            ));
+        }
+        let found = Command::new(qemu)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            return Err(format!("{qemu} is missing (Debian package qemu-user)"));
+        }
+        Ok(Self { qemu, sysroot, bin })
+    }
+
+    /// A command running the emulated corral.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(self.qemu);
+        c.arg("-L").arg(self.sysroot).arg(&self.bin);
+        c
+    }
 }
 
 pub fn corral() -> &'static str {
@@ -136,6 +188,7 @@ impl Lan {
             data,
             daemon: None,
             log,
+            emulated: None,
         });
         i
     }
@@ -167,6 +220,27 @@ impl Lan {
             .args(args)
             .output()
             .expect("corral runs")
+    }
+
+    /// Makes host i a device of another CPU: its daemon is the cross build
+    /// under qemu-user. Calibrates its engines first, in the emulator (the
+    /// daemon would start the calibration as a child process, and a foreign
+    /// binary cannot be started without binfmt_misc).
+    pub fn emulate(&mut self, i: usize, emulated: Emulated) {
+        let out = emulated
+            .command()
+            .arg("--data-dir")
+            .arg(&self.hosts[i].data)
+            .args(["bench", "--json"])
+            .output()
+            .expect("qemu runs");
+        assert!(
+            out.status.success(),
+            "calibration of host {i} under {}: {}",
+            emulated.qemu,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.hosts[i].emulated = Some(emulated);
     }
 
     /// Starts `corral up` inside host i's namespace and waits for its socket.
@@ -204,8 +278,13 @@ impl Lan {
             }
             None => Command::new("ip"),
         };
+        command.args(["netns", "exec", &host.ns]);
+        match &host.emulated {
+            Some(e) => command.arg(e.qemu).arg("-L").arg(e.sysroot).arg(&e.bin),
+            None => command.arg(corral()),
+        };
         let child = command
-            .args(["netns", "exec", &host.ns, corral(), "--data-dir"])
+            .arg("--data-dir")
             .arg(&host.data)
             .arg("up")
             .args(if extra.contains(&"--share") {

@@ -11,4 +11,5 @@
 mod bench;
 mod harness;
 mod membership;
+mod mixed;
 mod offload;

@@ -12,26 +12,26 @@ use crate::harness::{Lan, corral, make_mesh, netns_available};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn testkit() -> String {
+pub fn testkit() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples/wasm/testkit.wasm")
         .display()
         .to_string()
 }
 
-fn mandelbrot() -> String {
+pub fn mandelbrot() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples/wasm/mandelbrot.wasm")
         .display()
         .to_string()
 }
 
-fn text(b: &[u8]) -> String {
+pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
 #[track_caller]
-fn ok(out: &Output) {
+pub fn ok(out: &Output) {
     assert!(
         out.status.success(),
         "exit {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -42,7 +42,7 @@ fn ok(out: &Output) {
 }
 
 /// `corral run --local` of the same job, for comparison.
-fn local_run(dir: &Path, module: &str, extra: &[&str]) {
+pub fn local_run(dir: &Path, module: &str, extra: &[&str]) {
     let out = std::process::Command::new(corral())
         .args(["run", "--local", module, "--out"])
         .arg(dir)
@@ -53,7 +53,7 @@ fn local_run(dir: &Path, module: &str, extra: &[&str]) {
 }
 
 /// Every task's stdout, stderr and files equal between two OUT dirs.
-fn same_results(a: &Path, b: &Path, tasks: u32) {
+pub fn same_results(a: &Path, b: &Path, tasks: u32) {
     for i in 0..tasks {
         for stream in ["stdout", "stderr"] {
             let x = std::fs::read(a.join(format!("{i}/{stream}"))).expect("result");
@@ -90,7 +90,7 @@ fn walk(base: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn job_json(dir: &Path) -> serde_json::Value {
+pub fn job_json(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("job.json")).expect("job.json")).expect("json")
 }
 
