@@ -830,7 +830,7 @@ impl Node {
                 self.coord
                     .on_rejected(job, index, peer, &name, reason.describe(), lasting)
             }
-            Err(e) => self.coord.on_failed(
+            Err(e) => self.coord.on_lost(
                 job,
                 index,
                 peer,

@@ -22,7 +22,7 @@
 //! task is done; on a mismatch one more run is made and the majority wins
 //! (no majority: the task fails). Mismatches are kept on the task.
 
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::PeerKey;
@@ -34,6 +34,12 @@ pub struct Worker {
     pub peer: PeerKey,
     /// Free task slots it advertises.
     pub slots_free: u16,
+    /// All its task slots (busy or not): with `speed`, what it adds to the
+    /// mesh's rate.
+    pub slots_total: u16,
+    /// Tasks of other jobs it holds (as far as this coordinator knows): the
+    /// one task a worker may hold beyond its slots is shared by all jobs.
+    pub held_elsewhere: u16,
     /// Calibrated speed for the engine this job needs (operations per second);
     /// 0 means it cannot run the job at all.
     pub speed: u64,
@@ -74,6 +80,9 @@ pub struct Task {
     pub needed: u8,
     /// Two runs of this task disagreed.
     pub mismatch: bool,
+    /// Runs lost with their worker (it left or crashed), which do not count
+    /// as attempts up to the batch's `max_losses`.
+    pub losses: u32,
 }
 
 impl Task {
@@ -100,6 +109,16 @@ impl Task {
     fn involves(&self, peer: &PeerKey) -> bool {
         self.results.iter().any(|(p, _)| p == peer)
             || matches!(&self.state, TaskState::Running(on) if on.contains_key(peer))
+    }
+}
+
+impl Worker {
+    /// Tasks of this batch it may hold: its free slots plus one queued
+    /// ahead, unless other jobs already hold that one.
+    pub fn capacity(&self) -> usize {
+        let overall =
+            (usize::from(self.slots_total) + 1).saturating_sub(usize::from(self.held_elsewhere));
+        (usize::from(self.slots_free) + 1).min(overall)
     }
 }
 
@@ -142,6 +161,10 @@ pub struct BatchConfig {
     pub duplicates: bool,
     /// Distinct workers each task runs on (`--verify K`; 1: no verification).
     pub redundancy: u8,
+    /// Runs of one task that may be lost with their worker before such losses
+    /// count as attempts (devices come and go; a task that keeps taking its
+    /// worker down still ends).
+    pub max_losses: u32,
 }
 
 impl Default for BatchConfig {
@@ -150,6 +173,7 @@ impl Default for BatchConfig {
             max_attempts: 3,
             duplicates: true,
             redundancy: 1,
+            max_losses: 10,
         }
     }
 }
@@ -164,6 +188,48 @@ pub struct Batch {
     /// Every task below this index is finished or fully placed (a hint that
     /// keeps scheduling a large batch from rescanning its head).
     first_open: usize,
+    /// Each worker's speed when it was last given a task (straggler copies
+    /// compare holders' speeds, and a holder may not be among the workers
+    /// passed to a later round).
+    speeds: BTreeMap<PeerKey, u64>,
+    /// Tasks in the `Queued` state.
+    waiting: usize,
+    /// Tasks running on exactly one worker, by that worker's speed: the
+    /// straggler candidates, kept as tasks change so that the end of a
+    /// large batch does not rescan every task on every round.
+    singles: BTreeSet<(u64, u32)>,
+    /// Each task's key in `singles`, if it is there.
+    single_key: Vec<Option<u64>>,
+}
+
+/// The mesh as a whole, for the slow-worker rule: its rate (speed × slots
+/// summed over every worker that can run the job, busy or not) and its
+/// fastest slot. [`Batch::schedule`] works it out from the workers it is
+/// given; a caller that passes only the workers with room (the simulator,
+/// with 10,000 devices) passes it with [`Batch::schedule_in`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pool {
+    /// Σ speed × slots.
+    pub rate: u128,
+    /// The fastest speed.
+    pub fastest: u64,
+    /// Tasks of other jobs waiting for the same workers (they are placed
+    /// first, so this batch's queue comes after them).
+    pub backlog: u128,
+}
+
+impl Pool {
+    /// The pool of these workers.
+    pub fn of(workers: &[Worker]) -> Self {
+        Self {
+            rate: workers
+                .iter()
+                .map(|w| u128::from(w.speed) * u128::from(w.slots_total.max(1)))
+                .sum(),
+            fastest: workers.iter().map(|w| w.speed).max().unwrap_or(0),
+            backlog: 0,
+        }
+    }
 }
 
 impl Batch {
@@ -180,12 +246,17 @@ impl Batch {
             results: Vec::new(),
             needed: config.redundancy,
             mismatch: false,
+            losses: 0,
         };
         Self {
             config,
             tasks: vec![task; count as usize],
             load: BTreeMap::new(),
             first_open: 0,
+            speeds: BTreeMap::new(),
+            waiting: count as usize,
+            singles: BTreeSet::new(),
+            single_key: vec![None; count as usize],
         }
     }
 
@@ -199,6 +270,53 @@ impl Batch {
         &self.tasks
     }
 
+    /// Tasks waiting for a worker (queued).
+    pub fn waiting(&self) -> usize {
+        self.waiting
+    }
+
+    /// Runs `f` on task `index` and keeps the count of queued tasks right.
+    fn tracked<R>(&mut self, index: u32, f: impl FnOnce(&mut Self) -> R) -> R {
+        let queued = |b: &Self| {
+            b.tasks
+                .get(index as usize)
+                .is_some_and(|t| t.state == TaskState::Queued)
+        };
+        let before = queued(self);
+        let r = f(self);
+        match (before, queued(self)) {
+            (true, false) => self.waiting -= 1,
+            (false, true) => self.waiting += 1,
+            _ => {}
+        }
+        self.sync_single(index);
+        r
+    }
+
+    /// Puts task `index` in or out of the straggler candidates.
+    fn sync_single(&mut self, index: u32) {
+        let Some(task) = self.tasks.get(index as usize) else {
+            return;
+        };
+        let key = match &task.state {
+            TaskState::Running(on) if on.len() == 1 => on
+                .keys()
+                .next()
+                .map(|holder| self.speeds.get(holder).copied().unwrap_or(0)),
+            _ => None,
+        };
+        let slot = &mut self.single_key[index as usize];
+        if *slot != key {
+            if let Some(old) = slot.take() {
+                self.singles.remove(&(old, index));
+            }
+            if let Some(new) = key {
+                self.singles.insert((new, index));
+            }
+            *slot = key;
+        }
+    }
+
     /// Whether every task is done or failed.
     pub fn is_finished(&self) -> bool {
         self.tasks.iter().all(Task::is_finished)
@@ -207,20 +325,24 @@ impl Batch {
     /// Marks task `index` done by `peer` without a run (a result restored
     /// from the coordinator's store after a restart).
     pub fn restore_done(&mut self, index: u32, peer: PeerKey, digest: ContentHash) {
-        if let Some(task) = self.tasks.get_mut(index as usize) {
-            let old = std::mem::replace(&mut task.state, TaskState::Done(peer));
-            task.results = vec![(peer, digest)];
-            self.load_release(&old);
-        }
+        self.tracked(index, |b| {
+            if let Some(task) = b.tasks.get_mut(index as usize) {
+                let old = std::mem::replace(&mut task.state, TaskState::Done(peer));
+                task.results = vec![(peer, digest)];
+                b.load_release(&old);
+            }
+        })
     }
 
     /// Marks task `index` failed without a run (restored after a restart).
     pub fn restore_failed(&mut self, index: u32, reason: String, attempts: u32) {
-        if let Some(task) = self.tasks.get_mut(index as usize) {
-            task.attempts = attempts;
-            let old = std::mem::replace(&mut task.state, TaskState::Failed(reason));
-            self.load_release(&old);
-        }
+        self.tracked(index, |b| {
+            if let Some(task) = b.tasks.get_mut(index as usize) {
+                task.attempts = attempts;
+                let old = std::mem::replace(&mut task.state, TaskState::Failed(reason));
+                b.load_release(&old);
+            }
+        })
     }
 
     /// Sets how many attempts task `index` has used (restored after a restart).
@@ -252,6 +374,10 @@ impl Batch {
     /// Takes task `index` off `peer`; back to the queue (or failed) when no
     /// other copy runs and more are needed.
     fn release(&mut self, index: u32, peer: &PeerKey, reason: &str) -> Vec<Decision> {
+        self.tracked(index, |b| b.release_untracked(index, peer, reason))
+    }
+
+    fn release_untracked(&mut self, index: u32, peer: &PeerKey, reason: &str) -> Vec<Decision> {
         let Some(task) = self.tasks.get(index as usize) else {
             return Vec::new();
         };
@@ -309,6 +435,7 @@ impl Batch {
         for (index, task) in self.tasks.iter_mut().enumerate() {
             if task.state == TaskState::Queued {
                 task.state = TaskState::Failed(reason.to_string());
+                self.waiting -= 1;
                 decisions.push(Decision::GiveUp {
                     index: index as u32,
                     reason: reason.to_string(),
@@ -329,8 +456,23 @@ impl Batch {
             .filter(|&i| matches!(&self.tasks[i as usize].state, TaskState::Running(on) if on.contains_key(peer)))
             .collect();
         held.into_iter()
-            .flat_map(|i| self.release(i, peer, &format!("{} left the mesh", peer.short())))
+            .flat_map(|i| self.on_lost(i, peer, &format!("{} left the mesh", peer.short())))
             .collect()
+    }
+
+    /// Task `index` was lost with `peer` (it left, crashed, or could not be
+    /// reached): back to the queue; the attempt is given back while the task
+    /// has losses to spare, since churn is not the task's fault.
+    pub fn on_lost(&mut self, index: u32, peer: &PeerKey, reason: &str) -> Vec<Decision> {
+        let budget = self.config.max_losses;
+        if let Some(task) = self.tasks.get_mut(index as usize)
+            && matches!(&task.state, TaskState::Running(on) if on.len() == 1 && on.contains_key(peer))
+            && task.losses < budget
+        {
+            task.losses += 1;
+            task.attempts = task.attempts.saturating_sub(1);
+        }
+        self.release(index, peer, reason)
     }
 
     /// A result of task `index` from `peer` (without verification).
@@ -345,6 +487,15 @@ impl Batch {
     /// taken while the task is unfinished; once it is finished, or from a
     /// worker that already gave one, a result changes nothing.
     pub fn on_result(&mut self, index: u32, peer: &PeerKey, digest: ContentHash) -> Vec<Decision> {
+        self.tracked(index, |b| b.on_result_untracked(index, peer, digest))
+    }
+
+    fn on_result_untracked(
+        &mut self,
+        index: u32,
+        peer: &PeerKey,
+        digest: ContentHash,
+    ) -> Vec<Decision> {
         let Some(task) = self.tasks.get(index as usize) else {
             return Vec::new();
         };
@@ -445,8 +596,14 @@ impl Batch {
     /// Places queued tasks (and, at the end, duplicates of stragglers) on
     /// `workers`. `now_ms` stamps the starts.
     pub fn schedule(&mut self, workers: &[Worker], now_ms: u64) -> Vec<Decision> {
+        self.schedule_in(workers, Pool::of(workers), now_ms)
+    }
+
+    /// As [`Batch::schedule`], with the mesh's pool given rather than worked
+    /// out from `workers` (which may then be only those with room).
+    pub fn schedule_in(&mut self, workers: &[Worker], pool: Pool, now_ms: u64) -> Vec<Decision> {
         let mut decisions = if self.config.redundancy == 1 {
-            self.place_single(workers, now_ms)
+            self.place_single(workers, pool, now_ms)
         } else {
             self.place_verified(workers, now_ms)
         };
@@ -478,6 +635,10 @@ impl Batch {
     /// Starts a run of task `index` on `worker` and says so.
     fn start(&mut self, index: usize, worker: &Worker, now_ms: u64) -> Decision {
         let ahead = self.load_of(&worker.peer);
+        self.speeds.insert(worker.peer, worker.speed);
+        if self.tasks[index].state == TaskState::Queued {
+            self.waiting -= 1;
+        }
         let task = &mut self.tasks[index];
         task.attempts += 1;
         match &mut task.state {
@@ -487,6 +648,8 @@ impl Batch {
             state => *state = TaskState::Running(BTreeMap::from([(worker.peer, now_ms)])),
         }
         *self.load.entry(worker.peer).or_insert(0) += 1;
+        self.sync_single(index as u32);
+        let task = &self.tasks[index];
         Decision::Offer {
             index: index as u32,
             peer: worker.peer,
@@ -501,8 +664,13 @@ impl Batch {
     /// One run per task: the workers with room sit in a heap ordered by
     /// predicted finish, so placing T tasks on W workers costs
     /// O((W + T) log W), not O(T × W) (the simulator runs 10,000 devices).
-    fn place_single(&mut self, workers: &[Worker], now_ms: u64) -> Vec<Decision> {
+    fn place_single(&mut self, workers: &[Worker], pool: Pool, now_ms: u64) -> Vec<Decision> {
         let mut decisions = Vec::new();
+        // The mesh's rate (ops/s over every slot, busy or not) and its
+        // fastest slot, for the slow-worker rule below.
+        let rate = pool.rate;
+        let fastest = u128::from(pool.fastest);
+        let mut queue = self.waiting as u128 + pool.backlog;
         let mut heap: BinaryHeap<Candidate<'_>> = workers
             .iter()
             .filter(|w| w.speed > 0)
@@ -519,7 +687,16 @@ impl Batch {
                 continue;
             }
             let Some(mut best) = heap.pop() else { break };
+            // A slow worker takes a task only if it would finish it before
+            // the rest of the mesh gets through the queue, within a factor
+            // of two: 1/speed <= 2 (queue/rate + 1/fastest). Otherwise the
+            // task waits for a faster slot (a Pi Zero does not get the last
+            // tasks of a batch while desktops are a moment from free).
+            if !useful(best.worker.speed, rate, fastest, queue) {
+                continue;
+            }
             decisions.push(self.start(index, best.worker, now_ms));
+            queue = queue.saturating_sub(1);
             best.load += 1;
             if best.has_room() {
                 heap.push(best);
@@ -532,7 +709,7 @@ impl Batch {
     /// K runs per task on distinct workers, another class first.
     fn place_verified(&mut self, workers: &[Worker], now_ms: u64) -> Vec<Decision> {
         let mut decisions = Vec::new();
-        let capacity = |w: &Worker| usize::from(w.slots_free) + 1;
+        let capacity = |w: &Worker| w.capacity();
         let has_room = |load: &BTreeMap<PeerKey, usize>, w: &Worker| {
             w.speed > 0 && load.get(&w.peer).copied().unwrap_or(0) < capacity(w)
         };
@@ -587,43 +764,31 @@ impl Batch {
     /// slowest, if it is faster than that holder. Sorting the stragglers once
     /// makes this O(T log T) rather than O(idle workers × T).
     fn duplicate_stragglers(&mut self, workers: &[Worker], now_ms: u64) -> Vec<Decision> {
+        // Idle: nothing of this batch, and a slot free of other jobs too.
         let idle: Vec<&Worker> = workers
             .iter()
-            .filter(|w| w.speed > 0 && self.load_of(&w.peer) == 0)
+            .filter(|w| w.speed > 0 && w.slots_free > 0 && self.load_of(&w.peer) == 0)
             .collect();
         if idle.is_empty() {
             return Vec::new();
         }
-        let speed: BTreeMap<PeerKey, u64> = workers.iter().map(|w| (w.peer, w.speed)).collect();
-        let mut stragglers: Vec<(u64, u32)> = self
-            .tasks
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| match &t.state {
-                TaskState::Running(on) if on.len() == 1 => {
-                    let holder = on.keys().next()?;
-                    Some((speed.get(holder).copied().unwrap_or(0), i as u32))
-                }
-                _ => None,
-            })
-            .collect();
-        stragglers.sort_unstable();
-        let mut next = stragglers.into_iter().peekable();
         let mut decisions = Vec::new();
         for idle in idle {
             // An idle worker holds nothing, so it is never the holder; the
             // slowest holder left is the only candidate worth checking.
-            let Some(&(holder_speed, index)) = next.peek() else {
+            let Some(&(holder_speed, index)) = self.singles.first() else {
                 break;
             };
             if holder_speed >= idle.speed {
                 continue;
             }
-            next.next();
+            self.speeds.insert(idle.peer, idle.speed);
             let task = &mut self.tasks[index as usize];
             if let TaskState::Running(on) = &mut task.state {
                 on.insert(idle.peer, now_ms);
             }
+            self.sync_single(index);
+            let task = &self.tasks[index as usize];
             // A speculative copy is part of the same attempt: it does not use
             // up one of the task's tries.
             *self.load.entry(idle.peer).or_insert(0) += 1;
@@ -639,6 +804,33 @@ impl Batch {
     }
 }
 
+/// How much slower than the mesh's pace a worker may be and still take a
+/// task (see `place_single`).
+const SLOW_FACTOR: u128 = 2;
+
+/// Whether a worker of `speed` may take a task with `queue` tasks waiting
+/// in a mesh of `rate` whose fastest slot has `fastest`: 1/speed <=
+/// SLOW_FACTOR × (queue/rate + 1/fastest), in integers.
+fn useful(speed: u64, rate: u128, fastest: u128, queue: u128) -> bool {
+    rate * fastest <= SLOW_FACTOR * u128::from(speed) * (queue * fastest + rate)
+}
+
+impl Batch {
+    /// The slowest worker that would be given a task now (see
+    /// `place_single`): a caller with thousands of workers may pass only
+    /// those at least this fast, to the same effect.
+    pub fn slowest_useful(&self, pool: Pool) -> u64 {
+        let fastest = u128::from(pool.fastest);
+        let queue = self.waiting as u128 + pool.backlog;
+        let den = SLOW_FACTOR * (queue * fastest + pool.rate);
+        if den == 0 {
+            return 0;
+        }
+        let s = (pool.rate * fastest).div_ceil(den);
+        u64::try_from(s).unwrap_or(u64::MAX)
+    }
+}
+
 /// A worker with room, in the placement heap.
 struct Candidate<'a> {
     worker: &'a Worker,
@@ -649,7 +841,7 @@ struct Candidate<'a> {
 impl Candidate<'_> {
     /// A worker holds at most one task more than its free slots.
     fn has_room(&self) -> bool {
-        self.load < usize::from(self.worker.slots_free) + 1
+        self.load < self.worker.capacity()
     }
 
     /// `Less` when `a` is the better place for the next task: the earlier
@@ -700,6 +892,8 @@ mod tests {
         Worker {
             peer: key(n),
             slots_free: slots,
+            slots_total: slots.max(1),
+            held_elsewhere: 0,
             speed,
             class: format!("class-{n}"),
             cached: false,
@@ -744,6 +938,7 @@ mod tests {
                 max_attempts: 2,
                 duplicates: false,
                 redundancy: 1,
+                max_losses: 10,
             },
         );
         assert_eq!(
@@ -752,15 +947,69 @@ mod tests {
         );
         assert!(batch.on_peer_lost(&key(1)).is_empty());
         assert_eq!(batch.tasks()[0].state, TaskState::Queued);
-        assert_eq!(
-            offers(&batch.schedule(&[worker(2, 1, 10)], 1)),
-            vec![(0, key(2))]
-        );
-        let given_up = batch.on_failed(0, &key(2), "trap: unreachable");
-        assert!(
-            matches!(&given_up[..], [Decision::GiveUp { index: 0, reason }] if reason.contains("2 attempts") && reason.contains("unreachable"))
-        );
+        // Losing the worker did not use up an attempt; failures do.
+        assert_eq!(batch.tasks()[0].attempts, 0);
+        for peer in [2, 3] {
+            assert_eq!(
+                offers(&batch.schedule(&[worker(peer, 1, 10)], 1)),
+                vec![(0, key(peer))]
+            );
+            let given_up = batch.on_failed(0, &key(peer), "trap: unreachable");
+            if peer == 3 {
+                assert!(
+                    matches!(&given_up[..], [Decision::GiveUp { index: 0, reason }] if reason.contains("2 attempts") && reason.contains("unreachable"))
+                );
+            }
+        }
         assert!(batch.is_finished());
+    }
+
+    #[test]
+    fn losses_beyond_the_budget_count_as_attempts() {
+        let mut batch = Batch::new(
+            1,
+            BatchConfig {
+                max_attempts: 2,
+                duplicates: false,
+                redundancy: 1,
+                max_losses: 3,
+            },
+        );
+        let mut gave_up = Vec::new();
+        for t in 0..10u8 {
+            if batch.is_finished() {
+                break;
+            }
+            assert_eq!(offers(&batch.schedule(&[worker(t, 1, 10)], 0)).len(), 1);
+            gave_up = batch.on_lost(0, &key(t), "gone");
+        }
+        assert_eq!(batch.tasks()[0].losses, 3);
+        assert!(
+            matches!(&gave_up[..], [Decision::GiveUp { index: 0, reason }] if reason.contains("2 attempts")),
+            "{gave_up:?}"
+        );
+    }
+
+    #[test]
+    fn a_slow_worker_is_left_out_at_the_end_of_a_batch_and_used_when_the_queue_is_long() {
+        // A desktop (8 slots, 100) and a Pi Zero (1 slot, 5): three tasks
+        // are best left to the desktop; two hundred are not.
+        let workers = [worker(1, 8, 100), worker(2, 1, 5)];
+        let mut short = Batch::new(3, BatchConfig::default());
+        let placed = offers(&short.schedule(&workers, 0));
+        assert!(placed.iter().all(|(_, p)| *p == key(1)), "{placed:?}");
+        let mut long = Batch::new(200, BatchConfig::default());
+        let placed = offers(&long.schedule(&workers, 0));
+        assert!(placed.iter().any(|(_, p)| *p == key(2)), "{placed:?}");
+        // The threshold it reports is the rule it applies.
+        let pool = Pool::of(&workers);
+        let cut = short.slowest_useful(pool);
+        assert!(cut > 5 && cut <= 100, "{cut}");
+        assert!(useful(cut, pool.rate, 100, short.waiting() as u128));
+        assert!(!useful(cut - 1, pool.rate, 100, short.waiting() as u128));
+        // The fastest worker always gets work: nothing waits for nobody.
+        let mut alone = Batch::new(1, BatchConfig::default());
+        assert_eq!(offers(&alone.schedule(&[worker(2, 1, 5)], 0)).len(), 1);
     }
 
     #[test]
@@ -954,8 +1203,12 @@ mod tests {
                     Event::Lost(p) => batch.on_peer_lost(&key(p)),
                 };
                 prop_assert_eq!(batch.tasks().len(), 8, "no task lost");
+                let queued = batch.tasks().iter().filter(|t| t.state == TaskState::Queued).count();
+                prop_assert_eq!(batch.waiting(), queued, "the queued count matches the tasks");
+                let singles = batch.tasks().iter().filter(|t| matches!(&t.state, TaskState::Running(on) if on.len() == 1)).count();
+                prop_assert_eq!(batch.singles.len(), singles, "the straggler candidates match the tasks");
                 for w in &workers {
-                    prop_assert!(batch.load_of(&w.peer) <= usize::from(w.slots_free) + 1, "capacity exceeded");
+                    prop_assert!(batch.load_of(&w.peer) <= w.capacity(), "capacity exceeded");
                     let held = batch.tasks().iter().filter(|t| matches!(&t.state, TaskState::Running(on) if on.contains_key(&w.peer))).count();
                     prop_assert_eq!(batch.load_of(&w.peer), held, "the load count matches the tasks held");
                 }

@@ -17,7 +17,7 @@ use corral_protocol::manifest::{
 };
 use corral_protocol::messages::TaskRequest;
 use corral_protocol::receipt::{EngineKind, OutputFile, TaskReceipt, TaskStatus};
-use corral_scheduler::batch::{Batch, BatchConfig, Decision, TaskState, Worker};
+use corral_scheduler::batch::{Batch, BatchConfig, Decision, Pool, TaskState, Worker};
 use serde::{Deserialize, Serialize};
 
 use crate::blobs::BlobStore;
@@ -30,6 +30,11 @@ const JOB_LIFETIME_MS: u64 = 2 * 24 * 3600 * 1000;
 const MAX_LIVE_JOBS: usize = 256;
 /// How long a busy worker is left alone by a job.
 const BUSY_COOLDOWN_MS: u64 = 1000;
+
+/// A device that could not be reached gets no offers of the job for this
+/// long: it is probably gone, and the view will say so soon (a crash that
+/// leaves no closed connection shows after three missed adverts).
+const LOST_COOLDOWN_MS: u64 = 5000;
 /// Most distinct refusals remembered per job.
 const MAX_REFUSALS: usize = 64;
 
@@ -469,6 +474,7 @@ impl Coordinator {
             .filter(|(_, j)| j.is_live())
             .map(|(id, _)| *id)
             .collect();
+        let mut backlog = 0usize;
         for id in ids {
             let workers: Vec<Worker> = {
                 let Some(job) = self.jobs.get(&id) else {
@@ -484,6 +490,8 @@ impl Coordinator {
                             slots_free: c
                                 .slots
                                 .saturating_sub(u16::try_from(others).unwrap_or(u16::MAX)),
+                            slots_total: c.slots,
+                            held_elsewhere: u16::try_from(others).unwrap_or(u16::MAX),
                             speed: if now_ms < job.manifest.expires_ms
                                 && !job.excluded.contains(&c.peer)
                                 && job
@@ -505,7 +513,14 @@ impl Coordinator {
             let Some(job) = self.jobs.get_mut(&id) else {
                 continue;
             };
-            let mut decisions = job.batch.schedule(&workers, now_ms);
+            // Older jobs go first: their waiting tasks are ahead of this
+            // job's in the mesh's queue.
+            let pool = Pool {
+                backlog: backlog as u128,
+                ..Pool::of(&workers)
+            };
+            let mut decisions = job.batch.schedule_in(&workers, pool, now_ms);
+            backlog += job.batch.waiting();
             // Every device there refused this job for good: say so and end
             // it, rather than wait for a device that will never come.
             if !job.excluded.is_empty()
@@ -670,7 +685,19 @@ impl Coordinator {
         self.after_release(id, index, decisions)
     }
 
-    /// A task could not run on `peer` (unreachable, handed back).
+    /// `peer` could not be reached with task `index`: it went away, which
+    /// is not the task's fault (see `Batch::on_lost`).
+    pub fn on_lost(&mut self, id: JobId, index: u32, peer: PeerKey, reason: &str) -> Vec<Action> {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return Vec::new();
+        };
+        job.cooldown
+            .insert(peer, crate::daemon::now_ms() + LOST_COOLDOWN_MS);
+        let decisions = job.batch.on_lost(index, &peer, reason);
+        self.after_release(id, index, decisions)
+    }
+
+    /// A task could not run on `peer` (handed back, output lost).
     pub fn on_failed(&mut self, id: JobId, index: u32, peer: PeerKey, reason: &str) -> Vec<Action> {
         let Some(job) = self.jobs.get_mut(&id) else {
             return Vec::new();
