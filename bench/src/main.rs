@@ -5,6 +5,8 @@
 //! cannot be measured here is reported as missing, with why — never skipped
 //! silently.
 
+mod local;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -22,11 +24,17 @@ struct Args {
     /// Print one JSON document: {figures: [{name, value, unit, peer, peer_value, ratio, goal}]}.
     #[arg(long)]
     json: bool,
+    /// Also write the results as Markdown (docs/BENCHMARKS.md is made so).
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
+    /// Only the local figures (engines against their peers), not the mesh.
+    #[arg(long)]
+    local_only: bool,
 }
 
 /// One figure.
 #[derive(Debug, Clone, Serialize)]
-struct Figure {
+pub(crate) struct Figure {
     name: String,
     value: Option<f64>,
     unit: String,
@@ -40,11 +48,15 @@ struct Figure {
 }
 
 /// The mesh figures and their goals.
-const MESH: [(&str, &str, &str); 4] = [
+const MESH: [(&str, &str, &str); 8] = [
     ("round_trip_p50_ms", "ms", "<= 1"),
     ("round_trip_p99_ms", "ms", "-"),
     ("throughput_tasks_per_s", "tasks/s", ">= 10000"),
     ("makespan_over_ideal", "ratio", "<= 1.10"),
+    ("join_s", "s", "<= 1"),
+    ("crash_detect_s", "s", "<= 3"),
+    ("leave_s", "s", "<= 0.1"),
+    ("idle_rss_mb", "MiB", "<= 20"),
 ];
 
 fn root() -> PathBuf {
@@ -92,6 +104,7 @@ fn mesh_figures(quick: bool) -> Vec<Figure> {
             "--",
         ])
         .args(["--ignored", "--nocapture", "--test-threads", "1", "bench::"])
+        .env("CORRAL_REQUIRE_CROSS", "0")
         .env("CORRAL_REQUIRE_NETNS", "1")
         .env("CORRAL_BENCH_QUICK", if quick { "1" } else { "0" })
         .output();
@@ -154,7 +167,15 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
-    let figures = mesh_figures(args.quick);
+    let started = std::time::Instant::now();
+    let mut figures = local::figures(&root(), args.quick);
+    if !args.local_only {
+        figures.extend(mesh_figures(args.quick));
+    }
+    if let Some(path) = &args.markdown {
+        let doc = local::markdown(&figures, args.quick, started.elapsed());
+        std::fs::write(path, doc).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     if args.json {
         println!(
             "{}",
@@ -163,14 +184,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    println!("| figure | value | unit | goal |");
-    println!("| --- | --- | --- | --- |");
-    for f in &figures {
-        let value = f
-            .value
-            .map_or_else(|| "missing".to_string(), |v| format!("{v:.3}"));
-        println!("| `{}` | {value} | {} | {} |", f.name, f.unit, f.goal);
-    }
+    print!("{}", local::table(&figures));
     for f in figures.iter().filter(|f| f.missing.is_some()) {
         eprintln!(
             "missing {}: {}",

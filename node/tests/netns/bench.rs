@@ -180,3 +180,80 @@ fn bench_makespan() {
     );
     figure("makespan_over_ideal", wall_ms / ideal_ms, "ratio");
 }
+
+/// Whether every host in `hosts` sees exactly the ids in `want` (besides
+/// itself).
+fn views_hold(lan: &Lan, hosts: &[usize], want: &[&String]) -> bool {
+    hosts.iter().all(|&i| {
+        let peers = lan.peers_of(i);
+        want.iter().all(|id| peers.contains(id))
+    })
+}
+
+/// Membership times (join, crash detection by SIGKILL, graceful leave) and
+/// the idle resident memory of a daemon in a small mesh.
+#[test]
+#[ignore = "benchmark: run by corral-bench"]
+fn bench_membership_and_idle_memory() {
+    if !netns_available() {
+        return;
+    }
+    let limit = Duration::from_secs(30);
+    let rounds = if quick() { 2 } else { 5 };
+    let mut lan = Lan::new(3);
+    make_mesh(&lan, &[0, 1, 2]);
+    lan.up(0);
+    lan.up(1);
+    let ids: Vec<String> = (0..3).map(|i| lan.id_of(i)).collect();
+    lan.wait_for("hosts 0 and 1 to meet", limit, || {
+        views_hold(&lan, &[0, 1], &[&ids[1]]) && views_hold(&lan, &[1], &[&ids[0]])
+    });
+    let (mut join, mut crash, mut leave) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        // Join: from the daemon answering on its socket to being in both
+        // other views.
+        lan.up(2);
+        join.push(
+            lan.wait_for("the joiner in every view", limit, || {
+                views_hold(&lan, &[0, 1], &[&ids[2]])
+            })
+            .as_secs_f64(),
+        );
+        lan.kill(2);
+        crash.push(
+            lan.wait_for("the killed host out of every view", limit, || {
+                [0, 1].iter().all(|&i| !lan.peers_of(i).contains(&ids[2]))
+            })
+            .as_secs_f64(),
+        );
+        lan.up(2);
+        lan.wait_for("the joiner back", limit, || {
+            views_hold(&lan, &[0, 1], &[&ids[2]])
+        });
+        let started = std::time::Instant::now();
+        assert!(lan.cli(2, &["leave"]).status.success(), "corral leave");
+        lan.wait_for("the leaver out of every view", limit, || {
+            [0, 1].iter().all(|&i| !lan.peers_of(i).contains(&ids[2]))
+        });
+        leave.push(started.elapsed().as_secs_f64());
+        lan.wait_exit(2);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    figure("join_s", median(&mut join), "s");
+    figure("crash_detect_s", median(&mut crash), "s");
+    figure("leave_s", median(&mut leave), "s");
+
+    // Idle memory: host 0 has been up, in a mesh, with nothing to do.
+    std::thread::sleep(Duration::from_secs(if quick() { 2 } else { 10 }));
+    let pid = lan.pid(0).expect("host 0 runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    figure("idle_rss_mb", kib / 1024.0, "MiB");
+}

@@ -312,6 +312,11 @@ impl Lan {
         panic!("host {i}'s daemon did not start:\n{}", self.log(i));
     }
 
+    /// The pid of host i's daemon, if it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.hosts[i].daemon.as_ref().map(Child::id)
+    }
+
     /// Kills host i's daemon with SIGKILL.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.hosts[i].daemon.take() {
