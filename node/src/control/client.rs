@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{CONTROL_VERSION, Envelope, MAX_LINE_BYTES, Request, Response, SOCKET_NAME};
+use super::{CONTROL_VERSION, Envelope, MAX_RESPONSE_BYTES, Request, Response, SOCKET_NAME};
 
 /// Whether a daemon answers on this data dir's socket.
 pub fn daemon_running(data_dir: &Path) -> bool {
@@ -37,11 +37,14 @@ pub fn call(data_dir: &Path, request: Request) -> anyhow::Result<serde_json::Val
     stream
         .write_all(&line)
         .context("cannot send to the daemon")?;
-    let mut reader = BufReader::new(stream).take(MAX_LINE_BYTES as u64);
+    let mut reader = BufReader::new(stream).take(MAX_RESPONSE_BYTES as u64);
     let mut answer = String::new();
     reader
         .read_line(&mut answer)
         .context("no answer from the daemon")?;
+    if !answer.ends_with('\n') && answer.len() >= MAX_RESPONSE_BYTES {
+        anyhow::bail!("the daemon's answer is larger than {MAX_RESPONSE_BYTES} bytes");
+    }
     let response: Response = serde_json::from_str(&answer)
         .with_context(|| format!("the daemon's answer is not understood: {}", answer.trim()))?;
     if response.v != CONTROL_VERSION {

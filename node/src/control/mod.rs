@@ -11,8 +11,12 @@ use serde::{Deserialize, Serialize};
 /// The control protocol version.
 pub const CONTROL_VERSION: u32 = 1;
 
-/// Longest request or response line.
+/// Longest request line (what the daemon reads from a client).
 pub const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Longest response line (what a client reads from its own daemon): a job
+/// of a million tasks is a few hundred MB of JSON.
+pub const MAX_RESPONSE_BYTES: usize = 512 * 1024 * 1024;
 
 /// The socket's file name in the data dir.
 pub const SOCKET_NAME: &str = "corral.sock";

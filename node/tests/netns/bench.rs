@@ -202,11 +202,18 @@ fn bench_membership_and_idle_memory() {
     let rounds = if quick() { 2 } else { 5 };
     let mut lan = Lan::new(3);
     make_mesh(&lan, &[0, 1, 2]);
-    lan.up(0);
-    lan.up(1);
+    for i in 0..3 {
+        lan.up(i);
+    }
     let ids: Vec<String> = (0..3).map(|i| lan.id_of(i)).collect();
-    lan.wait_for("hosts 0 and 1 to meet", limit, || {
-        views_hold(&lan, &[0, 1], &[&ids[1]]) && views_hold(&lan, &[1], &[&ids[0]])
+    lan.wait_for("all three to meet", limit, || {
+        views_hold(&lan, &[0, 1], &[&ids[2]]) && views_hold(&lan, &[1], &[&ids[0]])
+    });
+    // Host 2 leaves; each round brings it back.
+    assert!(lan.cli(2, &["leave"]).status.success(), "corral leave");
+    lan.wait_exit(2);
+    lan.wait_for("host 2 out of every view", limit, || {
+        [0, 1].iter().all(|&i| !lan.peers_of(i).contains(&ids[2]))
     });
     let (mut join, mut crash, mut leave) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
@@ -230,12 +237,23 @@ fn bench_membership_and_idle_memory() {
         lan.wait_for("the joiner back", limit, || {
             views_hold(&lan, &[0, 1], &[&ids[2]])
         });
+        // Leave: from issuing `corral leave` (which returns once the daemon
+        // is gone) to being out of both other views.
         let started = std::time::Instant::now();
-        assert!(lan.cli(2, &["leave"]).status.success(), "corral leave");
+        let mut leaving = std::process::Command::new(crate::harness::corral())
+            .arg("--data-dir")
+            .arg(&lan.host(2).data)
+            .arg("leave")
+            .spawn()
+            .expect("corral leave starts");
         lan.wait_for("the leaver out of every view", limit, || {
             [0, 1].iter().all(|&i| !lan.peers_of(i).contains(&ids[2]))
         });
         leave.push(started.elapsed().as_secs_f64());
+        assert!(
+            leaving.wait().expect("leave ends").success(),
+            "corral leave"
+        );
         lan.wait_exit(2);
     }
     let median = |v: &mut Vec<f64>| {
