@@ -146,22 +146,21 @@ pub(crate) fn figures(root: &Path, quick: bool) -> Vec<Figure> {
     let native = figure("jit_vs_native", "ratio", "<= 1.5");
     let wasm3 = figure("interp_vs_wasm3", "ratio", "<= 1.0");
     eprintln!("corral-bench: building corral and the native prime counter (release)…");
-    if let Err(e) = cargo(
+    let data = cargo(
         root,
         &["build", "--release", "--locked", "-p", "corral-node"],
-    ) {
-        return vec![missing(jit_cli, &e), missing(native, &e), missing(wasm3, e)];
-    }
-    let corral = root.join("target/release/corral");
-    let data = match tempfile_dir() {
+    )
+    .and_then(|()| tempfile::tempdir().map_err(|e| format!("cannot make a data dir: {e}")));
+    let data = match data {
         Ok(d) => d,
         Err(e) => return vec![missing(jit_cli, &e), missing(native, &e), missing(wasm3, e)],
     };
+    let corral = root.join("target/release/corral");
     let primes = root.join("examples/wasm/primes.wasm");
     let collatz = root.join("examples/wasm/collatz.wasm");
     let corral_run = |engine: &str, module: &Path, args: &[&str]| {
         let mut c = Command::new(&corral);
-        c.env("CORRAL_DATA_DIR", &data)
+        c.env("CORRAL_DATA_DIR", data.path())
             .args(["run", "--local", "--engine", engine])
             .arg(module)
             .arg("--")
@@ -227,14 +226,7 @@ pub(crate) fn figures(root: &Path, quick: bool) -> Vec<Figure> {
         }
         Err(e) => missing(wasm3, e),
     });
-    let _ = std::fs::remove_dir_all(&data);
     out
-}
-
-fn tempfile_dir() -> Result<PathBuf, String> {
-    let dir = std::env::temp_dir().join(format!("corral-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    Ok(dir)
 }
 
 fn wasmtime_run(cli: &Path, module: &Path, args: &[&str]) -> Command {

@@ -709,9 +709,8 @@ impl Batch {
     /// K runs per task on distinct workers, another class first.
     fn place_verified(&mut self, workers: &[Worker], now_ms: u64) -> Vec<Decision> {
         let mut decisions = Vec::new();
-        let capacity = |w: &Worker| w.capacity();
         let has_room = |load: &BTreeMap<PeerKey, usize>, w: &Worker| {
-            w.speed > 0 && load.get(&w.peer).copied().unwrap_or(0) < capacity(w)
+            w.speed > 0 && load.get(&w.peer).copied().unwrap_or(0) < w.capacity()
         };
         let class: BTreeMap<PeerKey, &str> =
             workers.iter().map(|w| (w.peer, w.class.as_str())).collect();

@@ -79,7 +79,6 @@ mod tests {
         Fleet {
             speed: devices.iter().map(|d| d.0).collect(),
             slots: devices.iter().map(|d| d.1).collect(),
-            class: devices.iter().map(|_| "x86_64/jit".to_string()).collect(),
         }
     }
 

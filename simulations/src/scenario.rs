@@ -55,7 +55,8 @@ pub struct Class {
     pub speed: u32,
     /// Task slots.
     pub slots: u16,
-    /// `jit` or `interp` (only the class and --verify care).
+    /// `jit` or `interp`: what the class runs on (its `speed` already says
+    /// how fast; the simulator runs each task once, with no `--verify`).
     #[serde(default = "default_engine")]
     pub engine: String,
     /// CPU architecture.
@@ -72,31 +73,25 @@ fn default_arch() -> String {
 }
 
 /// Owners alternate between away (the device shares) and at the device (it
-/// does not); each spell is exponentially distributed.
+/// does not); each spell is exponentially distributed. Missing fields take
+/// their `Default`.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Owners {
     /// Mean time an owner stays at the device, seconds (0: owners never come).
-    #[serde(default)]
     pub mean_busy_s: f64,
     /// Mean time the device is left idle, seconds.
-    #[serde(default = "default_idle")]
     pub mean_idle_s: f64,
     /// Seconds a running task may go on after the owner is back before it is
     /// handed back to the coordinator.
-    #[serde(default)]
     pub grace_s: f64,
-}
-
-fn default_idle() -> f64 {
-    3600.0
 }
 
 impl Default for Owners {
     fn default() -> Self {
         Self {
             mean_busy_s: 0.0,
-            mean_idle_s: default_idle(),
+            mean_idle_s: 3600.0,
             grace_s: 0.0,
         }
     }
@@ -104,22 +99,15 @@ impl Default for Owners {
 
 /// Devices come and go.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Churn {
     /// Departures per device per hour (0: none).
-    #[serde(default)]
     pub leaves_per_device_hour: f64,
     /// Of those, the share that crash (no goodbye; found out after
     /// `gossip.detect_s`) rather than leave gracefully.
-    #[serde(default)]
     pub crash_fraction: f64,
     /// Mean time away before the device comes back, seconds.
-    #[serde(default = "default_away")]
     pub mean_away_s: f64,
-}
-
-fn default_away() -> f64 {
-    300.0
 }
 
 impl Default for Churn {
@@ -127,86 +115,55 @@ impl Default for Churn {
         Self {
             leaves_per_device_hour: 0.0,
             crash_fraction: 0.0,
-            mean_away_s: default_away(),
+            mean_away_s: 300.0,
         }
     }
 }
 
 /// Capacity adverts: how often, how late, how lossy.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Gossip {
     /// Seconds between a device's adverts.
-    #[serde(default = "default_interval")]
     pub interval_s: f64,
     /// Mean delay from a device to the coordinator's view, milliseconds.
-    #[serde(default = "default_delay")]
     pub delay_ms: f64,
     /// Chance that an advert never arrives.
-    #[serde(default)]
     pub loss: f64,
     /// Seconds until a crashed device is out of the view (missed adverts).
-    #[serde(default = "default_detect")]
     pub detect_s: f64,
     /// Gossipsub mesh degree: each advert is sent on by every device to
     /// this many others.
-    #[serde(default = "default_degree")]
     pub mesh_degree: u32,
-}
-
-fn default_interval() -> f64 {
-    1.0
-}
-
-fn default_delay() -> f64 {
-    20.0
-}
-
-fn default_detect() -> f64 {
-    3.0
-}
-
-fn default_degree() -> u32 {
-    6
 }
 
 impl Default for Gossip {
     fn default() -> Self {
         Self {
-            interval_s: default_interval(),
-            delay_ms: default_delay(),
+            interval_s: 1.0,
+            delay_ms: 20.0,
             loss: 0.0,
-            detect_s: default_detect(),
-            mesh_degree: default_degree(),
+            detect_s: 3.0,
+            mesh_degree: 6,
         }
     }
 }
 
 /// The network between coordinator and workers.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Network {
     /// One-way message latency, milliseconds.
-    #[serde(default = "default_latency")]
     pub latency_ms: f64,
     /// The coordinator places work at most this often, milliseconds.
-    #[serde(default = "default_tick")]
     pub schedule_every_ms: f64,
-}
-
-fn default_latency() -> f64 {
-    1.0
-}
-
-fn default_tick() -> f64 {
-    20.0
 }
 
 impl Default for Network {
     fn default() -> Self {
         Self {
-            latency_ms: default_latency(),
-            schedule_every_ms: default_tick(),
+            latency_ms: 1.0,
+            schedule_every_ms: 20.0,
         }
     }
 }

@@ -40,8 +40,6 @@ pub struct View<'a> {
     pub speed: &'a [u64],
     /// Per device: slots.
     pub slots: &'a [u16],
-    /// Per device: its class for verification (`arch/engine`).
-    pub class: &'a [String],
     /// Per device: what the coordinator heard last.
     pub seen: &'a [Seen],
     /// Devices known and idle per the view, in index order.
@@ -139,6 +137,13 @@ struct Device {
     adverts: u64,
 }
 
+impl Device {
+    /// Every run on the device, running or waiting.
+    fn held(&self) -> Vec<u32> {
+        self.running.iter().chain(&self.queue).copied().collect()
+    }
+}
+
 struct Job {
     arrival: Micros,
     done: Vec<bool>,
@@ -174,8 +179,6 @@ pub struct Fleet {
     pub speed: Vec<u64>,
     /// Slots per device.
     pub slots: Vec<u16>,
-    /// `arch/engine` per device.
-    pub class: Vec<String>,
 }
 
 impl Fleet {
@@ -184,13 +187,11 @@ impl Fleet {
         let mut fleet = Self {
             speed: Vec::new(),
             slots: Vec::new(),
-            class: Vec::new(),
         };
         for c in &scenario.classes {
             for _ in 0..c.count {
                 fleet.speed.push(u64::from(c.speed));
                 fleet.slots.push(c.slots);
-                fleet.class.push(format!("{}/{}", c.arch, c.engine));
             }
         }
         fleet
@@ -531,7 +532,6 @@ impl<'a> World<'a> {
                 let mut view = View {
                     speed: &self.fleet.speed,
                     slots: &self.fleet.slots,
-                    class: &self.fleet.class,
                     seen: &self.seen,
                     eligible: &self.eligible,
                     changed: &changed,
@@ -662,13 +662,7 @@ impl<'a> World<'a> {
                 }
                 // The owner is still there after the grace period: every
                 // task on the device goes back to its coordinator.
-                let held: Vec<u32> = dev
-                    .running
-                    .iter()
-                    .copied()
-                    .chain(dev.queue.iter().copied())
-                    .collect();
-                for r in held {
+                for r in dev.held() {
                     self.drop_run(r, true);
                 }
             }
@@ -682,12 +676,7 @@ impl<'a> World<'a> {
                 dev.present = false;
                 let epoch = dev.epoch;
                 dev.epoch += 1;
-                let held: Vec<u32> = dev
-                    .running
-                    .iter()
-                    .copied()
-                    .chain(dev.queue.iter().copied())
-                    .collect();
+                let held = dev.held();
                 dev.running.clear();
                 dev.queue.clear();
                 self.truth_load[d as usize] = 0;
@@ -711,20 +700,16 @@ impl<'a> World<'a> {
                 self.push(back, Event::Returns(d));
             }
             Event::DepartureNoticed(d, epoch) => {
-                let _ = epoch;
                 if self.seen[d as usize].known && !self.devices[d as usize].present {
                     self.seen[d as usize] = Seen::default();
                     self.set_eligible(d);
                 }
-                // Every run the coordinator still thinks is on that life of
-                // the device is lost.
+                // Every run the coordinator still waits for on that life of
+                // the device is lost (`device_runs` holds only open runs).
                 let lost: Vec<u32> = self.device_runs[d as usize]
                     .iter()
                     .copied()
-                    .filter(|&r| {
-                        let run = &self.runs[r as usize];
-                        run.device == d && run.epoch == epoch && run.open
-                    })
+                    .filter(|&r| self.runs[r as usize].epoch == epoch)
                     .collect();
                 for r in lost {
                     let (job, task) = (self.runs[r as usize].job, self.runs[r as usize].task);

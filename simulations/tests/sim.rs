@@ -12,6 +12,11 @@ fn scenario(name: &str) -> PathBuf {
         .join(format!("{name}.toml"))
 }
 
+/// A path as an argument.
+fn arg(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
 fn sim(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_corral-sim"))
         .args(args)
@@ -33,12 +38,12 @@ fn json(name: &str, seed: &str, csv: &Path) -> serde_json::Value {
     let path = scenario(name);
     let out = sim(&[
         "run",
-        path.to_str().expect("utf-8"),
+        arg(&path),
         "--seed",
         seed,
         "--json",
         "--csv",
-        csv.to_str().expect("utf-8"),
+        arg(csv),
     ]);
     serde_json::from_str(&ok(&out)).expect("json")
 }
@@ -131,31 +136,16 @@ fn every_policy_finishes_every_task_and_no_policy_beats_the_oracle() {
 fn the_table_and_the_plot() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = scenario("home");
-    let table = ok(&sim(&[
-        "run",
-        path.to_str().expect("utf-8"),
-        "--policy",
-        "corral",
-    ]));
+    let table = ok(&sim(&["run", arg(&path), "--policy", "corral"]));
     assert!(table.contains("scenario home"), "{table}");
     assert!(
         table.contains("corral") && !table.contains("round_robin"),
         "{table}"
     );
     let csv = dir.path().join("home.csv");
-    ok(&sim(&[
-        "run",
-        path.to_str().expect("utf-8"),
-        "--csv",
-        csv.to_str().expect("utf-8"),
-    ]));
+    ok(&sim(&["run", arg(&path), "--csv", arg(&csv)]));
     let svg = dir.path().join("home.svg");
-    ok(&sim(&[
-        "plot",
-        csv.to_str().expect("utf-8"),
-        "--out",
-        svg.to_str().expect("utf-8"),
-    ]));
+    ok(&sim(&["plot", arg(&csv), "--out", arg(&svg)]));
     let drawn = std::fs::read_to_string(&svg).expect("svg");
     assert!(drawn.starts_with("<svg"), "not an SVG");
     for name in ["corral", "least_loaded", "power_of_two", "home"] {
@@ -182,7 +172,7 @@ fn bad_input_is_refused_with_the_field_named() {
     ] {
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, edit).expect("write");
-        let out = sim(&["run", file.to_str().expect("utf-8")]);
+        let out = sim(&["run", arg(&file)]);
         assert_eq!(out.status.code(), Some(2));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{needle}: {err}");
@@ -190,17 +180,12 @@ fn bad_input_is_refused_with_the_field_named() {
     let out = sim(&["run", "no/such.toml"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
-    let out = sim(&[
-        "run",
-        scenario("home").to_str().expect("utf-8"),
-        "--policy",
-        "fifo",
-    ]);
+    let out = sim(&["run", arg(&scenario("home")), "--policy", "fifo"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown policy"));
     let csv = dir.path().join("bad.csv");
     std::fs::write(&csv, "scenario,policy,makespan_over_oracle\nx,y,fast\n").expect("write");
-    let out = sim(&["plot", csv.to_str().expect("utf-8"), "--out", "/dev/null"]);
+    let out = sim(&["plot", arg(&csv), "--out", "/dev/null"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a number"));
 }

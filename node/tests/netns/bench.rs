@@ -240,10 +240,8 @@ fn bench_membership_and_idle_memory() {
         // Leave: from issuing `corral leave` (which returns once the daemon
         // is gone) to being out of both other views.
         let started = std::time::Instant::now();
-        let mut leaving = std::process::Command::new(crate::harness::corral())
-            .arg("--data-dir")
-            .arg(&lan.host(2).data)
-            .arg("leave")
+        let mut leaving = lan
+            .cli_command(2, &["leave"])
             .spawn()
             .expect("corral leave starts");
         lan.wait_for("the leaver out of every view", limit, || {

@@ -82,7 +82,8 @@ pub struct Emulated {
 impl Emulated {
     /// The cross build for `triple`, from `CORRAL_CROSS_TARGET_DIR` (default:
     /// the workspace's target dir), debug profile unless
-    /// `CORRAL_CROSS_PROFILE` says otherwise; `None` if it or qemu is missing.
+    /// `CORRAL_CROSS_PROFILE` says otherwise; why not, if it or qemu is
+    /// missing.
     pub fn find(triple: &str) -> Result<Self, String> {
         let (qemu, sysroot) = match triple {
             "aarch64-unknown-linux-gnu" => ("qemu-aarch64", "/usr/aarch64-linux-gnu"),
@@ -214,12 +215,14 @@ impl Lan {
     /// `corral ARGS` against host i's data dir (outside the namespace: the
     /// control socket is a file).
     pub fn cli(&self, i: usize, args: &[&str]) -> std::process::Output {
-        Command::new(corral())
-            .arg("--data-dir")
-            .arg(&self.hosts[i].data)
-            .args(args)
-            .output()
-            .expect("corral runs")
+        self.cli_command(i, args).output().expect("corral runs")
+    }
+
+    /// The command [`Lan::cli`] runs, to start it in the background.
+    pub fn cli_command(&self, i: usize, args: &[&str]) -> Command {
+        let mut c = Command::new(corral());
+        c.arg("--data-dir").arg(&self.hosts[i].data).args(args);
+        c
     }
 
     /// Makes host i a device of another CPU: its daemon is the cross build

@@ -113,10 +113,8 @@ fn crashes_leaves_and_restarts_show_in_every_view() {
 
     // Graceful leave: removed from every view.
     let started = std::time::Instant::now();
-    let mut leave = std::process::Command::new(crate::harness::corral())
-        .arg("--data-dir")
-        .arg(&lan.host(1).data)
-        .arg("leave")
+    let mut leave = lan
+        .cli_command(1, &["leave"])
         .spawn()
         .expect("corral leave starts");
     lan.wait_for("the leaver to disappear", LIMIT, || {
