@@ -1,6 +1,7 @@
 //! The JIT engine: wasmtime with Cranelift, WASI preview 1 from wasmtime-wasi.
 //!
-//! One `Engine` and one `Linker` per process; a fresh `Store` per run with the
+//! Two `Engine`s (with and without NaN canonicalisation, chosen per module)
+//! and their `Linker`s per process; a fresh `Store` per run with the
 //! memory limiter, an epoch deadline for the wall-clock timeout and capped
 //! stdout/stderr. Compiled code is cached on disk by [`super::cache`].
 
@@ -56,10 +57,23 @@ struct RunState {
     limiter: MemoryLimiter,
 }
 
-pub(crate) struct JitEngine {
+/// One wasmtime configuration: its engine, WASI linker and compiled cache.
+struct Flavour {
     engine: Engine,
     linker: Linker<RunState>,
     cache: ModuleCache,
+}
+
+pub(crate) struct JitEngine {
+    /// NaN canonicalisation on: for modules that could see a NaN's bits, so
+    /// they give the same bytes on every engine and CPU (`--verify` relies
+    /// on it).
+    exact: Flavour,
+    /// The same without it, for modules that cannot observe a NaN's bits
+    /// ([`nan_bits_observable`]): for them the setting changes no output and
+    /// only costs time (~10 % on the prime sieve, whose one `sqrt` is
+    /// enough to slow its integer loop).
+    plain: Flavour,
     /// Keeps the epoch ticker alive; the thread ends when this is dropped.
     _ticker: Arc<()>,
 }
@@ -69,38 +83,28 @@ impl JitEngine {
         cache_dir: Option<PathBuf>,
         host_memory: Option<u64>,
     ) -> Result<Self, RuntimeError> {
-        let fail = |e: wasmtime::Error| RuntimeError::Engine {
-            engine: "wasmtime",
-            reason: format!("{e:#}"),
-        };
-        let mut config = Config::new();
-        // Same bytes out on every engine and CPU: what makes --verify work.
-        config.cranelift_nan_canonicalization(true);
-        config.epoch_interruption(true);
-        config.max_wasm_stack(1024 * 1024);
-        if address_space_is_tight(host_memory) {
-            // Explicit bounds checks instead of a 4 GiB reservation per memory.
-            config.memory_reservation(0);
-            config.memory_guard_size(64 * 1024);
-            config.memory_reservation_for_growth(1024 * 1024);
-        }
-        let engine = Engine::new(&config).map_err(fail)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut RunState| &mut s.wasi)
-            .map_err(fail)?;
+        let tight = address_space_is_tight(host_memory);
+        let exact = Flavour::new(true, tight, cache_dir.clone())?;
+        let plain = Flavour::new(false, tight, cache_dir)?;
         let ticker = Arc::new(());
-        spawn_epoch_ticker(engine.clone(), Arc::downgrade(&ticker));
-        let cache = ModuleCache::new(&engine, cache_dir);
+        spawn_epoch_ticker(
+            [exact.engine.clone(), plain.engine.clone()],
+            Arc::downgrade(&ticker),
+        );
         Ok(Self {
-            engine,
-            linker,
-            cache,
+            exact,
+            plain,
             _ticker: ticker,
         })
     }
 
     pub(crate) fn compile(&self, module: &super::WasmModule) -> Result<Module, RuntimeError> {
-        self.cache.get_or_compile(&self.engine, module)
+        let flavour = if nan_bits_observable(&module.bytes) {
+            &self.exact
+        } else {
+            &self.plain
+        };
+        flavour.cache.get_or_compile(&flavour.engine, module)
     }
 
     pub(crate) fn run(&self, module: &Module, spec: &RunSpec) -> Result<Outcome, RuntimeError> {
@@ -138,8 +142,13 @@ impl JitEngine {
                 })?;
         }
 
+        let flavour = if Engine::same(module.engine(), &self.plain.engine) {
+            &self.plain
+        } else {
+            &self.exact
+        };
         let mut store = Store::new(
-            &self.engine,
+            &flavour.engine,
             RunState {
                 wasi: builder.build_p1(),
                 limiter: MemoryLimiter::new(spec.limits.memory_bytes),
@@ -149,7 +158,7 @@ impl JitEngine {
         store.set_epoch_deadline(deadline_ticks(spec.limits.timeout));
         store.epoch_deadline_trap();
 
-        let ended = match self.linker.instantiate(&mut store, module) {
+        let ended = match flavour.linker.instantiate(&mut store, module) {
             Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, "_start") {
                 Ok(start) => ended_from(start.call(&mut store, ())),
                 Err(_) => return Err(RuntimeError::NoStart),
@@ -172,6 +181,117 @@ impl JitEngine {
     }
 }
 
+impl Flavour {
+    fn new(
+        canonical_nans: bool,
+        tight: bool,
+        cache_dir: Option<PathBuf>,
+    ) -> Result<Self, RuntimeError> {
+        let fail = |e: wasmtime::Error| RuntimeError::Engine {
+            engine: "wasmtime",
+            reason: format!("{e:#}"),
+        };
+        let mut config = Config::new();
+        config.cranelift_nan_canonicalization(canonical_nans);
+        config.epoch_interruption(true);
+        config.max_wasm_stack(1024 * 1024);
+        if tight {
+            // Explicit bounds checks instead of a 4 GiB reservation per memory.
+            config.memory_reservation(0);
+            config.memory_guard_size(64 * 1024);
+            config.memory_reservation_for_growth(1024 * 1024);
+        }
+        let engine = Engine::new(&config).map_err(fail)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut RunState| &mut s.wasi)
+            .map_err(fail)?;
+        // The compatibility hash covers the settings, so the two flavours
+        // keep apart in the on-disk cache.
+        let cache = ModuleCache::new(&engine, cache_dir);
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+        })
+    }
+}
+
+/// Whether a NaN's bits could ever reach the module's output. Wasm leaves a
+/// NaN's sign and payload to the CPU, but only a few instructions can tell
+/// one NaN from another: a float store or reinterpretation (which expose the
+/// bits), `copysign` (which copies a NaN's sign into an ordinary number) and
+/// SIMD on floats (whose lanes other SIMD instructions read as integers).
+/// Everything else treats every NaN alike: comparisons are unordered,
+/// conversions to integers trap or saturate to 0, arithmetic gives a NaN.
+/// Without one of those instructions, canonicalising NaNs cannot change a
+/// byte of output; it only costs time. A module that does not parse counts
+/// as exposing them, so the careful engine compiles (and rejects) it.
+fn nan_bits_observable(bytes: &[u8]) -> bool {
+    let scan = || -> wasmparser::Result<bool> {
+        for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+            if let wasmparser::Payload::CodeSectionEntry(body) = payload? {
+                let mut ops = body.get_operators_reader()?;
+                while !ops.eof() {
+                    if exposes_nan_bits(&ops.read()?) {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        Ok(false)
+    };
+    scan().unwrap_or(true)
+}
+
+/// One of the instructions of [`nan_bits_observable`]. wasmparser's variant
+/// names follow the instruction names (`F64Store`, `F32x4Mul`), so the
+/// variant name (the head of the `Debug` form) tells, for SIMD without a
+/// list of a hundred opcodes to keep up to date.
+fn exposes_nan_bits(op: &wasmparser::Operator<'_>) -> bool {
+    use wasmparser::Operator as O;
+    if matches!(
+        op,
+        O::F32Store { .. }
+            | O::F64Store { .. }
+            | O::I32ReinterpretF32
+            | O::I64ReinterpretF64
+            | O::F32Copysign
+            | O::F64Copysign
+    ) {
+        return true;
+    }
+    use std::fmt::Write;
+    /// Keeps the first bytes written, drops the rest.
+    struct Head {
+        buf: [u8; 32],
+        len: usize,
+    }
+    impl Write for Head {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let take = s.len().min(self.buf.len() - self.len);
+            self.buf[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
+            self.len += take;
+            // Stop formatting once the variant name is in.
+            if take < s.len() {
+                Err(std::fmt::Error)
+            } else {
+                Ok(())
+            }
+        }
+    }
+    let mut head = Head {
+        buf: [0; 32],
+        len: 0,
+    };
+    let _ = write!(head, "{op:?}");
+    let name = &head.buf[..head.len];
+    let name = name
+        .iter()
+        .position(|b| !b.is_ascii_alphanumeric())
+        .map_or(name, |end| &name[..end]);
+    name.windows(5).any(|w| w == b"F32x4" || w == b"F64x2")
+}
+
 fn deadline_ticks(timeout: Duration) -> u64 {
     let ticks = timeout.as_nanos() / TICK.as_nanos();
     u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
@@ -192,15 +312,17 @@ fn ended_from(result: wasmtime::Result<()>) -> Ended {
     }
 }
 
-/// One thread per process advances the engine's epoch every [`TICK`]; a store
+/// One thread per process advances the engines' epoch every [`TICK`]; a store
 /// traps with `Trap::Interrupt` once its deadline (in ticks) has passed.
-fn spawn_epoch_ticker(engine: Engine, alive: Weak<()>) {
+fn spawn_epoch_ticker(engines: [Engine; 2], alive: Weak<()>) {
     let spawned = std::thread::Builder::new()
         .name("corral-epoch".into())
         .spawn(move || {
             while alive.strong_count() > 0 {
                 std::thread::sleep(TICK);
-                engine.increment_epoch();
+                for engine in &engines {
+                    engine.increment_epoch();
+                }
             }
         });
     if let Err(e) = spawned {
@@ -280,5 +402,95 @@ impl tokio::io::AsyncWrite for JitSink {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::WasmModule;
+
+    /// `(func (export "f") (result i64) BODY)` in the binary format.
+    fn module(body: &[u8]) -> WasmModule {
+        let mut code = vec![0x00]; // no locals
+        code.extend_from_slice(body);
+        code.push(0x0b);
+        let mut bytes = b"\0asm\x01\0\0\0".to_vec();
+        bytes.extend_from_slice(&[0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7e]); // () -> i64
+        bytes.extend_from_slice(&[0x03, 0x02, 0x01, 0x00]);
+        bytes.extend_from_slice(&[0x07, 0x05, 0x01, 0x01, b'f', 0x00, 0x00]);
+        let entry_len = u8::try_from(code.len()).expect("small body");
+        bytes.extend_from_slice(&[0x0a, entry_len + 2, 0x01, entry_len]);
+        bytes.extend_from_slice(&code);
+        WasmModule::new(bytes).expect("a valid module")
+    }
+
+    /// 0.0 / 0.0, reinterpreted as bits: the NaN's bits are the result.
+    fn nan_bits() -> WasmModule {
+        let mut body = vec![0x44];
+        body.extend_from_slice(&0f64.to_le_bytes());
+        body.push(0x44);
+        body.extend_from_slice(&0f64.to_le_bytes());
+        body.extend_from_slice(&[0xa3, 0xbd]); // f64.div, i64.reinterpret_f64
+        module(&body)
+    }
+
+    fn call(jit: &JitEngine, wasm: &WasmModule) -> (i64, bool) {
+        let compiled = jit.compile(wasm).expect("compiles");
+        let mut store = Store::new(compiled.engine(), ());
+        store.set_epoch_deadline(1000);
+        let instance = wasmtime::Instance::new(&mut store, &compiled, &[]).expect("instantiates");
+        let f = instance
+            .get_typed_func::<(), i64>(&mut store, "f")
+            .expect("exported");
+        let canonical = Engine::same(compiled.engine(), &jit.exact.engine);
+        (f.call(&mut store, ()).expect("runs"), canonical)
+    }
+
+    #[test]
+    fn float_code_is_compiled_with_canonical_nans_and_integer_code_without() {
+        let jit = JitEngine::new(None, None).expect("engine");
+        let (bits, canonical) = call(&jit, &nan_bits());
+        assert!(
+            canonical,
+            "a module that reads a NaN's bits must get the careful engine"
+        );
+        // The canonical quiet NaN on every CPU (x86 alone would give the
+        // negative "default NaN" 0xfff8…).
+        assert_eq!(bits as u64, 0x7ff8_0000_0000_0000);
+        let (seven, canonical) = call(&jit, &module(&[0x42, 0x07])); // i64.const 7
+        assert_eq!(seven, 7);
+        assert!(!canonical, "integer code does not need canonical NaNs");
+        // sqrt(-1) truncated: a NaN, but only ever seen as 0.
+        let (zero, canonical) = call(&jit, &module(&sqrt_of_minus_one()));
+        assert_eq!(zero, 0);
+        assert!(
+            !canonical,
+            "a NaN that is never looked into needs no canonicalising"
+        );
+    }
+
+    /// i64.const -1, f64.convert_i64_s, f64.sqrt, i64.trunc_sat_f64_s.
+    fn sqrt_of_minus_one() -> Vec<u8> {
+        vec![0x42, 0x7f, 0xb9, 0x9f, 0xfc, 0x06]
+    }
+
+    #[test]
+    fn only_instructions_that_see_nan_bits_need_canonical_nans() {
+        assert!(nan_bits_observable(&nan_bits().bytes), "reinterpret");
+        assert!(!nan_bits_observable(&module(&[0x42, 0x07]).bytes));
+        assert!(!nan_bits_observable(&module(&sqrt_of_minus_one()).bytes));
+        // copysign(1.0, sqrt(-1)) carries the NaN's sign into a number.
+        let mut copysign = vec![0x44];
+        copysign.extend_from_slice(&1f64.to_le_bytes());
+        copysign.extend_from_slice(&[0x42, 0x7f, 0xb9, 0x9f, 0xa6, 0xbd]);
+        assert!(nan_bits_observable(&module(&copysign).bytes), "copysign");
+        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wasm");
+        let read = |name: &str| std::fs::read(examples.join(name)).expect("example module");
+        // The prime sieve's one sqrt is truncated at once.
+        assert!(!nan_bits_observable(&read("primes.wasm")));
+        let mut cut = read("mandelbrot.wasm");
+        cut.truncate(cut.len() / 2);
+        assert!(nan_bits_observable(&cut), "a module that does not parse");
     }
 }

@@ -118,6 +118,13 @@ fn bench_round_trip() {
     wall_ms.sort_by(f64::total_cmp);
     figure("round_trip_p50_ms", percentile(&wall_ms, 0.5), "ms");
     figure("round_trip_p99_ms", percentile(&wall_ms, 0.99), "ms");
+    if std::env::var_os("CORRAL_BENCH_LOGS").is_some() {
+        println!(
+            "--- coordinator ---\n{}\n--- worker ---\n{}",
+            lan.log(0),
+            lan.log(1)
+        );
+    }
 }
 
 #[test]
