@@ -476,8 +476,9 @@ async fn prepare_and_run(
     };
     let ctx2 = ctx.clone();
     let manifest2 = manifest.clone();
+    let cancel2 = cancel.clone();
     let receipt = tokio::task::spawn_blocking(move || {
-        run_blocking(&ctx2, &manifest2, index, attempt, &prepared)
+        run_blocking(&ctx2, &manifest2, index, attempt, &prepared, cancel2)
     })
     .await
     .context("the task thread failed")??;
@@ -545,6 +546,7 @@ fn run_blocking(
     index: u32,
     attempt: u32,
     prepared: &Prepared,
+    cancel: Arc<AtomicBool>,
 ) -> anyhow::Result<TaskReceipt> {
     let compiled = compiled_for(ctx, manifest, &prepared.module)?;
     let work = tempfile::Builder::new()
@@ -616,6 +618,7 @@ fn run_blocking(
             memory_bytes: manifest.limits.memory_bytes,
             output_bytes: manifest.limits.output_bytes,
         },
+        cancel: Some(cancel),
     };
     let outcome = ctx.runtime.run(&compiled, &spec)?;
 

@@ -122,6 +122,7 @@ fn spec_for(
         passthrough,
         preopens,
         limits: plan.limits,
+        cancel: None,
     }
 }
 

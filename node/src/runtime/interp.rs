@@ -113,6 +113,9 @@ impl InterpEngine {
                             if Instant::now() >= deadline {
                                 break Ended::Timeout;
                             }
+                            if super::cancelled(spec) {
+                                break Ended::Trap(super::CANCELLED.into());
+                            }
                             // A bulk memory operation may need more than one
                             // slice at once; give it what it asks for.
                             let fuel = FUEL_SLICE.max(paused.required_fuel());

@@ -7,12 +7,13 @@
 
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use corral_protocol::receipt::EngineKind;
-use wasmtime::{Config, Engine, Linker, Module, Store, Trap};
+use wasmtime::{Config, Engine, Linker, Module, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
@@ -155,8 +156,21 @@ impl JitEngine {
             },
         );
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(deadline_ticks(spec.limits.timeout));
-        store.epoch_deadline_trap();
+        // Every tick the deadline passes and this decides: stop for the
+        // timeout or a cancel, or carry on for another tick. The check in
+        // the generated code is the same either way.
+        let deadline = started + spec.limits.timeout;
+        let cancel = spec.cancel.clone();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                return Err(Trap::Interrupt.into());
+            }
+            if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(wasmtime::Error::msg(super::CANCELLED));
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
 
         let ended = match flavour.linker.instantiate(&mut store, module) {
             Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, "_start") {
@@ -292,11 +306,6 @@ fn exposes_nan_bits(op: &wasmparser::Operator<'_>) -> bool {
     name.windows(5).any(|w| w == b"F32x4" || w == b"F64x2")
 }
 
-fn deadline_ticks(timeout: Duration) -> u64 {
-    let ticks = timeout.as_nanos() / TICK.as_nanos();
-    u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
-}
-
 fn ended_from(result: wasmtime::Result<()>) -> Ended {
     let error = match result {
         Ok(()) => return Ended::Exit(0),
@@ -312,8 +321,8 @@ fn ended_from(result: wasmtime::Result<()>) -> Ended {
     }
 }
 
-/// One thread per process advances the engines' epoch every [`TICK`]; a store
-/// traps with `Trap::Interrupt` once its deadline (in ticks) has passed.
+/// One thread per process advances the engines' epoch every [`TICK`]; each
+/// tick a running store's deadline callback checks its clock and cancel flag.
 fn spawn_epoch_ticker(engines: [Engine; 2], alive: Weak<()>) {
     let spawned = std::thread::Builder::new()
         .name("corral-epoch".into())

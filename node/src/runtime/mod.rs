@@ -19,6 +19,7 @@ pub mod cache;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use corral_protocol::hash::ContentHash;
@@ -107,6 +108,9 @@ pub struct RunSpec {
     pub preopens: Vec<Preopen>,
     /// Limits of this run.
     pub limits: Limits,
+    /// Set from another thread to stop the guest early (the coordinator no
+    /// longer wants the task): within a tick it ends as a trap saying so.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// How a run ended, with what it printed.
@@ -394,6 +398,15 @@ enum Ended {
     Exit(i32),
     Timeout,
     Trap(String),
+}
+
+/// The trap message of a run stopped by [`RunSpec::cancel`].
+const CANCELLED: &str = "cancelled: the task is no longer wanted";
+
+fn cancelled(spec: &RunSpec) -> bool {
+    spec.cancel
+        .as_ref()
+        .is_some_and(|flag| flag.load(Ordering::Relaxed))
 }
 
 /// Trap messages are shown to users and sent to peers: keep them short.

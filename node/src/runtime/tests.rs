@@ -112,6 +112,28 @@ fn exit_codes_and_stderr_come_back() {
 }
 
 #[test]
+fn a_cancelled_run_stops_at_once_and_says_why() {
+    each_engine(|rt, engine| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut s = spec(&["loop"]);
+        s.limits.timeout = Duration::from_secs(60);
+        s.cancel = Some(flag.clone());
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            flag.store(true, Ordering::Relaxed);
+        });
+        let out = run_on(rt, engine, &s);
+        setter.join().expect("setter");
+        match &out.status {
+            TaskStatus::Trapped { message } => {
+                assert!(message.contains("cancelled"), "{engine:?}: {message}");
+            }
+            other => panic!("{engine:?}: ended as {other:?}, not cancelled"),
+        }
+    });
+}
+
+#[test]
 fn an_infinite_loop_times_out() {
     each_engine(|rt, engine| {
         let mut s = spec(&["loop"]);

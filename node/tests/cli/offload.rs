@@ -137,6 +137,48 @@ fn jobs_run_through_the_daemon_like_local_commands() {
         "{}",
         text(&again.stderr)
     );
+    // Cancelling stops guests already running: two endless tasks, one on
+    // each daemon, end within moments instead of at their time limit.
+    let running = |data: &str| {
+        let status: serde_json::Value =
+            serde_json::from_slice(&sb.corral(&["--data-dir", data, "status", "--json"]).stdout)
+                .unwrap_or_default();
+        status["running"].as_u64().unwrap_or(0)
+    };
+    let out = sb.corral(&[
+        "--data-dir",
+        "a",
+        "run",
+        &tk,
+        "--detach",
+        "--tasks",
+        "2",
+        "--timeout",
+        "10m",
+        "--",
+        "loop",
+    ]);
+    let endless = text(&out.stdout).trim().to_string();
+    let started = Instant::now();
+    while running("a") + running("b") < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the endless tasks did not start on both daemons"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_code(&sb.corral(&["--data-dir", "a", "cancel", &endless]), 0);
+    let cancelled = Instant::now();
+    while running("a") + running("b") > 0 {
+        assert!(
+            cancelled.elapsed() < Duration::from_secs(10),
+            "cancelled tasks still run: a {} b {}",
+            running("a"),
+            running("b")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     let bad = sb.corral(&["--data-dir", "a", "job", "nope"]);
     assert_code(&bad, 1);
     assert!(text(&bad.stderr).contains("nope"), "{}", text(&bad.stderr));
