@@ -300,7 +300,12 @@ fn command_output(cmd: &str, args: &[&str]) -> String {
 }
 
 /// docs/BENCHMARKS.md: the table, the machine, the command.
-pub(crate) fn markdown(figures: &[Figure], quick: bool, took: Duration) -> String {
+pub(crate) fn markdown(
+    figures: &[Figure],
+    quick: bool,
+    took: Duration,
+    picture: Option<&str>,
+) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
@@ -325,6 +330,11 @@ pub(crate) fn markdown(figures: &[Figure], quick: bool, took: Duration) -> Strin
     ));
     s.push_str("Engine figures are the fastest of several runs of the whole command (start-up included) on the same module, ours and the peer's one after the other; the ratio is ours ÷ the peer's (lower is better). Mesh figures come from network namespaces on this machine (`node/tests/netns/bench.rs`): medians of several rounds.\n\n");
     s.push_str(&table(figures));
+    if let Some(file) = picture {
+        s.push_str(&format!(
+            "\n![Each figure against its goal: bars left of the line meet it]({file})\n"
+        ));
+    }
     let missing: Vec<&Figure> = figures.iter().filter(|f| f.missing.is_some()).collect();
     if !missing.is_empty() {
         s.push_str("\nMissing figures, and why:\n\n");

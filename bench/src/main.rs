@@ -6,6 +6,7 @@
 //! silently.
 
 mod local;
+mod plot;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -173,7 +174,16 @@ fn run(args: &Args) -> anyhow::Result<()> {
         figures.extend(mesh_figures(args.quick));
     }
     if let Some(path) = &args.markdown {
-        let doc = local::markdown(&figures, args.quick, started.elapsed());
+        // The picture goes next to the page, which links it by name.
+        let svg = path.with_file_name("benchmarks.svg");
+        let picture = match plot::draw(&figures, &svg) {
+            Ok(()) => Some("benchmarks.svg"),
+            Err(e) => {
+                eprintln!("corral-bench: no picture: {e:#}");
+                None
+            }
+        };
+        let doc = local::markdown(&figures, args.quick, started.elapsed(), picture);
         std::fs::write(path, doc).with_context(|| format!("cannot write {}", path.display()))?;
     }
     if args.json {

@@ -325,7 +325,14 @@ fn build_swarm(key: &NodeKey, psk: libp2p::pnet::PreSharedKey) -> anyhow::Result
             Behaviour::new(k)
                 .map_err(|e| Box::<dyn std::error::Error + Send + Sync>::from(e.to_string()))
         })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(Duration::from_secs(3600))
+                // A stream for one protocol sends its request with the
+                // protocol's name instead of waiting a round trip for the
+                // other side to agree (multistream-select's lazy V1; the same
+                // bytes on the wire). Halves the hops of an offer or a result.
+                .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+        })
         .build();
     Ok(swarm)
 }

@@ -450,8 +450,10 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
         engines: engines.0,
         max_memory: args.max_memory,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread for the event loop and every connection: a message from a
+    // peer reaches the loop without waking another thread (a multi-threaded
+    // runtime cost each hop a futex wake). Tasks run on blocking threads.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -548,6 +548,7 @@ fn run_blocking(
     prepared: &Prepared,
     cancel: Arc<AtomicBool>,
 ) -> anyhow::Result<TaskReceipt> {
+    let t0 = std::time::Instant::now();
     let compiled = compiled_for(ctx, manifest, &prepared.module)?;
     let work = tempfile::Builder::new()
         .prefix("task-")
@@ -620,7 +621,9 @@ fn run_blocking(
         },
         cancel: Some(cancel),
     };
+    let t1 = std::time::Instant::now();
     let outcome = ctx.runtime.run(&compiled, &spec)?;
+    let t2 = std::time::Instant::now();
 
     let mut files = collect(&ctx.blobs, &output, crate::job::plan::GUEST_OUTPUT, None)?;
     for (guest, copy, listing) in &writable {
@@ -633,6 +636,12 @@ fn run_blocking(
             files.len()
         );
     }
+    tracing::debug!(
+        setup_us = (t1 - t0).as_micros() as u64,
+        run_us = (t2 - t1).as_micros() as u64,
+        collect_us = t2.elapsed().as_micros() as u64,
+        "task timings"
+    );
     let mut stdout = outcome.stdout;
     if ctx.fault_lie {
         stdout.extend_from_slice(b"(a lie told by a faulty worker)\n");
