@@ -162,6 +162,24 @@ impl LoadSource for SystemLoad {
     }
 }
 
+/// A test switch (`CORRAL_TEST_HOST_LOAD=FILE`): the host's load is the
+/// number in FILE, read at every sample, instead of the CPU's; the rest of
+/// the owner policy (hysteresis, grace period, hand-back) is the real one.
+pub struct FileLoad(pub std::path::PathBuf);
+
+impl LoadSource for FileLoad {
+    fn sample(&mut self) -> HostSample {
+        let load = std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|t| t.trim().parse::<f32>().ok())
+            .unwrap_or(0.0);
+        HostSample {
+            load_pct: load.clamp(0.0, 100.0),
+            on_battery: false,
+        }
+    }
+}
+
 /// True when the host has a battery and no mains supply online.
 pub fn on_battery(power_supply: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(power_supply) else {

@@ -152,6 +152,11 @@ pub struct UpArgs {
     /// When to accept work from the mesh.
     #[arg(long, value_enum, default_value = "idle")]
     pub share: crate::capacity::Share,
+    /// With `--share idle`: how long tasks already running may go on once
+    /// the owner is back; what is left then is handed back to its
+    /// coordinator and runs elsewhere.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub grace: Duration,
     /// Do not announce or browse with mDNS.
     #[arg(long)]
     pub no_mdns: bool,

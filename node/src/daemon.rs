@@ -28,7 +28,7 @@ use crate::dispatch::coordinator::{Action, Candidate, Coordinator};
 use crate::dispatch::worker::{Gate, Worker, WorkerCtx, WorkerEvent};
 use crate::dispatch::{FetchLocks, NetCmd, NetHandle, fetch_blob};
 
-use crate::capacity::{LoadSource, OwnerPolicy, Share, SystemLoad};
+use crate::capacity::{FileLoad, LoadSource, OwnerPolicy, Share, SystemLoad};
 use crate::control::Request;
 use crate::control::server::{self, Call};
 use crate::identity::{self, NodeKey};
@@ -61,6 +61,8 @@ pub struct DaemonConfig {
     pub engines: Vec<EngineSpeed>,
     /// `--max-memory`: most memory the mesh's tasks may use here, bytes.
     pub max_memory: Option<u64>,
+    /// `--grace`: how long running tasks may go on once the owner is back.
+    pub grace: Duration,
 }
 
 /// Milliseconds since the unix epoch.
@@ -81,6 +83,10 @@ struct Node {
     config: DaemonConfig,
     policy: OwnerPolicy,
     load: SystemLoad,
+    /// `CORRAL_TEST_HOST_LOAD`: the host load a test sets.
+    test_load: Option<FileLoad>,
+    /// Since when the owner has been back (the policy not idle).
+    busy_since: Option<std::time::Instant>,
     seq: u64,
     topic: IdentTopic,
     listen_addrs: Vec<Multiaddr>,
@@ -228,6 +234,13 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         mesh,
         policy: OwnerPolicy::new(config.share),
         load: SystemLoad::new(),
+        test_load: std::env::var_os("CORRAL_TEST_HOST_LOAD").map(|path| {
+            tracing::warn!(
+                "CORRAL_TEST_HOST_LOAD: the host load is read from a file (a test switch)"
+            );
+            FileLoad(path.into())
+        }),
+        busy_since: None,
         config,
         seq: 0,
         topic,
@@ -280,12 +293,16 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
             _ = advert_timer.tick() => node.advertise(),
             _ = sample_timer.tick() => {
                 let before = node.policy.state();
-                let sample = node.load.sample();
+                let sample = match node.test_load.as_mut() {
+                    Some(file) => file.sample(),
+                    None => node.load.sample(),
+                };
                 node.host_load_pct = sample.load_pct.round().clamp(0.0, 100.0) as u8;
                 if node.policy.update(sample) != before {
                     tracing::info!(state = node.policy.state().name(), "owner state changed");
                     node.advertise();
                 }
+                node.owner_grace();
             }
             _ = expiry_timer.tick() => {
                 for change in node.view.expire(now_ms()) {
@@ -372,6 +389,29 @@ impl Node {
             running: u16::try_from(self.worker.running()).unwrap_or(u16::MAX),
             queued: 0,
             version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    /// DESIGN §8: once the owner is back, tasks already running may finish
+    /// within the grace period; what is left then goes back to its
+    /// coordinators (not the tasks' fault: it costs them no attempt).
+    fn owner_grace(&mut self) {
+        if self.policy.state() != OwnerState::Busy || self.config.share != Share::Idle {
+            self.busy_since = None;
+            return;
+        }
+        let since = *self.busy_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= self.config.grace {
+            let given = self
+                .worker
+                .hand_back_all(corral_protocol::messages::RejectReason::OwnerBusy);
+            if given > 0 {
+                tracing::info!(
+                    tasks = given,
+                    grace_s = self.config.grace.as_secs_f64(),
+                    "the owner is back and the grace period is over: handing tasks back"
+                );
+            }
         }
     }
 
@@ -883,6 +923,18 @@ impl Node {
                     index,
                     from,
                     &format!("{name} could not run it and handed it back"),
+                );
+                self.execute(actions);
+                self.dirty = true;
+                self.respond(reply, TaskResponse::Ack);
+            }
+            TaskRequest::HandBack { job, index, reason } => {
+                let name = self.name_of(&from);
+                let actions = self.coord.on_lost(
+                    job,
+                    index,
+                    from,
+                    &format!("{name} handed it back: {}", reason.describe()),
                 );
                 self.execute(actions);
                 self.dirty = true;

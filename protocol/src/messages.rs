@@ -34,6 +34,17 @@ pub enum TaskRequest {
     },
     /// A finished task's signed receipt.
     Result(Signed<TaskReceipt>),
+    /// From a worker: it gives task `index` back, not run or not finished,
+    /// for a reason of its own (its owner came back and the grace period
+    /// ran out); not the task's fault, so it costs the task no attempt.
+    HandBack {
+        /// The job.
+        job: JobId,
+        /// The task.
+        index: u32,
+        /// Why (`OwnerBusy`, `Draining`).
+        reason: RejectReason,
+    },
 }
 
 impl WireMessage for TaskRequest {

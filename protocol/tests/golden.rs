@@ -149,6 +149,14 @@ fn small_messages() {
             index: 7,
         },
     );
+    check(
+        "task_hand_back.bin",
+        &TaskRequest::HandBack {
+            job: JobId::from_bytes([3; 16]),
+            index: 7,
+            reason: RejectReason::OwnerBusy,
+        },
+    );
     check("task_accepted.bin", &TaskResponse::Accepted);
     check(
         "task_rejected.bin",

@@ -449,6 +449,7 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
         share: args.share,
         engines: engines.0,
         max_memory: args.max_memory,
+        grace: args.grace,
     };
     // One thread for the event loop and every connection: a message from a
     // peer reaches the loop without waking another thread (a multi-threaded

@@ -98,7 +98,10 @@ impl WorkerCtx {
 }
 
 struct Running {
+    attempt: u32,
     cancel: Arc<AtomicBool>,
+    /// Set (with `cancel`) when the task is given back to its coordinator.
+    hand_back: Arc<std::sync::OnceLock<RejectReason>>,
 }
 
 /// What the worker needs to know about this node to judge an offer.
@@ -204,19 +207,25 @@ impl Worker {
                 tracing::debug!(job = %manifest.job, index, attempt, "offer accepted");
                 self.remember(manifest.job, index, attempt);
                 let cancel = Arc::new(AtomicBool::new(false));
+                let hand_back = Arc::new(std::sync::OnceLock::new());
                 self.running.insert(
                     (manifest.job, index),
                     Running {
+                        attempt,
                         cancel: cancel.clone(),
+                        hand_back: hand_back.clone(),
                     },
                 );
                 tokio::spawn(execute(
                     self.ctx.clone(),
-                    manifest,
-                    index,
-                    attempt,
-                    from,
+                    Assignment {
+                        manifest,
+                        index,
+                        attempt,
+                        coordinator: from,
+                    },
                     cancel,
+                    hand_back,
                 ));
                 TaskResponse::Accepted
             }
@@ -299,6 +308,24 @@ impl Worker {
         }
     }
 
+    /// Gives every task held here back to its coordinator, for `reason`
+    /// (the owner came back and the grace period is over): running guests
+    /// stop within a tick, waiting ones do not start. How many were given
+    /// back now.
+    pub fn hand_back_all(&mut self, reason: RejectReason) -> usize {
+        let mut given = 0;
+        for (&(job, index), running) in &self.running {
+            if running.hand_back.set(reason).is_ok() {
+                running.cancel.store(true, Ordering::Relaxed);
+                // The coordinator does not count a handed-back run as an
+                // attempt, so it may offer this one again with its number.
+                self.seen.remove(&(job, index, running.attempt));
+                given += 1;
+            }
+        }
+        given
+    }
+
     /// A task ended.
     pub fn on_event(&mut self, event: WorkerEvent) {
         match event {
@@ -327,14 +354,26 @@ fn outbox_key(job: &JobId, index: u32, attempt: u32) -> Vec<u8> {
     key
 }
 
-async fn execute(
-    ctx: Arc<WorkerCtx>,
+/// A task this worker took on.
+struct Assignment {
     manifest: Arc<JobManifest>,
     index: u32,
     attempt: u32,
     coordinator: PeerKey,
+}
+
+async fn execute(
+    ctx: Arc<WorkerCtx>,
+    task: Assignment,
     cancel: Arc<AtomicBool>,
+    hand_back: Arc<std::sync::OnceLock<RejectReason>>,
 ) {
+    let Assignment {
+        manifest,
+        index,
+        attempt,
+        coordinator,
+    } = task;
     let job = manifest.job;
     let result = prepare_and_run(&ctx, &manifest, index, attempt, coordinator, &cancel).await;
     let _ = ctx.events.send(WorkerEvent::Finished { job, index });
@@ -357,7 +396,16 @@ async fn execute(
             }
             deliver(ctx, item).await;
         }
-        Ok(None) => tracing::debug!(%job, index, "cancelled"),
+        Ok(None) => match hand_back.get() {
+            Some(&reason) => {
+                tracing::info!(%job, index, "handed back: {}", reason.describe());
+                let _ = ctx
+                    .net
+                    .task(coordinator, TaskRequest::HandBack { job, index, reason })
+                    .await;
+            }
+            None => tracing::debug!(%job, index, "cancelled"),
+        },
         Err(e) => {
             // Could not run it here (a blob would not come, the engine
             // failed): hand the task back so it runs elsewhere.

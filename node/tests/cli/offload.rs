@@ -8,10 +8,22 @@ use std::time::{Duration, Instant};
 use crate::{Sandbox, assert_code, module, text};
 
 fn up(sb: &Sandbox, data: &str, extra: &[&str]) -> Child {
+    up_with(sb, data, &["--share", "always"], extra, &[])
+}
+
+fn up_with(
+    sb: &Sandbox,
+    data: &str,
+    share: &[&str],
+    extra: &[&str],
+    env: &[(&str, &std::path::Path)],
+) -> Child {
     let child = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["--data-dir", data, "up", "--no-mdns", "--share", "always"])
+        .args(["--data-dir", data, "up", "--no-mdns"])
+        .args(share)
         .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
         .args(extra)
+        .envs(env.iter().copied())
         .current_dir(sb.dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -182,6 +194,93 @@ fn jobs_run_through_the_daemon_like_local_commands() {
     let bad = sb.corral(&["--data-dir", "a", "job", "nope"]);
     assert_code(&bad, 1);
     assert!(text(&bad.stderr).contains("nope"), "{}", text(&bad.stderr));
+
+    assert_code(&sb.corral(&["--data-dir", "b", "leave"]), 0);
+    assert_code(&sb.corral(&["--data-dir", "a", "leave"]), 0);
+    let _ = (a.wait(), b.wait());
+}
+
+/// DESIGN §8: when the owner comes back, running tasks may go on for the
+/// grace period and are then handed back; the job finishes once a device is
+/// free again, the hand-back costing it no attempt. The owner's load is set
+/// through a file (`CORRAL_TEST_HOST_LOAD`); the policy is the real one.
+#[test]
+fn tasks_are_handed_back_when_the_owner_returns() {
+    let sb = Sandbox::new();
+    assert_code(
+        &sb.corral(&["--data-dir", "a", "init", "--name", "laptop"]),
+        0,
+    );
+    let token = text(&sb.corral(&["--data-dir", "a", "invite"]).stdout);
+    assert_code(
+        &sb.corral(&["--data-dir", "b", "join", token.trim(), "--name", "desk"]),
+        0,
+    );
+    let load = sb.path("owner-load");
+    std::fs::write(&load, "0").expect("load file");
+    let mut a = up_with(&sb, "a", &["--share", "never"], &[], &[]);
+    let status: serde_json::Value =
+        serde_json::from_slice(&sb.corral(&["--data-dir", "a", "status", "--json"]).stdout)
+            .expect("json");
+    let addr = status["addresses"][0]
+        .as_str()
+        .expect("address")
+        .to_string();
+    let mut b = up_with(
+        &sb,
+        "b",
+        &["--share", "idle"],
+        &["--slots", "1", "--grace", "1s", "--peer", &addr],
+        &[("CORRAL_TEST_HOST_LOAD", load.as_path())],
+    );
+    let running_on_b = || {
+        let status: serde_json::Value =
+            serde_json::from_slice(&sb.corral(&["--data-dir", "b", "status", "--json"]).stdout)
+                .unwrap_or_default();
+        status["running"].as_u64().unwrap_or(0)
+    };
+    let wait = |what: &str, secs: u64, done: &dyn Fn() -> bool| {
+        let started = Instant::now();
+        while !done() {
+            assert!(started.elapsed() < Duration::from_secs(secs), "{what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let tk = module("testkit");
+    let out = sb.corral(&[
+        "--data-dir",
+        "a",
+        "run",
+        &tk,
+        "--detach",
+        "--",
+        "sleep-ms",
+        "4000",
+    ]);
+    assert_code(&out, 0);
+    let id = text(&out.stdout).trim().to_string();
+    wait("the task did not start on the idle desk", 30, &|| {
+        running_on_b() == 1
+    });
+
+    // The owner is back: after two busy readings and the 1 s grace the
+    // task, still seconds from its end, is stopped and given back.
+    std::fs::write(&load, "90").expect("load file");
+    wait("the task was not handed back", 10, &|| running_on_b() == 0);
+    let j = job(&sb, &id);
+    assert_eq!(j["state"], "running", "{j}");
+    assert_eq!(j["tasks_done"], 0, "{j}");
+
+    // The owner leaves again: the task runs again and the job completes.
+    std::fs::write(&load, "0").expect("load file");
+    wait(
+        "the job did not complete once the desk was idle",
+        60,
+        &|| job(&sb, &id)["state"] == "completed",
+    );
+    let j = job(&sb, &id);
+    assert_eq!(j["tasks_done"], 1, "{j}");
+    assert_eq!(j["tasks_failed"], 0, "{j}");
 
     assert_code(&sb.corral(&["--data-dir", "b", "leave"]), 0);
     assert_code(&sb.corral(&["--data-dir", "a", "leave"]), 0);

@@ -1,4 +1,4 @@
-//! Task requests (offers, cancels, results) from arbitrary bytes: decoding
+//! Task requests (offers, cancels, results, hand-backs) from arbitrary bytes: decoding
 //! and verifying must never panic.
 #![no_main]
 
@@ -14,6 +14,6 @@ fuzz_target!(|data: &[u8]| {
         Ok(TaskRequest::Result(receipt)) => {
             let _ = receipt.verify(0);
         }
-        Ok(TaskRequest::Cancel { .. }) | Err(_) => {}
+        Ok(TaskRequest::Cancel { .. } | TaskRequest::HandBack { .. }) | Err(_) => {}
     }
 });
