@@ -49,7 +49,15 @@ pub struct Worker {
     /// It already holds the job's module (no transfer before the first
     /// task): preferred when the predicted finish is the same.
     pub cached: bool,
+    /// Tasks it may hold queued beyond its slots: 1 (late binding, a
+    /// finished task pulls the next); up to [`MAX_AHEAD`] for tasks much
+    /// shorter than a round trip, whose slots would otherwise stand idle
+    /// while the next offer travels.
+    pub ahead: u16,
 }
+
+/// Most tasks a device holds queued beyond its slots (see [`Worker::ahead`]).
+pub const MAX_AHEAD: u16 = 8;
 
 /// Where a task stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,12 +121,13 @@ impl Task {
 }
 
 impl Worker {
-    /// Tasks of this batch it may hold: its free slots plus one queued
-    /// ahead, unless other jobs already hold that one.
+    /// Tasks of this batch it may hold: its free slots plus those queued
+    /// ahead ([`Worker::ahead`]), less what other jobs already hold there.
     pub fn capacity(&self) -> usize {
-        let overall =
-            (usize::from(self.slots_total) + 1).saturating_sub(usize::from(self.held_elsewhere));
-        (usize::from(self.slots_free) + 1).min(overall)
+        let ahead = usize::from(self.ahead.clamp(1, MAX_AHEAD));
+        let overall = (usize::from(self.slots_total) + ahead)
+            .saturating_sub(usize::from(self.held_elsewhere));
+        (usize::from(self.slots_free) + ahead).min(overall)
     }
 }
 
@@ -896,6 +905,7 @@ mod tests {
             speed,
             class: format!("class-{n}"),
             cached: false,
+            ahead: 1,
         }
     }
 
@@ -1183,13 +1193,35 @@ mod tests {
         ]
     }
 
+    #[test]
+    fn a_device_holds_its_free_slots_plus_those_queued_ahead() {
+        let mut w = worker(1, 2, 100);
+        assert_eq!(w.capacity(), 3, "late binding: one ahead");
+        w.ahead = 4;
+        assert_eq!(w.capacity(), 6);
+        w.held_elsewhere = 5;
+        w.slots_free = 0;
+        assert_eq!(w.capacity(), 1, "other jobs hold most of the queue");
+        w.ahead = 100;
+        w.held_elsewhere = 0;
+        w.slots_free = 2;
+        assert_eq!(w.capacity(), 2 + usize::from(MAX_AHEAD), "capped");
+        let mut batch = Batch::new(20, BatchConfig::default());
+        let mut w = worker(1, 2, 100);
+        w.ahead = 3;
+        let offers = batch.schedule(&[w], 0);
+        assert_eq!(offers.len(), 5, "two slots and three queued: {offers:?}");
+    }
+
     proptest! {
         #[test]
         fn no_task_is_lost_or_counted_twice_and_capacity_holds(
             events in prop::collection::vec(event(), 0..150),
             redundancy in 1u8..3,
+            ahead in 1u16..=MAX_AHEAD,
         ) {
-            let workers = [worker(1, 2, 300), worker(2, 1, 100), worker(3, 3, 50)];
+            let mut workers = [worker(1, 2, 300), worker(2, 1, 100), worker(3, 3, 50)];
+            workers[0].ahead = ahead;
             let config = BatchConfig { redundancy, ..BatchConfig::default() };
             let mut batch = Batch::new(8, config);
             let mut finished: BTreeMap<u32, PeerKey> = BTreeMap::new();

@@ -283,6 +283,9 @@ impl Policy for Corral {
                             // Transfers are not simulated: no device is
                             // preferred for holding the module.
                             cached: false,
+                            // Simulated tasks take seconds: late binding
+                            // proper, one queued ahead.
+                            ahead: 1,
                         }
                     })
                     .collect()

@@ -17,7 +17,7 @@ use corral_protocol::manifest::{
 };
 use corral_protocol::messages::TaskRequest;
 use corral_protocol::receipt::{EngineKind, OutputFile, TaskReceipt, TaskStatus};
-use corral_scheduler::batch::{Batch, BatchConfig, Decision, Pool, TaskState, Worker};
+use corral_scheduler::batch::{Batch, BatchConfig, Decision, MAX_AHEAD, Pool, TaskState, Worker};
 use serde::{Deserialize, Serialize};
 
 use crate::blobs::BlobStore;
@@ -162,11 +162,28 @@ struct Job {
     ended: Option<std::time::Instant>,
     /// Bumped on every change.
     seq: u64,
+    /// Results seen, and how many of them ran under [`SHORT_TASK_MS`].
+    results_seen: u32,
+    short_results: u32,
 }
+
+/// A task this short is over before its next offer could arrive: a job made
+/// of them keeps devices [`MAX_AHEAD`] tasks ahead instead of one.
+const SHORT_TASK_MS: u64 = 20;
 
 impl Job {
     fn is_live(&self) -> bool {
         self.record.state == "running"
+    }
+
+    /// Tasks queued ahead on each device: one (late binding) until most of
+    /// the job's results show its tasks are short.
+    fn ahead(&self) -> u16 {
+        if self.results_seen >= 8 && self.short_results * 10 >= self.results_seen * 9 {
+            MAX_AHEAD
+        } else {
+            1
+        }
     }
 }
 
@@ -307,6 +324,8 @@ impl Coordinator {
                 started: None,
                 ended: None,
                 seq: 0,
+                results_seen: 0,
+                short_results: 0,
             },
         );
         Ok(job)
@@ -422,6 +441,8 @@ impl Coordinator {
                 started: Some(std::time::Instant::now()),
                 ended: None,
                 seq: 0,
+                results_seen: 0,
+                short_results: 0,
             },
         );
         self.trim();
@@ -492,6 +513,7 @@ impl Coordinator {
                                 .saturating_sub(u16::try_from(others).unwrap_or(u16::MAX)),
                             slots_total: c.slots,
                             held_elsewhere: u16::try_from(others).unwrap_or(u16::MAX),
+                            ahead: job.ahead(),
                             speed: if now_ms < job.manifest.expires_ms
                                 && !job.excluded.contains(&c.peer)
                                 && job
@@ -790,6 +812,10 @@ impl Coordinator {
         };
         let digest = result_digest(&receipt);
         job.seq += 1;
+        job.results_seen = job.results_seen.saturating_add(1);
+        if receipt.duration_ms < SHORT_TASK_MS {
+            job.short_results = job.short_results.saturating_add(1);
+        }
         if self.warm.len() >= MAX_WARM {
             self.warm.clear();
         }

@@ -24,6 +24,7 @@ use corral_protocol::receipt::{
     Captured, EngineKind, MAX_FILES, OutputFile, TaskReceipt, TaskStatus,
 };
 use corral_protocol::tree::{MAX_TREE_BYTES, TreeListing};
+use corral_scheduler::batch::MAX_AHEAD;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::{FetchLocks, NetHandle, fetch_blob, now_ms};
@@ -278,8 +279,10 @@ impl Worker {
         if self.running.contains_key(&(manifest.job, index)) {
             return Err(RejectReason::Busy);
         }
-        // Late binding: one task may wait beyond the free slots.
-        if self.running.len() > usize::from(self.slots) {
+        // Late binding: a few tasks may wait beyond the free slots (a
+        // coordinator keeps one there, or up to MAX_AHEAD of very short
+        // tasks that would otherwise leave a slot idle between offers).
+        if self.running.len() >= usize::from(self.slots) + usize::from(MAX_AHEAD) {
             return Err(RejectReason::Busy);
         }
         Ok(manifest)
