@@ -34,6 +34,39 @@ impl Sandbox {
         self.corral_with_stdin(args, b"")
     }
 
+    /// `corral status --json` of the daemon using data dir `data` (null when
+    /// it does not answer).
+    pub fn status(&self, data: &str) -> serde_json::Value {
+        serde_json::from_slice(
+            &self
+                .corral(&["--data-dir", data, "status", "--json"])
+                .stdout,
+        )
+        .unwrap_or_default()
+    }
+
+    /// The first address the daemon using data dir `data` listens on.
+    pub fn address(&self, data: &str) -> String {
+        self.status(data)["addresses"][0]
+            .as_str()
+            .expect("the daemon reports an address")
+            .to_string()
+    }
+
+    /// Data dir `a` starts a mesh as `a_name`; `b` joins it by invite as
+    /// `b_name` (trusting `a` as a submitter).
+    pub fn mesh_of_two(&self, a_name: &str, b_name: &str) {
+        assert_code(
+            &self.corral(&["--data-dir", "a", "init", "--name", a_name]),
+            0,
+        );
+        let token = text(&self.corral(&["--data-dir", "a", "invite"]).stdout);
+        assert_code(
+            &self.corral(&["--data-dir", "b", "join", token.trim(), "--name", b_name]),
+            0,
+        );
+    }
+
     pub fn corral_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
         use std::io::Write;
         let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
@@ -65,6 +98,16 @@ pub fn module(name: &str) -> String {
 /// The examples directory.
 pub fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+/// Polls `done` every 50 ms until it holds; fails saying `what` after `limit`.
+#[track_caller]
+pub fn wait_until(what: &str, limit: std::time::Duration, done: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 pub fn text(bytes: &[u8]) -> String {

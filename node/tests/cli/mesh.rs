@@ -191,20 +191,9 @@ fn one_daemon_per_data_dir_and_the_cli_talks_to_it() {
 #[test]
 fn two_daemons_on_loopback_see_each_other_through_peer_bootstrap() {
     let sb = Sandbox::new();
-    assert_code(&sb.corral(&["--data-dir", "a", "init", "--name", "one"]), 0);
-    let token = text(&sb.corral(&["--data-dir", "a", "invite"]).stdout);
-    assert_code(
-        &sb.corral(&["--data-dir", "b", "join", token.trim(), "--name", "two"]),
-        0,
-    );
+    sb.mesh_of_two("one", "two");
     let mut a = up(&sb, "a");
-    let status: serde_json::Value =
-        serde_json::from_slice(&sb.corral(&["--data-dir", "a", "status", "--json"]).stdout)
-            .expect("json");
-    let addr = status["addresses"][0]
-        .as_str()
-        .expect("an address")
-        .to_string();
+    let addr = sb.address("a");
     let mut b = Command::new(env!("CARGO_BIN_EXE_corral"))
         .args(["--data-dir", "b", "up", "--no-mdns", "--share", "never"])
         .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--peer", &addr])

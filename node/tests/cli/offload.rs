@@ -3,9 +3,9 @@
 //! followed, fetched and cancelled, and bad ids get clear errors.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::{Sandbox, assert_code, module, text};
+use crate::{Sandbox, assert_code, module, text, wait_until};
 
 fn up(sb: &Sandbox, data: &str, extra: &[&str]) -> Child {
     up_with(sb, data, &["--share", "always"], extra, &[])
@@ -31,14 +31,9 @@ fn up_with(
         .spawn()
         .expect("corral up starts");
     let socket = sb.path(data).join("corral.sock");
-    let started = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the daemon did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the daemon did not start", Duration::from_secs(60), || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
     child
 }
 
@@ -50,20 +45,9 @@ fn job(sb: &Sandbox, id: &str) -> serde_json::Value {
 #[test]
 fn jobs_run_through_the_daemon_like_local_commands() {
     let sb = Sandbox::new();
-    assert_code(&sb.corral(&["--data-dir", "a", "init", "--name", "one"]), 0);
-    let token = text(&sb.corral(&["--data-dir", "a", "invite"]).stdout);
-    assert_code(
-        &sb.corral(&["--data-dir", "b", "join", token.trim(), "--name", "two"]),
-        0,
-    );
+    sb.mesh_of_two("one", "two");
     let mut a = up(&sb, "a", &["--slots", "1"]);
-    let status: serde_json::Value =
-        serde_json::from_slice(&sb.corral(&["--data-dir", "a", "status", "--json"]).stdout)
-            .expect("json");
-    let addr = status["addresses"][0]
-        .as_str()
-        .expect("address")
-        .to_string();
+    let addr = sb.address("a");
     let mut b = up(&sb, "b", &["--slots", "1", "--peer", &addr]);
     let tk = module("testkit");
 
@@ -103,14 +87,9 @@ fn jobs_run_through_the_daemon_like_local_commands() {
     assert_code(&out, 0);
     let id = text(&out.stdout).trim().to_string();
     assert_eq!(id.len(), 32, "{id:?}");
-    let started = Instant::now();
-    while job(&sb, &id)["state"] == "running" {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the job never ended"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the job never ended", Duration::from_secs(60), || {
+        job(&sb, &id)["state"] != "running"
+    });
     assert_eq!(job(&sb, &id)["state"], "completed");
     assert_code(
         &sb.corral(&["--data-dir", "a", "results", &id, "--out", "res"]),
@@ -151,12 +130,7 @@ fn jobs_run_through_the_daemon_like_local_commands() {
     );
     // Cancelling stops guests already running: two endless tasks, one on
     // each daemon, end within moments instead of at their time limit.
-    let running = |data: &str| {
-        let status: serde_json::Value =
-            serde_json::from_slice(&sb.corral(&["--data-dir", data, "status", "--json"]).stdout)
-                .unwrap_or_default();
-        status["running"].as_u64().unwrap_or(0)
-    };
+    let running = |data: &str| sb.status(data)["running"].as_u64().unwrap_or(0);
     let out = sb.corral(&[
         "--data-dir",
         "a",
@@ -171,25 +145,15 @@ fn jobs_run_through_the_daemon_like_local_commands() {
         "loop",
     ]);
     let endless = text(&out.stdout).trim().to_string();
-    let started = Instant::now();
-    while running("a") + running("b") < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the endless tasks did not start on both daemons"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "the endless tasks did not start on both daemons",
+        Duration::from_secs(30),
+        || running("a") + running("b") == 2,
+    );
     assert_code(&sb.corral(&["--data-dir", "a", "cancel", &endless]), 0);
-    let cancelled = Instant::now();
-    while running("a") + running("b") > 0 {
-        assert!(
-            cancelled.elapsed() < Duration::from_secs(10),
-            "cancelled tasks still run: a {} b {}",
-            running("a"),
-            running("b")
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("cancelled tasks still run", Duration::from_secs(10), || {
+        running("a") + running("b") == 0
+    });
 
     let bad = sb.corral(&["--data-dir", "a", "job", "nope"]);
     assert_code(&bad, 1);
@@ -207,25 +171,11 @@ fn jobs_run_through_the_daemon_like_local_commands() {
 #[test]
 fn tasks_are_handed_back_when_the_owner_returns() {
     let sb = Sandbox::new();
-    assert_code(
-        &sb.corral(&["--data-dir", "a", "init", "--name", "laptop"]),
-        0,
-    );
-    let token = text(&sb.corral(&["--data-dir", "a", "invite"]).stdout);
-    assert_code(
-        &sb.corral(&["--data-dir", "b", "join", token.trim(), "--name", "desk"]),
-        0,
-    );
+    sb.mesh_of_two("laptop", "desk");
     let load = sb.path("owner-load");
     std::fs::write(&load, "0").expect("load file");
     let mut a = up_with(&sb, "a", &["--share", "never"], &[], &[]);
-    let status: serde_json::Value =
-        serde_json::from_slice(&sb.corral(&["--data-dir", "a", "status", "--json"]).stdout)
-            .expect("json");
-    let addr = status["addresses"][0]
-        .as_str()
-        .expect("address")
-        .to_string();
+    let addr = sb.address("a");
     let mut b = up_with(
         &sb,
         "b",
@@ -233,19 +183,7 @@ fn tasks_are_handed_back_when_the_owner_returns() {
         &["--slots", "1", "--grace", "1s", "--peer", &addr],
         &[("CORRAL_TEST_HOST_LOAD", load.as_path())],
     );
-    let running_on_b = || {
-        let status: serde_json::Value =
-            serde_json::from_slice(&sb.corral(&["--data-dir", "b", "status", "--json"]).stdout)
-                .unwrap_or_default();
-        status["running"].as_u64().unwrap_or(0)
-    };
-    let wait = |what: &str, secs: u64, done: &dyn Fn() -> bool| {
-        let started = Instant::now();
-        while !done() {
-            assert!(started.elapsed() < Duration::from_secs(secs), "{what}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let running_on_b = || sb.status("b")["running"].as_u64().unwrap_or(0);
     let tk = module("testkit");
     let out = sb.corral(&[
         "--data-dir",
@@ -259,24 +197,30 @@ fn tasks_are_handed_back_when_the_owner_returns() {
     ]);
     assert_code(&out, 0);
     let id = text(&out.stdout).trim().to_string();
-    wait("the task did not start on the idle desk", 30, &|| {
-        running_on_b() == 1
-    });
+    wait_until(
+        "the task did not start on the idle desk",
+        Duration::from_secs(30),
+        || running_on_b() == 1,
+    );
 
     // The owner is back: after two busy readings and the 1 s grace the
     // task, still seconds from its end, is stopped and given back.
     std::fs::write(&load, "90").expect("load file");
-    wait("the task was not handed back", 10, &|| running_on_b() == 0);
+    wait_until(
+        "the task was not handed back",
+        Duration::from_secs(10),
+        || running_on_b() == 0,
+    );
     let j = job(&sb, &id);
     assert_eq!(j["state"], "running", "{j}");
     assert_eq!(j["tasks_done"], 0, "{j}");
 
     // The owner leaves again: the task runs again and the job completes.
     std::fs::write(&load, "0").expect("load file");
-    wait(
+    wait_until(
         "the job did not complete once the desk was idle",
-        60,
-        &|| job(&sb, &id)["state"] == "completed",
+        Duration::from_secs(60),
+        || job(&sb, &id)["state"] == "completed",
     );
     let j = job(&sb, &id);
     assert_eq!(j["tasks_done"], 1, "{j}");
