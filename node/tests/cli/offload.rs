@@ -193,7 +193,7 @@ fn tasks_are_handed_back_when_the_owner_returns() {
         "--detach",
         "--",
         "sleep-ms",
-        "4000",
+        "8000",
     ]);
     assert_code(&out, 0);
     let id = text(&out.stdout).trim().to_string();
