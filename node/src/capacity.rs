@@ -106,6 +106,10 @@ pub struct SystemLoad {
     system: Option<sysinfo::System>,
     me: sysinfo::Pid,
     cores: f32,
+    /// A test switch (`CORRAL_TEST_HOST_LOAD=FILE`): the host's load is the
+    /// number in FILE, read at every sample, instead of the CPU's; the rest
+    /// of the owner policy (hysteresis, grace period, hand-back) is real.
+    load_file: Option<std::path::PathBuf>,
 }
 
 impl SystemLoad {
@@ -118,10 +122,17 @@ impl SystemLoad {
             s.refresh_cpu_usage();
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f32;
+        let load_file = std::env::var_os("CORRAL_TEST_HOST_LOAD").map(std::path::PathBuf::from);
+        if load_file.is_some() {
+            tracing::warn!(
+                "CORRAL_TEST_HOST_LOAD: the host load is read from a file (a test switch)"
+            );
+        }
         Self {
             system,
             me: sysinfo::Pid::from_u32(std::process::id()),
             cores,
+            load_file,
         }
     }
 
@@ -143,6 +154,16 @@ impl Default for SystemLoad {
 
 impl LoadSource for SystemLoad {
     fn sample(&mut self) -> HostSample {
+        if let Some(file) = &self.load_file {
+            let load = std::fs::read_to_string(file)
+                .ok()
+                .and_then(|t| t.trim().parse::<f32>().ok())
+                .unwrap_or(0.0);
+            return HostSample {
+                load_pct: load.clamp(0.0, 100.0),
+                on_battery: false,
+            };
+        }
         let (total, own) = match self.system.as_mut() {
             Some(system) => {
                 system.refresh_cpu_usage();
@@ -158,24 +179,6 @@ impl LoadSource for SystemLoad {
         HostSample {
             load_pct: (total - own).clamp(0.0, 100.0),
             on_battery: on_battery(Path::new("/sys/class/power_supply")),
-        }
-    }
-}
-
-/// A test switch (`CORRAL_TEST_HOST_LOAD=FILE`): the host's load is the
-/// number in FILE, read at every sample, instead of the CPU's; the rest of
-/// the owner policy (hysteresis, grace period, hand-back) is the real one.
-pub struct FileLoad(pub std::path::PathBuf);
-
-impl LoadSource for FileLoad {
-    fn sample(&mut self) -> HostSample {
-        let load = std::fs::read_to_string(&self.0)
-            .ok()
-            .and_then(|t| t.trim().parse::<f32>().ok())
-            .unwrap_or(0.0);
-        HostSample {
-            load_pct: load.clamp(0.0, 100.0),
-            on_battery: false,
         }
     }
 }

@@ -28,7 +28,7 @@ use crate::dispatch::coordinator::{Action, Candidate, Coordinator};
 use crate::dispatch::worker::{Gate, Worker, WorkerCtx, WorkerEvent};
 use crate::dispatch::{FetchLocks, NetCmd, NetHandle, fetch_blob};
 
-use crate::capacity::{FileLoad, LoadSource, OwnerPolicy, Share, SystemLoad};
+use crate::capacity::{LoadSource, OwnerPolicy, Share, SystemLoad};
 use crate::control::Request;
 use crate::control::server::{self, Call};
 use crate::identity::{self, NodeKey};
@@ -83,8 +83,6 @@ struct Node {
     config: DaemonConfig,
     policy: OwnerPolicy,
     load: SystemLoad,
-    /// `CORRAL_TEST_HOST_LOAD`: the host load a test sets.
-    test_load: Option<FileLoad>,
     /// Since when the owner has been back (the policy not idle).
     busy_since: Option<std::time::Instant>,
     seq: u64,
@@ -234,12 +232,6 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         mesh,
         policy: OwnerPolicy::new(config.share),
         load: SystemLoad::new(),
-        test_load: std::env::var_os("CORRAL_TEST_HOST_LOAD").map(|path| {
-            tracing::warn!(
-                "CORRAL_TEST_HOST_LOAD: the host load is read from a file (a test switch)"
-            );
-            FileLoad(path.into())
-        }),
         busy_since: None,
         config,
         seq: 0,
@@ -293,10 +285,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
             _ = advert_timer.tick() => node.advertise(),
             _ = sample_timer.tick() => {
                 let before = node.policy.state();
-                let sample = match node.test_load.as_mut() {
-                    Some(file) => file.sample(),
-                    None => node.load.sample(),
-                };
+                let sample = node.load.sample();
                 node.host_load_pct = sample.load_pct.round().clamp(0.0, 100.0) as u8;
                 if node.policy.update(sample) != before {
                     tracing::info!(state = node.policy.state().name(), "owner state changed");
