@@ -85,12 +85,10 @@ pub(crate) fn draw(figures: &[Figure], out: &Path) -> anyhow::Result<()> {
                 ("sans-serif", 13),
             )))
             .context("label")?;
-        root.draw(&Text::new(
-            f.name.clone(),
-            (12, chart_row_pixel(height, rows.len(), i)),
-            ("monospace", 13),
-        ))
-        .context("name")?;
+        // The name sits left of the plot, level with its bar.
+        let (_, row) = chart.backend_coord(&(low, y + 0.5));
+        root.draw(&Text::new(f.name.clone(), (12, row - 6), ("monospace", 13)))
+            .context("name")?;
     }
     chart
         .draw_series(LineSeries::new(
@@ -100,15 +98,6 @@ pub(crate) fn draw(figures: &[Figure], out: &Path) -> anyhow::Result<()> {
         .context("goal line")?;
     root.present().context("write the SVG")?;
     Ok(())
-}
-
-/// The pixel row of bar `i` (top first) for the figure names, which sit in
-/// the label area left of the plot.
-fn chart_row_pixel(height: u32, rows: usize, i: usize) -> i32 {
-    let top = 12 + 30; // margin and caption
-    let bottom = height as i32 - 12 - 36; // margin and x labels
-    let per = f64::from(bottom - top) / rows as f64;
-    top + (per * (i as f64 + 0.5)) as i32 - 6
 }
 
 fn trim(v: f64) -> String {
