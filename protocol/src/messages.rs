@@ -13,7 +13,24 @@ use crate::receipt::TaskReceipt;
 /// Largest blob chunk in one response.
 pub const MAX_CHUNK_BYTES: u32 = 1024 * 1024;
 
-/// Coordinator → worker (offer, cancel) and worker → coordinator (result).
+/// Most tasks in one [`TaskRequest::Offers`] or [`TaskRequest::Results`].
+pub const MAX_BATCH: usize = 64;
+
+/// Most bytes of receipts a worker puts in one [`TaskRequest::Results`];
+/// a larger receipt travels alone in a [`TaskRequest::Result`].
+pub const MAX_BATCH_RECEIPT_BYTES: usize = 1024 * 1024;
+
+/// One task of a [`TaskRequest::Offers`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRef {
+    /// The task.
+    pub index: u32,
+    /// Which attempt (1-based).
+    pub attempt: u32,
+}
+
+/// Coordinator → worker (offers, cancel) and worker → coordinator (results,
+/// hand-back).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TaskRequest {
     /// Run task `index` of the signed job.
@@ -45,6 +62,31 @@ pub enum TaskRequest {
         /// Why (`OwnerBusy`, `Draining`).
         reason: RejectReason,
     },
+    /// Several tasks of one signed job at once (at most [`MAX_BATCH`]),
+    /// each judged as an [`TaskRequest::Offer`] of its own; answered by
+    /// [`TaskResponse::Each`] in the same order.
+    Offers {
+        /// The job, as its submitter signed it.
+        manifest: Signed<JobManifest>,
+        /// The tasks.
+        tasks: Vec<TaskRef>,
+    },
+    /// Several finished tasks' receipts at once (at most [`MAX_BATCH`], of
+    /// [`MAX_BATCH_RECEIPT_BYTES`] together); answered by
+    /// [`TaskResponse::Each`] in the same order.
+    Results(Vec<Signed<TaskReceipt>>),
+}
+
+impl TaskRequest {
+    /// Whether a batch holds between one and [`MAX_BATCH`] items (single
+    /// requests always do).
+    pub fn is_bounded(&self) -> bool {
+        match self {
+            TaskRequest::Offers { tasks, .. } => (1..=MAX_BATCH).contains(&tasks.len()),
+            TaskRequest::Results(receipts) => (1..=MAX_BATCH).contains(&receipts.len()),
+            _ => true,
+        }
+    }
 }
 
 impl WireMessage for TaskRequest {
@@ -66,11 +108,14 @@ pub enum TaskResponse {
     Rejected(RejectReason),
     /// The result (or cancel) is received.
     Ack,
+    /// The answer to each item of a batch, in order: `None` when the offer
+    /// is taken or the result received, else why not.
+    Each(Vec<Option<RejectReason>>),
 }
 
 impl WireMessage for TaskResponse {
     const KIND: u8 = 2;
-    const MAX_BYTES: usize = 64;
+    const MAX_BYTES: usize = 64 + 4 * MAX_BATCH;
 }
 
 /// Why a worker refused a task. The numeric codes are stable on the wire.
@@ -183,6 +228,36 @@ mod tests {
         assert_eq!(RejectReason::NotTrusted.code(), 2);
         assert_eq!(RejectReason::Malformed.code(), 11);
         assert_eq!(RejectReason::NotTrusted.describe(), "submitter not trusted");
+    }
+
+    #[test]
+    fn batches_hold_one_to_max_batch_items() {
+        let cancel = TaskRequest::Cancel {
+            job: JobId::from_bytes([1; 16]),
+            index: 0,
+        };
+        assert!(cancel.is_bounded());
+        assert!(!TaskRequest::Results(Vec::new()).is_bounded());
+        let receipts = |n: usize| {
+            let key = crate::envelope::signing_key(&[5; 32]);
+            let receipt = crate::receipt::TaskReceipt {
+                job: JobId::from_bytes([1; 16]),
+                index: 0,
+                attempt: 1,
+                worker: crate::envelope::peer_key(&key),
+                status: crate::receipt::TaskStatus::Exited { code: 0 },
+                stdout: crate::receipt::Captured::new(Vec::new(), false),
+                stderr: crate::receipt::Captured::new(Vec::new(), false),
+                files: Vec::new(),
+                engine: crate::receipt::EngineKind::Jit,
+                arch: "x86_64".into(),
+                duration_ms: 1,
+            };
+            TaskRequest::Results(vec![Signed::sign(&receipt, &key); n])
+        };
+        assert!(receipts(1).is_bounded());
+        assert!(receipts(MAX_BATCH).is_bounded());
+        assert!(!receipts(MAX_BATCH + 1).is_bounded());
     }
 
     #[test]

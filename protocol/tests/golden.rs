@@ -12,7 +12,7 @@ use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::{JobId, Nonce};
 use corral_protocol::manifest::{DirSpec, EngineReq, InputSpec, JobManifest, Limits, TaskSet};
 use corral_protocol::messages::{
-    BlobRequest, BlobResponse, RejectReason, TaskRequest, TaskResponse,
+    BlobRequest, BlobResponse, RejectReason, TaskRef, TaskRequest, TaskResponse,
 };
 use corral_protocol::receipt::{Captured, EngineKind, OutputFile, TaskReceipt, TaskStatus};
 
@@ -138,6 +138,41 @@ fn result_message() {
     let r = receipt();
     let signed = Signed::sign(&r, &signing_key(&[12; 32]));
     check("task_result.bin", &TaskRequest::Result(signed));
+}
+
+#[test]
+fn batched_messages() {
+    let signed = Signed::sign(&manifest(), &signing_key(&[11; 32]));
+    check(
+        "task_offers.bin",
+        &TaskRequest::Offers {
+            manifest: signed,
+            tasks: vec![
+                TaskRef {
+                    index: 1,
+                    attempt: 1,
+                },
+                TaskRef {
+                    index: 2,
+                    attempt: 3,
+                },
+            ],
+        },
+    );
+    let key = signing_key(&[12; 32]);
+    let mut second = receipt();
+    second.index += 1;
+    check(
+        "task_results.bin",
+        &TaskRequest::Results(vec![
+            Signed::sign(&receipt(), &key),
+            Signed::sign(&second, &key),
+        ]),
+    );
+    check(
+        "task_each.bin",
+        &TaskResponse::Each(vec![None, Some(RejectReason::Busy)]),
+    );
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Task requests (offers, cancels, results, hand-backs) from arbitrary bytes: decoding
+//! Task requests (offers, cancels, results, hand-backs, batches) from arbitrary bytes: decoding
 //! and verifying must never panic.
 #![no_main]
 
@@ -11,8 +11,16 @@ fuzz_target!(|data: &[u8]| {
         Ok(TaskRequest::Offer { manifest, .. }) => {
             let _ = manifest.verify(1_767_225_600_000);
         }
+        Ok(TaskRequest::Offers { manifest, .. }) => {
+            let _ = manifest.verify(1_767_225_600_000);
+        }
         Ok(TaskRequest::Result(receipt)) => {
             let _ = receipt.verify(0);
+        }
+        Ok(TaskRequest::Results(receipts)) => {
+            for receipt in receipts {
+                let _ = receipt.verify(0);
+            }
         }
         Ok(TaskRequest::Cancel { .. } | TaskRequest::HandBack { .. }) | Err(_) => {}
     }
