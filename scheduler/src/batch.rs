@@ -203,6 +203,8 @@ pub struct Batch {
     speeds: BTreeMap<PeerKey, u64>,
     /// Tasks in the `Queued` state.
     waiting: usize,
+    /// Tasks done or failed.
+    finished: usize,
     /// Tasks running on exactly one worker, by that worker's speed: the
     /// straggler candidates, kept as tasks change so that the end of a
     /// large batch does not rescan every task on every round.
@@ -264,6 +266,7 @@ impl Batch {
             first_open: 0,
             speeds: BTreeMap::new(),
             waiting: count as usize,
+            finished: 0,
             singles: BTreeSet::new(),
             single_key: vec![None; count as usize],
         }
@@ -284,18 +287,25 @@ impl Batch {
         self.waiting
     }
 
-    /// Runs `f` on task `index` and keeps the count of queued tasks right.
+    /// Runs `f` on task `index` and keeps the counts of queued and
+    /// finished tasks right.
     fn tracked<R>(&mut self, index: u32, f: impl FnOnce(&mut Self) -> R) -> R {
-        let queued = |b: &Self| {
-            b.tasks
-                .get(index as usize)
-                .is_some_and(|t| t.state == TaskState::Queued)
+        let state = |b: &Self| {
+            b.tasks.get(index as usize).map_or((false, false), |t| {
+                (t.state == TaskState::Queued, t.is_finished())
+            })
         };
-        let before = queued(self);
+        let (queued_before, finished_before) = state(self);
         let r = f(self);
-        match (before, queued(self)) {
+        let (queued, finished) = state(self);
+        match (queued_before, queued) {
             (true, false) => self.waiting -= 1,
             (false, true) => self.waiting += 1,
+            _ => {}
+        }
+        match (finished_before, finished) {
+            (false, true) => self.finished += 1,
+            (true, false) => self.finished -= 1,
             _ => {}
         }
         self.sync_single(index);
@@ -328,7 +338,7 @@ impl Batch {
 
     /// Whether every task is done or failed.
     pub fn is_finished(&self) -> bool {
-        self.tasks.iter().all(Task::is_finished)
+        self.finished == self.tasks.len()
     }
 
     /// Marks task `index` done by `peer` without a run (a result restored
@@ -445,6 +455,7 @@ impl Batch {
             if task.state == TaskState::Queued {
                 task.state = TaskState::Failed(reason.to_string());
                 self.waiting -= 1;
+                self.finished += 1;
                 decisions.push(Decision::GiveUp {
                     index: index as u32,
                     reason: reason.to_string(),
@@ -1236,6 +1247,11 @@ mod tests {
                 prop_assert_eq!(batch.tasks().len(), 8, "no task lost");
                 let queued = batch.tasks().iter().filter(|t| t.state == TaskState::Queued).count();
                 prop_assert_eq!(batch.waiting(), queued, "the queued count matches the tasks");
+                prop_assert_eq!(
+                    batch.is_finished(),
+                    batch.tasks().iter().all(|t| matches!(t.state, TaskState::Done(_) | TaskState::Failed(_))),
+                    "the finished count matches the tasks"
+                );
                 let singles = batch.tasks().iter().filter(|t| matches!(&t.state, TaskState::Running(on) if on.len() == 1)).count();
                 prop_assert_eq!(batch.singles.len(), singles, "the straggler candidates match the tasks");
                 for w in &workers {
