@@ -10,9 +10,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use corral_protocol::capacity::{CapacityAdvert, EngineSpeed, OwnerState};
 use corral_protocol::codec;
+use corral_protocol::envelope::Signed;
 use corral_protocol::ids::JobId;
 use corral_protocol::ids::PeerKey;
-use corral_protocol::messages::{BlobResponse, TaskRequest, TaskResponse};
+use corral_protocol::manifest::JobManifest;
+use corral_protocol::messages::{
+    BlobResponse, MAX_BATCH, RejectReason, TaskRef, TaskRequest, TaskResponse,
+};
+use corral_protocol::receipt::TaskReceipt;
 use corral_scheduler::view::{Change, PeerView, ViewConfig};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic};
@@ -126,10 +131,10 @@ const MAX_WATCHERS: usize = 256;
 enum Pending {
     /// A spawned task waits for it.
     Reply(oneshot::Sender<Result<TaskResponse, String>>),
-    /// This node's offer, as coordinator.
-    Offer {
+    /// This node's offer of some tasks of a job, as coordinator.
+    Offers {
         job: JobId,
-        index: u32,
+        indices: Vec<u32>,
         peer: PeerKey,
     },
     /// A cancel; the answer does not matter.
@@ -145,10 +150,17 @@ enum Reply {
 }
 
 /// A result whose output files were fetched (or could not be).
+/// Results from one request whose output files are in the blob store (or
+/// could not be fetched), ready for the coordinator.
 struct ResultReady {
     from: PeerKey,
-    receipt: corral_protocol::receipt::TaskReceipt,
-    fetched: Result<(), String>,
+    /// Each wanted receipt, its place in the request, and whether its
+    /// files are here.
+    results: Vec<(usize, TaskReceipt, Result<(), String>)>,
+    /// The answer to each receipt of the request so far.
+    verdicts: Vec<Option<RejectReason>>,
+    /// A single `Result` (answered `Ack`) rather than a batch.
+    single: bool,
     reply: Reply,
 }
 
@@ -200,16 +212,16 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         locks: locks.clone(),
         net: net.clone(),
         runtime,
-        slots: Arc::new(tokio::sync::Semaphore::new(usize::from(
-            config.slots.max(1),
-        ))),
+        runs: Default::default(),
+        handle: tokio::runtime::Handle::current(),
         events: events_tx,
         store: store.clone(),
         compiled: std::sync::Mutex::new(HashMap::new()),
         engines: config.engines.iter().map(|e| e.engine).collect(),
         fault_lie,
+        deliveries: Default::default(),
     });
-    let worker = Worker::new(ctx, config.slots, config.max_memory);
+    let worker = Worker::new(ctx, config.slots, config.max_memory)?;
     let coord = Coordinator::load(
         key.peer_key(),
         key.signing_key(),
@@ -774,7 +786,10 @@ impl Node {
         self.execute(actions);
     }
 
+    /// Sends what the coordinator decided: offers of one job to one peer
+    /// go together, up to [`MAX_BATCH`] per request.
     fn execute(&mut self, actions: Vec<Action>) {
+        let mut offers: Vec<((JobId, PeerKey), Vec<TaskRef>)> = Vec::new();
         for action in actions {
             match action {
                 Action::Offer {
@@ -783,25 +798,10 @@ impl Node {
                     peer,
                     attempt,
                 } => {
-                    let Some(request) = self.coord.offer(&job, index, attempt) else {
-                        continue;
-                    };
-                    if peer == self.me {
-                        let TaskRequest::Offer { manifest, .. } = &request else {
-                            continue;
-                        };
-                        let response = self.judge_offer(self.me, manifest, index, attempt);
-                        self.on_offer_answer(job, index, peer, Ok(response));
-                        continue;
-                    }
-                    match peer_id_of(&peer) {
-                        Some(id) => {
-                            tracing::debug!(%job, index, "offer sent");
-                            let rid = self.swarm.behaviour_mut().task.send_request(&id, request);
-                            self.pending_tasks
-                                .insert(rid, Pending::Offer { job, index, peer });
-                        }
-                        None => self.on_offer_answer(job, index, peer, Err("bad peer key".into())),
+                    let task = TaskRef { index, attempt };
+                    match offers.iter_mut().find(|(to, _)| *to == (job, peer)) {
+                        Some((_, tasks)) => tasks.push(task),
+                        None => offers.push(((job, peer), vec![task])),
                     }
                 }
                 Action::Cancel { job, index, peer } => {
@@ -818,15 +818,79 @@ impl Node {
                 }
             }
         }
+        for ((job, peer), tasks) in offers {
+            for chunk in tasks.chunks(MAX_BATCH) {
+                self.send_offers(job, peer, chunk);
+            }
+        }
+    }
+
+    fn send_offers(&mut self, job: JobId, peer: PeerKey, tasks: &[TaskRef]) {
+        let Some(manifest) = self.coord.signed_manifest(&job) else {
+            return;
+        };
+        if peer == self.me {
+            for task in tasks {
+                let verdict = self.judge_offer(self.me, &manifest, task.index, task.attempt);
+                self.on_offer_answer(job, task.index, peer, Ok(verdict));
+            }
+            return;
+        }
+        let indices: Vec<u32> = tasks.iter().map(|t| t.index).collect();
+        let Some(id) = peer_id_of(&peer) else {
+            for index in indices {
+                self.on_offer_answer(job, index, peer, Err("bad peer key".into()));
+            }
+            return;
+        };
+        let request = match tasks {
+            [task] => TaskRequest::Offer {
+                manifest,
+                index: task.index,
+                attempt: task.attempt,
+            },
+            _ => TaskRequest::Offers {
+                manifest,
+                tasks: tasks.to_vec(),
+            },
+        };
+        tracing::debug!(%job, tasks = indices.len(), "offer sent");
+        let rid = self.swarm.behaviour_mut().task.send_request(&id, request);
+        self.pending_tasks
+            .insert(rid, Pending::Offers { job, indices, peer });
+    }
+
+    /// The answer to offers of `indices`, one per task.
+    fn on_offers_answer(
+        &mut self,
+        job: JobId,
+        indices: Vec<u32>,
+        peer: PeerKey,
+        answer: Result<TaskResponse, String>,
+    ) {
+        let n = indices.len();
+        let each: Vec<Result<Result<(), RejectReason>, String>> = match answer {
+            Ok(TaskResponse::Each(verdicts)) if verdicts.len() == n => verdicts
+                .into_iter()
+                .map(|v| Ok(v.map_or(Ok(()), Err)))
+                .collect(),
+            Ok(TaskResponse::Accepted) if n == 1 => vec![Ok(Ok(()))],
+            Ok(TaskResponse::Rejected(reason)) => vec![Ok(Err(reason)); n],
+            Ok(other) => vec![Err(format!("it answered an offer with {other:?}")); n],
+            Err(e) => vec![Err(e); n],
+        };
+        for (index, answer) in indices.into_iter().zip(each) {
+            self.on_offer_answer(job, index, peer, answer);
+        }
     }
 
     fn judge_offer(
         &mut self,
         from: PeerKey,
-        manifest: &corral_protocol::envelope::Signed<corral_protocol::manifest::JobManifest>,
+        manifest: &Signed<JobManifest>,
         index: u32,
         attempt: u32,
-    ) -> TaskResponse {
+    ) -> Result<(), RejectReason> {
         let store = &self.store;
         let trusted = |k: &PeerKey| store.is_trusted(k).unwrap_or(false);
         let gate = Gate {
@@ -834,12 +898,12 @@ impl Node {
             trusted: &trusted,
             owner: self.policy.state(),
         };
-        let response = self.worker.on_offer(from, manifest, index, attempt, &gate);
-        if response == TaskResponse::Accepted {
+        let verdict = self.worker.on_offer(from, manifest, index, attempt, &gate);
+        if verdict.is_ok() {
             // Free slots changed: peers learn it with the next advert.
             self.dirty = true;
         }
-        response
+        verdict
     }
 
     fn on_offer_answer(
@@ -847,12 +911,12 @@ impl Node {
         job: JobId,
         index: u32,
         peer: PeerKey,
-        answer: Result<TaskResponse, String>,
+        answer: Result<Result<(), RejectReason>, String>,
     ) {
         let name = self.name_of(&peer);
         let actions = match answer {
-            Ok(TaskResponse::Accepted) | Ok(TaskResponse::Ack) => return,
-            Ok(TaskResponse::Rejected(reason)) => {
+            Ok(Ok(())) => return,
+            Ok(Err(reason)) => {
                 tracing::info!(%job, index, peer = %name, "refused: {}", reason.describe());
                 use corral_protocol::messages::RejectReason as R;
                 let lasting = matches!(
@@ -893,13 +957,21 @@ impl Node {
     }
 
     fn on_task_request(&mut self, from: PeerKey, request: TaskRequest, reply: Reply) {
+        if !request.is_bounded() {
+            tracing::warn!(peer = %from.short(), "a task request's batch is empty or too large");
+            self.respond(reply, TaskResponse::Rejected(RejectReason::Malformed));
+            return;
+        }
         match request {
             TaskRequest::Offer {
                 manifest,
                 index,
                 attempt,
             } => {
-                let response = self.judge_offer(from, &manifest, index, attempt);
+                let response = match self.judge_offer(from, &manifest, index, attempt) {
+                    Ok(()) => TaskResponse::Accepted,
+                    Err(reason) => TaskResponse::Rejected(reason),
+                };
                 self.respond(reply, response);
             }
             TaskRequest::Cancel { job, index } => {
@@ -929,78 +1001,122 @@ impl Node {
                 self.dirty = true;
                 self.respond(reply, TaskResponse::Ack);
             }
-            TaskRequest::Result(signed) => match self.coord.wants_result(&from, &signed) {
+            TaskRequest::Offers { manifest, tasks } => {
+                let verdicts = tasks
+                    .iter()
+                    .map(|t| self.judge_offer(from, &manifest, t.index, t.attempt).err())
+                    .collect();
+                self.respond(reply, TaskResponse::Each(verdicts));
+            }
+            TaskRequest::Result(signed) => self.on_results(from, vec![signed], true, reply),
+            TaskRequest::Results(list) => self.on_results(from, list, false, reply),
+        }
+    }
+
+    /// Receipts from `from`: each is checked; those wanted are taken once
+    /// their output files are here (fetched first if need be, off the
+    /// loop), and the request is answered for all of them together.
+    fn on_results(
+        &mut self,
+        from: PeerKey,
+        list: Vec<Signed<TaskReceipt>>,
+        single: bool,
+        reply: Reply,
+    ) {
+        let mut verdicts = vec![None; list.len()];
+        let mut results = Vec::new();
+        for (i, signed) in list.iter().enumerate() {
+            match self.coord.wants_result(&from, signed) {
                 Err(e) => {
                     tracing::warn!("{e}");
-                    self.respond(
-                        reply,
-                        TaskResponse::Rejected(corral_protocol::messages::RejectReason::Malformed),
-                    );
+                    verdicts[i] = Some(RejectReason::Malformed);
                 }
-                Ok(None) => self.respond(reply, TaskResponse::Ack),
+                Ok(None) => {}
                 Ok(Some(receipt)) => {
-                    let net = self.net.clone();
-                    let blobs = self.blobs.clone();
-                    let locks = self.locks.clone();
-                    let tx = self.results_tx.clone();
                     let limit = self.coord.file_limit(&receipt.job);
-                    tokio::spawn(async move {
-                        let mut fetched = Ok(());
-                        for file in &receipt.files {
-                            if file.size > limit {
-                                fetched = Err(format!("output file {} is too large", file.path));
-                                break;
-                            }
-                            if let Err(e) =
-                                fetch_blob(&net, &blobs, &locks, from, file.hash, file.size).await
-                            {
-                                fetched = Err(format!("{e:#}"));
-                                break;
-                            }
-                        }
-                        let _ = tx
-                            .send(ResultReady {
-                                from,
-                                receipt,
-                                fetched,
-                                reply,
-                            })
-                            .await;
-                    });
+                    let fits = match receipt.files.iter().find(|f| f.size > limit) {
+                        Some(f) => Err(format!("output file {} is too large", f.path)),
+                        None => Ok(()),
+                    };
+                    results.push((i, receipt, fits));
                 }
-            },
+            }
         }
+        let missing = |r: &TaskReceipt| r.files.iter().any(|f| !self.blobs.has(&f.hash));
+        if !results
+            .iter()
+            .any(|(_, receipt, fits)| fits.is_ok() && missing(receipt))
+        {
+            self.on_result_ready(ResultReady {
+                from,
+                results,
+                verdicts,
+                single,
+                reply,
+            });
+            return;
+        }
+        let net = self.net.clone();
+        let blobs = self.blobs.clone();
+        let locks = self.locks.clone();
+        let tx = self.results_tx.clone();
+        tokio::spawn(async move {
+            for (_, receipt, fetched) in &mut results {
+                if fetched.is_err() {
+                    continue;
+                }
+                for file in &receipt.files {
+                    if let Err(e) =
+                        fetch_blob(&net, &blobs, &locks, from, file.hash, file.size).await
+                    {
+                        *fetched = Err(format!("{e:#}"));
+                        break;
+                    }
+                }
+            }
+            let _ = tx
+                .send(ResultReady {
+                    from,
+                    results,
+                    verdicts,
+                    single,
+                    reply,
+                })
+                .await;
+        });
     }
 
     fn on_result_ready(&mut self, ready: ResultReady) {
         let ResultReady {
             from,
-            receipt,
-            fetched,
+            results,
+            mut verdicts,
+            single,
             reply,
         } = ready;
         let name = self.name_of(&from);
-        let actions = match fetched {
-            Ok(()) => {
-                let response = TaskResponse::Ack;
-                let actions = self.coord.on_result(from, &name, receipt);
-                self.respond(reply, response);
-                actions
+        let mut actions = Vec::new();
+        for (i, receipt, fetched) in results {
+            match fetched {
+                Ok(()) => actions.extend(self.coord.on_result(from, &name, receipt)),
+                Err(e) => {
+                    tracing::warn!(peer = %name, "the output of task {} could not be fetched: {e}", receipt.index);
+                    verdicts[i] = Some(RejectReason::Malformed);
+                    actions.extend(self.coord.on_failed(
+                        receipt.job,
+                        receipt.index,
+                        from,
+                        &format!("its output could not be fetched from {name}: {e}"),
+                    ));
+                }
             }
-            Err(e) => {
-                tracing::warn!(peer = %name, "the output of task {} could not be fetched: {e}", receipt.index);
-                self.respond(
-                    reply,
-                    TaskResponse::Rejected(corral_protocol::messages::RejectReason::Malformed),
-                );
-                self.coord.on_failed(
-                    receipt.job,
-                    receipt.index,
-                    from,
-                    &format!("its output could not be fetched from {name}: {e}"),
-                )
-            }
+        }
+        let response = match (single, verdicts.as_slice()) {
+            (true, [None]) => TaskResponse::Ack,
+            (true, [Some(reason)]) => TaskResponse::Rejected(*reason),
+            _ => TaskResponse::Each(verdicts),
         };
+        self.respond(reply, response);
         self.execute(actions);
         self.dirty = true;
     }
@@ -1056,8 +1172,8 @@ impl Node {
                     Some(Pending::Reply(tx)) => {
                         let _ = tx.send(Ok(response));
                     }
-                    Some(Pending::Offer { job, index, peer }) => {
-                        self.on_offer_answer(job, index, peer, Ok(response));
+                    Some(Pending::Offers { job, indices, peer }) => {
+                        self.on_offers_answer(job, indices, peer, Ok(response));
                     }
                     Some(Pending::Cancel) | None => {}
                 },
@@ -1068,8 +1184,8 @@ impl Node {
                 Some(Pending::Reply(tx)) => {
                     let _ = tx.send(Err(error.to_string()));
                 }
-                Some(Pending::Offer { job, index, peer }) => {
-                    self.on_offer_answer(job, index, peer, Err(error.to_string()));
+                Some(Pending::Offers { job, indices, peer }) => {
+                    self.on_offers_answer(job, indices, peer, Err(error.to_string()));
                 }
                 Some(Pending::Cancel) | None => {}
             },

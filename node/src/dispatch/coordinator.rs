@@ -15,7 +15,6 @@ use corral_protocol::ids::{JobId, Nonce, PeerKey};
 use corral_protocol::manifest::{
     DirSpec, EngineReq, InputSpec, JobManifest, Limits, MAX_LIFETIME_MS, TaskSet,
 };
-use corral_protocol::messages::TaskRequest;
 use corral_protocol::receipt::{EngineKind, OutputFile, TaskReceipt, TaskStatus};
 use corral_scheduler::batch::{Batch, BatchConfig, Decision, MAX_AHEAD, Pool, TaskState, Worker};
 use serde::{Deserialize, Serialize};
@@ -652,14 +651,9 @@ impl Coordinator {
         tracing::info!(job = %id, state = %job.record.state, "job finished");
     }
 
-    /// The request that offers task `index` of `job`.
-    pub fn offer(&self, job: &JobId, index: u32, attempt: u32) -> Option<TaskRequest> {
-        let job = self.jobs.get(job)?;
-        Some(TaskRequest::Offer {
-            manifest: job.signed.clone(),
-            index,
-            attempt,
-        })
+    /// The signed manifest a job's offers carry.
+    pub fn signed_manifest(&self, job: &JobId) -> Option<Signed<JobManifest>> {
+        self.jobs.get(job).map(|j| j.signed.clone())
     }
 
     /// `peer` refused a task; `lasting` when the reason will not change
@@ -801,6 +795,14 @@ impl Coordinator {
         let Some(job) = self.jobs.get_mut(&id) else {
             return Vec::new();
         };
+        // Another result of the task may have been taken while this one's
+        // files were fetched.
+        if job.batch.tasks().get(index as usize).is_none_or(|t| {
+            matches!(t.state, TaskState::Done(_) | TaskState::Failed(_))
+                || t.results.iter().any(|(p, _)| p == &from)
+        }) {
+            return Vec::new();
+        }
         let stdout = self.blobs.put_bytes(&receipt.stdout.bytes);
         let stderr = self.blobs.put_bytes(&receipt.stderr.bytes);
         let (Ok(stdout), Ok(stderr)) = (stdout, stderr) else {

@@ -19,13 +19,15 @@ use corral_protocol::envelope::{EnvelopeError, Signed, SigningKey};
 use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::manifest::{EngineReq, JobManifest, TaskSet};
-use corral_protocol::messages::{RejectReason, TaskRequest, TaskResponse};
+use corral_protocol::messages::{
+    MAX_BATCH, MAX_BATCH_RECEIPT_BYTES, RejectReason, TaskRequest, TaskResponse,
+};
 use corral_protocol::receipt::{
     Captured, EngineKind, MAX_FILES, OutputFile, TaskReceipt, TaskStatus,
 };
 use corral_protocol::tree::{MAX_TREE_BYTES, TreeListing};
 use corral_scheduler::batch::MAX_AHEAD;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use super::{FetchLocks, NetHandle, fetch_blob, now_ms};
 use crate::blobs::BlobStore;
@@ -67,8 +69,10 @@ pub struct WorkerCtx {
     pub net: NetHandle,
     /// The engines.
     pub runtime: Arc<Runtime>,
-    /// Tasks running at once.
-    pub slots: Arc<Semaphore>,
+    /// Tasks ready to run, for the runner threads (one per slot).
+    pub runs: RunQueue,
+    /// The daemon's runtime, for the runner threads' network requests.
+    pub handle: tokio::runtime::Handle,
     /// Back to the loop.
     pub events: mpsc::UnboundedSender<WorkerEvent>,
     /// The outbox of unacknowledged receipts.
@@ -79,6 +83,8 @@ pub struct WorkerCtx {
     pub engines: Vec<EngineKind>,
     /// Test-only fault: report a wrong stdout (to test `--verify`).
     pub fault_lie: bool,
+    /// Receipts on their way, per coordinator.
+    pub deliveries: Deliveries,
 }
 
 impl WorkerCtx {
@@ -127,17 +133,23 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker with `slots` task slots; re-sends receipts left in the outbox.
-    pub fn new(ctx: Arc<WorkerCtx>, slots: u16, max_memory: Option<u64>) -> Self {
+    /// A worker with `slots` task slots (a runner thread each); re-sends
+    /// receipts left in the outbox.
+    pub fn new(ctx: Arc<WorkerCtx>, slots: u16, max_memory: Option<u64>) -> anyhow::Result<Self> {
+        for n in 0..slots.max(1) {
+            let ctx = ctx.clone();
+            std::thread::Builder::new()
+                .name(format!("corral-run-{n}"))
+                .spawn(move || runner(&ctx, n))
+                .context("cannot start a runner thread")?;
+        }
         for (_, bytes) in ctx.store.scan_raw(Records::Outbox, b"") {
             match codec::from_canonical_bytes::<Outboxed>(&bytes, codec::MAX_RECEIPT_BYTES + 1024) {
-                Ok(item) => {
-                    tokio::spawn(deliver(ctx.clone(), item));
-                }
+                Ok(item) => enqueue(&ctx, item),
                 Err(e) => tracing::warn!("an outbox record does not decode: {e}"),
             }
         }
-        Self {
+        Ok(Self {
             ctx,
             slots,
             max_memory,
@@ -145,7 +157,7 @@ impl Worker {
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             verified: HashMap::new(),
-        }
+        })
     }
 
     /// Tasks held (running or waiting for a slot).
@@ -194,7 +206,8 @@ impl Worker {
         Ok(manifest)
     }
 
-    /// Judges an offer from `from`; an accepted task starts at once.
+    /// Judges an offer from `from`; an accepted task starts at once, a
+    /// refused one gets the reason.
     pub fn on_offer(
         &mut self,
         from: PeerKey,
@@ -202,7 +215,7 @@ impl Worker {
         index: u32,
         attempt: u32,
         gate: &Gate<'_>,
-    ) -> TaskResponse {
+    ) -> Result<(), RejectReason> {
         match self.check(from, signed, index, attempt, gate) {
             Ok(manifest) => {
                 tracing::debug!(job = %manifest.job, index, attempt, "offer accepted");
@@ -217,22 +230,27 @@ impl Worker {
                         hand_back: hand_back.clone(),
                     },
                 );
-                tokio::spawn(execute(
-                    self.ctx.clone(),
-                    Assignment {
-                        manifest,
-                        index,
-                        attempt,
-                        coordinator: from,
-                    },
+                let task = Assignment {
+                    manifest,
+                    index,
+                    attempt,
+                    coordinator: from,
                     cancel,
                     hand_back,
-                ));
-                TaskResponse::Accepted
+                };
+                // Everything it needs is here (the common case once a
+                // job's module is): straight to a runner, no task between.
+                match local_inputs(&self.ctx.blobs, &task) {
+                    Some(prepared) => self.ctx.runs.push(task, prepared),
+                    None => {
+                        tokio::spawn(fetch_then_queue(self.ctx.clone(), task));
+                    }
+                }
+                Ok(())
             }
             Err(reason) => {
                 tracing::info!(from = %from.short(), index, reason = reason.describe(), "offer refused");
-                TaskResponse::Rejected(reason)
+                Err(reason)
             }
         }
     }
@@ -363,22 +381,85 @@ struct Assignment {
     index: u32,
     attempt: u32,
     coordinator: PeerKey,
+    cancel: Arc<AtomicBool>,
+    /// Set (with `cancel`) when the task is given back to its coordinator.
+    hand_back: Arc<std::sync::OnceLock<RejectReason>>,
 }
 
-async fn execute(
-    ctx: Arc<WorkerCtx>,
+/// Tasks whose inputs are on disk, in the order they were accepted; the
+/// runner threads take them one at a time.
+#[derive(Default)]
+pub struct RunQueue {
+    queue: Mutex<VecDeque<(Assignment, Prepared)>>,
+    ready: std::sync::Condvar,
+}
+
+impl RunQueue {
+    fn push(&self, task: Assignment, prepared: Prepared) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back((task, prepared));
+        self.ready.notify_one();
+    }
+
+    fn pop(&self) -> (Assignment, Prepared) {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(next) = queue.pop_front() {
+                return next;
+            }
+            queue = self.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// A runner thread: runs ready tasks one after the other, for as long as
+/// the daemon lives. A slot goes from one task to the next without waiting
+/// for the event loop.
+fn runner(ctx: &Arc<WorkerCtx>, n: u16) {
+    let work = WorkDir {
+        root: ctx.blobs.tmp_dir().join(format!("run-{n}")),
+    };
+    loop {
+        let (task, prepared) = ctx.runs.pop();
+        let result = if task.cancel.load(Ordering::Relaxed) {
+            Ok(None)
+        } else {
+            tracing::debug!(job = %task.manifest.job, index = task.index, "running");
+            run_blocking(ctx, &work, &task, &prepared).map(|receipt| {
+                // Stopped part way: its result is not wanted.
+                (!task.cancel.load(Ordering::Relaxed)).then(|| Signed::sign(&receipt, &ctx.key))
+            })
+        };
+        finish(ctx, task, result);
+    }
+}
+
+/// Fetches what an accepted task needs, then queues it for a runner.
+async fn fetch_then_queue(ctx: Arc<WorkerCtx>, task: Assignment) {
+    match fetch_inputs(&ctx, &task).await {
+        Ok(prepared) if !task.cancel.load(Ordering::Relaxed) => ctx.runs.push(task, prepared),
+        Ok(_) => finish(&ctx, task, Ok(None)),
+        Err(e) => finish(&ctx, task, Err(e)),
+    }
+}
+
+/// A task ended: its receipt is kept and sent, or it is given back.
+fn finish(
+    ctx: &Arc<WorkerCtx>,
     task: Assignment,
-    cancel: Arc<AtomicBool>,
-    hand_back: Arc<std::sync::OnceLock<RejectReason>>,
+    result: anyhow::Result<Option<Signed<TaskReceipt>>>,
 ) {
     let Assignment {
         manifest,
         index,
         attempt,
         coordinator,
+        hand_back,
+        ..
     } = task;
     let job = manifest.job;
-    let result = prepare_and_run(&ctx, &manifest, index, attempt, coordinator, &cancel).await;
     let _ = ctx.events.send(WorkerEvent::Finished { job, index });
     match result {
         Ok(Some(receipt)) => {
@@ -397,15 +478,17 @@ async fn execute(
             {
                 tracing::warn!("cannot keep the receipt in the outbox: {e:#}");
             }
-            deliver(ctx, item).await;
+            enqueue(ctx, item);
         }
         Ok(None) => match hand_back.get() {
             Some(&reason) => {
                 tracing::info!(%job, index, "handed back: {}", reason.describe());
-                let _ = ctx
-                    .net
-                    .task(coordinator, TaskRequest::HandBack { job, index, reason })
-                    .await;
+                let net = ctx.net.clone();
+                ctx.handle.spawn(async move {
+                    let _ = net
+                        .task(coordinator, TaskRequest::HandBack { job, index, reason })
+                        .await;
+                });
             }
             None => tracing::debug!(%job, index, "cancelled"),
         },
@@ -413,44 +496,121 @@ async fn execute(
             // Could not run it here (a blob would not come, the engine
             // failed): hand the task back so it runs elsewhere.
             tracing::warn!(%job, index, "cannot run the task, handing it back: {e:#}");
-            let _ = ctx
-                .net
-                .task(coordinator, TaskRequest::Cancel { job, index })
-                .await;
+            let net = ctx.net.clone();
+            ctx.handle.spawn(async move {
+                let _ = net
+                    .task(coordinator, TaskRequest::Cancel { job, index })
+                    .await;
+            });
         }
     }
 }
 
-/// Sends a receipt until the coordinator acknowledges it (or the job expires).
-async fn deliver(ctx: Arc<WorkerCtx>, item: Outboxed) {
-    let key = outbox_key(&item.job, item.index, item.attempt);
-    let (job, index) = (item.job, item.index);
-    let mut backoff = Duration::from_millis(250);
-    loop {
-        match ctx
-            .net
-            .task(item.coordinator, TaskRequest::Result(item.receipt.clone()))
-            .await
-        {
-            Ok(TaskResponse::Ack) => {
-                tracing::debug!(%job, index, "result acknowledged");
-                break;
-            }
-            Ok(other) => {
-                tracing::warn!(%job, index, "the coordinator refused the result: {other:?}");
-                break;
-            }
-            Err(e) => {
-                if now_ms() > item.expires_ms {
-                    tracing::warn!(%job, index, "result not delivered before the job expired: {e}");
-                    break;
-                }
-                tracing::debug!(%job, index, "result not delivered yet: {e}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(3));
-            }
+/// Receipts waiting to be sent, per coordinator. A coordinator with an
+/// entry has one sender running, which takes whatever gathered while its
+/// last request was in flight: one receipt when tasks end far apart, a
+/// batch when they end close together (so a fast stream of short tasks
+/// costs one request per batch, and a lone task waits for nothing).
+#[derive(Default)]
+pub struct Deliveries(Mutex<HashMap<PeerKey, VecDeque<Outboxed>>>);
+
+/// Hands a kept receipt to its coordinator's sender (starting one if none
+/// runs).
+fn enqueue(ctx: &Arc<WorkerCtx>, item: Outboxed) {
+    let coordinator = item.coordinator;
+    let mut queues = ctx.deliveries.0.lock().unwrap_or_else(|e| e.into_inner());
+    match queues.entry(coordinator) {
+        std::collections::hash_map::Entry::Occupied(mut queue) => queue.get_mut().push_back(item),
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            slot.insert(VecDeque::from([item]));
+            ctx.handle.spawn(deliver_to(ctx.clone(), coordinator));
         }
     }
+}
+
+/// Bytes a receipt adds to a batch.
+fn receipt_bytes(item: &Outboxed) -> usize {
+    item.receipt.payload_bytes().len() + 128
+}
+
+/// Sends `coordinator`'s receipts until each is acknowledged (or refused,
+/// or its job expires), a batch at a time; ends when its queue is empty.
+async fn deliver_to(ctx: Arc<WorkerCtx>, coordinator: PeerKey) {
+    let mut batch: Vec<Outboxed> = Vec::new();
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        {
+            let mut queues = ctx.deliveries.0.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(queue) = queues.get_mut(&coordinator) else {
+                return;
+            };
+            let mut bytes: usize = batch.iter().map(receipt_bytes).sum();
+            while batch.len() < MAX_BATCH {
+                let Some(next) = queue.front() else { break };
+                let size = receipt_bytes(next);
+                if !batch.is_empty() && bytes + size > MAX_BATCH_RECEIPT_BYTES {
+                    break;
+                }
+                bytes += size;
+                batch.extend(queue.pop_front());
+            }
+            if batch.is_empty() {
+                queues.remove(&coordinator);
+                return;
+            }
+        }
+        let request = if let [item] = batch.as_slice() {
+            TaskRequest::Result(item.receipt.clone())
+        } else {
+            TaskRequest::Results(batch.iter().map(|i| i.receipt.clone()).collect())
+        };
+        let verdicts = match ctx.net.task(coordinator, request).await {
+            Ok(TaskResponse::Ack) if batch.len() == 1 => vec![None],
+            Ok(TaskResponse::Each(verdicts)) if verdicts.len() == batch.len() => verdicts,
+            Ok(TaskResponse::Rejected(reason)) => vec![Some(reason); batch.len()],
+            Ok(other) => {
+                tracing::warn!(
+                    coordinator = %coordinator.short(),
+                    "the coordinator answered {} result(s) with {other:?}; dropping them",
+                    batch.len()
+                );
+                vec![Some(RejectReason::Malformed); batch.len()]
+            }
+            Err(e) => {
+                let now = now_ms();
+                batch.retain(|item| {
+                    let keep = now <= item.expires_ms;
+                    if !keep {
+                        tracing::warn!(job = %item.job, index = item.index, "result not delivered before the job expired: {e}");
+                        forget(&ctx, item);
+                    }
+                    keep
+                });
+                tracing::debug!(coordinator = %coordinator.short(), "{} result(s) not delivered yet: {e}", batch.len());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(3));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(250);
+        for (item, verdict) in batch.drain(..).zip(verdicts) {
+            match verdict {
+                None => tracing::debug!(job = %item.job, index = item.index, "result acknowledged"),
+                Some(reason) => tracing::warn!(
+                    job = %item.job,
+                    index = item.index,
+                    "the coordinator refused the result: {}",
+                    reason.describe()
+                ),
+            }
+            forget(&ctx, &item);
+        }
+    }
+}
+
+/// Drops a delivered (or undeliverable) receipt from the outbox.
+fn forget(ctx: &WorkerCtx, item: &Outboxed) {
+    let key = outbox_key(&item.job, item.index, item.attempt);
     if let Err(e) = ctx.store.remove_record(Records::Outbox, &key) {
         tracing::warn!("cannot clear the outbox: {e:#}");
     }
@@ -463,24 +623,46 @@ struct Prepared {
     stdin: Option<PathBuf>,
 }
 
-async fn prepare_and_run(
-    ctx: &Arc<WorkerCtx>,
-    manifest: &Arc<JobManifest>,
-    index: u32,
-    attempt: u32,
-    coordinator: PeerKey,
-    cancel: &Arc<AtomicBool>,
-) -> anyhow::Result<Option<Signed<TaskReceipt>>> {
-    let _slot = ctx
-        .slots
-        .clone()
-        .acquire_owned()
-        .await
-        .context("the daemon is shutting down")?;
-    if cancel.load(Ordering::Relaxed) {
-        return Ok(None);
+/// What a task needs, if every blob of it is already here (jobs with
+/// `--dir` trees always take the fetching path, which reads their listings).
+fn local_inputs(blobs: &BlobStore, task: &Assignment) -> Option<Prepared> {
+    let manifest = &task.manifest;
+    if !manifest.dirs.is_empty() {
+        return None;
     }
-    let fetch = |hash, max| fetch_blob(&ctx.net, &ctx.blobs, &ctx.locks, coordinator, hash, max);
+    let here = |hash: &ContentHash| blobs.has(hash).then(|| blobs.path(hash));
+    let module = here(&manifest.module_hash)?;
+    let input = match &manifest.tasks {
+        TaskSet::Inputs(inputs) => {
+            let spec = inputs.get(task.index as usize)?;
+            Some((spec.name.clone(), here(&spec.hash)?))
+        }
+        TaskSet::Count(_) => None,
+    };
+    let stdin = match &manifest.stdin {
+        Some(spec) => Some(here(&spec.hash)?),
+        None => None,
+    };
+    Some(Prepared {
+        module,
+        input,
+        stdin,
+    })
+}
+
+/// Fetches (hash-checked, cached) what a task needs from its coordinator.
+async fn fetch_inputs(ctx: &Arc<WorkerCtx>, task: &Assignment) -> anyhow::Result<Prepared> {
+    let manifest = &task.manifest;
+    let fetch = |hash, max| {
+        fetch_blob(
+            &ctx.net,
+            &ctx.blobs,
+            &ctx.locks,
+            task.coordinator,
+            hash,
+            max,
+        )
+    };
     let module = fetch(
         manifest.module_hash,
         manifest.module_size.min(MAX_MODULE_BYTES as u64),
@@ -500,15 +682,12 @@ async fn prepare_and_run(
     let input = match &manifest.tasks {
         TaskSet::Inputs(inputs) => {
             let spec = inputs
-                .get(index as usize)
+                .get(task.index as usize)
                 .context("no input for this task")?;
             Some((spec.name.clone(), fetch(spec.hash, spec.size).await?))
         }
         TaskSet::Count(_) => None,
     };
-    if cancel.load(Ordering::Relaxed) {
-        return Ok(None);
-    }
     let stdin = match &manifest.stdin {
         Some(spec) => Some(
             fetch(
@@ -519,25 +698,11 @@ async fn prepare_and_run(
         ),
         None => None,
     };
-    tracing::debug!(job = %manifest.job, index, "inputs ready, running");
-    let prepared = Prepared {
+    Ok(Prepared {
         module,
         input,
         stdin,
-    };
-    let ctx2 = ctx.clone();
-    let manifest2 = manifest.clone();
-    let cancel2 = cancel.clone();
-    let receipt = tokio::task::spawn_blocking(move || {
-        run_blocking(&ctx2, &manifest2, index, attempt, &prepared, cancel2)
     })
-    .await
-    .context("the task thread failed")??;
-    tracing::debug!(job = %manifest.job, index, "ran");
-    if cancel.load(Ordering::Relaxed) {
-        return Ok(None);
-    }
-    Ok(Some(Signed::sign(&receipt, &ctx.key)))
 }
 
 fn compiled_for(
@@ -591,30 +756,69 @@ fn shared_tree(blobs: &BlobStore, tree: &ContentHash) -> anyhow::Result<PathBuf>
     Ok(dest)
 }
 
+/// A runner's task directory, `tmp/run-N/`. Its `output/` and `input/`
+/// stay from one task to the next and are emptied before each: making and
+/// removing directories for every task cost more than a short task's run
+/// (ext4 allocates, frees and discards a block for each).
+struct WorkDir {
+    root: PathBuf,
+}
+
+impl WorkDir {
+    /// Makes it ready for a task: `output/` and `input/` there and empty,
+    /// anything else the last task left (writable tree copies) gone.
+    fn prepare(&self) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let output = self.root.join("output");
+        let input = self.root.join("input");
+        for dir in [&output, &input] {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        for entry in std::fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let path = entry.path();
+            if path == output || path == input {
+                for inner in std::fs::read_dir(&path)? {
+                    remove_entry(&inner?)?;
+                }
+            } else {
+                remove_entry(&entry)?;
+            }
+        }
+        Ok((output, input))
+    }
+}
+
+/// Removes a file, link or whole directory (never following a link).
+fn remove_entry(entry: &std::fs::DirEntry) -> anyhow::Result<()> {
+    let path = entry.path();
+    let removed = if entry.file_type()?.is_dir() {
+        std::fs::remove_dir_all(&path)
+    } else {
+        std::fs::remove_file(&path)
+    };
+    removed.with_context(|| format!("cannot clear {}", path.display()))
+}
+
 fn run_blocking(
     ctx: &WorkerCtx,
-    manifest: &JobManifest,
-    index: u32,
-    attempt: u32,
+    work: &WorkDir,
+    task: &Assignment,
     prepared: &Prepared,
-    cancel: Arc<AtomicBool>,
 ) -> anyhow::Result<TaskReceipt> {
+    let (manifest, index, attempt) = (&*task.manifest, task.index, task.attempt);
     let t0 = std::time::Instant::now();
     let compiled = compiled_for(ctx, manifest, &prepared.module)?;
-    let work = tempfile::Builder::new()
-        .prefix("task-")
-        .tempdir_in(ctx.blobs.tmp_dir())
-        .context("cannot create the task's directory")?;
-    let output = work.path().join("output");
-    std::fs::create_dir_all(&output)?;
+    let (output, input) = work
+        .prepare()
+        .context("cannot make the task's directory ready")?;
     let mut preopens = vec![Preopen {
         host: output.clone(),
         guest: crate::job::plan::GUEST_OUTPUT.into(),
         writable: true,
     }];
     if let Some((name, blob)) = &prepared.input {
-        let dir = work.path().join("input");
-        std::fs::create_dir_all(&dir)?;
+        let dir = input;
         let target = dir.join(name);
         if std::fs::hard_link(blob, &target).is_err() {
             std::fs::copy(blob, &target)?;
@@ -628,7 +832,7 @@ fn run_blocking(
     let mut writable: Vec<(String, PathBuf, TreeListing)> = Vec::new();
     for (i, dir) in manifest.dirs.iter().enumerate() {
         if dir.writable {
-            let copy = work.path().join(format!("dir{i}"));
+            let copy = work.root.join(format!("dir{i}"));
             ctx.blobs.materialize(&dir.tree_hash, &copy, true)?;
             writable.push((
                 dir.guest_path.clone(),
@@ -670,7 +874,7 @@ fn run_blocking(
             memory_bytes: manifest.limits.memory_bytes,
             output_bytes: manifest.limits.output_bytes,
         },
-        cancel: Some(cancel),
+        cancel: Some(task.cancel.clone()),
     };
     let t1 = std::time::Instant::now();
     let outcome = ctx.runtime.run(&compiled, &spec)?;
@@ -766,4 +970,41 @@ fn collect(
         });
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_work_dir_is_emptied_before_each_task_without_following_links() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let work = WorkDir {
+            root: tmp.path().join("run-0"),
+        };
+        let (output, input) = work.prepare().expect("first prepare");
+        assert!(output.is_dir() && input.is_dir());
+
+        // What a task may leave: files and directories in output/, its
+        // input, a writable tree copy, and a link pointing outside.
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).expect("outside");
+        std::fs::write(outside.join("keep"), b"not the task's").expect("keep");
+        std::fs::create_dir_all(output.join("a/b")).expect("nested");
+        std::fs::write(output.join("a/b/c.txt"), b"x").expect("file");
+        std::fs::write(output.join("top.txt"), b"y").expect("file");
+        std::os::unix::fs::symlink(&outside, output.join("link")).expect("link");
+        std::fs::write(input.join("in.txt"), b"z").expect("input");
+        std::fs::create_dir_all(work.root.join("dir0/sub")).expect("copy");
+
+        let (output, input) = work.prepare().expect("second prepare");
+        assert_eq!(std::fs::read_dir(&output).expect("output").count(), 0);
+        assert_eq!(std::fs::read_dir(&input).expect("input").count(), 0);
+        assert!(!work.root.join("dir0").exists(), "tree copies are removed");
+        assert_eq!(
+            std::fs::read(outside.join("keep")).expect("still there"),
+            b"not the task's",
+            "a link's target is left alone"
+        );
+    }
 }

@@ -29,27 +29,34 @@ fn job_json(lan: &Lan, host: usize, id: &str) -> serde_json::Value {
     serde_json::from_slice(&lan.cli(host, &["job", id, "--json"]).stdout).unwrap_or_default()
 }
 
-/// Waits for the job to end, asking rarely: building a large job's record
-/// costs the coordinator time the benchmark is measuring.
+/// Waits for the job to end, watching the light job list (a large job's
+/// full record costs the coordinator time the benchmark is measuring), and
+/// returns its full record.
 fn wait_done(lan: &Lan, host: usize, id: &str) -> serde_json::Value {
     let started = std::time::Instant::now();
     loop {
-        let j = job_json(lan, host, id);
-        if j["state"].as_str().is_some_and(|s| s != "running") {
-            return j;
+        let list: serde_json::Value =
+            serde_json::from_slice(&lan.cli(host, &["jobs", "--json"]).stdout).unwrap_or_default();
+        let state = list
+            .as_array()
+            .and_then(|jobs| jobs.iter().find(|j| j["id"] == id))
+            .map(|j| j["state"].clone())
+            .unwrap_or_default();
+        if state.as_str().is_some_and(|s| s != "running") {
+            return job_json(lan, host, id);
         }
         assert!(
             started.elapsed() < Duration::from_secs(600),
-            "the job did not end: {}",
-            j["state"]
+            "the job did not end: {state}"
         );
-        std::thread::sleep(Duration::from_millis(
-            if j["tasks_total"].as_u64().unwrap_or(0) > 100 {
-                250
-            } else {
-                5
-            },
-        ));
+        // Often while a short job may end, then rarely: each poll is a
+        // process competing for the CPUs being measured.
+        let pause = if started.elapsed() < Duration::from_millis(200) {
+            5
+        } else {
+            100
+        };
+        std::thread::sleep(Duration::from_millis(pause));
     }
 }
 
@@ -142,6 +149,11 @@ fn bench_throughput() {
     assert_eq!(job["state"], "completed", "{}", job["state"]);
     let secs = job["wall_us"].as_f64().expect("wall_us") / 1e6;
     figure("throughput_tasks_per_s", f64::from(tasks) / secs, "tasks/s");
+    if std::env::var_os("CORRAL_BENCH_LOGS").is_some() {
+        for host in 0..3 {
+            println!("--- host {host} ---\n{}", lan.log(host));
+        }
+    }
 }
 
 #[test]
