@@ -13,6 +13,8 @@
 //!   ls DIR             prints the sorted entry names
 //!   spin N             does N rounds of arithmetic, prints `done N`
 //!   sleep-ms N         busy-waits N milliseconds on the monotonic clock
+//!   tick N MS          prints `tick I` (I = 0..N) to stdout and `tock I` to
+//!                      stderr, busy-waiting MS milliseconds after each
 //! Hostile modes, each of which a runner must stop with its own reason:
 //!   loop               never ends
 //!   alloc              allocates and touches 1 MiB after 1 MiB, forever
@@ -25,6 +27,15 @@
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::process::ExitCode;
+
+/// Waits `ms` milliseconds on the monotonic clock, busily: the task holds
+/// its CPU the whole time, as real work would.
+fn busy_wait(ms: u64) {
+    let start = std::time::Instant::now();
+    while start.elapsed().as_millis() < u128::from(ms) {
+        black_box(0);
+    }
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -86,11 +97,14 @@ fn main() -> ExitCode {
             }
             println!("done {n} {}", x % 10);
         }
-        "sleep-ms" => {
-            let ms: u64 = arg(2).parse().unwrap_or(0);
-            let start = std::time::Instant::now();
-            while start.elapsed().as_millis() < u128::from(ms) {
-                black_box(0);
+        "sleep-ms" => busy_wait(arg(2).parse().unwrap_or(0)),
+        "tick" => {
+            let n: u32 = arg(2).parse().unwrap_or(0);
+            let ms: u64 = arg(3).parse().unwrap_or(0);
+            for i in 0..n {
+                println!("tick {i}");
+                eprintln!("tock {i}");
+                busy_wait(ms);
             }
         }
         "loop" => {
