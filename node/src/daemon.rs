@@ -663,6 +663,17 @@ impl Node {
                     .ok_or_else(|| format!("no job {id} on this node"))
             }
             Request::Watch { id, .. } => self.control(Request::Job { id }),
+            Request::Output {
+                id,
+                stdout_from,
+                stderr_from,
+            } => {
+                let id: JobId = id.parse().map_err(|e| format!("{e}"))?;
+                let live = self
+                    .coord
+                    .live_output(&id, stdout_from, stderr_from, |p| self.name_of(p));
+                Ok(json!(live))
+            }
             Request::Cancel { id } => {
                 let id: JobId = id.parse().map_err(|e| format!("{e}"))?;
                 let actions = self.coord.cancel(&id)?;
@@ -1007,6 +1018,25 @@ impl Node {
                     .map(|t| self.judge_offer(from, &manifest, t.index, t.attempt).err())
                     .collect();
                 self.respond(reply, TaskResponse::Each(verdicts));
+            }
+            TaskRequest::Output {
+                job,
+                index,
+                attempt,
+                stdout_at,
+                stdout,
+                stderr_at,
+                stderr,
+            } => {
+                self.coord.on_output(
+                    from,
+                    job,
+                    index,
+                    attempt,
+                    (stdout_at, &stdout),
+                    (stderr_at, &stderr),
+                );
+                self.respond(reply, TaskResponse::Ack);
             }
             TaskRequest::Result(signed) => self.on_results(from, vec![signed], true, reply),
             TaskRequest::Results(list) => self.on_results(from, list, false, reply),

@@ -20,6 +20,9 @@ pub const MAX_BATCH: usize = 64;
 /// a larger receipt travels alone in a [`TaskRequest::Result`].
 pub const MAX_BATCH_RECEIPT_BYTES: usize = 1024 * 1024;
 
+/// Most bytes of each stream in one [`TaskRequest::Output`].
+pub const MAX_LIVE_CHUNK: usize = 256 * 1024;
+
 /// One task of a [`TaskRequest::Offers`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskRef {
@@ -75,15 +78,38 @@ pub enum TaskRequest {
     /// [`MAX_BATCH_RECEIPT_BYTES`] together); answered by
     /// [`TaskResponse::Each`] in the same order.
     Results(Vec<Signed<TaskReceipt>>),
+    /// From a worker, while the only task of a job runs: what it has
+    /// written since the last such message, so that `corral run` shows it
+    /// as it comes (the receipt stays the record of the whole output).
+    Output {
+        /// The job.
+        job: JobId,
+        /// The task.
+        index: u32,
+        /// The run's attempt.
+        attempt: u32,
+        /// Where `stdout` starts in the task's stdout.
+        stdout_at: u64,
+        /// The next stdout bytes (at most [`MAX_LIVE_CHUNK`]).
+        stdout: Vec<u8>,
+        /// Where `stderr` starts in the task's stderr.
+        stderr_at: u64,
+        /// The next stderr bytes (at most [`MAX_LIVE_CHUNK`]).
+        stderr: Vec<u8>,
+    },
 }
 
 impl TaskRequest {
-    /// Whether a batch holds between one and [`MAX_BATCH`] items (single
-    /// requests always do).
+    /// Whether a batch holds between one and [`MAX_BATCH`] items, and live
+    /// output at most [`MAX_LIVE_CHUNK`] bytes of each stream (single
+    /// requests always are).
     pub fn is_bounded(&self) -> bool {
         match self {
             TaskRequest::Offers { tasks, .. } => (1..=MAX_BATCH).contains(&tasks.len()),
             TaskRequest::Results(receipts) => (1..=MAX_BATCH).contains(&receipts.len()),
+            TaskRequest::Output { stdout, stderr, .. } => {
+                stdout.len() <= MAX_LIVE_CHUNK && stderr.len() <= MAX_LIVE_CHUNK
+            }
             _ => true,
         }
     }
@@ -258,6 +284,17 @@ mod tests {
         assert!(receipts(1).is_bounded());
         assert!(receipts(MAX_BATCH).is_bounded());
         assert!(!receipts(MAX_BATCH + 1).is_bounded());
+        let output = |n: usize| TaskRequest::Output {
+            job: JobId::from_bytes([1; 16]),
+            index: 0,
+            attempt: 1,
+            stdout_at: 0,
+            stdout: vec![b'x'; n],
+            stderr_at: 0,
+            stderr: Vec::new(),
+        };
+        assert!(output(MAX_LIVE_CHUNK).is_bounded());
+        assert!(!output(MAX_LIVE_CHUNK + 1).is_bounded());
     }
 
     #[test]

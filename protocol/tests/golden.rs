@@ -199,6 +199,18 @@ fn small_messages() {
     );
     check("task_ack.bin", &TaskResponse::Ack);
     check(
+        "task_output.bin",
+        &TaskRequest::Output {
+            job: JobId::from_bytes([3; 16]),
+            index: 0,
+            attempt: 2,
+            stdout_at: 6,
+            stdout: b"tick 1\n".to_vec(),
+            stderr_at: 0,
+            stderr: Vec::new(),
+        },
+    );
+    check(
         "blob_request.bin",
         &BlobRequest {
             hash: ContentHash::of(b"primes.wasm"),

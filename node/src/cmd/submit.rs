@@ -21,7 +21,7 @@ use crate::cli::RunArgs;
 use crate::config::DataDir;
 use crate::control::Request;
 use crate::control::client;
-use crate::dispatch::coordinator::SubmitSpec;
+use crate::dispatch::coordinator::{LiveOutput, SubmitSpec};
 use crate::job::outdir::OutDir;
 use crate::job::plan::{JobPlan, Tasks};
 use crate::job::report::JobReport;
@@ -84,10 +84,12 @@ pub fn run_remote(data_dir: &Path, args: &RunArgs, plan: &JobPlan) -> anyhow::Re
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }
-    let report = follow(data_dir, &id, batch)?;
     let Some(out) = out else {
-        return finish_single(&blobs, &report);
+        let mut shown = Shown::default();
+        let report = follow_with(data_dir, &id, false, Some(&mut shown))?;
+        return finish_single(&blobs, &report, &shown);
     };
+    let report = follow(data_dir, &id, batch)?;
     materialize(&blobs, &report, &out)?;
     for task in report.tasks.iter().filter(|t| t.state != "done") {
         let why = match (&task.exit_code, &task.message) {
@@ -216,8 +218,77 @@ fn fetch_report(data_dir: &Path, id: &str) -> anyhow::Result<JobReport> {
     serde_json::from_value(value).context("the daemon's job record is not understood")
 }
 
+/// What `corral run` has shown of a single task's output while it ran.
+#[derive(Default)]
+struct Shown {
+    /// The streaming run it came from (0: none yet).
+    run: u32,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// Prints what the job's running task wrote since the last call.
+fn show_live(data_dir: &Path, id: &str, shown: &mut Shown) -> anyhow::Result<()> {
+    for _ in 0..2 {
+        let value = client::call(
+            data_dir,
+            Request::Output {
+                id: id.to_string(),
+                stdout_from: shown.stdout.len() as u64,
+                stderr_from: shown.stderr.len() as u64,
+            },
+        )?;
+        if value.is_null() {
+            return Ok(());
+        }
+        let live: LiveOutput =
+            serde_json::from_value(value).context("the daemon's live output is not understood")?;
+        if live.run != shown.run {
+            // Another device runs the task now: its output starts over.
+            if shown.run != 0 {
+                eprintln!(
+                    "corral: the task started over on {}; its output follows from the start",
+                    live.peer
+                );
+            }
+            *shown = Shown {
+                run: live.run,
+                ..Shown::default()
+            };
+            continue;
+        }
+        for (bytes, kept, mut sink) in [
+            (
+                live.stdout,
+                &mut shown.stdout,
+                Box::new(std::io::stdout()) as Box<dyn Write>,
+            ),
+            (live.stderr, &mut shown.stderr, Box::new(std::io::stderr())),
+        ] {
+            if !bytes.is_empty() {
+                sink.write_all(&bytes)?;
+                sink.flush()?;
+                kept.extend_from_slice(&bytes);
+            }
+        }
+        return Ok(());
+    }
+    Ok(())
+}
+
 /// Polls the job until it ends, showing progress and refusals on stderr.
 pub fn follow(data_dir: &Path, id: &str, batch: bool) -> anyhow::Result<JobReport> {
+    follow_with(data_dir, id, batch, None)
+}
+
+/// As [`follow`]; with `shown`, a single task's output is printed as it
+/// comes and kept there.
+fn follow_with(
+    data_dir: &Path,
+    id: &str,
+    batch: bool,
+    mut shown: Option<&mut Shown>,
+) -> anyhow::Result<JobReport> {
     let progress = if batch {
         let bar = ProgressBar::new(0);
         bar.set_style(
@@ -255,6 +326,9 @@ pub fn follow(data_dir: &Path, id: &str, batch: bool) -> anyhow::Result<JobRepor
             progress.finish_and_clear();
             return Ok(report);
         }
+        if let Some(shown) = shown.as_deref_mut() {
+            show_live(data_dir, id, shown)?;
+        }
         let anything = report.tasks.iter().any(|t| t.state != "queued");
         if !anything && !hinted && started.elapsed() > Duration::from_secs(5) {
             hinted = true;
@@ -267,8 +341,9 @@ pub fn follow(data_dir: &Path, id: &str, batch: bool) -> anyhow::Result<JobRepor
     }
 }
 
-/// One task: its stdout and stderr as if it had run here, and its exit code.
-fn finish_single(blobs: &BlobStore, report: &JobReport) -> anyhow::Result<ExitCode> {
+/// One task: its stdout and stderr as if it had run here (the part not
+/// already shown as it ran), and its exit code.
+fn finish_single(blobs: &BlobStore, report: &JobReport, shown: &Shown) -> anyhow::Result<ExitCode> {
     let task = report.tasks.first().context("the job has no task")?;
     if task.stdout_sha256.is_empty() {
         eprintln!(
@@ -277,16 +352,37 @@ fn finish_single(blobs: &BlobStore, report: &JobReport) -> anyhow::Result<ExitCo
         );
         return Ok(ExitCode::FAILURE);
     }
-    for (hash, mut sink) in [
+    let mut told = false;
+    for (hash, before, mut sink) in [
         (
             &task.stdout_sha256,
+            &shown.stdout,
             Box::new(std::io::stdout()) as Box<dyn Write>,
         ),
-        (&task.stderr_sha256, Box::new(std::io::stderr())),
+        (
+            &task.stderr_sha256,
+            &shown.stderr,
+            Box::new(std::io::stderr()),
+        ),
     ] {
         let hash: ContentHash = hash.parse().context("bad hash in the job record")?;
         let bytes = blobs.read(&hash, u64::MAX)?;
-        sink.write_all(&bytes)?;
+        let rest = match bytes.strip_prefix(before.as_slice()) {
+            Some(rest) => rest,
+            None => {
+                // What was shown came from a run that did not finish (its
+                // device left): the kept run's output, whole, is the record.
+                if !told {
+                    told = true;
+                    eprintln!(
+                        "corral: the output above came from a run that did not finish; the task's output on {} follows in full",
+                        task.peer
+                    );
+                }
+                &bytes
+            }
+        };
+        sink.write_all(rest)?;
         sink.flush()?;
     }
     if let Some(code) = task.exit_code {

@@ -67,6 +67,16 @@ pub enum Request {
         /// Longest wait.
         wait_ms: u64,
     },
+    /// What a running single-task job has written so far, from these
+    /// offsets of its stdout and stderr.
+    Output {
+        /// Its id.
+        id: String,
+        /// Where to start in stdout.
+        stdout_from: u64,
+        /// Where to start in stderr.
+        stderr_from: u64,
+    },
     /// Stop a job.
     Cancel {
         /// Its id.

@@ -164,6 +164,39 @@ struct Job {
     /// Results seen, and how many of them ran under [`SHORT_TASK_MS`].
     results_seen: u32,
     short_results: u32,
+    /// A single-task job's output so far, as its run streams it.
+    live: Option<LiveRun>,
+}
+
+/// What the running task of a single-task job has written so far.
+struct LiveRun {
+    peer: PeerKey,
+    attempt: u32,
+    /// Counts the runs that streamed: a new one starts the output over.
+    run: u32,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// Most streamed bytes kept per stream of a running task (the receipt
+/// carries the whole output, up to the job's cap).
+const MAX_LIVE_BYTES: usize = 16 * 1024 * 1024;
+/// Most streamed bytes of each stream handed to `corral run` per call.
+pub const MAX_LIVE_READ: usize = 256 * 1024;
+
+/// Live output of a single-task job for `corral run`: the bytes of each
+/// stream from the offsets asked for.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LiveOutput {
+    /// Which streaming run this is (it changes when the task starts over
+    /// on another device).
+    pub run: u32,
+    /// The device it runs on.
+    pub peer: String,
+    /// stdout from the offset asked for.
+    pub stdout: Vec<u8>,
+    /// stderr from the offset asked for.
+    pub stderr: Vec<u8>,
 }
 
 /// A task this short is over before its next offer could arrive: a job made
@@ -325,6 +358,7 @@ impl Coordinator {
                 seq: 0,
                 results_seen: 0,
                 short_results: 0,
+                live: None,
             },
         );
         Ok(job)
@@ -442,6 +476,7 @@ impl Coordinator {
                 seq: 0,
                 results_seen: 0,
                 short_results: 0,
+                live: None,
             },
         );
         self.trim();
@@ -638,6 +673,7 @@ impl Coordinator {
                     .is_none_or(|r| r.status != TaskStatus::Exited { code: 0 })
             });
         job.record.state = if failed { "failed" } else { "completed" }.into();
+        job.live = None;
         job.record.finished_ms = Some(crate::daemon::now_ms());
         job.ended = Some(std::time::Instant::now());
         job.seq += 1;
@@ -861,6 +897,86 @@ impl Coordinator {
             tracing::warn!("cannot store the result of task {index} of {id}: {e:#}");
         }
         self.apply(id, decisions)
+    }
+
+    /// Output streamed by the run of a single-task job on `from`. Kept in
+    /// order (a chunk must start where the last one ended); the first run
+    /// to stream owns the output until it stops running, and a later run
+    /// starts it over.
+    pub fn on_output(
+        &mut self,
+        from: PeerKey,
+        id: JobId,
+        index: u32,
+        attempt: u32,
+        (stdout_at, stdout): (u64, &[u8]),
+        (stderr_at, stderr): (u64, &[u8]),
+    ) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        if !job.is_live() || job.manifest.task_count() != 1 || index != 0 {
+            return;
+        }
+        let running_on = |peer: &PeerKey| matches!(&job.batch.tasks()[0].state, TaskState::Running(on) if on.contains_key(peer));
+        if !running_on(&from) {
+            return;
+        }
+        let fresh = |run| LiveRun {
+            peer: from,
+            attempt,
+            run,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        };
+        match &job.live {
+            None => job.live = Some(fresh(1)),
+            Some(live) if live.peer == from && live.attempt == attempt => {}
+            Some(live) if running_on(&live.peer) => return,
+            Some(live) => job.live = Some(fresh(live.run + 1)),
+        }
+        let Some(live) = job.live.as_mut() else {
+            return;
+        };
+        let cap = usize::try_from(job.manifest.limits.output_bytes)
+            .unwrap_or(usize::MAX)
+            .min(MAX_LIVE_BYTES);
+        let mut changed = false;
+        for (buf, at, bytes) in [
+            (&mut live.stdout, stdout_at, stdout),
+            (&mut live.stderr, stderr_at, stderr),
+        ] {
+            if at == buf.len() as u64 && !bytes.is_empty() {
+                let room = cap.saturating_sub(buf.len());
+                buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                changed = true;
+            }
+        }
+        if changed {
+            job.seq += 1;
+        }
+    }
+
+    /// A single-task job's streamed output from the given offsets, while it
+    /// runs (`None` when nothing streamed, or the job is not here).
+    pub fn live_output(
+        &self,
+        id: &JobId,
+        stdout_from: u64,
+        stderr_from: u64,
+        name: impl Fn(&PeerKey) -> String,
+    ) -> Option<LiveOutput> {
+        let live = self.jobs.get(id)?.live.as_ref()?;
+        let from = |buf: &[u8], at: u64| {
+            let start = usize::try_from(at).unwrap_or(usize::MAX).min(buf.len());
+            buf[start..buf.len().min(start + MAX_LIVE_READ)].to_vec()
+        };
+        Some(LiveOutput {
+            run: live.run,
+            peer: name(&live.peer),
+            stdout: from(&live.stdout, stdout_from),
+            stderr: from(&live.stderr, stderr_from),
+        })
     }
 
     /// Cancels a job: no more offers, running tasks are told to stop.

@@ -20,7 +20,7 @@ use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::manifest::{EngineReq, JobManifest, TaskSet};
 use corral_protocol::messages::{
-    MAX_BATCH, MAX_BATCH_RECEIPT_BYTES, RejectReason, TaskRequest, TaskResponse,
+    MAX_BATCH, MAX_BATCH_RECEIPT_BYTES, MAX_LIVE_CHUNK, RejectReason, TaskRequest, TaskResponse,
 };
 use corral_protocol::receipt::{
     Captured, EngineKind, MAX_FILES, OutputFile, TaskReceipt, TaskStatus,
@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use super::{FetchLocks, NetHandle, fetch_blob, now_ms};
 use crate::blobs::BlobStore;
 use crate::runtime::{
-    Compiled, Limits, MAX_MODULE_BYTES, Preopen, RunSpec, Runtime, Stdin, WasmModule,
+    Compiled, Limits, LiveOutput, MAX_MODULE_BYTES, Preopen, RunSpec, Runtime, Stdin, WasmModule,
 };
 use crate::store::{Records, Store};
 
@@ -230,6 +230,18 @@ impl Worker {
                         hand_back: hand_back.clone(),
                     },
                 );
+                // The only task of a job is what `corral run` shows as it
+                // runs: its output goes to the coordinator as it comes.
+                let live = (manifest.task_count() == 1).then(|| {
+                    let live = Live::default();
+                    self.ctx.handle.spawn(stream_output(
+                        self.ctx.clone(),
+                        (manifest.job, index, attempt),
+                        from,
+                        live.clone(),
+                    ));
+                    live
+                });
                 let task = Assignment {
                     manifest,
                     index,
@@ -237,6 +249,7 @@ impl Worker {
                     coordinator: from,
                     cancel,
                     hand_back,
+                    live,
                 };
                 // Everything it needs is here (the common case once a
                 // job's module is): straight to a runner, no task between.
@@ -384,6 +397,59 @@ struct Assignment {
     cancel: Arc<AtomicBool>,
     /// Set (with `cancel`) when the task is given back to its coordinator.
     hand_back: Arc<std::sync::OnceLock<RejectReason>>,
+    /// Its output as it runs, for a job's only task.
+    live: Option<Live>,
+}
+
+/// A running task's output on its way to the coordinator.
+#[derive(Clone, Default)]
+struct Live {
+    output: LiveOutput,
+    /// Set once the run is over (the receipt carries the rest).
+    ended: Arc<AtomicBool>,
+}
+
+/// How often a running task's new output is sent.
+const LIVE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Sends what a task writes to its coordinator as it writes it, until the
+/// run ends. Each message says where its bytes start, so the coordinator
+/// keeps them in order; a message lost with the connection only means the
+/// submitter sees that output when the receipt comes.
+async fn stream_output(
+    ctx: Arc<WorkerCtx>,
+    (job, index, attempt): (JobId, u32, u32),
+    coordinator: PeerKey,
+    live: Live,
+) {
+    let (mut stdout_at, mut stderr_at) = (0usize, 0usize);
+    loop {
+        // Read `ended` first: bytes written before the end are then read.
+        let ended = live.ended.load(Ordering::Acquire);
+        let (stdout, stderr) = live.output.read(stdout_at, stderr_at, MAX_LIVE_CHUNK);
+        if stdout.is_empty() && stderr.is_empty() {
+            if ended {
+                return;
+            }
+            tokio::time::sleep(LIVE_INTERVAL).await;
+            continue;
+        }
+        let sent = (stdout.len(), stderr.len());
+        let request = TaskRequest::Output {
+            job,
+            index,
+            attempt,
+            stdout_at: stdout_at as u64,
+            stderr_at: stderr_at as u64,
+            stdout,
+            stderr,
+        };
+        stdout_at += sent.0;
+        stderr_at += sent.1;
+        if let Err(e) = ctx.net.task(coordinator, request).await {
+            tracing::debug!(%job, index, "live output not delivered: {e}");
+        }
+    }
 }
 
 /// Tasks whose inputs are on disk, in the order they were accepted; the
@@ -457,8 +523,12 @@ fn finish(
         attempt,
         coordinator,
         hand_back,
+        live,
         ..
     } = task;
+    if let Some(live) = live {
+        live.ended.store(true, Ordering::Release);
+    }
     let job = manifest.job;
     let _ = ctx.events.send(WorkerEvent::Finished { job, index });
     match result {
@@ -875,6 +945,7 @@ fn run_blocking(
             output_bytes: manifest.limits.output_bytes,
         },
         cancel: Some(task.cancel.clone()),
+        live: task.live.as_ref().map(|l| l.output.clone()),
     };
     let t1 = std::time::Instant::now();
     let outcome = ctx.runtime.run(&compiled, &spec)?;

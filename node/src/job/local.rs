@@ -123,6 +123,7 @@ fn spec_for(
         preopens,
         limits: plan.limits,
         cancel: None,
+        live: None,
     }
 }
 

@@ -25,7 +25,7 @@ use std::time::Duration;
 use corral_protocol::hash::ContentHash;
 use corral_protocol::receipt::{EngineKind, TaskStatus};
 
-pub use sink::OutputSink;
+pub use sink::{LiveOutput, OutputSink};
 
 /// The largest module corral accepts. Real batch jobs are a few MiB at most;
 /// the bound keeps a bad file or peer from making us hash and compile gigabytes.
@@ -111,6 +111,9 @@ pub struct RunSpec {
     /// Set from another thread to stop the guest early (the coordinator no
     /// longer wants the task): within a tick it ends as a trap saying so.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// A window on stdout and stderr while the guest runs (a remote single
+    /// task streams them to its submitter).
+    pub live: Option<LiveOutput>,
 }
 
 /// How a run ended, with what it printed.

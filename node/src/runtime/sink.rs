@@ -93,24 +93,58 @@ impl OutputSink {
         self.lock().overflowed
     }
 
+    /// A copy of at most `max` captured bytes from offset `at` (empty past
+    /// the end).
+    pub fn copy_from(&self, at: usize, max: usize) -> Vec<u8> {
+        let state = self.lock();
+        let start = at.min(state.buf.len());
+        let end = start.saturating_add(max).min(state.buf.len());
+        state.buf[start..end].to_vec()
+    }
+
     /// Takes the captured bytes out of the sink.
     pub fn take(&self) -> Vec<u8> {
         std::mem::take(&mut self.lock().buf)
     }
 
-    /// The stdout and stderr sinks of one run, echoing when it passes through.
+    /// The stdout and stderr sinks of one run, echoing when it passes
+    /// through, and shown to the run's [`LiveOutput`] if it has one.
     pub(crate) fn pair(spec: &super::RunSpec) -> (Self, Self) {
         let cap = spec.limits.output_bytes;
-        if spec.passthrough {
+        let pair = if spec.passthrough {
             (Self::new(cap, Echo::Stdout), Self::new(cap, Echo::Stderr))
         } else {
             (Self::new(cap, Echo::None), Self::new(cap, Echo::None))
+        };
+        if let Some(live) = &spec.live {
+            *live.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(pair.clone());
         }
+        pair
     }
 
     /// An `io::Write` view, for engines whose WASI layer takes a writer.
     pub fn writer(&self) -> SinkWriter {
         SinkWriter(self.clone())
+    }
+}
+
+/// A window on a run's stdout and stderr while it runs, for another thread
+/// to pass on what the guest writes as it writes it. Empty until the run
+/// starts; the captures are the run's own, so this costs the guest nothing.
+#[derive(Clone, Debug, Default)]
+pub struct LiveOutput(Arc<Mutex<Option<(OutputSink, OutputSink)>>>);
+
+impl LiveOutput {
+    /// At most `max` bytes of stdout from `stdout_at` and of stderr from
+    /// `stderr_at` (both empty before the run starts).
+    pub fn read(&self, stdout_at: usize, stderr_at: usize, max: usize) -> (Vec<u8>, Vec<u8>) {
+        match &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((stdout, stderr)) => (
+                stdout.copy_from(stdout_at, max),
+                stderr.copy_from(stderr_at, max),
+            ),
+            None => (Vec::new(), Vec::new()),
+        }
     }
 }
 
@@ -157,6 +191,16 @@ mod tests {
         assert!(sink.write(b"abcd").is_ok());
         assert!(!sink.overflowed());
         assert!(sink.write(b"e").is_err());
+    }
+
+    #[test]
+    fn copies_from_an_offset_within_bounds() {
+        let sink = OutputSink::new(100, Echo::None);
+        sink.write(b"hello world").expect("fits");
+        assert_eq!(sink.copy_from(6, 3), b"wor");
+        assert_eq!(sink.copy_from(6, 100), b"world");
+        assert!(sink.copy_from(11, 4).is_empty());
+        assert!(sink.copy_from(50, 4).is_empty(), "past the end");
     }
 
     #[test]

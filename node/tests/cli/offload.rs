@@ -1,5 +1,5 @@
 //! `corral run` through a daemon on loopback: a single task behaves like a
-//! local command (stdout, exit code, a trap's 125), a detached job can be
+//! local command (stdout as it is written, exit code, a trap's 125), a detached job can be
 //! followed, fetched and cancelled, and bad ids get clear errors.
 
 use std::process::{Child, Command, Stdio};
@@ -168,6 +168,54 @@ fn jobs_run_through_the_daemon_like_local_commands() {
 /// grace period and are then handed back; the job finishes once a device is
 /// free again, the hand-back costing it no attempt. The owner's load is set
 /// through a file (`CORRAL_TEST_HOST_LOAD`); the policy is the real one.
+#[test]
+fn a_single_remote_task_streams_its_output_as_it_runs() {
+    use std::io::BufRead;
+    let sb = Sandbox::new();
+    sb.mesh_of_two("laptop", "desk");
+    let mut a = up_with(&sb, "a", &["--share", "never"], &[], &[]);
+    let addr = sb.address("a");
+    let mut b = up(&sb, "b", &["--slots", "1", "--peer", &addr]);
+    let tk = module("testkit");
+    // Three lines, 1.5 s apart: the task runs on the desk for 4.5 s.
+    let mut run = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["--data-dir", "a", "run", &tk, "--", "tick", "3", "1500"])
+        .env("CORRAL_DATA_DIR", sb.path("data"))
+        .current_dir(sb.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("corral run starts");
+    let stderr = run.stderr.take().expect("stderr");
+    let stderr = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(run.stdout.take().expect("stdout")).lines() {
+        lines.push((line.expect("a line"), std::time::Instant::now()));
+    }
+    let ended = std::time::Instant::now();
+    let status = run.wait().expect("corral run ends");
+    let stderr = stderr.join().expect("stderr reader");
+    assert!(status.success(), "{status}: {stderr}");
+    let text: Vec<&str> = lines.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(
+        text,
+        ["tick 0", "tick 1", "tick 2"],
+        "each line once, in order"
+    );
+    assert_eq!(stderr.matches("tock").count(), 3, "{stderr}");
+    // Shown as the task wrote it, not all at once when it ended.
+    let lead = ended.duration_since(lines[0].1);
+    assert!(
+        lead > Duration::from_millis(2500),
+        "the first line came only {lead:?} before the end"
+    );
+    b.kill().ok();
+    a.kill().ok();
+    b.wait().ok();
+    a.wait().ok();
+}
+
 #[test]
 fn tasks_are_handed_back_when_the_owner_returns() {
     let sb = Sandbox::new();

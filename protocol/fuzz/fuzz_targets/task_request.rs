@@ -1,4 +1,4 @@
-//! Task requests (offers, cancels, results, hand-backs, batches) from arbitrary bytes: decoding
+//! Task requests (offers, cancels, results, hand-backs, batches, live output) from arbitrary bytes: decoding
 //! and verifying must never panic.
 #![no_main]
 
@@ -22,6 +22,9 @@ fuzz_target!(|data: &[u8]| {
                 let _ = receipt.verify(0);
             }
         }
-        Ok(TaskRequest::Cancel { .. } | TaskRequest::HandBack { .. }) | Err(_) => {}
+        Ok(
+            TaskRequest::Cancel { .. } | TaskRequest::HandBack { .. } | TaskRequest::Output { .. },
+        )
+        | Err(_) => {}
     }
 });
