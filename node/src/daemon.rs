@@ -118,6 +118,7 @@ struct Node {
 struct Watcher {
     job: JobId,
     seq: u64,
+    summary: bool,
     deadline: tokio::time::Instant,
     reply: oneshot::Sender<Result<serde_json::Value, String>>,
 }
@@ -284,8 +285,8 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
             // Local work first (STYLE: handle local work before new remote work).
             Some((request, reply)) = calls.recv() => {
                 let leave = request == Request::Leave;
-                if let Request::Watch { id, seq, wait_ms } = request {
-                    node.watch(&id, seq, wait_ms, reply);
+                if let Request::Watch { id, seq, wait_ms, summary } = request {
+                    node.watch(&id, seq, wait_ms, summary, reply);
                 } else {
                     let answer = node.control(request);
                     let _ = reply.send(answer);
@@ -689,6 +690,7 @@ impl Node {
         id: &str,
         seq: u64,
         wait_ms: u64,
+        summary: bool,
         reply: oneshot::Sender<Result<serde_json::Value, String>>,
     ) {
         let job: JobId = match id.parse() {
@@ -705,6 +707,7 @@ impl Node {
         self.watchers.push(Watcher {
             job,
             seq,
+            summary,
             deadline: tokio::time::Instant::now()
                 + Duration::from_millis(wait_ms.min(MAX_WATCH_MS)),
             reply,
@@ -729,9 +732,14 @@ impl Node {
                 None => true,
             };
             if ready {
-                let answer = self
-                    .coord
-                    .report(&w.job)
+                let report = if w.summary {
+                    self.coord
+                        .summary(&w.job)
+                        .or_else(|| self.coord.report(&w.job))
+                } else {
+                    self.coord.report(&w.job)
+                };
+                let answer = report
                     .map(|r| json!(r))
                     .ok_or_else(|| format!("no job {} on this node", w.job));
                 let _ = w.reply.send(answer);

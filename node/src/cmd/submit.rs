@@ -200,14 +200,16 @@ pub fn submit_with_stdin(
         .to_string())
 }
 
-/// The job's record once it differs from change `seq` (or after a while).
-fn watch_report(data_dir: &Path, id: &str, seq: u64) -> anyhow::Result<JobReport> {
+/// The job's record (its counts only, with `summary`) once it differs from
+/// change `seq` (or after a while).
+fn watch_report(data_dir: &Path, id: &str, seq: u64, summary: bool) -> anyhow::Result<JobReport> {
     let value = client::call(
         data_dir,
         Request::Watch {
             id: id.to_string(),
             seq,
             wait_ms: WATCH_MS,
+            summary,
         },
     )?;
     serde_json::from_value(value).context("the daemon's job record is not understood")
@@ -306,7 +308,8 @@ fn follow_with(
     let mut hinted = false;
     let mut seq = u64::MAX;
     loop {
-        let report = watch_report(data_dir, id, seq)?;
+        // Counts while it runs; the whole record once, at the end.
+        let report = watch_report(data_dir, id, seq, true)?;
         seq = report.seq;
         for refusal in &report.refusals {
             if told.insert((refusal.peer.clone(), refusal.reason.clone())) {
@@ -324,12 +327,13 @@ fn follow_with(
         progress.set_message(per_device.join(" · "));
         if report.state != "running" {
             progress.finish_and_clear();
-            return Ok(report);
+            return fetch_report(data_dir, id);
         }
         if let Some(shown) = shown.as_deref_mut() {
             show_live(data_dir, id, shown)?;
         }
-        let anything = report.tasks.iter().any(|t| t.state != "queued");
+        let anything = report.tasks_done + report.tasks_failed > 0
+            || report.devices.values().any(|c| c.running > 0);
         if !anything && !hinted && started.elapsed() > Duration::from_secs(5) {
             hinted = true;
             progress.suspend(|| {

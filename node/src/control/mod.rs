@@ -66,6 +66,9 @@ pub enum Request {
         seq: u64,
         /// Longest wait.
         wait_ms: u64,
+        /// Counts only, no task list (while the job is in memory).
+        #[serde(default)]
+        summary: bool,
     },
     /// What a running single-task job has written so far, from these
     /// offsets of its stdout and stderr.

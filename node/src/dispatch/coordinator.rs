@@ -1041,7 +1041,13 @@ impl Coordinator {
                 &loaded
             }
         };
-        Some(report_of(*id, job))
+        Some(report_of(*id, job, true))
+    }
+
+    /// A job's counts, devices and refusals without its tasks, while it is
+    /// in memory.
+    pub fn summary(&self, id: &JobId) -> Option<JobReport> {
+        self.jobs.get(id).map(|job| report_of(*id, job, false))
     }
 
     /// `corral jobs`: every job this node coordinated, newest first.
@@ -1125,9 +1131,12 @@ fn speed_for(engines: &[EngineSpeed], req: EngineReq) -> (u64, &'static str) {
     chosen.map_or((0, "none"), |e| (e.ops_per_s.max(1), e.engine.name()))
 }
 
-fn report_of(id: JobId, job: &Job) -> JobReport {
+/// A job's record; without `with_tasks`, only its counts (a watcher's
+/// progress bar does not need every task of a large job on every change).
+fn report_of(id: JobId, job: &Job, with_tasks: bool) -> JobReport {
     let mut devices: BTreeMap<String, DeviceCount> = BTreeMap::new();
-    let mut tasks = Vec::with_capacity(job.tasks.len());
+    let mut tasks = Vec::with_capacity(if with_tasks { job.tasks.len() } else { 0 });
+    let (mut done, mut failed) = (0u32, 0u32);
     let input_name = |i: u32| match &job.manifest.tasks {
         TaskSet::Inputs(inputs) => inputs.get(i as usize).map(|s| s.name.clone()),
         TaskSet::Count(_) => None,
@@ -1153,6 +1162,14 @@ fn report_of(id: JobId, job: &Job) -> JobReport {
             ("done", _) | ("failed", _) => "failed",
             (other, _) => other,
         };
+        match state {
+            "done" => done += 1,
+            "failed" => failed += 1,
+            _ => {}
+        }
+        if !with_tasks {
+            continue;
+        }
         let (exit_code, message) = match winner.map(|r| &r.status) {
             Some(TaskStatus::Exited { code }) => (Some(*code), None),
             Some(TaskStatus::Trapped { message }) => (None, Some(message.clone())),
@@ -1225,8 +1242,9 @@ fn report_of(id: JobId, job: &Job) -> JobReport {
         duration_ms,
         tasks,
     );
-    report.tasks_done = report.tasks.iter().filter(|t| t.state == "done").count() as u32;
-    report.tasks_failed = report.tasks.iter().filter(|t| t.state == "failed").count() as u32;
+    report.tasks_total = u32::try_from(job.tasks.len()).unwrap_or(u32::MAX);
+    report.tasks_done = done;
+    report.tasks_failed = failed;
     report.state = job.record.state.clone();
     report.devices = devices;
     report.refusals = job.refusals.clone();
