@@ -268,6 +268,25 @@ impl Store {
         self.db.flush().context("store flush")?;
         Ok(())
     }
+
+    /// Flushes on a blocking thread when called inside a tokio runtime (an
+    /// event loop must not wait for the disk), at once otherwise.
+    pub fn flush_soon(&self) {
+        let flush = {
+            let store = self.clone();
+            move || {
+                if let Err(e) = store.flush() {
+                    tracing::warn!("{e:#}");
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn_blocking(flush);
+            }
+            Err(_) => flush(),
+        }
+    }
 }
 
 #[cfg(test)]

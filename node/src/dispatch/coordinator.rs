@@ -683,7 +683,7 @@ impl Coordinator {
         {
             tracing::warn!("cannot record the end of job {id}: {e:#}");
         }
-        let _ = self.store.flush();
+        self.store.flush_soon();
         tracing::info!(job = %id, state = %job.record.state, "job finished");
     }
 
