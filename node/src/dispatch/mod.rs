@@ -4,8 +4,10 @@
 //! returns a signed receipt until it is acknowledged.
 //!
 //! Both sides are driven by the daemon's event loop. Work that waits on the
-//! network (fetching blobs, delivering results) runs in spawned tasks that
-//! talk to the loop through a [`NetHandle`].
+//! network (fetching blobs, delivering results, live output) runs in spawned
+//! tasks that talk to the loop through a [`NetHandle`]; guests run on the
+//! worker's runner threads. Offers of one job to one device, and results
+//! ready at the same time, travel in batches.
 
 pub mod coordinator;
 pub mod worker;

@@ -2,9 +2,11 @@
 //! submitter trusted, offered by its submitter, expiry, replay, limits,
 //! engine, owner policy, free slots) and refused with a reason code the
 //! submitter sees; an accepted task fetches its module, trees and input by
-//! hash (hash-checked, cached), runs in a fresh sandbox on a blocking
-//! thread, and its signed receipt is kept in the store and re-sent until the
-//! coordinator acknowledges it.
+//! hash (hash-checked, cached), runs in a fresh sandbox on one of the
+//! runner threads (one per slot), and its signed receipt is kept in the
+//! store and sent, batched with others that end at the same time, until the
+//! coordinator acknowledges it. A job's only task streams its output while
+//! it runs.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
