@@ -1061,6 +1061,7 @@ impl Node {
         single: bool,
         reply: Reply,
     ) {
+        tracing::debug!(peer = %from.short(), results = list.len(), "results received");
         let mut verdicts = vec![None; list.len()];
         let mut results = Vec::new();
         for (i, signed) in list.iter().enumerate() {

@@ -550,6 +550,7 @@ fn finish(
             {
                 tracing::warn!("cannot keep the receipt in the outbox: {e:#}");
             }
+            tracing::debug!(%job, index, "receipt kept");
             enqueue(ctx, item);
         }
         Ok(None) => match hand_back.get() {
