@@ -659,7 +659,7 @@ impl Node {
             Request::Job { id } => {
                 let id: JobId = id.parse().map_err(|e| format!("{e}"))?;
                 self.coord
-                    .report(&id)
+                    .report(&id, &|p| self.name_of(p))
                     .map(|r| json!(r))
                     .ok_or_else(|| format!("no job {id} on this node"))
             }
@@ -732,12 +732,13 @@ impl Node {
                 None => true,
             };
             if ready {
+                let name = |p: &PeerKey| self.name_of(p);
                 let report = if w.summary {
                     self.coord
-                        .summary(&w.job)
-                        .or_else(|| self.coord.report(&w.job))
+                        .summary(&w.job, &name)
+                        .or_else(|| self.coord.report(&w.job, &name))
                 } else {
-                    self.coord.report(&w.job)
+                    self.coord.report(&w.job, &name)
                 };
                 let answer = report
                     .map(|r| json!(r))

@@ -1031,8 +1031,9 @@ impl Coordinator {
         Some(job)
     }
 
-    /// `corral job ID --json` (and OUT/job.json).
-    pub fn report(&self, id: &JobId) -> Option<JobReport> {
+    /// `corral job ID --json` (and OUT/job.json); `name` names the devices
+    /// running its tasks.
+    pub fn report(&self, id: &JobId, name: &dyn Fn(&PeerKey) -> String) -> Option<JobReport> {
         let loaded;
         let job = match self.jobs.get(id) {
             Some(job) => job,
@@ -1041,13 +1042,15 @@ impl Coordinator {
                 &loaded
             }
         };
-        Some(report_of(*id, job, true))
+        Some(report_of(*id, job, true, name))
     }
 
     /// A job's counts, devices and refusals without its tasks, while it is
     /// in memory.
-    pub fn summary(&self, id: &JobId) -> Option<JobReport> {
-        self.jobs.get(id).map(|job| report_of(*id, job, false))
+    pub fn summary(&self, id: &JobId, name: &dyn Fn(&PeerKey) -> String) -> Option<JobReport> {
+        self.jobs
+            .get(id)
+            .map(|job| report_of(*id, job, false, name))
     }
 
     /// `corral jobs`: every job this node coordinated, newest first.
@@ -1133,7 +1136,12 @@ fn speed_for(engines: &[EngineSpeed], req: EngineReq) -> (u64, &'static str) {
 
 /// A job's record; without `with_tasks`, only its counts (a watcher's
 /// progress bar does not need every task of a large job on every change).
-fn report_of(id: JobId, job: &Job, with_tasks: bool) -> JobReport {
+fn report_of(
+    id: JobId,
+    job: &Job,
+    with_tasks: bool,
+    name: &dyn Fn(&PeerKey) -> String,
+) -> JobReport {
     let mut devices: BTreeMap<String, DeviceCount> = BTreeMap::new();
     let mut tasks = Vec::with_capacity(if with_tasks { job.tasks.len() } else { 0 });
     let (mut done, mut failed) = (0u32, 0u32);
@@ -1144,13 +1152,7 @@ fn report_of(id: JobId, job: &Job, with_tasks: bool) -> JobReport {
     for (i, (record, task)) in job.tasks.iter().zip(job.batch.tasks()).enumerate() {
         if let TaskState::Running(on) = &task.state {
             for peer in on.keys() {
-                let name = job
-                    .tasks
-                    .iter()
-                    .flat_map(|t| &t.runs)
-                    .find(|r| &r.peer == peer)
-                    .map_or_else(|| peer.short(), |r| r.name.clone());
-                devices.entry(name).or_default().running += 1;
+                devices.entry(name(peer)).or_default().running += 1;
             }
         }
         let winner = record.winner.and_then(|w| record.runs.get(w));

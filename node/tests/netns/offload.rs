@@ -1,7 +1,8 @@
 //! Jobs offloaded across hosts (DESIGN §3): results equal a local run byte
 //! for byte and spread over hosts; a slow host (a cgroup CPU quota) gets
 //! fewer tasks; a worker killed mid-batch and a coordinator killed and
-//! restarted lose nothing; an untrusted submitter is refused with the reason;
+//! restarted lose nothing; a single task's streamed output starts over when
+//! its worker dies; an untrusted submitter is refused with the reason;
 //! `--verify 2` passes on honest workers and flags a lying one.
 
 use std::path::Path;
@@ -257,6 +258,69 @@ fn a_worker_killed_mid_batch_loses_nothing() {
     let job = job_json(&remote);
     assert_eq!(job["state"], "completed", "{job}");
     assert_eq!(job["tasks_done"], 10);
+}
+
+#[test]
+fn a_single_task_streams_and_starts_over_when_its_worker_dies() {
+    use std::io::BufRead;
+    use std::sync::{Arc, Mutex};
+    if !netns_available() {
+        return;
+    }
+    let mut lan = mesh_of(
+        3,
+        &[&["--share", "never"], &["--slots", "1"], &["--slots", "1"]],
+    );
+    let module = testkit();
+    let mut run = lan
+        .cli_command(0, &["run", &module, "--", "tick", "8", "700"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("corral run starts");
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        let stdout = run.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                lines.lock().expect("lines").push(line.expect("a line"));
+            }
+        })
+    };
+    let stderr = run.stderr.take().expect("stderr");
+    let stderr = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    // Two lines shown while it runs: the device running it dies.
+    lan.wait_for("two lines of output", LIMIT, || {
+        lines.lock().expect("lines").len() >= 2
+    });
+    let jobs: serde_json::Value =
+        serde_json::from_slice(&lan.cli(0, &["jobs", "--json"]).stdout).expect("jobs");
+    let id = jobs[0]["id"].as_str().expect("a job").to_string();
+    let job = job_state(&lan, 0, &id);
+    let victim = (1..=2)
+        .find(|i| job["devices"][format!("host{i}")]["running"].as_u64() == Some(1))
+        .unwrap_or_else(|| panic!("no host runs the task: {}", job["devices"]));
+    lan.kill(victim);
+    let started = Instant::now();
+    while run.try_wait().expect("wait").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "corral run did not end"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    reader.join().expect("reader");
+    let stderr = stderr.join().expect("stderr reader");
+    assert!(run.wait().expect("status").success(), "{stderr}");
+    assert!(stderr.contains("started over on host"), "{stderr}");
+    // What the dead device's run printed, then the whole run that finished.
+    let lines = lines.lock().expect("lines").clone();
+    let full: Vec<String> = (0..8).map(|i| format!("tick {i}")).collect();
+    assert!(lines.len() >= 10 && lines.ends_with(&full), "{lines:?}");
+    let first = &lines[..lines.len() - 8];
+    assert!(full.starts_with(first), "{lines:?}");
 }
 
 #[test]
