@@ -978,7 +978,7 @@ impl Node {
 
     fn on_task_request(&mut self, from: PeerKey, request: TaskRequest, reply: Reply) {
         if !request.is_bounded() {
-            tracing::warn!(peer = %from.short(), "a task request's batch is empty or too large");
+            tracing::warn!(peer = %from.short(), "a task request is out of bounds (an empty or oversized batch, or too much live output)");
             self.respond(reply, TaskResponse::Rejected(RejectReason::Malformed));
             return;
         }
@@ -1037,14 +1037,9 @@ impl Node {
                 stderr_at,
                 stderr,
             } => {
-                self.coord.on_output(
-                    from,
-                    job,
-                    index,
-                    attempt,
-                    (stdout_at, &stdout),
-                    (stderr_at, &stderr),
-                );
+                tracing::trace!(%job, index, attempt, "live output");
+                self.coord
+                    .on_output(from, job, index, (stdout_at, &stdout), (stderr_at, &stderr));
                 self.respond(reply, TaskResponse::Ack);
             }
             TaskRequest::Result(signed) => self.on_results(from, vec![signed], true, reply),

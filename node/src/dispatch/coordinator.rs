@@ -170,8 +170,11 @@ struct Job {
 
 /// What the running task of a single-task job has written so far.
 struct LiveRun {
+    /// The run: its device and when it was placed there (a lost run's
+    /// attempt number is given back, so a device running the task anew
+    /// may use the same number).
     peer: PeerKey,
-    attempt: u32,
+    started_ms: u64,
     /// Counts the runs that streamed: a new one starts the output over.
     run: u32,
     stdout: Vec<u8>,
@@ -902,13 +905,12 @@ impl Coordinator {
     /// Output streamed by the run of a single-task job on `from`. Kept in
     /// order (a chunk must start where the last one ended); the first run
     /// to stream owns the output until it stops running, and a later run
-    /// starts it over.
+    /// (another device's, or the same device's anew) starts it over.
     pub fn on_output(
         &mut self,
         from: PeerKey,
         id: JobId,
         index: u32,
-        attempt: u32,
         (stdout_at, stdout): (u64, &[u8]),
         (stderr_at, stderr): (u64, &[u8]),
     ) {
@@ -918,21 +920,29 @@ impl Coordinator {
         if !job.is_live() || job.manifest.task_count() != 1 || index != 0 {
             return;
         }
-        let running_on = |peer: &PeerKey| matches!(&job.batch.tasks()[0].state, TaskState::Running(on) if on.contains_key(peer));
-        if !running_on(&from) {
+        let started = |peer: &PeerKey| match &job.batch.tasks()[0].state {
+            TaskState::Running(on) => on.get(peer).copied(),
+            _ => None,
+        };
+        let Some(started_ms) = started(&from) else {
             return;
-        }
+        };
         let fresh = |run| LiveRun {
             peer: from,
-            attempt,
+            started_ms,
             run,
             stdout: Vec::new(),
             stderr: Vec::new(),
         };
         match &job.live {
             None => job.live = Some(fresh(1)),
-            Some(live) if live.peer == from && live.attempt == attempt => {}
-            Some(live) if running_on(&live.peer) => return,
+            Some(live) if live.peer == from && live.started_ms == started_ms => {}
+            // Another device's run still owns the output.
+            Some(live) if live.peer != from && started(&live.peer) == Some(live.started_ms) => {
+                return;
+            }
+            // The owner's run is gone (its device left, or runs the task
+            // anew): this run's output starts over.
             Some(live) => job.live = Some(fresh(live.run + 1)),
         }
         let Some(live) = job.live.as_mut() else {
