@@ -1011,6 +1011,7 @@ impl Coordinator {
             }
         }
         job.record.state = "cancelled".into();
+        job.live = None;
         job.record.finished_ms = Some(crate::daemon::now_ms());
         job.ended = Some(std::time::Instant::now());
         job.seq += 1;
