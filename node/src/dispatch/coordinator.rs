@@ -805,19 +805,22 @@ impl Coordinator {
         let receipt = signed
             .verify_from(from, crate::daemon::now_ms())
             .map_err(|e| format!("bad receipt from {}: {e}", from.short()))?;
-        let Some(job) = self.jobs.get(&receipt.job) else {
-            return Ok(None);
-        };
-        if !job.is_live() || receipt.index >= job.manifest.task_count() {
-            return Ok(None);
-        }
-        let task = &job.batch.tasks()[receipt.index as usize];
-        if matches!(task.state, TaskState::Done(_) | TaskState::Failed(_))
-            || task.results.iter().any(|(p, _)| p == from)
-        {
-            return Ok(None);
-        }
-        Ok(Some(receipt))
+        Ok(self
+            .still_wanted(from, &receipt.job, receipt.index)
+            .then_some(receipt))
+    }
+
+    /// Whether a result of task `index` of job `id` from `from` is wanted:
+    /// the job runs here, and the task is neither finished nor holding a
+    /// result of that device already.
+    fn still_wanted(&self, from: &PeerKey, id: &JobId, index: u32) -> bool {
+        self.jobs.get(id).is_some_and(|job| {
+            job.is_live()
+                && job.batch.tasks().get(index as usize).is_some_and(|t| {
+                    !matches!(t.state, TaskState::Done(_) | TaskState::Failed(_))
+                        && !t.results.iter().any(|(p, _)| p == from)
+                })
+        })
     }
 
     /// Output bound for the files of a result of `job`.
@@ -831,17 +834,14 @@ impl Coordinator {
     pub fn on_result(&mut self, from: PeerKey, name: &str, receipt: TaskReceipt) -> Vec<Action> {
         let id = receipt.job;
         let index = receipt.index;
+        // Another result of the task may have been taken (or the job
+        // cancelled) while this one's files were fetched.
+        if !self.still_wanted(&from, &id, index) {
+            return Vec::new();
+        }
         let Some(job) = self.jobs.get_mut(&id) else {
             return Vec::new();
         };
-        // Another result of the task may have been taken while this one's
-        // files were fetched.
-        if job.batch.tasks().get(index as usize).is_none_or(|t| {
-            matches!(t.state, TaskState::Done(_) | TaskState::Failed(_))
-                || t.results.iter().any(|(p, _)| p == &from)
-        }) {
-            return Vec::new();
-        }
         let stdout = self.blobs.put_bytes(&receipt.stdout.bytes);
         let stderr = self.blobs.put_bytes(&receipt.stderr.bytes);
         let (Ok(stdout), Ok(stderr)) = (stdout, stderr) else {
