@@ -21,7 +21,7 @@ use crate::cli::RunArgs;
 use crate::config::DataDir;
 use crate::control::Request;
 use crate::control::client;
-use crate::dispatch::coordinator::{LiveOutput, SubmitSpec};
+use crate::dispatch::coordinator::{StreamedOutput, SubmitSpec};
 use crate::job::outdir::OutDir;
 use crate::job::plan::{JobPlan, Tasks};
 use crate::job::report::JobReport;
@@ -243,7 +243,7 @@ fn show_live(data_dir: &Path, id: &str, shown: &mut Shown) -> anyhow::Result<()>
         if value.is_null() {
             return Ok(());
         }
-        let live: LiveOutput =
+        let live: StreamedOutput =
             serde_json::from_value(value).context("the daemon's live output is not understood")?;
         if live.run != shown.run {
             // Another device runs the task now: its output starts over.

@@ -187,10 +187,10 @@ const MAX_LIVE_BYTES: usize = 16 * 1024 * 1024;
 /// Most streamed bytes of each stream handed to `corral run` per call.
 pub const MAX_LIVE_READ: usize = 256 * 1024;
 
-/// Live output of a single-task job for `corral run`: the bytes of each
-/// stream from the offsets asked for.
+/// Streamed output of a single-task job for `corral run`: the bytes of
+/// each stream from the offsets asked for.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct LiveOutput {
+pub struct StreamedOutput {
     /// Which streaming run this is (it changes when the task starts over
     /// on another device).
     pub run: u32,
@@ -975,13 +975,13 @@ impl Coordinator {
         stdout_from: u64,
         stderr_from: u64,
         name: impl Fn(&PeerKey) -> String,
-    ) -> Option<LiveOutput> {
+    ) -> Option<StreamedOutput> {
         let live = self.jobs.get(id)?.live.as_ref()?;
         let from = |buf: &[u8], at: u64| {
             let start = usize::try_from(at).unwrap_or(usize::MAX).min(buf.len());
             buf[start..buf.len().min(start + MAX_LIVE_READ)].to_vec()
         };
-        Some(LiveOutput {
+        Some(StreamedOutput {
             run: live.run,
             peer: name(&live.peer),
             stdout: from(&live.stdout, stdout_from),
