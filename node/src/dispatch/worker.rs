@@ -696,36 +696,65 @@ struct Prepared {
     stdin: Option<PathBuf>,
 }
 
+/// The blobs a task reads besides its `--dir` trees, each with the most
+/// bytes accepted for it: the module, its input (a job with inputs), stdin.
+struct Needs {
+    module: (ContentHash, u64),
+    input: Option<(String, ContentHash, u64)>,
+    stdin: Option<(ContentHash, u64)>,
+}
+
+impl Needs {
+    fn of(manifest: &JobManifest, index: u32) -> anyhow::Result<Self> {
+        let input = match &manifest.tasks {
+            TaskSet::Inputs(inputs) => {
+                let spec = inputs
+                    .get(index as usize)
+                    .context("no input for this task")?;
+                Some((spec.name.clone(), spec.hash, spec.size))
+            }
+            TaskSet::Count(_) => None,
+        };
+        Ok(Self {
+            module: (
+                manifest.module_hash,
+                manifest.module_size.min(MAX_MODULE_BYTES as u64),
+            ),
+            input,
+            stdin: manifest.stdin.map(|spec| {
+                (
+                    spec.hash,
+                    spec.size.min(corral_protocol::manifest::MAX_STDIN_BYTES),
+                )
+            }),
+        })
+    }
+}
+
 /// What a task needs, if every blob of it is already here (jobs with
 /// `--dir` trees always take the fetching path, which reads their listings).
 fn local_inputs(blobs: &BlobStore, task: &Assignment) -> Option<Prepared> {
-    let manifest = &task.manifest;
-    if !manifest.dirs.is_empty() {
+    if !task.manifest.dirs.is_empty() {
         return None;
     }
+    let needs = Needs::of(&task.manifest, task.index).ok()?;
     let here = |hash: &ContentHash| blobs.has(hash).then(|| blobs.path(hash));
-    let module = here(&manifest.module_hash)?;
-    let input = match &manifest.tasks {
-        TaskSet::Inputs(inputs) => {
-            let spec = inputs.get(task.index as usize)?;
-            Some((spec.name.clone(), here(&spec.hash)?))
-        }
-        TaskSet::Count(_) => None,
-    };
-    let stdin = match &manifest.stdin {
-        Some(spec) => Some(here(&spec.hash)?),
-        None => None,
-    };
     Some(Prepared {
-        module,
-        input,
-        stdin,
+        module: here(&needs.module.0)?,
+        input: match needs.input {
+            Some((name, hash, _)) => Some((name, here(&hash)?)),
+            None => None,
+        },
+        stdin: match needs.stdin {
+            Some((hash, _)) => Some(here(&hash)?),
+            None => None,
+        },
     })
 }
 
 /// Fetches (hash-checked, cached) what a task needs from its coordinator.
 async fn fetch_inputs(ctx: &Arc<WorkerCtx>, task: &Assignment) -> anyhow::Result<Prepared> {
-    let manifest = &task.manifest;
+    let needs = Needs::of(&task.manifest, task.index)?;
     let fetch = |hash, max| {
         fetch_blob(
             &ctx.net,
@@ -736,12 +765,8 @@ async fn fetch_inputs(ctx: &Arc<WorkerCtx>, task: &Assignment) -> anyhow::Result
             max,
         )
     };
-    let module = fetch(
-        manifest.module_hash,
-        manifest.module_size.min(MAX_MODULE_BYTES as u64),
-    )
-    .await?;
-    for dir in &manifest.dirs {
+    let module = fetch(needs.module.0, needs.module.1).await?;
+    for dir in &task.manifest.dirs {
         fetch(
             dir.tree_hash,
             corral_protocol::tree::MAX_LISTING_BYTES as u64,
@@ -752,23 +777,12 @@ async fn fetch_inputs(ctx: &Arc<WorkerCtx>, task: &Assignment) -> anyhow::Result
             fetch(file.hash, file.size).await?;
         }
     }
-    let input = match &manifest.tasks {
-        TaskSet::Inputs(inputs) => {
-            let spec = inputs
-                .get(task.index as usize)
-                .context("no input for this task")?;
-            Some((spec.name.clone(), fetch(spec.hash, spec.size).await?))
-        }
-        TaskSet::Count(_) => None,
+    let input = match needs.input {
+        Some((name, hash, size)) => Some((name, fetch(hash, size).await?)),
+        None => None,
     };
-    let stdin = match &manifest.stdin {
-        Some(spec) => Some(
-            fetch(
-                spec.hash,
-                spec.size.min(corral_protocol::manifest::MAX_STDIN_BYTES),
-            )
-            .await?,
-        ),
+    let stdin = match needs.stdin {
+        Some((hash, max)) => Some(fetch(hash, max).await?),
         None => None,
     };
     Ok(Prepared {
