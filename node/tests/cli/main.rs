@@ -11,7 +11,8 @@ mod offload;
 mod single;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 /// A scratch area with its own data dir, removed at the end of the test.
 pub struct Sandbox {
@@ -67,13 +68,49 @@ impl Sandbox {
         );
     }
 
-    pub fn corral_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
-        use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+    /// `corral ARGS` as the sandbox runs it (its default data dir, no
+    /// RUST_LOG, in the sandbox), for a caller that sets up its stdio.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_corral"));
+        command
             .args(args)
             .env("CORRAL_DATA_DIR", self.path("data"))
             .env_remove("RUST_LOG")
-            .current_dir(self.dir.path())
+            .current_dir(self.dir.path());
+        command
+    }
+
+    /// Starts `corral up` on data dir `data` (loopback, no mDNS) with the
+    /// `share` and `extra` flags and `env`, and waits for its socket.
+    pub fn daemon(
+        &self,
+        data: &str,
+        share: &[&str],
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Child {
+        let child = self
+            .command(&["--data-dir", data, "up", "--no-mdns"])
+            .args(share)
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(extra)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("corral up starts");
+        let socket = self.path(data).join("corral.sock");
+        wait_until("the daemon did not start", Duration::from_secs(60), || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+        child
+    }
+
+    pub fn corral_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -8,25 +8,7 @@ use std::time::{Duration, Instant};
 use crate::{Sandbox, assert_code, text};
 
 fn up(sb: &Sandbox, data: &str) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["--data-dir", data, "up", "--no-mdns", "--share", "always"])
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
-        .current_dir(sb.dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("corral up starts");
-    let socket = sb.path(data).join("corral.sock");
-    let started = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the daemon did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
+    sb.daemon(data, &["--share", "always"], &[], &[])
 }
 
 #[test]

@@ -2,39 +2,23 @@
 //! local command (stdout as it is written, exit code, a trap's 125), a detached job can be
 //! followed, fetched and cancelled, and bad ids get clear errors.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use crate::{Sandbox, assert_code, module, text, wait_until};
 
 fn up(sb: &Sandbox, data: &str, extra: &[&str]) -> Child {
-    up_with(sb, data, &["--share", "always"], extra, &[])
+    sb.daemon(data, &["--share", "always"], extra, &[])
 }
 
-fn up_with(
-    sb: &Sandbox,
-    data: &str,
-    share: &[&str],
-    extra: &[&str],
-    env: &[(&str, &std::path::Path)],
-) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["--data-dir", data, "up", "--no-mdns"])
-        .args(share)
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
-        .args(extra)
-        .envs(env.iter().copied())
-        .current_dir(sb.dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("corral up starts");
-    let socket = sb.path(data).join("corral.sock");
-    wait_until("the daemon did not start", Duration::from_secs(60), || {
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
-    });
-    child
+/// `corral run testkit --detach ARGS` through daemon `a`: the job's id.
+fn detach(sb: &Sandbox, args: &[&str]) -> String {
+    let tk = module("testkit");
+    let mut full = vec!["--data-dir", "a", "run", tk.as_str(), "--detach"];
+    full.extend(args);
+    let out = sb.corral(&full);
+    assert_code(&out, 0);
+    text(&out.stdout).trim().to_string()
 }
 
 fn job(sb: &Sandbox, id: &str) -> serde_json::Value {
@@ -72,20 +56,7 @@ fn jobs_run_through_the_daemon_like_local_commands() {
     );
 
     // A batch, detached: only the id on stdout; then followed and fetched.
-    let out = sb.corral(&[
-        "--data-dir",
-        "a",
-        "run",
-        &tk,
-        "--detach",
-        "--tasks",
-        "3",
-        "--",
-        "args",
-        "{task}",
-    ]);
-    assert_code(&out, 0);
-    let id = text(&out.stdout).trim().to_string();
+    let id = detach(&sb, &["--tasks", "3", "--", "args", "{task}"]);
     assert_eq!(id.len(), 32, "{id:?}");
     wait_until("the job never ended", Duration::from_secs(60), || {
         job(&sb, &id)["state"] != "running"
@@ -131,19 +102,7 @@ fn jobs_run_through_the_daemon_like_local_commands() {
     assert_eq!(watch(false)["tasks"].as_array().map(Vec::len), Some(3));
 
     // A long job is cancelled: it ends as cancelled and nothing more starts.
-    let out = sb.corral(&[
-        "--data-dir",
-        "a",
-        "run",
-        &tk,
-        "--detach",
-        "--tasks",
-        "50",
-        "--",
-        "sleep-ms",
-        "300",
-    ]);
-    let long = text(&out.stdout).trim().to_string();
+    let long = detach(&sb, &["--tasks", "50", "--", "sleep-ms", "300"]);
     assert_code(&sb.corral(&["--data-dir", "a", "cancel", &long]), 0);
     assert_eq!(job(&sb, &long)["state"], "cancelled");
     let again = sb.corral(&["--data-dir", "a", "cancel", &long]);
@@ -156,20 +115,7 @@ fn jobs_run_through_the_daemon_like_local_commands() {
     // Cancelling stops guests already running: two endless tasks, one on
     // each daemon, end within moments instead of at their time limit.
     let running = |data: &str| sb.status(data)["running"].as_u64().unwrap_or(0);
-    let out = sb.corral(&[
-        "--data-dir",
-        "a",
-        "run",
-        &tk,
-        "--detach",
-        "--tasks",
-        "2",
-        "--timeout",
-        "10m",
-        "--",
-        "loop",
-    ]);
-    let endless = text(&out.stdout).trim().to_string();
+    let endless = detach(&sb, &["--tasks", "2", "--timeout", "10m", "--", "loop"]);
     wait_until(
         "the endless tasks did not start on both daemons",
         Duration::from_secs(30),
@@ -198,15 +144,13 @@ fn a_single_remote_task_streams_its_output_as_it_runs() {
     use std::io::BufRead;
     let sb = Sandbox::new();
     sb.mesh_of_two("laptop", "desk");
-    let mut a = up_with(&sb, "a", &["--share", "never"], &[], &[]);
+    let mut a = sb.daemon("a", &["--share", "never"], &[], &[]);
     let addr = sb.address("a");
     let mut b = up(&sb, "b", &["--slots", "1", "--peer", &addr]);
     let tk = module("testkit");
     // Three lines, 1.5 s apart: the task runs on the desk for 4.5 s.
-    let mut run = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["--data-dir", "a", "run", &tk, "--", "tick", "3", "1500"])
-        .env("CORRAL_DATA_DIR", sb.path("data"))
-        .current_dir(sb.dir.path())
+    let mut run = sb
+        .command(&["--data-dir", "a", "run", &tk, "--", "tick", "3", "1500"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -247,29 +191,16 @@ fn tasks_are_handed_back_when_the_owner_returns() {
     sb.mesh_of_two("laptop", "desk");
     let load = sb.path("owner-load");
     std::fs::write(&load, "0").expect("load file");
-    let mut a = up_with(&sb, "a", &["--share", "never"], &[], &[]);
+    let mut a = sb.daemon("a", &["--share", "never"], &[], &[]);
     let addr = sb.address("a");
-    let mut b = up_with(
-        &sb,
+    let mut b = sb.daemon(
         "b",
         &["--share", "idle"],
         &["--slots", "1", "--grace", "1s", "--peer", &addr],
         &[("CORRAL_TEST_HOST_LOAD", load.as_path())],
     );
     let running_on_b = || sb.status("b")["running"].as_u64().unwrap_or(0);
-    let tk = module("testkit");
-    let out = sb.corral(&[
-        "--data-dir",
-        "a",
-        "run",
-        &tk,
-        "--detach",
-        "--",
-        "sleep-ms",
-        "8000",
-    ]);
-    assert_code(&out, 0);
-    let id = text(&out.stdout).trim().to_string();
+    let id = detach(&sb, &["--", "sleep-ms", "8000"]);
     wait_until(
         "the task did not start on the idle desk",
         Duration::from_secs(30),
