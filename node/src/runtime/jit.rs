@@ -5,15 +5,20 @@
 //! memory limiter, an epoch deadline for the wall-clock timeout and capped
 //! stdout/stderr. Compiled code is cached on disk by [`super::cache`].
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use corral_protocol::hash::ContentHash;
 use corral_protocol::receipt::EngineKind;
-use wasmtime::{Config, Engine, Linker, Module, Store, Trap, UpdateDeadline};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig, Store,
+    Trap, UpdateDeadline,
+};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
@@ -63,18 +68,46 @@ struct Flavour {
     engine: Engine,
     linker: Linker<RunState>,
     cache: ModuleCache,
+    /// For an engine with a pooling allocator, the places in its pool: a
+    /// run takes one for as long as its instance lives.
+    places: Option<Places>,
 }
+
+/// One NaN setting in two allocators: instances from a pool of memories
+/// reserved once (no `mmap`/`munmap` per run: a trivial task's start and
+/// end took twice as long without it, and each `munmap` interrupted every
+/// other core running one of the daemon's threads to flush its TLB), and
+/// on demand for a module the pool cannot hold (more than one memory or
+/// table, a table larger than the pool's) or where the pool could not be
+/// reserved (a small address space).
+struct Pair {
+    pooled: Option<Flavour>,
+    on_demand: Flavour,
+    /// Modules the pool refused: they go straight to `on_demand`.
+    refused: Mutex<HashSet<ContentHash>>,
+}
+
+/// Instances (with their memory and table) a pooling engine holds at once.
+/// More runs than this at once wait for a place; a daemon runs one task
+/// per slot (by default one per core). Each place reserves the address
+/// space of a 4 GiB memory and its guard region, no memory.
+const POOL_PLACES: u32 = 64;
+
+/// Bytes of a memory kept mapped when its instance ends, zeroed in place
+/// rather than handed back to the kernel and faulted in again by the next
+/// run: a small module's stack and data.
+const KEEP_RESIDENT: usize = 64 * 1024;
 
 pub(crate) struct JitEngine {
     /// NaN canonicalisation on: for modules that could see a NaN's bits, so
     /// they give the same bytes on every engine and CPU (`--verify` relies
     /// on it).
-    exact: Flavour,
+    exact: Pair,
     /// The same without it, for modules that cannot observe a NaN's bits
     /// ([`nan_bits_observable`]): for them the setting changes no output and
     /// only costs time (~10 % on the prime sieve, whose one `sqrt` is
     /// enough to slow its integer loop).
-    plain: Flavour,
+    plain: Pair,
     /// Keeps the epoch ticker alive; the thread ends when this is dropped.
     _ticker: Arc<()>,
 }
@@ -85,13 +118,14 @@ impl JitEngine {
         host_memory: Option<u64>,
     ) -> Result<Self, RuntimeError> {
         let tight = address_space_is_tight(host_memory);
-        let exact = Flavour::new(true, tight, cache_dir.clone())?;
-        let plain = Flavour::new(false, tight, cache_dir)?;
+        let exact = Pair::new(true, tight, &cache_dir)?;
+        let plain = Pair::new(false, tight, &cache_dir)?;
         let ticker = Arc::new(());
-        spawn_epoch_ticker(
-            [exact.engine.clone(), plain.engine.clone()],
-            Arc::downgrade(&ticker),
-        );
+        let engines = [&exact, &plain]
+            .into_iter()
+            .flat_map(|pair| pair.flavours().map(|f| f.engine.clone()))
+            .collect();
+        spawn_epoch_ticker(engines, Arc::downgrade(&ticker));
         Ok(Self {
             exact,
             plain,
@@ -100,12 +134,12 @@ impl JitEngine {
     }
 
     pub(crate) fn compile(&self, module: &super::WasmModule) -> Result<Module, RuntimeError> {
-        let flavour = if nan_bits_observable(&module.bytes) {
+        let pair = if nan_bits_observable(&module.bytes) {
             &self.exact
         } else {
             &self.plain
         };
-        flavour.cache.get_or_compile(&flavour.engine, module)
+        pair.compile(module)
     }
 
     pub(crate) fn run(&self, module: &Module, spec: &RunSpec) -> Result<Outcome, RuntimeError> {
@@ -143,11 +177,16 @@ impl JitEngine {
                 })?;
         }
 
-        let flavour = if Engine::same(module.engine(), &self.plain.engine) {
-            &self.plain
-        } else {
-            &self.exact
-        };
+        let flavour = [&self.exact, &self.plain]
+            .into_iter()
+            .flat_map(Pair::flavours)
+            .find(|f| Engine::same(module.engine(), &f.engine))
+            .ok_or_else(|| RuntimeError::Engine {
+                engine: "wasmtime",
+                reason: "the module was compiled by another engine".into(),
+            })?;
+        // Held until the store (and its instance) is dropped.
+        let _place = flavour.places.as_ref().map(Places::take);
         let mut store = Store::new(
             &flavour.engine,
             RunState {
@@ -195,10 +234,74 @@ impl JitEngine {
     }
 }
 
+impl Pair {
+    fn new(
+        canonical_nans: bool,
+        tight: bool,
+        cache_dir: &Option<PathBuf>,
+    ) -> Result<Self, RuntimeError> {
+        // A pool needs its memories reserved up front; with a tight address
+        // space they are bounds-checked instead, which the pool cannot do.
+        let pooled = if tight {
+            None
+        } else {
+            match Flavour::new(canonical_nans, tight, true, cache_dir.clone()) {
+                Ok(flavour) => Some(flavour),
+                Err(e) => {
+                    tracing::info!("instances are allocated on demand: {e}");
+                    None
+                }
+            }
+        };
+        Ok(Self {
+            pooled,
+            on_demand: Flavour::new(canonical_nans, tight, false, cache_dir.clone())?,
+            refused: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn flavours(&self) -> impl Iterator<Item = &Flavour> {
+        self.pooled.iter().chain([&self.on_demand])
+    }
+
+    /// The module compiled for the pool, or on demand if the pool cannot
+    /// hold its instances (wasmtime checks that when it builds the module).
+    fn compile(&self, module: &super::WasmModule) -> Result<Module, RuntimeError> {
+        if let Some(pooled) = &self.pooled {
+            let refused = || {
+                self.refused
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&module.hash)
+            };
+            if !refused() {
+                match pooled.cache.get_or_compile(&pooled.engine, module) {
+                    Ok(compiled) => return Ok(compiled),
+                    Err(e) => {
+                        tracing::debug!(module = %module.hash, "not for the pool: {e}");
+                        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+                        if refused.len() >= REFUSED_ENTRIES {
+                            refused.clear();
+                        }
+                        refused.insert(module.hash);
+                    }
+                }
+            }
+        }
+        self.on_demand
+            .cache
+            .get_or_compile(&self.on_demand.engine, module)
+    }
+}
+
+/// Modules the pool refused, remembered (a batch uses one module).
+const REFUSED_ENTRIES: usize = 32;
+
 impl Flavour {
     fn new(
         canonical_nans: bool,
         tight: bool,
+        pooled: bool,
         cache_dir: Option<PathBuf>,
     ) -> Result<Self, RuntimeError> {
         let fail = |e: wasmtime::Error| RuntimeError::Engine {
@@ -215,18 +318,67 @@ impl Flavour {
             config.memory_guard_size(64 * 1024);
             config.memory_reservation_for_growth(1024 * 1024);
         }
+        if pooled {
+            let mut pool = PoolingAllocationConfig::new();
+            pool.total_core_instances(POOL_PLACES)
+                .total_memories(POOL_PLACES)
+                .total_tables(POOL_PLACES)
+                .total_component_instances(0)
+                .total_stacks(0)
+                .max_unused_warm_slots(POOL_PLACES)
+                .linear_memory_keep_resident(KEEP_RESIDENT)
+                .table_keep_resident(KEEP_RESIDENT);
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
         let engine = Engine::new(&config).map_err(fail)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut RunState| &mut s.wasi)
             .map_err(fail)?;
-        // The compatibility hash covers the settings, so the two flavours
-        // keep apart in the on-disk cache.
+        // The compatibility hash covers the settings that shape the code, so
+        // the two NaN settings keep apart in the on-disk cache (the
+        // allocator does not change the code: both may share a file).
         let cache = ModuleCache::new(&engine, cache_dir);
         Ok(Self {
             engine,
             linker,
             cache,
+            places: pooled.then(|| Places::new(POOL_PLACES as usize)),
         })
+    }
+}
+
+/// A count of free places in a pool; a run waits while there is none
+/// instead of failing to instantiate.
+struct Places {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// A place taken; given back when dropped.
+struct Place<'a>(&'a Places);
+
+impl Places {
+    fn new(count: usize) -> Self {
+        Self {
+            free: Mutex::new(count),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn take(&self) -> Place<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        Place(self)
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.freed.notify_one();
     }
 }
 
@@ -332,7 +484,7 @@ fn ended_from(result: wasmtime::Result<()>) -> Ended {
 
 /// One thread per process advances the engines' epoch every [`TICK`]; each
 /// tick a running store's deadline callback checks its clock and cancel flag.
-fn spawn_epoch_ticker(engines: [Engine; 2], alive: Weak<()>) {
+fn spawn_epoch_ticker(engines: Vec<Engine>, alive: Weak<()>) {
     let spawned = std::thread::Builder::new()
         .name("corral-epoch".into())
         .spawn(move || {
@@ -430,12 +582,24 @@ mod tests {
 
     /// `(func (export "f") (result i64) BODY)` in the binary format.
     fn module(body: &[u8]) -> WasmModule {
+        module_with_table(body, None)
+    }
+
+    /// The same with a `funcref` table of `table` elements.
+    fn module_with_table(body: &[u8], table: Option<u32>) -> WasmModule {
         let mut code = vec![0x00]; // no locals
         code.extend_from_slice(body);
         code.push(0x0b);
         let mut bytes = b"\0asm\x01\0\0\0".to_vec();
         bytes.extend_from_slice(&[0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7e]); // () -> i64
         bytes.extend_from_slice(&[0x03, 0x02, 0x01, 0x00]);
+        if let Some(min) = table {
+            let mut section = vec![0x01, 0x70, 0x00]; // one funcref table, no maximum
+            leb128(&mut section, min);
+            bytes.push(0x04);
+            bytes.push(u8::try_from(section.len()).expect("small section"));
+            bytes.extend_from_slice(&section);
+        }
         bytes.extend_from_slice(&[0x07, 0x05, 0x01, 0x01, b'f', 0x00, 0x00]);
         let entry_len = u8::try_from(code.len()).expect("small body");
         bytes.extend_from_slice(&[0x0a, entry_len + 2, 0x01, entry_len]);
@@ -461,8 +625,84 @@ mod tests {
         let f = instance
             .get_typed_func::<(), i64>(&mut store, "f")
             .expect("exported");
-        let canonical = Engine::same(compiled.engine(), &jit.exact.engine);
+        let canonical = jit
+            .exact
+            .flavours()
+            .any(|f| Engine::same(compiled.engine(), &f.engine));
         (f.call(&mut store, ()).expect("runs"), canonical)
+    }
+
+    fn leb128(out: &mut Vec<u8>, mut value: u32) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    #[test]
+    fn modules_run_from_the_pool_and_those_it_cannot_hold_on_demand() {
+        let jit = JitEngine::new(None, None).expect("engine");
+        let pooled = jit.plain.pooled.as_ref();
+        assert!(
+            pooled.is_some() || address_space_is_tight(None),
+            "a host with room for the pool uses it"
+        );
+        let in_pool =
+            |compiled: &Module| pooled.is_some_and(|p| Engine::same(compiled.engine(), &p.engine));
+        let small = jit.compile(&module(&[0x42, 0x07])).expect("compiles");
+        assert_eq!(
+            in_pool(&small),
+            pooled.is_some(),
+            "a small module goes to the pool"
+        );
+        // More table elements than a pool's table holds (20,000).
+        let big = module_with_table(&[0x42, 0x07], Some(30_000));
+        let compiled = jit.compile(&big).expect("compiles on demand");
+        assert!(
+            !in_pool(&compiled),
+            "the pool cannot hold a 30,000-element table"
+        );
+        // Remembered: the next compile goes on demand at once.
+        assert!(jit.plain.refused.lock().expect("lock").contains(&big.hash) || pooled.is_none());
+        for compiled in [&small, &compiled] {
+            let mut store = Store::new(compiled.engine(), ());
+            store.set_epoch_deadline(1000);
+            let instance =
+                wasmtime::Instance::new(&mut store, compiled, &[]).expect("instantiates");
+            let f = instance
+                .get_typed_func::<(), i64>(&mut store, "f")
+                .expect("exported");
+            assert_eq!(f.call(&mut store, ()).expect("runs"), 7);
+        }
+    }
+
+    #[test]
+    fn a_run_waits_for_a_place_in_a_full_pool() {
+        let places = Arc::new(Places::new(1));
+        let held = places.take();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiting = {
+            let places = places.clone();
+            std::thread::spawn(move || {
+                let _place = places.take();
+                tx.send(()).expect("send");
+            })
+        };
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(200))
+                .is_err(),
+            "a second run must wait while the only place is taken"
+        );
+        drop(held);
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the place is handed on once given back");
+        waiting.join().expect("joins");
+        assert_eq!(*places.free.lock().expect("lock"), 1);
     }
 
     #[test]
