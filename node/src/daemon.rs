@@ -1060,8 +1060,13 @@ impl Node {
         tracing::debug!(peer = %from.short(), results = list.len(), "results received");
         let mut verdicts = vec![None; list.len()];
         let mut results = Vec::new();
-        for (i, signed) in list.iter().enumerate() {
-            match self.coord.wants_result(&from, signed) {
+        for (i, wanted) in self
+            .coord
+            .wants_results(&from, &list)
+            .into_iter()
+            .enumerate()
+        {
+            match wanted {
                 Err(e) => {
                     tracing::warn!("{e}");
                     verdicts[i] = Some(RejectReason::Malformed);

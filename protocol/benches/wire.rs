@@ -7,6 +7,7 @@
 use std::hint::black_box;
 
 use corral_protocol::codec;
+use corral_protocol::envelope::Signed;
 use corral_protocol::messages::TaskRequest;
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -44,6 +45,12 @@ fn wire(c: &mut Criterion) {
     });
     c.bench_function("verify receipt signature", |b| {
         b.iter(|| black_box(&receipt).verify(NOW_MS).expect("verifies"))
+    });
+    // A worker's receipts arrive in batches when its tasks end close together.
+    let eight = vec![receipt.clone(); 8];
+    let worker = *receipt.signer();
+    c.bench_function("verify 8 receipt signatures together (per batch)", |b| {
+        b.iter(|| Signed::verify_all_from(black_box(&eight), &worker, NOW_MS))
     });
 }
 

@@ -794,20 +794,25 @@ impl Coordinator {
         actions
     }
 
-    /// Checks a result before its files are fetched: `Some` with the
-    /// receipt when it is wanted, `None` when it can be acknowledged and
-    /// dropped (a job this node does not coordinate, a finished task).
-    pub fn wants_result(
+    /// Checks results before their files are fetched, one answer each in
+    /// order: `Some` with the receipt when it is wanted, `None` when it can
+    /// be acknowledged and dropped (a job this node does not coordinate, a
+    /// finished task). The signatures of a batch are checked together.
+    pub fn wants_results(
         &self,
         from: &PeerKey,
-        signed: &Signed<TaskReceipt>,
-    ) -> Result<Option<TaskReceipt>, String> {
-        let receipt = signed
-            .verify_from(from, crate::daemon::now_ms())
-            .map_err(|e| format!("bad receipt from {}: {e}", from.short()))?;
-        Ok(self
-            .still_wanted(from, &receipt.job, receipt.index)
-            .then_some(receipt))
+        signed: &[Signed<TaskReceipt>],
+    ) -> Vec<Result<Option<TaskReceipt>, String>> {
+        Signed::verify_all_from(signed, from, crate::daemon::now_ms())
+            .into_iter()
+            .map(|verified| {
+                let receipt =
+                    verified.map_err(|e| format!("bad receipt from {}: {e}", from.short()))?;
+                Ok(self
+                    .still_wanted(from, &receipt.job, receipt.index)
+                    .then_some(receipt))
+            })
+            .collect()
     }
 
     /// Whether a result of task `index` of job `id` from `from` is wanted:
