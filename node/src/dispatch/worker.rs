@@ -486,9 +486,7 @@ impl RunQueue {
 /// the daemon lives. A slot goes from one task to the next without waiting
 /// for the event loop.
 fn runner(ctx: &Arc<WorkerCtx>, n: u16) {
-    let work = WorkDir {
-        root: ctx.blobs.tmp_dir().join(format!("run-{n}")),
-    };
+    let work = WorkDir::new(ctx.blobs.tmp_dir().join(format!("run-{n}")));
     loop {
         let (task, prepared) = ctx.runs.pop();
         let result = if task.cancel.load(Ordering::Relaxed) {
@@ -849,14 +847,28 @@ fn shared_tree(blobs: &BlobStore, tree: &ContentHash) -> anyhow::Result<PathBuf>
 /// (ext4 allocates, frees and discards a block for each).
 struct WorkDir {
     root: PathBuf,
+    /// Known empty: the last task had no input or tree copy and left
+    /// nothing in `output/` (its walk found no entry), so the next needs
+    /// no listing of three directories first.
+    clean: std::cell::Cell<bool>,
 }
 
 impl WorkDir {
+    fn new(root: PathBuf) -> Self {
+        Self {
+            root,
+            clean: std::cell::Cell::new(false),
+        }
+    }
+
     /// Makes it ready for a task: `output/` and `input/` there and empty,
     /// anything else the last task left (writable tree copies) gone.
     fn prepare(&self) -> anyhow::Result<(PathBuf, PathBuf)> {
         let output = self.root.join("output");
         let input = self.root.join("input");
+        if self.clean.replace(false) {
+            return Ok((output, input));
+        }
         for dir in [&output, &input] {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -968,10 +980,12 @@ fn run_blocking(
     let outcome = ctx.runtime.run(&compiled, &spec)?;
     let t2 = std::time::Instant::now();
 
-    let mut files = collect(&ctx.blobs, &output, crate::job::plan::GUEST_OUTPUT, None)?;
+    let (mut files, left) = collect(&ctx.blobs, &output, crate::job::plan::GUEST_OUTPUT, None)?;
     for (guest, copy, listing) in &writable {
-        files.extend(collect(&ctx.blobs, copy, guest, Some(listing))?);
+        files.extend(collect(&ctx.blobs, copy, guest, Some(listing))?.0);
     }
+    work.clean
+        .set(left == 0 && prepared.input.is_none() && writable.is_empty());
     files.sort_by(|a, b| a.path.cmp(&b.path));
     if files.len() > MAX_FILES {
         anyhow::bail!(
@@ -1018,20 +1032,25 @@ fn run_blocking(
 }
 
 /// The files under `root` as output files at `guest/…`, stored as blobs;
-/// with a listing, only those created or changed.
+/// with a listing, only those created or changed. Also how many entries of
+/// any kind are under `root`.
 fn collect(
     blobs: &BlobStore,
     root: &Path,
     guest: &str,
     listing: Option<&TreeListing>,
-) -> anyhow::Result<Vec<OutputFile>> {
+) -> anyhow::Result<(Vec<OutputFile>, usize)> {
     let shipped: HashMap<&str, ContentHash> = listing
         .map(|l| l.files.iter().map(|f| (f.path.as_str(), f.hash)).collect())
         .unwrap_or_default();
     let mut files = Vec::new();
     let mut total = 0u64;
+    let mut entries = 0;
     for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
         let entry = entry.with_context(|| format!("cannot list {}", root.display()))?;
+        if entry.depth() > 0 {
+            entries += 1;
+        }
         if !entry.file_type().is_file() {
             continue;
         }
@@ -1057,7 +1076,7 @@ fn collect(
             hash,
         });
     }
-    Ok(files)
+    Ok((files, entries))
 }
 
 #[cfg(test)]
@@ -1067,9 +1086,7 @@ mod tests {
     #[test]
     fn a_work_dir_is_emptied_before_each_task_without_following_links() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let work = WorkDir {
-            root: tmp.path().join("run-0"),
-        };
+        let work = WorkDir::new(tmp.path().join("run-0"));
         let (output, input) = work.prepare().expect("first prepare");
         assert!(output.is_dir() && input.is_dir());
 
@@ -1093,6 +1110,22 @@ mod tests {
             std::fs::read(outside.join("keep")).expect("still there"),
             b"not the task's",
             "a link's target is left alone"
+        );
+
+        // Known clean (the last task left nothing): no listing at all, so
+        // a file put there behind its back stays; the next prepare lists
+        // again.
+        work.clean.set(true);
+        std::fs::write(output.join("stray"), b"s").expect("stray");
+        let (output, _) = work.prepare().expect("clean prepare");
+        assert!(
+            output.join("stray").exists(),
+            "a clean directory is not listed"
+        );
+        let (output, _) = work.prepare().expect("third prepare");
+        assert!(
+            !output.join("stray").exists(),
+            "clean holds for one task only"
         );
     }
 }
