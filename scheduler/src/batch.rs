@@ -57,7 +57,7 @@ pub struct Worker {
 }
 
 /// Most tasks a device holds queued beyond its slots (see [`Worker::ahead`]).
-pub const MAX_AHEAD: u16 = 8;
+pub const MAX_AHEAD: u16 = 32;
 
 /// Where a task stands.
 #[derive(Clone, Debug, PartialEq, Eq)]

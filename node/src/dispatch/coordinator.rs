@@ -161,9 +161,11 @@ struct Job {
     ended: Option<std::time::Instant>,
     /// Bumped on every change.
     seq: u64,
-    /// Results seen, and how many of them ran under [`SHORT_TASK_MS`].
+    /// Results seen, how many of them ran under [`SHORT_TASK_MS`], and
+    /// those short runs' time in all (ms).
     results_seen: u32,
     short_results: u32,
+    short_ms: u64,
     /// A single-task job's output so far, as its run streams it.
     live: Option<LiveRun>,
 }
@@ -203,22 +205,39 @@ pub struct StreamedOutput {
 }
 
 /// A task this short is over before its next offer could arrive: a job made
-/// of them keeps devices [`MAX_AHEAD`] tasks ahead instead of one.
+/// of them keeps more than one task ahead on each device (see [`ahead`]).
 const SHORT_TASK_MS: u64 = 20;
+
+/// The run time a device may hold queued beyond its slots for a job of
+/// short tasks: enough that its slots do not stand idle while results and
+/// the next offers travel (a round trip is about a millisecond, and each
+/// carries a batch), little enough that a slow device holds back no more
+/// than this much of the job's end.
+const AHEAD_MS: u64 = 32;
+
+/// Tasks queued ahead on each device for a job: one (late binding) until
+/// most of its results (nine in ten of at least eight) show its tasks are
+/// short, then [`AHEAD_MS`] of their mean run time, at most [`MAX_AHEAD`].
+/// Tasks of 10 ms get 3 ahead; tasks under a millisecond (run times are
+/// counted in whole ms) get the most.
+fn ahead(results_seen: u32, short_results: u32, short_ms: u64) -> u16 {
+    if results_seen < 8 || short_results * 10 < results_seen * 9 {
+        return 1;
+    }
+    let mean_ms = (short_ms / u64::from(short_results)).max(1);
+    u16::try_from(AHEAD_MS / mean_ms)
+        .unwrap_or(MAX_AHEAD)
+        .clamp(1, MAX_AHEAD)
+}
 
 impl Job {
     fn is_live(&self) -> bool {
         self.record.state == "running"
     }
 
-    /// Tasks queued ahead on each device: one (late binding) until most of
-    /// the job's results show its tasks are short.
+    /// Tasks queued ahead on each device (see [`ahead`]).
     fn ahead(&self) -> u16 {
-        if self.results_seen >= 8 && self.short_results * 10 >= self.results_seen * 9 {
-            MAX_AHEAD
-        } else {
-            1
-        }
+        ahead(self.results_seen, self.short_results, self.short_ms)
     }
 }
 
@@ -361,6 +380,7 @@ impl Coordinator {
                 seq: 0,
                 results_seen: 0,
                 short_results: 0,
+                short_ms: 0,
                 live: None,
             },
         );
@@ -479,6 +499,7 @@ impl Coordinator {
                 seq: 0,
                 results_seen: 0,
                 short_results: 0,
+                short_ms: 0,
                 live: None,
             },
         );
@@ -861,6 +882,7 @@ impl Coordinator {
         job.results_seen = job.results_seen.saturating_add(1);
         if receipt.duration_ms < SHORT_TASK_MS {
             job.short_results = job.short_results.saturating_add(1);
+            job.short_ms = job.short_ms.saturating_add(receipt.duration_ms);
         }
         if self.warm.len() >= MAX_WARM {
             self.warm.clear();
@@ -1273,4 +1295,22 @@ fn report_of(
         .zip(job.ended)
         .map(|(s, e)| u64::try_from(e.duration_since(s).as_micros()).unwrap_or(u64::MAX));
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_tasks_are_queued_ahead_by_their_run_time() {
+        // Too few results, or too few of them short: late binding.
+        assert_eq!(ahead(7, 7, 0), 1);
+        assert_eq!(ahead(100, 89, 0), 1);
+        // Under a millisecond: as many as a device may hold.
+        assert_eq!(ahead(100, 100, 0), MAX_AHEAD);
+        // 10 ms each: ~32 ms of work ahead.
+        assert_eq!(ahead(100, 100, 1000), 3);
+        // 19 ms each: one, as for long tasks.
+        assert_eq!(ahead(100, 95, 95 * 19), 1);
+    }
 }
