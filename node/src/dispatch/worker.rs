@@ -530,7 +530,6 @@ fn finish(
         live.ended.store(true, Ordering::Release);
     }
     let job = manifest.job;
-    let _ = ctx.events.send(WorkerEvent::Finished { job, index });
     match result {
         Ok(Some(receipt)) => {
             let item = Outboxed {
@@ -575,6 +574,10 @@ fn finish(
             });
         }
     }
+    // Last: the receipt's sender (or the hand-back) wakes the event loop
+    // first, and this event is usually taken in the same turn instead of
+    // waking it once more on its own.
+    let _ = ctx.events.send(WorkerEvent::Finished { job, index });
 }
 
 /// Receipts waiting to be sent, per coordinator. A coordinator with an
