@@ -205,9 +205,74 @@ pub fn on_battery(power_supply: &Path) -> bool {
     has_battery && !mains_online
 }
 
+/// The CPUs this process may use by its cgroup's CPU bandwidth limit
+/// (cgroup v2 `cpu.max` of its own group and every parent; a systemd
+/// `CPUQuota=`, a container's `--cpus`), or `None` without a limit.
+pub fn cgroup_cpus() -> Option<f64> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let mut dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+    let mut least: Option<f64> = None;
+    loop {
+        if let Some(cpus) = std::fs::read_to_string(dir.join("cpu.max"))
+            .ok()
+            .and_then(|max| parse_cpu_max(&max))
+        {
+            least = Some(least.map_or(cpus, |l| l.min(cpus)));
+        }
+        if dir == Path::new("/sys/fs/cgroup") || !dir.pop() {
+            return least;
+        }
+    }
+}
+
+/// The cores this process may run on (its CPU affinity), before any
+/// bandwidth limit (which `available_parallelism` already rounds down).
+pub fn cores_allowed() -> Option<usize> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
+    let count = (0..nix::sched::CpuSet::count())
+        .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+        .count();
+    (count > 0).then_some(count)
+}
+
+/// `cpu.max` ("QUOTA PERIOD" in microseconds, or "max PERIOD") as CPUs.
+fn parse_cpu_max(text: &str) -> Option<f64> {
+    let mut parts = text.split_whitespace();
+    let quota: f64 = parts.next()?.parse().ok()?;
+    let period: f64 = parts.next()?.parse().ok()?;
+    (quota > 0.0 && period > 0.0).then(|| quota / period)
+}
+
+/// What one slot gets of the CPU it was calibrated on: all of it, unless
+/// the slots share fewer CPUs (a cgroup limit of `cpus`, or fewer cores
+/// than slots).
+pub fn slot_share(slots: u16, cores: usize, cpus: Option<f64>) -> f64 {
+    let usable = cpus.map_or(cores as f64, |c| c.min(cores as f64));
+    (usable / f64::from(slots.max(1))).min(1.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cgroup_cpu_limit_is_read_as_cpus_and_shared_by_the_slots() {
+        assert_eq!(parse_cpu_max("25000 100000\n"), Some(0.25));
+        assert_eq!(parse_cpu_max("150000 100000"), Some(1.5));
+        assert_eq!(parse_cpu_max("max 100000\n"), None);
+        assert_eq!(parse_cpu_max(""), None);
+        assert_eq!(parse_cpu_max("0 100000"), None);
+        // One slot held to a quarter of a CPU runs at a quarter speed.
+        assert_eq!(slot_share(1, 2, Some(0.25)), 0.25);
+        // Two slots in 1.5 CPUs: three quarters each.
+        assert_eq!(slot_share(2, 4, Some(1.5)), 0.75);
+        // No limit, a slot per core: full speed; more slots than cores share.
+        assert_eq!(slot_share(2, 2, None), 1.0);
+        assert_eq!(slot_share(4, 2, None), 0.5);
+        // A limit above the cores changes nothing.
+        assert_eq!(slot_share(2, 2, Some(8.0)), 1.0);
+    }
 
     struct Script(Vec<HostSample>);
 

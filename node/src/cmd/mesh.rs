@@ -401,6 +401,10 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
         }
         store = Store::open(dir.root())?;
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let slots = args
+        .slots
+        .unwrap_or_else(|| u16::try_from(cores).unwrap_or(u16::MAX));
     let engines = {
         let mut speeds = daemon::cached_engine_speeds(&store)?
             .context("the calibration did not record a speed for every engine")?;
@@ -416,6 +420,20 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
         if speeds.is_empty() {
             return Err(UsageError("--engine jit: this build or CPU has no JIT".into()).into());
         }
+        // The calibration measured one core's speed; a slot gets less of it
+        // when the slots share fewer CPUs (a cgroup limit, more slots than
+        // cores). The scheduler compares devices by this.
+        let share = crate::capacity::slot_share(
+            slots,
+            crate::capacity::cores_allowed().unwrap_or(cores),
+            crate::capacity::cgroup_cpus(),
+        );
+        if share < 1.0 {
+            tracing::info!(share, "each slot gets this share of a CPU; speeds scaled");
+            for speed in &mut speeds {
+                speed.ops_per_s = ((speed.ops_per_s as f64) * share).max(1.0) as u64;
+            }
+        }
         let mut bootstrap = args.peers.clone();
         for a in store
             .get("bootstrap")?
@@ -429,9 +447,6 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
         }
         (speeds, bootstrap)
     };
-    let slots = args
-        .slots
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u16));
     let config = DaemonConfig {
         data_dir: dir.root().to_path_buf(),
         listen: if args.listen.is_empty() {
