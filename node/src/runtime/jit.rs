@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -82,7 +82,14 @@ struct Flavour {
 /// reserved (a small address space).
 struct Pair {
     pooled: Option<Flavour>,
-    on_demand: Flavour,
+    /// Made when first needed if there is a pool (most hosts never need
+    /// it, and an engine and its WASI linker cost memory for good).
+    on_demand: OnceLock<Flavour>,
+    canonical_nans: bool,
+    tight: bool,
+    cache_dir: Option<PathBuf>,
+    /// The engines the epoch ticker advances.
+    ticking: Ticking,
     /// Modules the pool refused: they go straight to `on_demand`.
     refused: Mutex<HashSet<ContentHash>>,
 }
@@ -109,8 +116,11 @@ pub(crate) struct JitEngine {
     /// enough to slow its integer loop).
     plain: Pair,
     /// Keeps the epoch ticker alive; the thread ends when this is dropped.
-    _ticker: Arc<()>,
+    _ticking: Ticking,
 }
+
+/// The engines the epoch ticker advances, added to as they are made.
+type Ticking = Arc<Mutex<Vec<Engine>>>;
 
 impl JitEngine {
     pub(crate) fn new(
@@ -118,18 +128,14 @@ impl JitEngine {
         host_memory: Option<u64>,
     ) -> Result<Self, RuntimeError> {
         let tight = address_space_is_tight(host_memory);
-        let exact = Pair::new(true, tight, &cache_dir)?;
-        let plain = Pair::new(false, tight, &cache_dir)?;
-        let ticker = Arc::new(());
-        let engines = [&exact, &plain]
-            .into_iter()
-            .flat_map(|pair| pair.flavours().map(|f| f.engine.clone()))
-            .collect();
-        spawn_epoch_ticker(engines, Arc::downgrade(&ticker));
+        let ticking = Ticking::default();
+        let exact = Pair::new(true, tight, &cache_dir, &ticking)?;
+        let plain = Pair::new(false, tight, &cache_dir, &ticking)?;
+        spawn_epoch_ticker(Arc::downgrade(&ticking));
         Ok(Self {
             exact,
             plain,
-            _ticker: ticker,
+            _ticking: ticking,
         })
     }
 
@@ -239,6 +245,7 @@ impl Pair {
         canonical_nans: bool,
         tight: bool,
         cache_dir: &Option<PathBuf>,
+        ticking: &Ticking,
     ) -> Result<Self, RuntimeError> {
         // A pool needs its memories reserved up front; with a tight address
         // space they are bounds-checked instead, which the pool cannot do.
@@ -253,15 +260,49 @@ impl Pair {
                 }
             }
         };
-        Ok(Self {
+        if let Some(pooled) = &pooled {
+            lock(ticking).push(pooled.engine.clone());
+        }
+        let pair = Self {
             pooled,
-            on_demand: Flavour::new(canonical_nans, tight, false, cache_dir.clone())?,
+            on_demand: OnceLock::new(),
+            canonical_nans,
+            tight,
+            cache_dir: cache_dir.clone(),
+            ticking: ticking.clone(),
             refused: Mutex::new(HashSet::new()),
-        })
+        };
+        if pair.pooled.is_none() {
+            // The only engine: made now, so that a failure shows at start.
+            pair.on_demand()?;
+        }
+        Ok(pair)
     }
 
     fn flavours(&self) -> impl Iterator<Item = &Flavour> {
-        self.pooled.iter().chain([&self.on_demand])
+        self.pooled.iter().chain(self.on_demand.get())
+    }
+
+    /// The on-demand engine, made the first time it is needed.
+    fn on_demand(&self) -> Result<&Flavour, RuntimeError> {
+        if let Some(made) = self.on_demand.get() {
+            return Ok(made);
+        }
+        let made = Flavour::new(
+            self.canonical_nans,
+            self.tight,
+            false,
+            self.cache_dir.clone(),
+        )?;
+        let engine = made.engine.clone();
+        // Another thread may have made one meanwhile: the first is kept.
+        if self.on_demand.set(made).is_ok() {
+            lock(&self.ticking).push(engine);
+        }
+        self.on_demand.get().ok_or_else(|| RuntimeError::Engine {
+            engine: "wasmtime",
+            reason: "the on-demand engine was not kept".into(),
+        })
     }
 
     /// The module compiled for the pool, or on demand if the pool cannot
@@ -288,9 +329,8 @@ impl Pair {
                 }
             }
         }
-        self.on_demand
-            .cache
-            .get_or_compile(&self.on_demand.engine, module)
+        let on_demand = self.on_demand()?;
+        on_demand.cache.get_or_compile(&on_demand.engine, module)
     }
 }
 
@@ -484,13 +524,16 @@ fn ended_from(result: wasmtime::Result<()>) -> Ended {
 
 /// One thread per process advances the engines' epoch every [`TICK`]; each
 /// tick a running store's deadline callback checks its clock and cancel flag.
-fn spawn_epoch_ticker(engines: Vec<Engine>, alive: Weak<()>) {
+fn spawn_epoch_ticker(engines: Weak<Mutex<Vec<Engine>>>) {
     let spawned = std::thread::Builder::new()
         .name("corral-epoch".into())
         .spawn(move || {
-            while alive.strong_count() > 0 {
+            loop {
                 std::thread::sleep(TICK);
-                for engine in &engines {
+                let Some(engines) = engines.upgrade() else {
+                    return;
+                };
+                for engine in lock(&engines).iter() {
                     engine.increment_epoch();
                 }
             }
@@ -499,6 +542,10 @@ fn spawn_epoch_ticker(engines: Vec<Engine>, alive: Weak<()>) {
         // Without the ticker timeouts cannot fire; say so loudly.
         tracing::error!("cannot start the epoch ticker thread, timeouts will not work: {e}");
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// wasmtime-wasi's view of an [`OutputSink`].
