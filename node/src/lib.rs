@@ -21,3 +21,4 @@ pub mod job;
 pub mod net;
 pub mod runtime;
 pub mod store;
+mod sync;

@@ -37,6 +37,7 @@ use crate::runtime::{
     Compiled, Limits, LiveOutput, MAX_MODULE_BYTES, Preopen, RunSpec, Runtime, Stdin, WasmModule,
 };
 use crate::store::{Records, Store};
+use crate::sync::lock;
 
 /// Most (job, task, attempt) offers remembered to refuse replays.
 const MAX_SEEN: usize = 200_000;
@@ -464,15 +465,12 @@ pub struct RunQueue {
 
 impl RunQueue {
     fn push(&self, task: Assignment, prepared: Prepared) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back((task, prepared));
+        lock(&self.queue).push_back((task, prepared));
         self.ready.notify_one();
     }
 
     fn pop(&self) -> (Assignment, Prepared) {
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queue = lock(&self.queue);
         loop {
             if let Some(next) = queue.pop_front() {
                 return next;
@@ -592,7 +590,7 @@ pub struct Deliveries(Mutex<HashMap<PeerKey, VecDeque<Outboxed>>>);
 /// runs).
 fn enqueue(ctx: &Arc<WorkerCtx>, item: Outboxed) {
     let coordinator = item.coordinator;
-    let mut queues = ctx.deliveries.0.lock().unwrap_or_else(|e| e.into_inner());
+    let mut queues = lock(&ctx.deliveries.0);
     match queues.entry(coordinator) {
         std::collections::hash_map::Entry::Occupied(mut queue) => queue.get_mut().push_back(item),
         std::collections::hash_map::Entry::Vacant(slot) => {
@@ -614,7 +612,7 @@ async fn deliver_to(ctx: Arc<WorkerCtx>, coordinator: PeerKey) {
     let mut backoff = Duration::from_millis(250);
     loop {
         {
-            let mut queues = ctx.deliveries.0.lock().unwrap_or_else(|e| e.into_inner());
+            let mut queues = lock(&ctx.deliveries.0);
             let Some(queue) = queues.get_mut(&coordinator) else {
                 return;
             };

@@ -16,6 +16,7 @@ use super::outdir::{OutDir, TreeSnapshot};
 use super::plan::{GUEST_INPUT, GUEST_OUTPUT, JobPlan, Tasks};
 use super::report::{JobReport, TaskReport};
 use crate::runtime::{Compiled, Outcome, Preopen, RunSpec, Runtime, Stdin};
+use crate::sync::lock;
 
 /// Stack of each task thread: guest frames run on it under the JIT (up to
 /// the engine's 1 MiB wasm stack limit) on top of the host's own frames.
@@ -245,10 +246,6 @@ pub fn run_batch(
     );
     out.write_report(&report)?;
     Ok(report)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn run_task(

@@ -29,6 +29,7 @@ use super::cache::ModuleCache;
 use super::limiter::MemoryLimiter;
 use super::sink::OutputSink;
 use super::{Ended, Outcome, RunSpec, RuntimeError, Stdin, TICK, classify, short_message};
+use crate::sync::lock;
 
 /// Whether Cranelift can generate code for this CPU. Elsewhere wasmtime would
 /// fall back to its Pulley interpreter, which is slower than wasmi.
@@ -308,24 +309,19 @@ impl Pair {
     /// The module compiled for the pool, or on demand if the pool cannot
     /// hold its instances (wasmtime checks that when it builds the module).
     fn compile(&self, module: &super::WasmModule) -> Result<Module, RuntimeError> {
-        if let Some(pooled) = &self.pooled {
-            let refused = || {
-                self.refused
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(&module.hash)
-            };
-            if !refused() {
-                match pooled.cache.get_or_compile(&pooled.engine, module) {
-                    Ok(compiled) => return Ok(compiled),
-                    Err(e) => {
-                        tracing::debug!(module = %module.hash, "not for the pool: {e}");
-                        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-                        if refused.len() >= REFUSED_ENTRIES {
-                            refused.clear();
-                        }
-                        refused.insert(module.hash);
+        let refused = lock(&self.refused).contains(&module.hash);
+        if let Some(pooled) = &self.pooled
+            && !refused
+        {
+            match pooled.cache.get_or_compile(&pooled.engine, module) {
+                Ok(compiled) => return Ok(compiled),
+                Err(e) => {
+                    tracing::debug!(module = %module.hash, "not for the pool: {e}");
+                    let mut refused = lock(&self.refused);
+                    if refused.len() >= REFUSED_ENTRIES {
+                        refused.clear();
                     }
+                    refused.insert(module.hash);
                 }
             }
         }
@@ -406,7 +402,7 @@ impl Places {
     }
 
     fn take(&self) -> Place<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let mut free = lock(&self.free);
         while *free == 0 {
             free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
         }
@@ -417,7 +413,7 @@ impl Places {
 
 impl Drop for Place<'_> {
     fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        *lock(&self.0.free) += 1;
         self.0.freed.notify_one();
     }
 }
@@ -542,10 +538,6 @@ fn spawn_epoch_ticker(engines: Weak<Mutex<Vec<Engine>>>) {
         // Without the ticker timeouts cannot fire; say so loudly.
         tracing::error!("cannot start the epoch ticker thread, timeouts will not work: {e}");
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// wasmtime-wasi's view of an [`OutputSink`].
