@@ -194,38 +194,42 @@ impl<T: Signable> Signed<T> {
         expected: &PeerKey,
         now_ms: u64,
     ) -> Vec<Result<T, EnvelopeError>> {
-        let keys: Vec<Result<VerifyingKey, EnvelopeError>> = items
+        // Each item's key, and whether a batch may vouch for it (not weak).
+        let keys: Vec<Result<(VerifyingKey, bool), EnvelopeError>> = items
             .iter()
             .map(|item| {
                 item.signed_by(expected)?;
-                verifying_key(&item.signer)
+                let key = verifying_key(&item.signer)?;
+                Ok((key, !key.is_weak()))
             })
             .collect();
-        let batched: Vec<usize> = (0..items.len())
-            .filter(|&i| keys[i].as_ref().is_ok_and(|k| !k.is_weak()))
+        let batch: Vec<(&Self, VerifyingKey)> = items
+            .iter()
+            .zip(&keys)
+            .filter_map(|(item, key)| match key {
+                Ok((key, true)) => Some((item, *key)),
+                _ => None,
+            })
             .collect();
-        let batch_holds = batched.len() > 1 && {
-            let messages: Vec<Vec<u8>> = batched
+        let batch_holds = batch.len() > 1 && {
+            let messages: Vec<Vec<u8>> = batch
                 .iter()
-                .map(|&i| message(T::CONTEXT, &items[i].payload))
+                .map(|(item, _)| message(T::CONTEXT, &item.payload))
                 .collect();
             let messages: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
-            let signatures: Vec<Signature> = batched
+            let signatures: Vec<Signature> = batch
                 .iter()
-                .map(|&i| Signature::from_bytes(&items[i].signature))
+                .map(|(item, _)| Signature::from_bytes(&item.signature))
                 .collect();
-            let batch_keys: Vec<VerifyingKey> = batched
-                .iter()
-                .filter_map(|&i| keys[i].as_ref().ok().copied())
-                .collect();
+            let batch_keys: Vec<VerifyingKey> = batch.iter().map(|(_, key)| *key).collect();
             ed25519_dalek::verify_batch(&messages, &signatures, &batch_keys).is_ok()
         };
         items
             .iter()
             .zip(keys)
             .map(|(item, key)| {
-                let key = key?;
-                if !batch_holds || key.is_weak() {
+                let (key, batchable) = key?;
+                if !(batch_holds && batchable) {
                     item.check_signature(&key)?;
                 }
                 item.open(now_ms)
