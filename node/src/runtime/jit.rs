@@ -116,11 +116,10 @@ pub(crate) struct JitEngine {
     /// only costs time (~10 % on the prime sieve, whose one `sqrt` is
     /// enough to slow its integer loop).
     plain: Pair,
-    /// Keeps the epoch ticker alive; the thread ends when this is dropped.
-    _ticking: Ticking,
 }
 
-/// The engines the epoch ticker advances, added to as they are made.
+/// The engines the epoch ticker advances, added to as they are made. The
+/// pairs hold it; the ticker thread ends once they are dropped.
 type Ticking = Arc<Mutex<Vec<Engine>>>;
 
 impl JitEngine {
@@ -133,11 +132,7 @@ impl JitEngine {
         let exact = Pair::new(true, tight, &cache_dir, &ticking)?;
         let plain = Pair::new(false, tight, &cache_dir, &ticking)?;
         spawn_epoch_ticker(Arc::downgrade(&ticking));
-        Ok(Self {
-            exact,
-            plain,
-            _ticking: ticking,
-        })
+        Ok(Self { exact, plain })
     }
 
     pub(crate) fn compile(&self, module: &super::WasmModule) -> Result<Module, RuntimeError> {
