@@ -208,7 +208,7 @@ pub fn on_battery(power_supply: &Path) -> bool {
 /// The CPUs this process may use by its cgroup's CPU bandwidth limit
 /// (cgroup v2 `cpu.max` of its own group and every parent; a systemd
 /// `CPUQuota=`, a container's `--cpus`), or `None` without a limit.
-pub fn cgroup_cpus() -> Option<f64> {
+fn cgroup_cpus() -> Option<f64> {
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
     let mut dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
@@ -228,7 +228,7 @@ pub fn cgroup_cpus() -> Option<f64> {
 
 /// The cores this process may run on (its CPU affinity), before any
 /// bandwidth limit (which `available_parallelism` already rounds down).
-pub fn cores_allowed() -> Option<usize> {
+fn cores_allowed() -> Option<usize> {
     let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
     let count = (0..nix::sched::CpuSet::count())
         .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
@@ -242,6 +242,15 @@ fn parse_cpu_max(text: &str) -> Option<f64> {
     let quota: f64 = parts.next()?.parse().ok()?;
     let period: f64 = parts.next()?.parse().ok()?;
     (quota > 0.0 && period > 0.0).then(|| quota / period)
+}
+
+/// What one of `slots` slots gets here of the CPU it was calibrated on
+/// (see [`slot_share`]): from this process's CPU affinity and cgroup.
+pub fn slot_share_here(slots: u16) -> f64 {
+    let cores = cores_allowed()
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1);
+    slot_share(slots, cores, cgroup_cpus())
 }
 
 /// What one slot gets of the CPU it was calibrated on: all of it, unless

@@ -401,10 +401,9 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
         }
         store = Store::open(dir.root())?;
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let slots = args
         .slots
-        .unwrap_or_else(|| u16::try_from(cores).unwrap_or(u16::MAX));
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u16));
     let engines = {
         let mut speeds = daemon::cached_engine_speeds(&store)?
             .context("the calibration did not record a speed for every engine")?;
@@ -423,11 +422,7 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
         // The calibration measured one core's speed; a slot gets less of it
         // when the slots share fewer CPUs (a cgroup limit, more slots than
         // cores). The scheduler compares devices by this.
-        let share = crate::capacity::slot_share(
-            slots,
-            crate::capacity::cores_allowed().unwrap_or(cores),
-            crate::capacity::cgroup_cpus(),
-        );
+        let share = crate::capacity::slot_share_here(slots);
         if share < 1.0 {
             tracing::info!(share, "each slot gets this share of a CPU; speeds scaled");
             for speed in &mut speeds {
