@@ -2,7 +2,7 @@
 //! load without corral, free memory, AC or battery, and whether to accept
 //! work (`--share idle|always|never`) with hysteresis so it does not flap.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use corral_protocol::capacity::OwnerState;
 
@@ -205,25 +205,125 @@ pub fn on_battery(power_supply: &Path) -> bool {
     has_battery && !mains_online
 }
 
-/// The CPUs this process may use by its cgroup's CPU bandwidth limit
-/// (cgroup v2 `cpu.max` of its own group and every parent; a systemd
-/// `CPUQuota=`, a container's `--cpus`), or `None` without a limit.
+/// The CPUs this process may use by its cgroup's CPU bandwidth limit (a
+/// systemd `CPUQuota=`, a container's `--cpus`): the least over its own
+/// group and every parent, under cgroup v2 (`cpu.max`) or v1's cpu
+/// controller (`cpu.cfs_quota_us` / `cpu.cfs_period_us`), or `None` without
+/// a limit.
 fn cgroup_cpus() -> Option<f64> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let mut dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+    let (mount, mut dir, version) = cpu_cgroup_dir(&mounts, &own)?;
     let mut least: Option<f64> = None;
     loop {
-        if let Some(cpus) = std::fs::read_to_string(dir.join("cpu.max"))
-            .ok()
-            .and_then(|max| parse_cpu_max(&max))
-        {
+        let cpus = match version {
+            Cgroup::V2 => std::fs::read_to_string(dir.join("cpu.max"))
+                .ok()
+                .and_then(|max| parse_cpu_max(&max)),
+            Cgroup::V1 => {
+                let quota = std::fs::read_to_string(dir.join("cpu.cfs_quota_us"));
+                let period = std::fs::read_to_string(dir.join("cpu.cfs_period_us"));
+                match (quota, period) {
+                    (Ok(q), Ok(p)) => parse_cpu_max(&format!("{} {}", q.trim(), p.trim())),
+                    _ => None,
+                }
+            }
+        };
+        if let Some(cpus) = cpus {
             least = Some(least.map_or(cpus, |l| l.min(cpus)));
         }
-        if dir == Path::new("/sys/fs/cgroup") || !dir.pop() {
+        if dir == mount || !dir.pop() {
             return least;
         }
     }
+}
+
+/// Which cgroup hierarchy holds the CPU limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cgroup {
+    V1,
+    V2,
+}
+
+/// Where this process's CPU cgroup is: the hierarchy's mount point, the
+/// process's group directory under it, and the version, from
+/// `/proc/self/mountinfo` and `/proc/self/cgroup`. A v1 hierarchy with the
+/// cpu controller wins over v2 (on a hybrid host v2 has no cpu controller).
+fn cpu_cgroup_dir(mountinfo: &str, own: &str) -> Option<(PathBuf, PathBuf, Cgroup)> {
+    let mut v2 = None;
+    for line in mountinfo.lines() {
+        // "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS...] - FSTYPE SOURCE SUPER"
+        let Some((front, back)) = line.split_once(" - ") else {
+            continue;
+        };
+        let front: Vec<&str> = front.split(' ').collect();
+        let back: Vec<&str> = back.split(' ').collect();
+        let (Some(root), Some(point), Some(fstype)) = (front.get(3), front.get(4), back.first())
+        else {
+            continue;
+        };
+        let version = match *fstype {
+            "cgroup2" => Cgroup::V2,
+            "cgroup"
+                if back
+                    .get(2)
+                    .is_some_and(|o| o.split(',').any(|c| c == "cpu")) =>
+            {
+                Cgroup::V1
+            }
+            _ => continue,
+        };
+        // The process's path in that hierarchy ("ID:CONTROLLERS:PATH"; v2 is
+        // "0::PATH").
+        let path = own.lines().find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let wanted = match version {
+                Cgroup::V2 => controllers.is_empty(),
+                Cgroup::V1 => controllers.split(',').any(|c| c == "cpu"),
+            };
+            wanted.then_some(path)
+        });
+        let Some(path) = path else { continue };
+        // A mount of a sub-tree (a container's view) shows paths below its
+        // root.
+        let below = match path.strip_prefix(root.trim_end_matches('/')) {
+            Some(rest) => rest,
+            None => path,
+        };
+        let mount = PathBuf::from(unescape(point));
+        let dir = mount.join(below.trim_start_matches('/'));
+        match version {
+            Cgroup::V1 => return Some((mount, dir, version)),
+            Cgroup::V2 => v2 = v2.or(Some((mount, dir, version))),
+        }
+    }
+    v2
+}
+
+/// A mountinfo field with its octal escapes (`\040` for a space) undone.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(b)) => {
+                out.push(b);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The cores this process may run on (its CPU affinity), before any
@@ -281,6 +381,47 @@ mod tests {
         assert_eq!(slot_share(4, 2, None), 0.5);
         // A limit above the cores changes nothing.
         assert_eq!(slot_share(2, 2, Some(8.0)), 1.0);
+    }
+
+    #[test]
+    fn the_cpu_cgroup_is_found_under_v1_v2_and_a_container_s_view() {
+        // A hybrid host: v2 mounted without controllers, v1's cpu beside it.
+        let hybrid = "25 30 0:23 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
+                      26 25 0:24 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
+                      32 25 0:29 / /sys/fs/cgroup/cpu,cpuacct rw shared:9 - cgroup cgroup rw,cpu,cpuacct\n\
+                      33 25 0:30 / /sys/fs/cgroup/cpuset rw - cgroup cgroup rw,cpuset\n";
+        let own = "3:cpuset:/\n2:cpu,cpuacct:/corral-h3\n0::/user.slice\n";
+        assert_eq!(
+            cpu_cgroup_dir(hybrid, own),
+            Some((
+                PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"),
+                PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/corral-h3"),
+                Cgroup::V1
+            ))
+        );
+        // Pure v2.
+        let v2 = "30 1 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            cpu_cgroup_dir(v2, "0::/system.slice/corral.service\n"),
+            Some((
+                PathBuf::from("/sys/fs/cgroup"),
+                PathBuf::from("/sys/fs/cgroup/system.slice/corral.service"),
+                Cgroup::V2
+            ))
+        );
+        // A container sees its own group as the mount's root.
+        let container = "700 600 0:26 /docker/abc /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            cpu_cgroup_dir(container, "0::/docker/abc\n").map(|(_, dir, _)| dir),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        // No cgroup mount with a cpu controller: no limit to read.
+        assert_eq!(
+            cpu_cgroup_dir(&hybrid.replace("cpu,cpuacct", "cpuacct"), "2:cpuacct:/x\n")
+                .map(|(_, _, v)| v),
+            None
+        );
+        assert_eq!(unescape("/mnt/a\\040b"), "/mnt/a b");
     }
 
     struct Script(Vec<HostSample>);

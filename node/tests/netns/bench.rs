@@ -198,6 +198,11 @@ fn bench_makespan() {
         job["devices"]
     );
     figure("makespan_over_ideal", wall_ms / ideal_ms, "ratio");
+    if std::env::var_os("CORRAL_BENCH_LOGS").is_some() {
+        for host in 0..4 {
+            println!("--- host {host} ---\n{}", lan.log(host));
+        }
+    }
 }
 
 /// Whether every host in `hosts` sees exactly the ids in `want` (besides

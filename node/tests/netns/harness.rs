@@ -269,12 +269,15 @@ impl Lan {
         let prefix = self.prefix.clone();
         let host = &mut self.hosts[i];
         let log = std::fs::File::create(&host.log).expect("log file");
-        let mut command = match cpu_pct {
-            Some(pct) => {
-                let procs = cpu_cgroup(&format!("{prefix}h{i}"), pct);
+        let group = cpu_pct.map(|pct| cpu_cgroup(&format!("{prefix}h{i}"), pct));
+        let mut command = match &group {
+            Some(group) => {
                 let mut c = Command::new("sh");
                 c.arg("-c")
-                    .arg(format!("echo $$ > {} && exec \"$@\"", procs.display()))
+                    .arg(format!(
+                        "echo $$ > {} && exec \"$@\"",
+                        group.procs.display()
+                    ))
                     .arg("sh")
                     .arg("ip");
                 c
@@ -282,6 +285,15 @@ impl Lan {
             None => Command::new("ip"),
         };
         command.args(["netns", "exec", &host.ns]);
+        if let Some(group) = &group {
+            // `ip netns exec` mounts a fresh /sys, without the cgroup
+            // hierarchy; mount it again (in the namespace's own mount
+            // table), so the daemon sees its limit as on a real device.
+            command
+                .args(["sh", "-c"])
+                .arg(format!("{}; exec \"$@\"", group.mount))
+                .arg("sh");
+        }
         match &host.emulated {
             Some(e) => command.arg(e.qemu).arg("-L").arg(e.sysroot).arg(&e.bin),
             None => command.arg(corral()),
@@ -486,11 +498,19 @@ pub fn make_mesh(lan: &Lan, hosts: &[usize]) {
     }
 }
 
+/// A CPU cgroup made for a slow host.
+pub struct CpuGroup {
+    /// The file a process writes its pid to to join it.
+    pub procs: PathBuf,
+    /// Shell commands that mount its hierarchy at the usual place under a
+    /// fresh /sys.
+    pub mount: String,
+}
+
 /// Creates a CPU cgroup limited to `pct` percent of one CPU (cgroup v1's
-/// cpu controller or cgroup v2's cpu.max); returns the file a process
-/// writes its pid to to join it. It is removed when the test process ends
-/// only if empty; names are unique per LAN.
-pub fn cpu_cgroup(name: &str, pct: u32) -> PathBuf {
+/// cpu controller or cgroup v2's cpu.max). It is removed when the test
+/// process ends only if empty; names are unique per LAN.
+pub fn cpu_cgroup(name: &str, pct: u32) -> CpuGroup {
     let quota = u64::from(pct) * 1000;
     let v1 = PathBuf::from("/sys/fs/cgroup/cpu");
     if v1.join("cpu.cfs_quota_us").exists() {
@@ -498,7 +518,12 @@ pub fn cpu_cgroup(name: &str, pct: u32) -> PathBuf {
         std::fs::create_dir_all(&dir).expect("cgroup v1 dir");
         std::fs::write(dir.join("cpu.cfs_period_us"), "100000").expect("period");
         std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string()).expect("quota");
-        return dir.join("cgroup.procs");
+        return CpuGroup {
+            procs: dir.join("cgroup.procs"),
+            mount: "mount -t tmpfs cgroup /sys/fs/cgroup && mkdir /sys/fs/cgroup/cpu \
+                    && mount -t cgroup -o cpu cgroup /sys/fs/cgroup/cpu"
+                .into(),
+        };
     }
     let v2 = PathBuf::from("/sys/fs/cgroup");
     let controllers = std::fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
@@ -510,7 +535,10 @@ pub fn cpu_cgroup(name: &str, pct: u32) -> PathBuf {
     let dir = v2.join(format!("corral-{name}"));
     std::fs::create_dir_all(&dir).expect("cgroup v2 dir");
     std::fs::write(dir.join("cpu.max"), format!("{quota} 100000")).expect("cpu.max");
-    dir.join("cgroup.procs")
+    CpuGroup {
+        procs: dir.join("cgroup.procs"),
+        mount: "mount -t cgroup2 cgroup2 /sys/fs/cgroup".into(),
+    }
 }
 
 /// Joins host `i` to the mesh of host `inviter`.

@@ -207,6 +207,26 @@ fn a_host_held_to_a_low_cpu_share_gets_fewer_tasks() {
     println!("measured: unthrottled host {fast} tasks, 20%-CPU host {slow} tasks");
     assert_eq!(fast + slow, 16);
     assert!(slow < fast, "the slow host got {slow}, the fast one {fast}");
+    // The slow host read its cgroup's limit and advertises a slot's share
+    // of its CPU (calibration alone measures the CPU's own speed).
+    let peers = lan.cli(0, &["peers", "--json"]);
+    ok(&peers);
+    let peers: serde_json::Value = serde_json::from_slice(&peers.stdout).expect("peers json");
+    let speed_of = |name: &str| {
+        peers
+            .as_array()
+            .expect("peers")
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["speed"]["jit"].as_f64())
+            .unwrap_or_else(|| panic!("{name}'s JIT speed in {peers}"))
+    };
+    let (fast_speed, slow_speed) = (speed_of("host1"), speed_of("host2"));
+    println!("advertised: {fast_speed} and {slow_speed} ops/s");
+    assert!(
+        slow_speed * 3.0 < fast_speed,
+        "a host held to 20 % of a CPU advertises {slow_speed} ops/s, an unthrottled one {fast_speed}"
+    );
 }
 
 fn wait_job(
