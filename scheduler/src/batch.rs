@@ -709,10 +709,14 @@ impl Batch {
             let Some(mut best) = heap.pop() else { break };
             // A slow worker takes a task only if it would finish it before
             // the rest of the mesh gets through the queue, within a factor
-            // of two: 1/speed <= 2 (queue/rate + 1/fastest). Otherwise the
-            // task waits for a faster slot (a Pi Zero does not get the last
-            // tasks of a batch while desktops are a moment from free).
-            if !useful(best.worker.speed, rate, fastest, queue) {
+            // of two: waves/speed <= 2 (queue/rate + 1/fastest), where the
+            // task runs in its `waves`-th round of the worker's slots (a
+            // task queued behind the worker's own counts their time too).
+            // Otherwise the task waits for a faster slot (a Pi Zero does not
+            // get the last tasks of a batch while desktops are a moment from
+            // free).
+            let waves = (best.load + 1).div_ceil(usize::from(best.worker.slots_total.max(1)));
+            if !useful(waves, best.worker.speed, rate, fastest, queue) {
                 continue;
             }
             decisions.push(self.start(index, best.worker, now_ms));
@@ -827,11 +831,12 @@ impl Batch {
 /// task (see `place_single`).
 const SLOW_FACTOR: u128 = 2;
 
-/// Whether a worker of `speed` may take a task with `queue` tasks waiting
-/// in a mesh of `rate` whose fastest slot has `fastest`: 1/speed <=
-/// SLOW_FACTOR × (queue/rate + 1/fastest), in integers.
-fn useful(speed: u64, rate: u128, fastest: u128, queue: u128) -> bool {
-    rate * fastest <= SLOW_FACTOR * u128::from(speed) * (queue * fastest + rate)
+/// Whether a worker of `speed` may take a task that would run in its
+/// `waves`-th round of slots, with `queue` tasks waiting in a mesh of `rate`
+/// whose fastest slot has `fastest`: waves/speed <= SLOW_FACTOR ×
+/// (queue/rate + 1/fastest), in integers.
+fn useful(waves: usize, speed: u64, rate: u128, fastest: u128, queue: u128) -> bool {
+    waves as u128 * rate * fastest <= SLOW_FACTOR * u128::from(speed) * (queue * fastest + rate)
 }
 
 impl Batch {
@@ -1025,11 +1030,28 @@ mod tests {
         let pool = Pool::of(&workers);
         let cut = short.slowest_useful(pool);
         assert!(cut > 5 && cut <= 100, "{cut}");
-        assert!(useful(cut, pool.rate, 100, short.waiting() as u128));
-        assert!(!useful(cut - 1, pool.rate, 100, short.waiting() as u128));
+        assert!(useful(1, cut, pool.rate, 100, short.waiting() as u128));
+        assert!(!useful(1, cut - 1, pool.rate, 100, short.waiting() as u128));
         // The fastest worker always gets work: nothing waits for nobody.
         let mut alone = Batch::new(1, BatchConfig::default());
         assert_eq!(offers(&alone.schedule(&[worker(2, 1, 5)], 0)).len(), 1);
+    }
+
+    #[test]
+    fn a_slow_worker_takes_no_task_behind_its_own_that_the_mesh_would_finish_sooner() {
+        // Speeds 100, 50 and 25, one slot each, nine tasks: each worker may
+        // hold one task ahead, but the slowest would start a second only
+        // after four units of time, while the other two clear the other
+        // four tasks in under three.
+        let workers = [worker(1, 1, 100), worker(2, 1, 50), worker(3, 1, 25)];
+        let mut batch = Batch::new(9, BatchConfig::default());
+        let placed = offers(&batch.schedule(&workers, 0));
+        let on = |n: u8| placed.iter().filter(|(_, p)| *p == key(n)).count();
+        assert_eq!((on(1), on(2), on(3)), (2, 2, 1), "{placed:?}");
+        // With a long queue it does take one ahead.
+        let mut long = Batch::new(40, BatchConfig::default());
+        let placed = offers(&long.schedule(&workers, 0));
+        assert_eq!(placed.iter().filter(|(_, p)| *p == key(3)).count(), 2);
     }
 
     #[test]
