@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -116,11 +116,60 @@ pub(crate) struct JitEngine {
     /// only costs time (~10 % on the prime sieve, whose one `sqrt` is
     /// enough to slow its integer loop).
     plain: Pair,
+    /// Runs tell the epoch ticker they need it; dropping the engine ends it.
+    ticking: Ticking,
 }
 
-/// The engines the epoch ticker advances, added to as they are made. The
-/// pairs hold it; the ticker thread ends once they are dropped.
-type Ticking = Arc<Mutex<Vec<Engine>>>;
+impl Drop for JitEngine {
+    fn drop(&mut self) {
+        self.ticking.close();
+    }
+}
+
+/// What the epoch ticker advances, and whether it needs to: an idle daemon
+/// has no run to time out, so its ticker sleeps instead of waking 200 times
+/// a second (which, on a small device, costs power, and on any device
+/// competes with the event loop for a core).
+#[derive(Default)]
+struct Ticker {
+    /// The engines it advances, added to as they are made.
+    engines: Mutex<Vec<Engine>>,
+    /// Runs going on now, and whether the engine is gone.
+    state: Mutex<TickState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct TickState {
+    runs: usize,
+    closed: bool,
+}
+
+type Ticking = Arc<Ticker>;
+
+impl Ticker {
+    /// Marks a run as going on until the guard is dropped.
+    fn run(&self) -> TickGuard<'_> {
+        lock(&self.state).runs += 1;
+        self.wake.notify_one();
+        TickGuard(self)
+    }
+
+    fn close(&self) {
+        lock(&self.state).closed = true;
+        self.wake.notify_one();
+    }
+}
+
+/// A run the epoch ticker keeps ticking for.
+struct TickGuard<'a>(&'a Ticker);
+
+impl Drop for TickGuard<'_> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.0.state);
+        state.runs = state.runs.saturating_sub(1);
+    }
+}
 
 impl JitEngine {
     pub(crate) fn new(
@@ -131,8 +180,12 @@ impl JitEngine {
         let ticking = Ticking::default();
         let exact = Pair::new(true, tight, &cache_dir, &ticking)?;
         let plain = Pair::new(false, tight, &cache_dir, &ticking)?;
-        spawn_epoch_ticker(Arc::downgrade(&ticking));
-        Ok(Self { exact, plain })
+        spawn_epoch_ticker(ticking.clone());
+        Ok(Self {
+            exact,
+            plain,
+            ticking,
+        })
     }
 
     pub(crate) fn compile(&self, module: &super::WasmModule) -> Result<Module, RuntimeError> {
@@ -202,6 +255,7 @@ impl JitEngine {
         // the generated code is the same either way.
         let deadline = started + spec.limits.timeout;
         let cancel = spec.cancel.clone();
+        let _ticks = self.ticking.run();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {
@@ -257,7 +311,7 @@ impl Pair {
             }
         };
         if let Some(pooled) = &pooled {
-            lock(ticking).push(pooled.engine.clone());
+            lock(&ticking.engines).push(pooled.engine.clone());
         }
         let pair = Self {
             pooled,
@@ -293,7 +347,7 @@ impl Pair {
         let engine = made.engine.clone();
         // Another thread may have made one meanwhile: the first is kept.
         if self.on_demand.set(made).is_ok() {
-            lock(&self.ticking).push(engine);
+            lock(&self.ticking.engines).push(engine);
         }
         self.on_demand.get().ok_or_else(|| RuntimeError::Engine {
             engine: "wasmtime",
@@ -513,18 +567,25 @@ fn ended_from(result: wasmtime::Result<()>) -> Ended {
     }
 }
 
-/// One thread per process advances the engines' epoch every [`TICK`]; each
-/// tick a running store's deadline callback checks its clock and cancel flag.
-fn spawn_epoch_ticker(engines: Weak<Mutex<Vec<Engine>>>) {
+/// One thread per engine set advances the engines' epoch every [`TICK`]
+/// while a run goes on; each tick a running store's deadline callback checks
+/// its clock and cancel flag. With no run it sleeps until one starts.
+fn spawn_epoch_ticker(ticker: Ticking) {
     let spawned = std::thread::Builder::new()
         .name("corral-epoch".into())
         .spawn(move || {
             loop {
+                {
+                    let mut state = lock(&ticker.state);
+                    while state.runs == 0 && !state.closed {
+                        state = ticker.wake.wait(state).unwrap_or_else(|e| e.into_inner());
+                    }
+                    if state.closed {
+                        return;
+                    }
+                }
                 std::thread::sleep(TICK);
-                let Some(engines) = engines.upgrade() else {
-                    return;
-                };
-                for engine in lock(&engines).iter() {
+                for engine in lock(&ticker.engines).iter() {
                     engine.increment_epoch();
                 }
             }
