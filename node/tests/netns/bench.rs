@@ -296,4 +296,9 @@ fn bench_membership_and_idle_memory() {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS");
     figure("idle_rss_mb", kib / 1024.0, "MiB");
+    if std::env::var_os("CORRAL_BENCH_LOGS").is_some() {
+        for l in status.lines().filter(|l| l.starts_with("Rss") || l.starts_with("Threads")) {
+            println!("{l}");
+        }
+    }
 }
