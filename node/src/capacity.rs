@@ -287,12 +287,10 @@ fn cpu_cgroup_dir(mountinfo: &str, own: &str) -> Option<(PathBuf, PathBuf, Cgrou
         let Some(path) = path else { continue };
         // A mount of a sub-tree (a container's view) shows paths below its
         // root.
-        let below = match path.strip_prefix(root.trim_end_matches('/')) {
-            Some(rest) => rest,
-            None => path,
-        };
+        let path = Path::new(path);
+        let below = path.strip_prefix(unescape(root)).unwrap_or(path);
         let mount = PathBuf::from(unescape(point));
-        let dir = mount.join(below.trim_start_matches('/'));
+        let dir = mount.join(below.strip_prefix("/").unwrap_or(below));
         match version {
             Cgroup::V1 => return Some((mount, dir, version)),
             Cgroup::V2 => v2 = v2.or(Some((mount, dir, version))),
@@ -414,6 +412,11 @@ mod tests {
         assert_eq!(
             cpu_cgroup_dir(container, "0::/docker/abc\n").map(|(_, dir, _)| dir),
             Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        // A path that only shares the root's leading characters is not below it.
+        assert_eq!(
+            cpu_cgroup_dir(container, "0::/docker/abcdef\n").map(|(_, dir, _)| dir),
+            Some(PathBuf::from("/sys/fs/cgroup/docker/abcdef"))
         );
         // No cgroup mount with a cpu controller: no limit to read.
         assert_eq!(

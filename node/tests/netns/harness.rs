@@ -518,11 +518,31 @@ pub fn cpu_cgroup(name: &str, pct: u32) -> CpuGroup {
         std::fs::create_dir_all(&dir).expect("cgroup v1 dir");
         std::fs::write(dir.join("cpu.cfs_period_us"), "100000").expect("period");
         std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string()).expect("quota");
+        // The hierarchy's mount point and controllers as mounted here (cpu
+        // alone, or with cpuacct, behind a `cpu` symlink): mounting it again
+        // needs the same set.
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let (point, controllers) = mounts
+            .lines()
+            .find_map(|l| {
+                let (front, back) = l.split_once(" - ")?;
+                let point = front.split(' ').nth(4)?;
+                let mut back = back.split(' ');
+                let (fstype, options) = (back.next()?, back.nth(1)?);
+                let controllers: Vec<&str> = options
+                    .split(',')
+                    .filter(|o| !matches!(*o, "rw" | "ro"))
+                    .collect();
+                (fstype == "cgroup" && controllers.contains(&"cpu"))
+                    .then(|| (point.to_string(), controllers.join(",")))
+            })
+            .unwrap_or_else(|| ("/sys/fs/cgroup/cpu".into(), "cpu".into()));
         return CpuGroup {
             procs: dir.join("cgroup.procs"),
-            mount: "mount -t tmpfs cgroup /sys/fs/cgroup && mkdir /sys/fs/cgroup/cpu \
-                    && mount -t cgroup -o cpu cgroup /sys/fs/cgroup/cpu"
-                .into(),
+            mount: format!(
+                "mount -t tmpfs cgroup /sys/fs/cgroup && mkdir -p {point} \
+                 && mount -t cgroup -o {controllers} cgroup {point}"
+            ),
         };
     }
     let v2 = PathBuf::from("/sys/fs/cgroup");
