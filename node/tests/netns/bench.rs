@@ -297,7 +297,10 @@ fn bench_membership_and_idle_memory() {
         .expect("VmRSS");
     figure("idle_rss_mb", kib / 1024.0, "MiB");
     if std::env::var_os("CORRAL_BENCH_LOGS").is_some() {
-        for l in status.lines().filter(|l| l.starts_with("Rss") || l.starts_with("Threads")) {
+        for l in status
+            .lines()
+            .filter(|l| l.starts_with("Rss") || l.starts_with("Threads"))
+        {
             println!("{l}");
         }
     }
