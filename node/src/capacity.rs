@@ -245,33 +245,73 @@ enum Cgroup {
     V2,
 }
 
+/// A cgroup hierarchy as mounted here (a line of `/proc/self/mountinfo`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupMount {
+    /// The hierarchy's path shown at the mount point (`/`, or a container's
+    /// own group).
+    pub root: PathBuf,
+    /// Where it is mounted.
+    pub point: PathBuf,
+    /// cgroup v1's controllers (e.g. `cpu`, `cpuacct`); empty for v2.
+    pub controllers: Vec<String>,
+    /// cgroup v2.
+    pub v2: bool,
+}
+
+/// The cgroup hierarchies in `mountinfo` ("ID PARENT MAJ:MIN ROOT
+/// MOUNTPOINT OPTIONS [TAGS...] - FSTYPE SOURCE SUPER-OPTIONS").
+pub fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (front, back) = line.split_once(" - ")?;
+            let mut front = front.split(' ').skip(3);
+            let (root, point) = (front.next()?, front.next()?);
+            let mut back = back.split(' ');
+            let (fstype, options) = (back.next()?, back.nth(1).unwrap_or(""));
+            let v2 = match fstype {
+                "cgroup2" => true,
+                "cgroup" => false,
+                _ => return None,
+            };
+            let controllers = if v2 {
+                Vec::new()
+            } else {
+                options
+                    .split(',')
+                    .filter(|o| !matches!(*o, "rw" | "ro") && !o.contains('='))
+                    .map(String::from)
+                    .collect()
+            };
+            Some(CgroupMount {
+                root: PathBuf::from(unescape(root)),
+                point: PathBuf::from(unescape(point)),
+                controllers,
+                v2,
+            })
+        })
+        .collect()
+}
+
+impl CgroupMount {
+    /// A v1 hierarchy with the cpu controller.
+    pub fn has_v1_cpu(&self) -> bool {
+        self.controllers.iter().any(|c| c == "cpu")
+    }
+}
+
 /// Where this process's CPU cgroup is: the hierarchy's mount point, the
 /// process's group directory under it, and the version, from
 /// `/proc/self/mountinfo` and `/proc/self/cgroup`. A v1 hierarchy with the
 /// cpu controller wins over v2 (on a hybrid host v2 has no cpu controller).
 fn cpu_cgroup_dir(mountinfo: &str, own: &str) -> Option<(PathBuf, PathBuf, Cgroup)> {
     let mut v2 = None;
-    for line in mountinfo.lines() {
-        // "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS...] - FSTYPE SOURCE SUPER"
-        let Some((front, back)) = line.split_once(" - ") else {
-            continue;
-        };
-        let front: Vec<&str> = front.split(' ').collect();
-        let back: Vec<&str> = back.split(' ').collect();
-        let (Some(root), Some(point), Some(fstype)) = (front.get(3), front.get(4), back.first())
-        else {
-            continue;
-        };
-        let version = match *fstype {
-            "cgroup2" => Cgroup::V2,
-            "cgroup"
-                if back
-                    .get(2)
-                    .is_some_and(|o| o.split(',').any(|c| c == "cpu")) =>
-            {
-                Cgroup::V1
-            }
-            _ => continue,
+    for mount in cgroup_mounts(mountinfo) {
+        let version = match (mount.v2, mount.has_v1_cpu()) {
+            (true, _) => Cgroup::V2,
+            (false, true) => Cgroup::V1,
+            (false, false) => continue,
         };
         // The process's path in that hierarchy ("ID:CONTROLLERS:PATH"; v2 is
         // "0::PATH").
@@ -288,12 +328,11 @@ fn cpu_cgroup_dir(mountinfo: &str, own: &str) -> Option<(PathBuf, PathBuf, Cgrou
         // A mount of a sub-tree (a container's view) shows paths below its
         // root.
         let path = Path::new(path);
-        let below = path.strip_prefix(unescape(root)).unwrap_or(path);
-        let mount = PathBuf::from(unescape(point));
-        let dir = mount.join(below.strip_prefix("/").unwrap_or(below));
+        let below = path.strip_prefix(&mount.root).unwrap_or(path);
+        let dir = mount.point.join(below.strip_prefix("/").unwrap_or(below));
         match version {
-            Cgroup::V1 => return Some((mount, dir, version)),
-            Cgroup::V2 => v2 = v2.or(Some((mount, dir, version))),
+            Cgroup::V1 => return Some((mount.point, dir, version)),
+            Cgroup::V2 => v2 = v2.or(Some((mount.point, dir, version))),
         }
     }
     v2

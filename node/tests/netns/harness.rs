@@ -522,20 +522,10 @@ pub fn cpu_cgroup(name: &str, pct: u32) -> CpuGroup {
         // alone, or with cpuacct, behind a `cpu` symlink): mounting it again
         // needs the same set.
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let (point, controllers) = mounts
-            .lines()
-            .find_map(|l| {
-                let (front, back) = l.split_once(" - ")?;
-                let point = front.split(' ').nth(4)?;
-                let mut back = back.split(' ');
-                let (fstype, options) = (back.next()?, back.nth(1)?);
-                let controllers: Vec<&str> = options
-                    .split(',')
-                    .filter(|o| !matches!(*o, "rw" | "ro"))
-                    .collect();
-                (fstype == "cgroup" && controllers.contains(&"cpu"))
-                    .then(|| (point.to_string(), controllers.join(",")))
-            })
+        let (point, controllers) = corral_node::capacity::cgroup_mounts(&mounts)
+            .into_iter()
+            .find(|m| m.has_v1_cpu())
+            .map(|m| (m.point.display().to_string(), m.controllers.join(",")))
             .unwrap_or_else(|| ("/sys/fs/cgroup/cpu".into(), "cpu".into()));
         return CpuGroup {
             procs: dir.join("cgroup.procs"),
