@@ -3,6 +3,7 @@
 //! work (`--share idle|always|never`) with hysteresis so it does not flap.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use corral_protocol::capacity::OwnerState;
 
@@ -398,9 +399,104 @@ pub fn slot_share(slots: u16, cores: usize, cpus: Option<f64>) -> f64 {
     (usable / f64::from(slots.max(1))).min(1.0)
 }
 
+/// Runs shorter than this say little about the CPU (a thread's wake-up
+/// and the clock's grain are a large part of them).
+const SHARE_MIN_RUN: Duration = Duration::from_millis(50);
+/// How much a new run's share moves the estimate.
+const SHARE_WEIGHT: f64 = 0.3;
+/// An estimate older than this is dropped: the device may be another one
+/// by now (its owner's load, a cgroup limit changed), and the share read
+/// at start-up is used again until a run says otherwise.
+const SHARE_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// What the tasks run here show of a slot's share of a core: the CPU time
+/// a task's thread got over the wall time it ran. A device throttled after
+/// start-up (a cgroup limit set later, other work on its cores, `--share
+/// always` while its owner works) advertises what its slots do now, not
+/// what they did when corral started. Frequency changes (thermal limits)
+/// are not seen: a throttled core's CPU time still counts in full.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunShare {
+    estimate: Option<(f64, Instant)>,
+}
+
+impl RunShare {
+    /// Adds a run that got `cpu` of CPU time over `wall`, ended at `now`.
+    pub fn observe(&mut self, cpu: Duration, wall: Duration, now: Instant) {
+        if wall < SHARE_MIN_RUN {
+            return;
+        }
+        let share = (cpu.as_secs_f64() / wall.as_secs_f64()).clamp(0.01, 1.0);
+        let blended = match self.current(now) {
+            Some(old) => old + SHARE_WEIGHT * (share - old),
+            None => share,
+        };
+        self.estimate = Some((blended, now));
+    }
+
+    /// The share runs showed lately, if any did.
+    pub fn current(&self, now: Instant) -> Option<f64> {
+        self.estimate
+            .filter(|(_, at)| now.saturating_duration_since(*at) <= SHARE_MAX_AGE)
+            .map(|(share, _)| share)
+    }
+}
+
+/// CPU time used so far by the calling thread.
+pub fn thread_cpu_time() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map_or(Duration::ZERO, Duration::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_teach_a_slot_its_share_of_a_core_and_old_lessons_expire() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut share = RunShare::default();
+        assert_eq!(share.current(t0), None);
+        // Too short to say anything.
+        share.observe(ms(2), ms(20), t0);
+        assert_eq!(share.current(t0), None);
+        // A run held to a fifth of a core, then one with all of it.
+        share.observe(ms(100), ms(500), t0);
+        assert!((share.current(t0).expect("learnt") - 0.2).abs() < 1e-9);
+        share.observe(ms(400), ms(400), t0 + ms(500));
+        let blended = share.current(t0 + ms(500)).expect("learnt");
+        assert!(
+            (blended - (0.2 + SHARE_WEIGHT * 0.8)).abs() < 1e-9,
+            "{blended}"
+        );
+        // More CPU than wall time (the clocks' grain) is a whole core.
+        let mut full = RunShare::default();
+        full.observe(ms(101), ms(100), t0);
+        assert_eq!(full.current(t0), Some(1.0));
+        // Nothing run for long: forgotten.
+        let later = t0 + ms(500) + SHARE_MAX_AGE + ms(1);
+        assert_eq!(share.current(later), None);
+        // A fresh run after that starts over rather than blending.
+        share.observe(ms(300), ms(600), later);
+        assert_eq!(share.current(later), Some(0.5));
+    }
+
+    #[test]
+    fn a_thread_that_sleeps_uses_little_cpu_time_and_one_that_spins_uses_it() {
+        let start = thread_cpu_time();
+        std::thread::sleep(Duration::from_millis(60));
+        let slept = thread_cpu_time() - start;
+        let start = thread_cpu_time();
+        let spin = Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < Duration::from_millis(60) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let spun = thread_cpu_time() - start;
+        assert!(slept < Duration::from_millis(20), "slept: {slept:?}");
+        assert!(spun > slept, "spun {spun:?}, slept {slept:?}");
+    }
 
     #[test]
     fn a_cgroup_cpu_limit_is_read_as_cpus_and_shared_by_the_slots() {

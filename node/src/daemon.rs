@@ -62,8 +62,11 @@ pub struct DaemonConfig {
     pub slots: u16,
     /// Owner policy.
     pub share: Share,
-    /// Engines and their calibrated speeds.
+    /// Engines and their calibrated speeds per slot, for `slot_share`.
     pub engines: Vec<EngineSpeed>,
+    /// The share of a core each slot had at start-up (its cgroup's limit,
+    /// slots per core); tasks run since may show another.
+    pub slot_share: f64,
     /// `--max-memory`: most memory the mesh's tasks may use here, bytes.
     pub max_memory: Option<u64>,
     /// `--grace`: how long running tasks may go on once the owner is back.
@@ -97,6 +100,9 @@ struct Node {
     found_tx: mpsc::Sender<Found>,
     peer_ids: HashMap<PeerKey, PeerId>,
     host_load_pct: u8,
+    /// The share of a core per slot last logged (start-up's until runs show
+    /// another).
+    share_told: f64,
     /// Where discovery last found each peer of the mesh; redialled while it
     /// is not connected (a healed partition), dropped on the mDNS goodbye.
     found_addrs: HashMap<PeerId, Vec<Multiaddr>>,
@@ -221,6 +227,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         engines: config.engines.iter().map(|e| e.engine).collect(),
         fault_lie,
         deliveries: Default::default(),
+        share: Default::default(),
     });
     let worker = Worker::new(ctx, config.slots, config.max_memory)?;
     let coord = Coordinator::load(
@@ -246,6 +253,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         policy: OwnerPolicy::new(config.share),
         load: SystemLoad::new(),
         busy_since: None,
+        share_told: config.slot_share,
         config,
         seq: 0,
         topic,
@@ -371,7 +379,7 @@ impl Node {
             seq: self.seq,
             arch: std::env::consts::ARCH.into(),
             os: std::env::consts::OS.into(),
-            engines: self.config.engines.clone(),
+            engines: self.engine_speeds(),
             slots_total: self.config.slots,
             slots_free: free,
             cores: std::thread::available_parallelism()
@@ -392,6 +400,23 @@ impl Node {
             queued: 0,
             version: env!("CARGO_PKG_VERSION").into(),
         }
+    }
+
+    /// The engines' speeds per slot: as calibrated for the share of a core
+    /// a slot had at start-up, rescaled to the share tasks get here now.
+    fn engine_speeds(&self) -> Vec<EngineSpeed> {
+        let Some(share) = self.worker.run_share() else {
+            return self.config.engines.clone();
+        };
+        let factor = share / self.config.slot_share.max(0.01);
+        self.config
+            .engines
+            .iter()
+            .map(|e| EngineSpeed {
+                engine: e.engine,
+                ops_per_s: ((e.ops_per_s as f64) * factor).max(1.0) as u64,
+            })
+            .collect()
     }
 
     /// DESIGN §8: once the owner is back, tasks already running may finish
@@ -418,6 +443,15 @@ impl Node {
     }
 
     fn advertise(&mut self) {
+        if let Some(share) = self.worker.run_share()
+            && (share - self.share_told).abs() > 0.25 * self.share_told
+        {
+            tracing::info!(
+                share = format!("{share:.2}"),
+                "tasks here now get this share of a core per slot; speeds advertised for it"
+            );
+            self.share_told = share;
+        }
         let advert = self.advert();
         let bytes = codec::encode(&advert);
         match self
@@ -781,7 +815,7 @@ impl Node {
             list.push(Candidate {
                 peer: self.me,
                 slots: self.config.slots,
-                engines: self.config.engines.clone(),
+                engines: self.engine_speeds(),
                 arch: std::env::consts::ARCH.into(),
             });
         }

@@ -440,7 +440,7 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
                 bootstrap.push(addr);
             }
         }
-        (speeds, bootstrap)
+        (speeds, bootstrap, share)
     };
     let config = DaemonConfig {
         data_dir: dir.root().to_path_buf(),
@@ -458,6 +458,7 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
         slots,
         share: args.share,
         engines: engines.0,
+        slot_share: engines.2,
         max_memory: args.max_memory,
         grace: args.grace,
     };

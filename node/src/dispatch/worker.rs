@@ -88,6 +88,8 @@ pub struct WorkerCtx {
     pub fault_lie: bool,
     /// Receipts on their way, per coordinator.
     pub deliveries: Deliveries,
+    /// A slot's share of a core, as the runs here show it.
+    pub share: Mutex<crate::capacity::RunShare>,
 }
 
 impl WorkerCtx {
@@ -166,6 +168,11 @@ impl Worker {
     /// Tasks held (running or waiting for a slot).
     pub fn running(&self) -> usize {
         self.running.len()
+    }
+
+    /// A slot's share of a core as recent runs here show it, if any ran.
+    pub fn run_share(&self) -> Option<f64> {
+        lock(&self.ctx.share).current(std::time::Instant::now())
     }
 
     /// Free slots, as advertised.
@@ -978,8 +985,12 @@ fn run_blocking(
         live: task.live.as_ref().map(|l| l.output.clone()),
     };
     let t1 = std::time::Instant::now();
+    let cpu = crate::capacity::thread_cpu_time();
     let outcome = ctx.runtime.run(&compiled, &spec)?;
     let t2 = std::time::Instant::now();
+    // The guest runs on this thread: the CPU time it got over the time it
+    // took is what a slot gets here now.
+    lock(&ctx.share).observe(crate::capacity::thread_cpu_time() - cpu, t2 - t1, t2);
 
     let (mut files, left) = collect(&ctx.blobs, &output, crate::job::plan::GUEST_OUTPUT, None)?;
     for (guest, copy, listing) in &writable {

@@ -335,6 +335,16 @@ impl Lan {
         self.hosts[i].daemon.as_ref().map(Child::id)
     }
 
+    /// Holds host i's running daemon to `pct` percent of one CPU from now
+    /// on: a cgroup limit set under it, as an owner or a container manager
+    /// might. The daemon cannot read this limit (`ip netns exec` gave it a
+    /// /sys without the cgroup hierarchy); only its runs can show it.
+    pub fn throttle(&self, i: usize, pct: u32) {
+        let pid = self.pid(i).expect("the daemon runs");
+        let group = cpu_cgroup(&self.hosts[i].ns, pct);
+        std::fs::write(&group.procs, pid.to_string()).expect("the daemon moves into the cgroup");
+    }
+
     /// Kills host i's daemon with SIGKILL.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.hosts[i].daemon.take() {

@@ -209,23 +209,88 @@ fn a_host_held_to_a_low_cpu_share_gets_fewer_tasks() {
     assert!(slow < fast, "the slow host got {slow}, the fast one {fast}");
     // The slow host read its cgroup's limit and advertises a slot's share
     // of its CPU (calibration alone measures the CPU's own speed).
-    let peers = lan.cli(0, &["peers", "--json"]);
-    ok(&peers);
-    let peers: serde_json::Value = serde_json::from_slice(&peers.stdout).expect("peers json");
-    let speed_of = |name: &str| {
-        peers
-            .as_array()
-            .expect("peers")
-            .iter()
-            .find(|p| p["name"] == name)
-            .and_then(|p| p["speed"]["jit"].as_f64())
-            .unwrap_or_else(|| panic!("{name}'s JIT speed in {peers}"))
-    };
-    let (fast_speed, slow_speed) = (speed_of("host1"), speed_of("host2"));
+    let (fast_speed, slow_speed) = (
+        jit_speed(&lan, 0, "host1").expect("host1's speed"),
+        jit_speed(&lan, 0, "host2").expect("host2's speed"),
+    );
     println!("advertised: {fast_speed} and {slow_speed} ops/s");
     assert!(
         slow_speed * 3.0 < fast_speed,
         "a host held to 20 % of a CPU advertises {slow_speed} ops/s, an unthrottled one {fast_speed}"
+    );
+}
+
+/// The JIT speed host `name` advertises, as `host` sees it.
+fn jit_speed(lan: &Lan, host: usize, name: &str) -> Option<f64> {
+    let peers = lan.cli(host, &["peers", "--json"]);
+    ok(&peers);
+    let peers: serde_json::Value = serde_json::from_slice(&peers.stdout).expect("peers json");
+    peers
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["speed"]["jit"].as_f64())
+}
+
+/// A device slowed after start-up learns it from the CPU time its tasks
+/// get, advertises the lower speed, and its full speed again once it has
+/// its CPU back. (Here a cgroup limit set under the running daemon, which
+/// it cannot read; on a real device also other work on its cores.)
+#[test]
+fn a_host_slowed_after_start_up_learns_it_from_its_runs() {
+    if !netns_available() {
+        return;
+    }
+    let mut lan = Lan::new(2);
+    make_mesh(&lan, &[0, 1]);
+    lan.up_with(0, &["--share", "never"]);
+    lan.up_with(1, &["--slots", "1"]);
+    let speed = || jit_speed(&lan, 0, "host1");
+    lan.wait_for("host 0 to see host 1's advert", LIMIT, || speed().is_some());
+    let full = speed().expect("advertised");
+    let module = testkit();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let batch = |tasks: &str, out: &str| {
+        let out_dir = scratch.path().join(out).display().to_string();
+        let out = lan.cli(
+            0,
+            &[
+                "run",
+                &module,
+                "--tasks",
+                tasks,
+                "--out",
+                &out_dir,
+                "--",
+                "spin",
+                "100000000",
+            ],
+        );
+        ok(&out);
+        assert_eq!(
+            done_by(&job_json(Path::new(&out_dir)), "host1"),
+            tasks.parse::<u64>().expect("count")
+        );
+    };
+    lan.throttle(1, 20);
+    batch("3", "slowed");
+    lan.wait_for(
+        "host 1 to advertise the speed its runs showed",
+        Duration::from_secs(10),
+        || speed().is_some_and(|s| s < 0.5 * full),
+    );
+    let slowed = speed().expect("advertised");
+    // Its CPU back (a whole core for its one slot): runs show it again.
+    lan.throttle(1, 100);
+    batch("6", "back");
+    lan.wait_for(
+        "host 1 to advertise its speed again",
+        Duration::from_secs(10),
+        || speed().is_some_and(|s| s > 0.6 * full),
+    );
+    println!(
+        "measured: advertised {full:.0} ops/s at start, {slowed:.0} held to 20 % of a CPU, {:.0} with a core again",
+        speed().unwrap_or_default()
     );
 }
 
