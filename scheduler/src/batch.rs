@@ -783,6 +783,34 @@ impl Batch {
         decisions
     }
 
+    /// Holders whose speed changed since they were given their tasks (a
+    /// device slowed by other work on its cores, or given its CPU back) are
+    /// compared by their speed now. Only holders among `workers` are seen.
+    fn refresh_holder_speeds(&mut self, workers: &[Worker]) {
+        let changed: BTreeMap<PeerKey, u64> = workers
+            .iter()
+            .filter(|w| self.speeds.get(&w.peer).is_some_and(|&s| s != w.speed))
+            .filter(|w| self.load_of(&w.peer) > 0)
+            .map(|w| (w.peer, w.speed))
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        self.speeds.extend(&changed);
+        let held: Vec<u32> = self
+            .singles
+            .iter()
+            .map(|&(_, index)| index)
+            .filter(|&index| match &self.tasks[index as usize].state {
+                TaskState::Running(on) => on.keys().any(|p| changed.contains_key(p)),
+                _ => false,
+            })
+            .collect();
+        for index in held {
+            self.sync_single(index);
+        }
+    }
+
     /// Each idle worker takes a copy of the running task whose holder is the
     /// slowest, if it is faster than that holder. Sorting the stragglers once
     /// makes this O(T log T) rather than O(idle workers × T).
@@ -795,6 +823,7 @@ impl Batch {
         if idle.is_empty() {
             return Vec::new();
         }
+        self.refresh_holder_speeds(workers);
         let mut decisions = Vec::new();
         for idle in idle {
             // An idle worker holds nothing, so it is never the holder; the
@@ -1099,6 +1128,31 @@ mod tests {
         // The slow copy's late result changes nothing.
         assert!(batch.on_done(0, &key(1)).is_empty());
         assert_eq!(batch.tasks()[0].state, TaskState::Done(key(2)));
+    }
+
+    #[test]
+    fn a_holder_slowed_since_it_was_given_its_task_is_a_straggler_by_its_speed_now() {
+        let mut batch = Batch::new(2, BatchConfig::default());
+        let placed = offers(&batch.schedule(&[worker(1, 1, 100), worker(2, 1, 100)], 0));
+        assert_eq!(placed.len(), 2);
+        let (fast, slowed) = (placed[0], placed[1]);
+        assert!(batch.on_done(fast.0, &fast.1).is_empty());
+        let mut idle = worker(1, 1, 100);
+        idle.peer = fast.1;
+        let mut holder = worker(2, 0, 100);
+        holder.peer = slowed.1;
+        // As fast as it was: no copy.
+        assert!(
+            batch
+                .schedule(&[idle.clone(), holder.clone()], 5)
+                .is_empty()
+        );
+        // Its runs now show a fifth of that: the idle worker runs a copy.
+        holder.speed = 20;
+        assert_eq!(
+            offers(&batch.schedule(&[idle, holder], 10)),
+            vec![(slowed.0, fast.1)]
+        );
     }
 
     #[test]
