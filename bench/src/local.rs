@@ -328,7 +328,7 @@ pub(crate) fn markdown(
         command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         took.as_secs_f64()
     ));
-    s.push_str("Engine figures are the fastest of several runs of the whole command (start-up included) on the same module, ours and the peer's one after the other; the ratio is ours ÷ the peer's (lower is better). Mesh figures come from network namespaces on this machine (`node/tests/netns/bench.rs`): medians of several rounds.\n\n");
+    s.push_str("Engine figures are the fastest of several runs of the whole command (start-up included) on the same module, ours and the peer's one after the other; the ratio is ours ÷ the peer's (lower is better). Mesh figures come from network namespaces on this machine (`node/tests/netns/bench.rs`): medians of several rounds. The round trip is a trivial task (its module already on the worker) run with `corral run` as a user runs it, one after another, timed on the coordinator from the job's submission to its result; `run_command_p50_ms` is the whole `corral run` command, process start to exit.\n\n");
     s.push_str(&table(figures));
     if let Some(file) = picture {
         s.push_str(&format!(

@@ -120,8 +120,11 @@ fn bench_round_trip() {
     // are read from the coordinator afterwards.
     let runs = if quick() { 30 } else { 200 };
     let module = testkit();
+    let mut command_ms = Vec::with_capacity(runs);
     for _ in 0..runs {
+        let started = std::time::Instant::now();
         let out = lan.cli(0, &["run", &module, "--", "exit", "0"]);
+        command_ms.push(started.elapsed().as_secs_f64() * 1000.0);
         assert!(
             out.status.success(),
             "{}",
@@ -150,6 +153,8 @@ fn bench_round_trip() {
     wall_ms.sort_by(f64::total_cmp);
     figure("round_trip_p50_ms", percentile(&wall_ms, 0.5), "ms");
     figure("round_trip_p99_ms", percentile(&wall_ms, 0.99), "ms");
+    command_ms.sort_by(f64::total_cmp);
+    figure("run_command_p50_ms", percentile(&command_ms, 0.5), "ms");
     if std::env::var_os("CORRAL_BENCH_LOGS").is_some() {
         println!(
             "--- coordinator ---\n{}\n--- worker ---\n{}",
