@@ -402,8 +402,13 @@ pub fn slot_share(slots: u16, cores: usize, cpus: Option<f64>) -> f64 {
 /// Runs shorter than this say little about the CPU (a thread's wake-up
 /// and the clock's grain are a large part of them).
 const SHARE_MIN_RUN: Duration = Duration::from_millis(50);
-/// How much a new run's share moves the estimate.
-const SHARE_WEIGHT: f64 = 0.3;
+/// Run time that moves the estimate halfway to what it showed: the
+/// estimate follows the last few seconds of running, however they were cut
+/// into tasks.
+const SHARE_HALF_LIFE: Duration = Duration::from_millis(500);
+/// A run still going is counted a second at a time (a task of an hour on
+/// a device slowed in its first minute shows it then, not at its end).
+pub const SHARE_SAMPLE: Duration = Duration::from_secs(1);
 /// An estimate older than this is dropped: the device may be another one
 /// by now (its owner's load, a cgroup limit changed), and the share read
 /// at start-up is used again until a run says otherwise.
@@ -427,8 +432,9 @@ impl RunShare {
             return;
         }
         let share = (cpu.as_secs_f64() / wall.as_secs_f64()).clamp(0.01, 1.0);
+        let weight = 1.0 - 0.5f64.powf(wall.as_secs_f64() / SHARE_HALF_LIFE.as_secs_f64());
         let blended = match self.current(now) {
-            Some(old) => old + SHARE_WEIGHT * (share - old),
+            Some(old) => old + weight * (share - old),
             None => share,
         };
         self.estimate = Some((blended, now));
@@ -448,6 +454,25 @@ pub fn thread_cpu_time() -> Duration {
         .map_or(Duration::ZERO, Duration::from)
 }
 
+/// CPU time used so far by thread `tid` of this process, from
+/// `/proc/self/task/TID/stat` (to the kernel's 10 ms tick).
+pub fn thread_cpu_time_of(tid: i32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    parse_stat_cpu(&stat)
+}
+
+/// utime + stime of a `/proc/…/stat` line, in the clock ticks of the
+/// proc ABI (USER_HZ, 100 a second on every Linux architecture).
+fn parse_stat_cpu(stat: &str) -> Option<Duration> {
+    // The command name, in parentheses, may hold spaces: count fields from
+    // after its closing one (field 3, the state, is then the first).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,15 +486,20 @@ mod tests {
         // Too short to say anything.
         share.observe(ms(2), ms(20), t0);
         assert_eq!(share.current(t0), None);
-        // A run held to a fifth of a core, then one with all of it.
+        // A run held to a fifth of a core, then half a second with all of
+        // it: halfway there.
         share.observe(ms(100), ms(500), t0);
         assert!((share.current(t0).expect("learnt") - 0.2).abs() < 1e-9);
-        share.observe(ms(400), ms(400), t0 + ms(500));
+        share.observe(ms(500), ms(500), t0 + ms(500));
         let blended = share.current(t0 + ms(500)).expect("learnt");
-        assert!(
-            (blended - (0.2 + SHARE_WEIGHT * 0.8)).abs() < 1e-9,
-            "{blended}"
-        );
+        assert!((blended - 0.6).abs() < 1e-9, "{blended}");
+        // The same half second cut into five tasks weighs the same.
+        let mut cut = RunShare::default();
+        cut.observe(ms(100), ms(500), t0);
+        for _ in 0..5 {
+            cut.observe(ms(100), ms(100), t0);
+        }
+        assert!((cut.current(t0).expect("learnt") - 0.6).abs() < 1e-9);
         // More CPU than wall time (the clocks' grain) is a whole core.
         let mut full = RunShare::default();
         full.observe(ms(101), ms(100), t0);
@@ -480,6 +510,27 @@ mod tests {
         // A fresh run after that starts over rather than blending.
         share.observe(ms(300), ms(600), later);
         assert_eq!(share.current(later), Some(0.5));
+    }
+
+    #[test]
+    fn a_thread_s_cpu_time_is_read_from_proc_as_from_its_own_clock() {
+        // The command name may hold spaces and parentheses.
+        let line = "4242 (corral (run) 0) R 1 2 3 4 5 6 7 8 9 10 250 37 0 0 20 0 1 0";
+        assert_eq!(parse_stat_cpu(line), Some(Duration::from_millis(2870)));
+        assert_eq!(parse_stat_cpu("4242 (x) R 1 2"), None);
+        let spin = Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < Duration::from_millis(100) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let own = thread_cpu_time();
+        let tid = nix::unistd::gettid().as_raw();
+        let read = thread_cpu_time_of(tid).expect("/proc/self/task/TID/stat");
+        let gap = own.abs_diff(read);
+        assert!(
+            gap <= Duration::from_millis(30),
+            "own clock {own:?}, /proc {read:?}"
+        );
     }
 
     #[test]

@@ -100,6 +100,8 @@ struct Node {
     found_tx: mpsc::Sender<Found>,
     peer_ids: HashMap<PeerKey, PeerId>,
     host_load_pct: u8,
+    /// A slot's share of a core as runs showed it at the last advert.
+    run_share: Option<f64>,
     /// The share of a core per slot last logged (start-up's until runs show
     /// another).
     share_told: f64,
@@ -228,6 +230,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         fault_lie,
         deliveries: Default::default(),
         share: Default::default(),
+        running_clocks: Default::default(),
     });
     let worker = Worker::new(ctx, config.slots, config.max_memory)?;
     let coord = Coordinator::load(
@@ -253,6 +256,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         policy: OwnerPolicy::new(config.share),
         load: SystemLoad::new(),
         busy_since: None,
+        run_share: None,
         share_told: config.slot_share,
         config,
         seq: 0,
@@ -405,7 +409,7 @@ impl Node {
     /// The engines' speeds per slot: as calibrated for the share of a core
     /// a slot had at start-up, rescaled to the share tasks get here now.
     fn engine_speeds(&self) -> Vec<EngineSpeed> {
-        let Some(share) = self.worker.run_share() else {
+        let Some(share) = self.run_share else {
             return self.config.engines.clone();
         };
         let factor = share / self.config.slot_share.max(0.01);
@@ -443,7 +447,8 @@ impl Node {
     }
 
     fn advertise(&mut self) {
-        if let Some(share) = self.worker.run_share()
+        self.run_share = self.worker.sample_share();
+        if let Some(share) = self.run_share
             && (share - self.share_told).abs() > 0.25 * self.share_told
         {
             tracing::info!(

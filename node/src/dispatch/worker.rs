@@ -90,6 +90,10 @@ pub struct WorkerCtx {
     pub deliveries: Deliveries,
     /// A slot's share of a core, as the runs here show it.
     pub share: Mutex<crate::capacity::RunShare>,
+    /// The runs going now: each runner thread's id, with when its run was
+    /// last counted in `share` (its start at first) and the thread's CPU
+    /// time then.
+    pub running_clocks: Mutex<HashMap<i32, (std::time::Instant, Duration)>>,
 }
 
 impl WorkerCtx {
@@ -170,9 +174,24 @@ impl Worker {
         self.running.len()
     }
 
-    /// A slot's share of a core as recent runs here show it, if any ran.
-    pub fn run_share(&self) -> Option<f64> {
-        lock(&self.ctx.share).current(std::time::Instant::now())
+    /// A slot's share of a core as recent runs here show it, if any ran;
+    /// runs still going are counted up to now, a second at a time.
+    pub fn sample_share(&self) -> Option<f64> {
+        let now = std::time::Instant::now();
+        let mut clocks = lock(&self.ctx.running_clocks);
+        let mut share = lock(&self.ctx.share);
+        for (&tid, (since, cpu)) in clocks.iter_mut() {
+            if now.saturating_duration_since(*since) < crate::capacity::SHARE_SAMPLE {
+                continue;
+            }
+            // The proc file counts to the tick: the next count starts
+            // from what it said.
+            if let Some(used) = crate::capacity::thread_cpu_time_of(tid) {
+                share.observe(used.saturating_sub(*cpu), now - *since, now);
+                (*since, *cpu) = (now, used);
+            }
+        }
+        share.current(now)
     }
 
     /// Free slots, as advertised.
@@ -986,11 +1005,17 @@ fn run_blocking(
     };
     let t1 = std::time::Instant::now();
     let cpu = crate::capacity::thread_cpu_time();
-    let outcome = ctx.runtime.run(&compiled, &spec)?;
+    let tid = nix::unistd::gettid().as_raw();
+    lock(&ctx.running_clocks).insert(tid, (t1, cpu));
+    let outcome = ctx.runtime.run(&compiled, &spec);
     let t2 = std::time::Instant::now();
+    let cpu_end = crate::capacity::thread_cpu_time();
     // The guest runs on this thread: the CPU time it got over the time it
-    // took is what a slot gets here now.
-    lock(&ctx.share).observe(crate::capacity::thread_cpu_time() - cpu, t2 - t1, t2);
+    // took is what a slot gets here now (the part of a long run not yet
+    // counted by `Worker::sample_share`).
+    let (from, cpu_from) = lock(&ctx.running_clocks).remove(&tid).unwrap_or((t1, cpu));
+    lock(&ctx.share).observe(cpu_end.saturating_sub(cpu_from), t2 - from, t2);
+    let outcome = outcome?;
 
     let (mut files, left) = collect(&ctx.blobs, &output, crate::job::plan::GUEST_OUTPUT, None)?;
     for (guest, copy, listing) in &writable {

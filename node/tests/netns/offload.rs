@@ -233,9 +233,10 @@ fn jit_speed(lan: &Lan, host: usize, name: &str) -> Option<f64> {
 }
 
 /// A device slowed after start-up learns it from the CPU time its tasks
-/// get, advertises the lower speed, and its full speed again once it has
-/// its CPU back. (Here a cgroup limit set under the running daemon, which
-/// it cannot read; on a real device also other work on its cores.)
+/// get — during a long task, and from short ones as they end — advertises
+/// the lower speed, and its full speed again once it has its CPU back.
+/// (Here a cgroup limit set under the running daemon, which it cannot read;
+/// on a real device also other work on its cores.)
 #[test]
 fn a_host_slowed_after_start_up_learns_it_from_its_runs() {
     if !netns_available() {
@@ -250,46 +251,59 @@ fn a_host_slowed_after_start_up_learns_it_from_its_runs() {
     let full = speed().expect("advertised");
     let module = testkit();
     let scratch = tempfile::tempdir().expect("tempdir");
-    let batch = |tasks: &str, out: &str| {
+    let batch = |tasks: u64, spin: &str, out: &str| {
         let out_dir = scratch.path().join(out).display().to_string();
+        let count = tasks.to_string();
         let out = lan.cli(
             0,
             &[
-                "run",
-                &module,
-                "--tasks",
-                tasks,
-                "--out",
-                &out_dir,
-                "--",
-                "spin",
-                "100000000",
+                "run", &module, "--tasks", &count, "--out", &out_dir, "--", "spin", spin,
             ],
         );
         ok(&out);
-        assert_eq!(
-            done_by(&job_json(Path::new(&out_dir)), "host1"),
-            tasks.parse::<u64>().expect("count")
-        );
+        assert_eq!(done_by(&job_json(Path::new(&out_dir)), "host1"), tasks);
     };
+    // A long task (3 s of one core; 15 s at a fifth of one), slowed as it
+    // runs: the advert shows it before the task ends.
+    let long = lan.cli(0, &["run", &module, "--detach", "--", "spin", "3000000000"]);
+    ok(&long);
+    let id = text(&long.stdout).trim().to_string();
+    wait_job(&lan, 0, &id, "the long task to run on host 1", |j| {
+        j["devices"]["host1"]["running"].as_u64().unwrap_or(0) > 0
+    });
     lan.throttle(1, 20);
-    batch("3", "slowed");
     lan.wait_for(
-        "host 1 to advertise the speed its runs showed",
-        Duration::from_secs(10),
+        "host 1 to advertise the speed its running task shows",
+        Duration::from_secs(8),
         || speed().is_some_and(|s| s < 0.5 * full),
     );
-    let slowed = speed().expect("advertised");
-    // Its CPU back (a whole core for its one slot): runs show it again.
-    lan.throttle(1, 100);
-    batch("6", "back");
+    let during = speed().expect("advertised");
+    assert_eq!(
+        job_state(&lan, 0, &id)["state"],
+        "running",
+        "learnt only at the end"
+    );
+    ok(&lan.cli(0, &["cancel", &id]));
+    // Its CPU back (the limit raised to both cores): short runs show it.
+    lan.throttle(1, 200);
+    batch(10, "200000000", "back");
     lan.wait_for(
         "host 1 to advertise its speed again",
         Duration::from_secs(10),
         || speed().is_some_and(|s| s > 0.6 * full),
     );
+    let back = speed().expect("advertised");
+    // Slowed again, between tasks this time: they show it as they end.
+    lan.throttle(1, 20);
+    batch(4, "100000000", "slowed");
+    lan.wait_for(
+        "host 1 to advertise the speed its finished runs showed",
+        Duration::from_secs(10),
+        || speed().is_some_and(|s| s < 0.5 * full),
+    );
     println!(
-        "measured: advertised {full:.0} ops/s at start, {slowed:.0} held to 20 % of a CPU, {:.0} with a core again",
+        "measured: advertised {full:.0} ops/s at start, {during:.0} during a task held to 20 % of a CPU, \
+         {back:.0} with its CPU back, {:.0} after four tasks held to 20 %",
         speed().unwrap_or_default()
     );
 }
