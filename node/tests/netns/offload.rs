@@ -184,6 +184,22 @@ fn a_host_held_to_a_low_cpu_share_gets_fewer_tasks() {
         let peers = lan.peers_of(0);
         peers.contains(&ids[1]) && peers.contains(&ids[2])
     });
+    // Before any task runs, the slow host has read its cgroup's limit and
+    // advertises a slot's share of its CPU (calibration alone measures the
+    // CPU's own speed; once tasks run, the share they get takes over, and
+    // on a loaded machine the unthrottled host's falls too).
+    lan.wait_for("host 0 to see both workers' adverts", LIMIT, || {
+        jit_speed(&lan, 0, "host1").is_some() && jit_speed(&lan, 0, "host2").is_some()
+    });
+    let (fast_speed, slow_speed) = (
+        jit_speed(&lan, 0, "host1").expect("host1's speed"),
+        jit_speed(&lan, 0, "host2").expect("host2's speed"),
+    );
+    println!("advertised at start-up: {fast_speed} and {slow_speed} ops/s");
+    assert!(
+        slow_speed * 3.0 < fast_speed,
+        "a host held to 20 % of a CPU advertises {slow_speed} ops/s, an unthrottled one {fast_speed}"
+    );
     let scratch = tempfile::tempdir().expect("tempdir");
     let out_dir = scratch.path().join("out").display().to_string();
     let module = testkit();
@@ -207,17 +223,6 @@ fn a_host_held_to_a_low_cpu_share_gets_fewer_tasks() {
     println!("measured: unthrottled host {fast} tasks, 20%-CPU host {slow} tasks");
     assert_eq!(fast + slow, 16);
     assert!(slow < fast, "the slow host got {slow}, the fast one {fast}");
-    // The slow host read its cgroup's limit and advertises a slot's share
-    // of its CPU (calibration alone measures the CPU's own speed).
-    let (fast_speed, slow_speed) = (
-        jit_speed(&lan, 0, "host1").expect("host1's speed"),
-        jit_speed(&lan, 0, "host2").expect("host2's speed"),
-    );
-    println!("advertised: {fast_speed} and {slow_speed} ops/s");
-    assert!(
-        slow_speed * 3.0 < fast_speed,
-        "a host held to 20 % of a CPU advertises {slow_speed} ops/s, an unthrottled one {fast_speed}"
-    );
 }
 
 /// The JIT speed host `name` advertises, as `host` sees it.
@@ -234,7 +239,7 @@ fn jit_speed(lan: &Lan, host: usize, name: &str) -> Option<f64> {
 
 /// A device slowed after start-up learns it from the CPU time its tasks
 /// get — during a long task, and from short ones as they end — advertises
-/// the lower speed, and its full speed again once it has its CPU back.
+/// the lower speed, and a higher one again once it has its CPU back.
 /// (Here a cgroup limit set under the running daemon, which it cannot read;
 /// on a real device also other work on its cores.)
 #[test]
@@ -285,12 +290,14 @@ fn a_host_slowed_after_start_up_learns_it_from_its_runs() {
     );
     ok(&lan.cli(0, &["cancel", &id]));
     // Its CPU back (the limit raised to both cores): short runs show it.
+    // (Against what it showed throttled: on a machine busy with other
+    // tests an unthrottled slot may not get a whole core either.)
     lan.throttle(1, 200);
     batch(10, "200000000", "back");
     lan.wait_for(
-        "host 1 to advertise its speed again",
+        "host 1 to advertise a higher speed again",
         Duration::from_secs(10),
-        || speed().is_some_and(|s| s > 0.6 * full),
+        || speed().is_some_and(|s| s > 1.5 * during),
     );
     let back = speed().expect("advertised");
     // Slowed again, between tasks this time: they show it as they end.
