@@ -62,7 +62,7 @@ pub struct DaemonConfig {
     pub slots: u16,
     /// Owner policy.
     pub share: Share,
-    /// Engines and their calibrated speeds per slot, for `slot_share`.
+    /// Engines and their calibrated speeds (one core's).
     pub engines: Vec<EngineSpeed>,
     /// The share of a core each slot had at start-up (its cgroup's limit,
     /// slots per core); tasks run since may show another.
@@ -406,13 +406,11 @@ impl Node {
         }
     }
 
-    /// The engines' speeds per slot: as calibrated for the share of a core
-    /// a slot had at start-up, rescaled to the share tasks get here now.
+    /// The engines' speeds per slot, as advertised: one core's calibrated
+    /// speed times the share of a core a slot gets — as tasks run here have
+    /// shown it, or as read at start-up until they do.
     fn engine_speeds(&self) -> Vec<EngineSpeed> {
-        let Some(share) = self.run_share else {
-            return self.config.engines.clone();
-        };
-        let factor = share / self.config.slot_share.max(0.01);
+        let factor = self.run_share.unwrap_or(self.config.slot_share);
         self.config
             .engines
             .iter()

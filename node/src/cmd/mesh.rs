@@ -421,13 +421,10 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
         }
         // The calibration measured one core's speed; a slot gets less of it
         // when the slots share fewer CPUs (a cgroup limit, more slots than
-        // cores). The scheduler compares devices by this.
+        // cores). The daemon advertises speeds for this share.
         let share = crate::capacity::slot_share_here(slots);
         if share < 1.0 {
             tracing::info!(share, "each slot gets this share of a CPU; speeds scaled");
-            for speed in &mut speeds {
-                speed.ops_per_s = ((speed.ops_per_s as f64) * share).max(1.0) as u64;
-            }
         }
         let mut bootstrap = args.peers.clone();
         for a in store
