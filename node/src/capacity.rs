@@ -2,6 +2,7 @@
 //! load without corral, free memory, AC or battery, and whether to accept
 //! work (`--share idle|always|never`) with hysteresis so it does not flap.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -408,7 +409,7 @@ const SHARE_MIN_RUN: Duration = Duration::from_millis(50);
 const SHARE_HALF_LIFE: Duration = Duration::from_millis(500);
 /// A run still going is counted a second at a time (a task of an hour on
 /// a device slowed in its first minute shows it then, not at its end).
-pub const SHARE_SAMPLE: Duration = Duration::from_secs(1);
+const SHARE_SAMPLE: Duration = Duration::from_secs(1);
 /// An estimate older than this is dropped: the device may be another one
 /// by now (its owner's load, a cgroup limit changed), and the share read
 /// at start-up is used again until a run says otherwise.
@@ -420,14 +421,65 @@ const SHARE_MAX_AGE: Duration = Duration::from_secs(600);
 /// always` while its owner works) advertises what its slots do now, not
 /// what they did when corral started. Frequency changes (thermal limits)
 /// are not seen: a throttled core's CPU time still counts in full.
-#[derive(Clone, Copy, Debug, Default)]
+///
+/// Runs still going are counted a second at a time ([`RunShare::sample`]),
+/// the rest when they end.
+#[derive(Clone, Debug, Default)]
 pub struct RunShare {
     estimate: Option<(f64, Instant)>,
+    /// The runs going now, by thread id: when each was last counted (its
+    /// start at first) and the thread's CPU time then.
+    running: HashMap<i32, (Instant, Duration)>,
 }
 
 impl RunShare {
+    /// A run starts on thread `tid` at `at`, the thread having used `cpu`.
+    pub fn started(&mut self, tid: i32, at: Instant, cpu: Duration) {
+        self.running.insert(tid, (at, cpu));
+    }
+
+    /// The run on thread `tid` ended at `at`, the thread having used `cpu`:
+    /// what [`RunShare::sample`] had not counted of it is counted.
+    pub fn ended(&mut self, tid: i32, at: Instant, cpu: Duration) {
+        let (from, cpu_from) = self.running.remove(&tid).unwrap_or((at, cpu));
+        self.observe(
+            cpu.saturating_sub(cpu_from),
+            at.saturating_duration_since(from),
+            at,
+        );
+    }
+
+    /// Counts the runs going for [`SHARE_SAMPLE`] or more since they were
+    /// last counted, up to `now` (a thread's CPU time from `cpu_of`), and
+    /// returns the share runs showed lately, if any did.
+    pub fn sample(
+        &mut self,
+        now: Instant,
+        cpu_of: impl Fn(i32) -> Option<Duration>,
+    ) -> Option<f64> {
+        let mut counted = Vec::new();
+        for (&tid, (since, cpu)) in &mut self.running {
+            if now.saturating_duration_since(*since) < SHARE_SAMPLE {
+                continue;
+            }
+            // The proc file counts to the tick: the next count starts from
+            // what it said.
+            if let Some(used) = cpu_of(tid) {
+                counted.push((
+                    used.saturating_sub(*cpu),
+                    now.saturating_duration_since(*since),
+                ));
+                (*since, *cpu) = (now, used);
+            }
+        }
+        for (cpu, wall) in counted {
+            self.observe(cpu, wall, now);
+        }
+        self.current(now)
+    }
+
     /// Adds a run that got `cpu` of CPU time over `wall`, ended at `now`.
-    pub fn observe(&mut self, cpu: Duration, wall: Duration, now: Instant) {
+    fn observe(&mut self, cpu: Duration, wall: Duration, now: Instant) {
         if wall < SHARE_MIN_RUN {
             return;
         }
@@ -510,6 +562,26 @@ mod tests {
         // A fresh run after that starts over rather than blending.
         share.observe(ms(300), ms(600), later);
         assert_eq!(share.current(later), Some(0.5));
+    }
+
+    #[test]
+    fn a_run_still_going_is_counted_a_second_at_a_time_and_the_rest_at_its_end() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut share = RunShare::default();
+        share.started(7, t0, ms(40));
+        // Not a second yet: nothing to count.
+        assert_eq!(share.sample(t0 + ms(900), |_| Some(ms(500))), None);
+        // Two seconds at a fifth of a core.
+        let seen = share.sample(t0 + ms(2000), |tid| (tid == 7).then_some(ms(440)));
+        assert!((seen.expect("counted") - 0.2).abs() < 1e-9, "{seen:?}");
+        // Half a second more with a whole core, counted at its end only
+        // from the last sample: halfway from 0.2 to 1.
+        share.ended(7, t0 + ms(2500), ms(940));
+        let ended = share.current(t0 + ms(2500)).expect("counted");
+        assert!((ended - 0.6).abs() < 1e-9, "{ended}");
+        // Ended runs are no longer sampled.
+        assert_eq!(share.sample(t0 + ms(9000), |_| Some(ms(0))), Some(ended));
     }
 
     #[test]

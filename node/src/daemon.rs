@@ -230,7 +230,6 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         fault_lie,
         deliveries: Default::default(),
         share: Default::default(),
-        running_clocks: Default::default(),
     });
     let worker = Worker::new(ctx, config.slots, config.max_memory)?;
     let coord = Coordinator::load(

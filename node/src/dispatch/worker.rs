@@ -90,10 +90,6 @@ pub struct WorkerCtx {
     pub deliveries: Deliveries,
     /// A slot's share of a core, as the runs here show it.
     pub share: Mutex<crate::capacity::RunShare>,
-    /// The runs going now: each runner thread's id, with when its run was
-    /// last counted in `share` (its start at first) and the thread's CPU
-    /// time then.
-    pub running_clocks: Mutex<HashMap<i32, (std::time::Instant, Duration)>>,
 }
 
 impl WorkerCtx {
@@ -177,21 +173,10 @@ impl Worker {
     /// A slot's share of a core as recent runs here show it, if any ran;
     /// runs still going are counted up to now, a second at a time.
     pub fn sample_share(&self) -> Option<f64> {
-        let now = std::time::Instant::now();
-        let mut clocks = lock(&self.ctx.running_clocks);
-        let mut share = lock(&self.ctx.share);
-        for (&tid, (since, cpu)) in clocks.iter_mut() {
-            if now.saturating_duration_since(*since) < crate::capacity::SHARE_SAMPLE {
-                continue;
-            }
-            // The proc file counts to the tick: the next count starts
-            // from what it said.
-            if let Some(used) = crate::capacity::thread_cpu_time_of(tid) {
-                share.observe(used.saturating_sub(*cpu), now - *since, now);
-                (*since, *cpu) = (now, used);
-            }
-        }
-        share.current(now)
+        lock(&self.ctx.share).sample(
+            std::time::Instant::now(),
+            crate::capacity::thread_cpu_time_of,
+        )
     }
 
     /// Free slots, as advertised.
@@ -511,13 +496,14 @@ impl RunQueue {
 /// for the event loop.
 fn runner(ctx: &Arc<WorkerCtx>, n: u16) {
     let work = WorkDir::new(ctx.blobs.tmp_dir().join(format!("run-{n}")));
+    let tid = nix::unistd::gettid().as_raw();
     loop {
         let (task, prepared) = ctx.runs.pop();
         let result = if task.cancel.load(Ordering::Relaxed) {
             Ok(None)
         } else {
             tracing::debug!(job = %task.manifest.job, index = task.index, "running");
-            run_blocking(ctx, &work, &task, &prepared).map(|receipt| {
+            run_blocking(ctx, &work, tid, &task, &prepared).map(|receipt| {
                 // Stopped part way: its result is not wanted.
                 (!task.cancel.load(Ordering::Relaxed)).then(|| Signed::sign(&receipt, &ctx.key))
             })
@@ -926,9 +912,11 @@ fn remove_entry(entry: &std::fs::DirEntry) -> anyhow::Result<()> {
     removed.with_context(|| format!("cannot clear {}", path.display()))
 }
 
+/// Runs a task on this runner thread (`tid`).
 fn run_blocking(
     ctx: &WorkerCtx,
     work: &WorkDir,
+    tid: i32,
     task: &Assignment,
     prepared: &Prepared,
 ) -> anyhow::Result<TaskReceipt> {
@@ -1004,17 +992,12 @@ fn run_blocking(
         live: task.live.as_ref().map(|l| l.output.clone()),
     };
     let t1 = std::time::Instant::now();
-    let cpu = crate::capacity::thread_cpu_time();
-    let tid = nix::unistd::gettid().as_raw();
-    lock(&ctx.running_clocks).insert(tid, (t1, cpu));
+    // The guest runs on this thread: the CPU time it gets over the time it
+    // takes is what a slot gets here now.
+    lock(&ctx.share).started(tid, t1, crate::capacity::thread_cpu_time());
     let outcome = ctx.runtime.run(&compiled, &spec);
     let t2 = std::time::Instant::now();
-    let cpu_end = crate::capacity::thread_cpu_time();
-    // The guest runs on this thread: the CPU time it got over the time it
-    // took is what a slot gets here now (the part of a long run not yet
-    // counted by `Worker::sample_share`).
-    let (from, cpu_from) = lock(&ctx.running_clocks).remove(&tid).unwrap_or((t1, cpu));
-    lock(&ctx.share).observe(cpu_end.saturating_sub(cpu_from), t2 - from, t2);
+    lock(&ctx.share).ended(tid, t2, crate::capacity::thread_cpu_time());
     let outcome = outcome?;
 
     let (mut files, left) = collect(&ctx.blobs, &output, crate::job::plan::GUEST_OUTPUT, None)?;
