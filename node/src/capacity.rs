@@ -124,7 +124,12 @@ impl SystemLoad {
             s.refresh_cpu_usage();
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f32;
-        let load_file = std::env::var_os("CORRAL_TEST_HOST_LOAD").map(std::path::PathBuf::from);
+        // Only builds with the `test-hooks` feature (the tests') honour it.
+        let load_file = if cfg!(feature = "test-hooks") {
+            std::env::var_os("CORRAL_TEST_HOST_LOAD").map(std::path::PathBuf::from)
+        } else {
+            None
+        };
         if load_file.is_some() {
             tracing::warn!(
                 "CORRAL_TEST_HOST_LOAD: the host load is read from a file (a test switch)"

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use corral_protocol::capacity::{CapacityAdvert, EngineSpeed, OwnerState};
@@ -34,8 +34,10 @@ use crate::dispatch::worker::{Gate, Worker, WorkerCtx, WorkerEvent};
 use crate::dispatch::{FetchLocks, NetCmd, NetHandle, fetch_blob};
 
 use crate::capacity::{LoadSource, OwnerPolicy, Share, SystemLoad};
+use crate::clock::now_ms;
+use crate::control::ControlError;
 use crate::control::Request;
-use crate::control::server::{self, Call};
+use crate::control::server::{self, Answer, Call};
 use crate::identity::{self, NodeKey};
 use crate::net::behaviour::{Behaviour, BehaviourEvent};
 use crate::net::discovery::{Discovery, Found};
@@ -71,13 +73,6 @@ pub struct DaemonConfig {
     pub max_memory: Option<u64>,
     /// `--grace`: how long running tasks may go on once the owner is back.
     pub grace: Duration,
-}
-
-/// Milliseconds since the unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 struct Node {
@@ -128,7 +123,7 @@ struct Watcher {
     seq: u64,
     summary: bool,
     deadline: tokio::time::Instant,
-    reply: oneshot::Sender<Result<serde_json::Value, String>>,
+    reply: oneshot::Sender<Answer>,
 }
 
 /// Longest a `Watch` may wait (a CLI asks again).
@@ -210,7 +205,9 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
     let runtime = Arc::new(crate::runtime::Runtime::new(Some(
         config.data_dir.join("cache").join("modules"),
     ))?);
-    let fault_lie = std::env::var("CORRAL_TEST_FAULT").is_ok_and(|v| v == "lie");
+    // A test switch: only builds with the `test-hooks` feature honour it.
+    let fault_lie = cfg!(feature = "test-hooks")
+        && std::env::var("CORRAL_TEST_FAULT").is_ok_and(|v| v == "lie");
     if fault_lie {
         tracing::warn!("CORRAL_TEST_FAULT=lie: this worker reports wrong results (a test switch)");
     }
@@ -660,44 +657,47 @@ impl Node {
         }
     }
 
-    fn control(&mut self, request: Request) -> Result<serde_json::Value, String> {
+    fn control(&mut self, request: Request) -> Answer {
         match request {
             Request::Status => Ok(self.status()),
             Request::Peers => Ok(self.peers()),
             Request::Leave => Ok(json!({"leaving": true})),
             Request::TrustAdd { key, name } => {
-                let key: PeerKey = key.parse().map_err(|e| format!("{e}"))?;
+                let key: PeerKey = key.parse().map_err(bad_request)?;
                 self.store
                     .trust_add(&key, &name, now_ms())
-                    .map_err(|e| format!("{e:#}"))?;
+                    .map_err(|e| ControlError::internal(format!("{e:#}")))?;
                 Ok(json!({"trusted": key.to_string(), "name": name}))
             }
             Request::TrustRemove { key } => {
-                let key: PeerKey = key.parse().map_err(|e| format!("{e}"))?;
+                let key: PeerKey = key.parse().map_err(bad_request)?;
                 let removed = self
                     .store
                     .trust_remove(&key)
-                    .map_err(|e| format!("{e:#}"))?;
+                    .map_err(|e| ControlError::internal(format!("{e:#}")))?;
                 Ok(json!({"removed": removed}))
             }
             Request::TrustList => self
                 .store
                 .trust_list()
                 .map(|list| json!(list))
-                .map_err(|e| format!("{e:#}")),
+                .map_err(|e| ControlError::internal(format!("{e:#}"))),
             Request::Submit { spec } => {
-                let job = self.coord.submit(*spec, now_ms())?;
+                let job = self
+                    .coord
+                    .submit(*spec, now_ms())
+                    .map_err(ControlError::refused)?;
                 tracing::info!(%job, "job submitted");
                 self.dirty = true;
                 Ok(json!({ "job": job.to_string() }))
             }
             Request::Jobs => Ok(json!(self.coord.list())),
             Request::Job { id } => {
-                let id: JobId = id.parse().map_err(|e| format!("{e}"))?;
+                let id: JobId = id.parse().map_err(bad_request)?;
                 self.coord
                     .report(&id, &|p| self.name_of(p))
                     .map(|r| json!(r))
-                    .ok_or_else(|| format!("no job {id} on this node"))
+                    .ok_or_else(|| no_job(&id))
             }
             Request::Watch { id, .. } => self.control(Request::Job { id }),
             Request::Output {
@@ -705,15 +705,21 @@ impl Node {
                 stdout_from,
                 stderr_from,
             } => {
-                let id: JobId = id.parse().map_err(|e| format!("{e}"))?;
+                let id: JobId = id.parse().map_err(bad_request)?;
                 let live = self
                     .coord
                     .live_output(&id, stdout_from, stderr_from, |p| self.name_of(p));
                 Ok(json!(live))
             }
             Request::Cancel { id } => {
-                let id: JobId = id.parse().map_err(|e| format!("{e}"))?;
-                let actions = self.coord.cancel(&id)?;
+                let id: JobId = id.parse().map_err(bad_request)?;
+                let actions = self.coord.cancel(&id).map_err(|e| {
+                    if self.coord.progress(&id).is_none() {
+                        ControlError::not_found(e)
+                    } else {
+                        ControlError::refused(e)
+                    }
+                })?;
                 let cancelled = actions.len();
                 self.execute(actions);
                 Ok(json!({ "cancelled": id.to_string(), "tasks_stopped": cancelled }))
@@ -727,12 +733,12 @@ impl Node {
         seq: u64,
         wait_ms: u64,
         summary: bool,
-        reply: oneshot::Sender<Result<serde_json::Value, String>>,
+        reply: oneshot::Sender<Answer>,
     ) {
         let job: JobId = match id.parse() {
             Ok(job) => job,
             Err(e) => {
-                let _ = reply.send(Err(format!("{e}")));
+                let _ = reply.send(Err(bad_request(e)));
                 return;
             }
         };
@@ -776,9 +782,7 @@ impl Node {
                 } else {
                     self.coord.report(&w.job, &name)
                 };
-                let answer = report
-                    .map(|r| json!(r))
-                    .ok_or_else(|| format!("no job {} on this node", w.job));
+                let answer = report.map(|r| json!(r)).ok_or_else(|| no_job(&w.job));
                 let _ = w.reply.send(answer);
             } else {
                 self.watchers.push(w);
@@ -1399,6 +1403,14 @@ impl Node {
         let _ = std::fs::remove_file(self.config.data_dir.join(crate::control::SOCKET_NAME));
         tracing::info!("left the mesh");
     }
+}
+
+fn bad_request(e: impl std::fmt::Display) -> ControlError {
+    ControlError::bad_request(e.to_string())
+}
+
+fn no_job(id: &JobId) -> ControlError {
+    ControlError::not_found(format!("no job {id} on this node"))
 }
 
 /// The engines of this build with their cached calibration, fastest first;

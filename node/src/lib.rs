@@ -9,6 +9,7 @@
 pub mod blobs;
 pub mod capacity;
 pub mod cli;
+pub mod clock;
 pub mod cmd;
 pub mod config;
 pub mod control;

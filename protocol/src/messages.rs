@@ -170,6 +170,10 @@ pub enum RejectReason {
     ModuleHashMismatch = 10,
     /// The request does not decode or is out of bounds.
     Malformed = 11,
+    /// What the task needs (its module, inputs or trees) could not be
+    /// fetched from the coordinator, or its work dir could not be made: the
+    /// worker gives it back with [`TaskRequest::HandBack`].
+    InputsUnavailable = 12,
 }
 
 impl RejectReason {
@@ -192,7 +196,33 @@ impl RejectReason {
             RejectReason::Draining => "device is leaving",
             RejectReason::ModuleHashMismatch => "module does not match its hash",
             RejectReason::Malformed => "malformed request",
+            RejectReason::InputsUnavailable => "could not fetch what the task needs",
         }
+    }
+
+    /// Whether the refusal holds for the rest of the job on that device
+    /// (its trust list, its engines, its limits do not change mid-job): the
+    /// coordinator offers it that job no more.
+    pub fn is_lasting(self) -> bool {
+        matches!(
+            self,
+            RejectReason::NotTrusted
+                | RejectReason::BadSignature
+                | RejectReason::EngineUnavailable
+                | RejectReason::LimitsTooLarge
+                | RejectReason::Expired
+                | RejectReason::ModuleHashMismatch
+        )
+    }
+
+    /// Whether the device is only unavailable for now (full, its owner at
+    /// it, leaving): neither its fault nor the task's, so a task refused or
+    /// handed back for it costs no attempt and is offered again later.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            RejectReason::Busy | RejectReason::OwnerBusy | RejectReason::Draining
+        )
     }
 }
 
@@ -253,7 +283,33 @@ mod tests {
         assert_eq!(RejectReason::BadSignature.code(), 1);
         assert_eq!(RejectReason::NotTrusted.code(), 2);
         assert_eq!(RejectReason::Malformed.code(), 11);
+        assert_eq!(RejectReason::InputsUnavailable.code(), 12);
         assert_eq!(RejectReason::NotTrusted.describe(), "submitter not trusted");
+    }
+
+    #[test]
+    fn a_refusal_is_lasting_transient_or_neither_never_both() {
+        use RejectReason as R;
+        let all = [
+            R::BadSignature,
+            R::NotTrusted,
+            R::Expired,
+            R::Replay,
+            R::LimitsTooLarge,
+            R::EngineUnavailable,
+            R::Busy,
+            R::OwnerBusy,
+            R::Draining,
+            R::ModuleHashMismatch,
+            R::Malformed,
+            R::InputsUnavailable,
+        ];
+        for r in all {
+            assert!(!(r.is_lasting() && r.is_transient()), "{r:?}");
+        }
+        assert!(R::NotTrusted.is_lasting() && R::ModuleHashMismatch.is_lasting());
+        assert!(R::Busy.is_transient() && R::Draining.is_transient());
+        assert!(!R::Replay.is_lasting() && !R::InputsUnavailable.is_transient());
     }
 
     #[test]

@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use super::UsageError;
 use crate::cli::{TrustCommand, UpArgs};
+use crate::clock::now_ms;
 use crate::config::DataDir;
 use crate::control::{self, Request};
-use crate::daemon::{self, DaemonConfig, now_ms};
+use crate::daemon::{self, DaemonConfig};
 use crate::identity::{self, NodeKey};
 use crate::store::Store;
 

@@ -21,7 +21,7 @@ use crate::cli::RunArgs;
 use crate::config::DataDir;
 use crate::control::Request;
 use crate::control::client;
-use crate::dispatch::coordinator::{StreamedOutput, SubmitSpec};
+use crate::control::wire::{StreamedOutput, SubmitSpec};
 use crate::job::outdir::OutDir;
 use crate::job::plan::{JobPlan, Tasks};
 use crate::job::report::JobReport;

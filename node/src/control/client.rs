@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{CONTROL_VERSION, Envelope, MAX_RESPONSE_BYTES, Request, Response, SOCKET_NAME};
+use super::{
+    CONTROL_VERSION, ControlError, Envelope, ErrorCode, MAX_RESPONSE_BYTES, Request, Response,
+    SOCKET_NAME,
+};
 
 /// Whether a daemon answers on this data dir's socket.
 pub fn daemon_running(data_dir: &Path) -> bool {
@@ -56,12 +59,14 @@ pub fn call(data_dir: &Path, request: Request) -> anyhow::Result<serde_json::Val
         );
     }
     if !response.ok {
-        anyhow::bail!(
-            "{}",
+        // A coded error: callers can `downcast_ref::<ControlError>()`.
+        return Err(ControlError::new(
+            response.code.unwrap_or(ErrorCode::Internal),
             response
                 .error
-                .unwrap_or_else(|| "the daemon refused the request".into())
-        );
+                .unwrap_or_else(|| "the daemon refused the request".into()),
+        )
+        .into());
     }
     Ok(response.data.unwrap_or(serde_json::Value::Null))
 }

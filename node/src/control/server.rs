@@ -10,10 +10,16 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{CONTROL_VERSION, Envelope, MAX_LINE_BYTES, Request, Response, SOCKET_NAME};
+use super::{
+    CONTROL_VERSION, ControlError, Envelope, ErrorCode, MAX_LINE_BYTES, Request, Response,
+    SOCKET_NAME,
+};
+
+/// The answer: the reply's data, or a coded error.
+pub type Answer = Result<serde_json::Value, ControlError>;
 
 /// A request with the channel its answer goes back on.
-pub type Call = (Request, oneshot::Sender<Result<serde_json::Value, String>>);
+pub type Call = (Request, oneshot::Sender<Answer>);
 
 /// Most control connections served at once.
 const MAX_CONNECTIONS: usize = 16;
@@ -67,11 +73,12 @@ pub fn serve(data_dir: &Path, calls: mpsc::Sender<Call>) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn answer(line: &str, calls: &mpsc::Sender<Call>) -> Response {
-    let fail = |error: String| Response {
+    let fail = |error: ControlError| Response {
         v: CONTROL_VERSION,
         ok: false,
         data: None,
-        error: Some(error),
+        error: Some(error.message),
+        code: Some(error.code),
     };
     let version: Option<u32> = serde_json::from_str::<serde_json::Value>(line)
         .ok()
@@ -80,20 +87,31 @@ pub(crate) async fn answer(line: &str, calls: &mpsc::Sender<Call>) -> Response {
     match version {
         Some(CONTROL_VERSION) => {}
         Some(other) => {
-            return fail(format!(
-                "this daemon speaks control protocol v{CONTROL_VERSION}, the CLI sent v{other}: \
-                 use the same corral version for both"
+            return fail(ControlError::new(
+                ErrorCode::Version,
+                format!(
+                    "this daemon speaks control protocol v{CONTROL_VERSION}, the CLI sent v{other}: \
+                     use the same corral version for both"
+                ),
             ));
         }
-        None => return fail("not a control request (no version)".into()),
+        None => {
+            return fail(ControlError::bad_request(
+                "not a control request (no version)",
+            ));
+        }
     }
     let request: Envelope<Request> = match serde_json::from_str(line) {
         Ok(r) => r,
-        Err(e) => return fail(format!("bad control request: {e}")),
+        Err(e) => {
+            return fail(ControlError::bad_request(format!(
+                "bad control request: {e}"
+            )));
+        }
     };
     let (tx, rx) = oneshot::channel();
     if calls.send((request.body, tx)).await.is_err() {
-        return fail("the daemon is shutting down".into());
+        return fail(ControlError::unavailable("the daemon is shutting down"));
     }
     match rx.await {
         Ok(Ok(data)) => Response {
@@ -101,9 +119,10 @@ pub(crate) async fn answer(line: &str, calls: &mpsc::Sender<Call>) -> Response {
             ok: true,
             data: Some(data),
             error: None,
+            code: None,
         },
         Ok(Err(error)) => fail(error),
-        Err(_) => fail("the daemon is shutting down".into()),
+        Err(_) => fail(ControlError::unavailable("the daemon is shutting down")),
     }
 }
 
@@ -116,6 +135,7 @@ mod tests {
         let (tx, _rx) = mpsc::channel(1);
         let r = answer(r#"{"v":2,"cmd":"status"}"#, &tx).await;
         assert!(!r.ok);
+        assert_eq!(r.code, Some(ErrorCode::Version));
         assert!(
             r.error
                 .as_deref()
@@ -123,6 +143,7 @@ mod tests {
             "{r:?}"
         );
         let r = answer("hello", &tx).await;
+        assert_eq!(r.code, Some(ErrorCode::BadRequest));
         assert!(
             r.error
                 .as_deref()

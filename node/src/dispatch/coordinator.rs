@@ -12,14 +12,13 @@ use corral_protocol::codec;
 use corral_protocol::envelope::{Signed, SigningKey};
 use corral_protocol::hash::{ContentHash, ContentHasher};
 use corral_protocol::ids::{JobId, Nonce, PeerKey};
-use corral_protocol::manifest::{
-    DirSpec, EngineReq, InputSpec, JobManifest, Limits, MAX_LIFETIME_MS, TaskSet,
-};
+use corral_protocol::manifest::{EngineReq, InputSpec, JobManifest, MAX_LIFETIME_MS, TaskSet};
 use corral_protocol::receipt::{EngineKind, OutputFile, TaskReceipt, TaskStatus};
 use corral_scheduler::batch::{Batch, BatchConfig, Decision, MAX_AHEAD, Pool, TaskState, Worker};
 use serde::{Deserialize, Serialize};
 
 use crate::blobs::BlobStore;
+use crate::control::wire::{StreamedOutput, SubmitSpec};
 use crate::job::report::{DeviceCount, FileReport, JobReport, Refusal, RunReport, TaskReport};
 use crate::store::{Records, Store};
 
@@ -36,35 +35,6 @@ const BUSY_COOLDOWN_MS: u64 = 1000;
 const LOST_COOLDOWN_MS: u64 = 5000;
 /// Most distinct refusals remembered per job.
 const MAX_REFUSALS: usize = 64;
-
-/// What `corral run` asks the daemon to run. Blobs (module, inputs, trees)
-/// are already in the data dir's blob store.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SubmitSpec {
-    /// The module's blob.
-    pub module: ContentHash,
-    /// The module's file name (argv[0]).
-    pub module_name: String,
-    /// Argument template.
-    pub args: Vec<String>,
-    /// The guest's environment.
-    pub env: Vec<(String, String)>,
-    /// `--tasks N` (ignored with inputs).
-    pub tasks: u32,
-    /// `--inputs`: name and blob of each, in order.
-    pub inputs: Vec<(String, ContentHash)>,
-    /// `--dir` trees.
-    pub dirs: Vec<DirSpec>,
-    /// Per-task limits.
-    pub limits: Limits,
-    /// Engine needed.
-    pub engine: EngineReq,
-    /// `--verify K` (1: none).
-    pub verify: u8,
-    /// The blob every task reads on stdin (a single task's forwarded stdin).
-    #[serde(default)]
-    pub stdin: Option<ContentHash>,
-}
 
 /// A peer that can take tasks, from the view (or this node).
 #[derive(Clone, Debug)]
@@ -189,21 +159,6 @@ const MAX_LIVE_BYTES: usize = 16 * 1024 * 1024;
 /// Most streamed bytes of each stream handed to `corral run` per call.
 pub const MAX_LIVE_READ: usize = 256 * 1024;
 
-/// Streamed output of a single-task job for `corral run`: the bytes of
-/// each stream from the offsets asked for.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct StreamedOutput {
-    /// Which streaming run this is (it changes when the task starts over
-    /// on another device).
-    pub run: u32,
-    /// The device it runs on.
-    pub peer: String,
-    /// stdout from the offset asked for.
-    pub stdout: Vec<u8>,
-    /// stderr from the offset asked for.
-    pub stderr: Vec<u8>,
-}
-
 /// A task this short is over before its next offer could arrive: a job made
 /// of them keeps more than one task ahead on each device (see [`ahead`]).
 const SHORT_TASK_MS: u64 = 20;
@@ -310,7 +265,7 @@ impl Coordinator {
         // Its own signature; expiry is checked when offered.
         let manifest = signed
             .verify_from(&self.me, 0)
-            .or_else(|_| signed.verify_from(&self.me, crate::daemon::now_ms()))?;
+            .or_else(|_| signed.verify_from(&self.me, crate::clock::now_ms()))?;
         let job = manifest.job;
         anyhow::ensure!(
             id == job.as_bytes(),
@@ -698,7 +653,7 @@ impl Coordinator {
             });
         job.record.state = if failed { "failed" } else { "completed" }.into();
         job.live = None;
-        job.record.finished_ms = Some(crate::daemon::now_ms());
+        job.record.finished_ms = Some(crate::clock::now_ms());
         job.ended = Some(std::time::Instant::now());
         job.seq += 1;
         if let Err(e) = self
@@ -753,7 +708,7 @@ impl Coordinator {
         let decisions = if busy {
             // Not its fault and not the task's: try it again a little later.
             job.cooldown
-                .insert(peer, crate::daemon::now_ms() + BUSY_COOLDOWN_MS);
+                .insert(peer, crate::clock::now_ms() + BUSY_COOLDOWN_MS);
             job.batch.on_busy(index, &peer, reason)
         } else {
             job.batch.on_rejected(index, &peer, reason)
@@ -768,7 +723,7 @@ impl Coordinator {
             return Vec::new();
         };
         job.cooldown
-            .insert(peer, crate::daemon::now_ms() + LOST_COOLDOWN_MS);
+            .insert(peer, crate::clock::now_ms() + LOST_COOLDOWN_MS);
         let decisions = job.batch.on_lost(index, &peer, reason);
         self.after_release(id, index, decisions)
     }
@@ -824,7 +779,7 @@ impl Coordinator {
         from: &PeerKey,
         signed: &[Signed<TaskReceipt>],
     ) -> Vec<Result<Option<TaskReceipt>, String>> {
-        Signed::verify_all_from(signed, from, crate::daemon::now_ms())
+        Signed::verify_all_from(signed, from, crate::clock::now_ms())
             .into_iter()
             .map(|verified| {
                 let receipt =
@@ -1039,7 +994,7 @@ impl Coordinator {
         }
         job.record.state = "cancelled".into();
         job.live = None;
-        job.record.finished_ms = Some(crate::daemon::now_ms());
+        job.record.finished_ms = Some(crate::clock::now_ms());
         job.ended = Some(std::time::Instant::now());
         job.seq += 1;
         self.store
@@ -1118,7 +1073,7 @@ impl Coordinator {
                         .ok()
                         .and_then(|s| {
                             s.verify(0)
-                                .or_else(|_| s.verify(crate::daemon::now_ms()))
+                                .or_else(|_| s.verify(crate::clock::now_ms()))
                                 .ok()
                         })
                         .map_or(0, |m| m.task_count() as usize);
@@ -1274,7 +1229,7 @@ fn report_of(
     let duration_ms = job
         .record
         .finished_ms
-        .unwrap_or_else(crate::daemon::now_ms)
+        .unwrap_or_else(crate::clock::now_ms)
         .saturating_sub(job.record.created_ms);
     let mut report = JobReport::new(
         id.to_string(),

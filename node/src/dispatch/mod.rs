@@ -184,8 +184,3 @@ pub async fn fetch_blob(
         }
     }
 }
-
-/// Milliseconds since the unix epoch.
-pub fn now_ms() -> u64 {
-    crate::daemon::now_ms()
-}

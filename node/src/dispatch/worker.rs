@@ -31,8 +31,9 @@ use corral_protocol::tree::{MAX_TREE_BYTES, TreeListing};
 use corral_scheduler::batch::MAX_AHEAD;
 use tokio::sync::mpsc;
 
-use super::{FetchLocks, NetHandle, fetch_blob, now_ms};
+use super::{FetchLocks, NetHandle, fetch_blob};
 use crate::blobs::BlobStore;
+use crate::clock::now_ms;
 use crate::runtime::{
     Compiled, Limits, LiveOutput, MAX_MODULE_BYTES, Preopen, RunSpec, Runtime, Stdin, WasmModule,
 };
