@@ -7,6 +7,7 @@
 //! per command.
 
 pub mod blobs;
+pub mod calibration;
 pub mod capacity;
 pub mod cli;
 pub mod clock;

@@ -353,7 +353,7 @@ pub fn bench(data_dir: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> 
     for engine in runtime.engines() {
         let speed = super::bench::calibrate(&runtime, engine)?;
         if let Some(store) = &store {
-            store.set(&format!("speed.{}", engine.name()), &speed.to_string())?;
+            crate::calibration::record(store, engine, speed)?;
         }
         out.insert(engine.name().into(), serde_json::json!(speed));
         if !json {
@@ -385,7 +385,7 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
     // Calibrate in a child process the first time: the engines' compilers
     // and code would otherwise stay in the daemon's memory for good.
     let mut store = Store::open(dir.root())?;
-    if daemon::cached_engine_speeds(&store)?.is_none() {
+    if crate::calibration::cached(&store)?.is_none() {
         // The child needs the store: let go of it while it runs.
         drop(store);
         eprintln!("corral: calibrating the engines of this device (once)…");
@@ -406,7 +406,7 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
         .slots
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u16));
     let engines = {
-        let mut speeds = daemon::cached_engine_speeds(&store)?
+        let mut speeds = crate::calibration::cached(&store)?
             .context("the calibration did not record a speed for every engine")?;
         match args.engine {
             crate::runtime::EngineChoice::Auto => {}

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod server;
+pub mod watch;
 pub mod wire;
 
 pub use wire::{

@@ -180,6 +180,11 @@ impl Worker {
         )
     }
 
+    /// Coordinators with receipts not yet acknowledged (their senders run).
+    pub fn deliveries_pending(&self) -> usize {
+        lock(&self.ctx.deliveries.0).len()
+    }
+
     /// Free slots, as advertised.
     pub fn slots_free(&self) -> u16 {
         self.slots

@@ -1,9 +1,12 @@
 //! The network: libp2p over TCP behind the mesh's private-network key
 //! ([`transport`]), identify, ping and gossipsub capacity adverts
-//! ([`behaviour`]), DNS-SD over mDNS discovery ([`discovery`]).
+//! ([`behaviour`]) put together in a [`swarm`], DNS-SD over mDNS discovery
+//! ([`discovery`]) and whom to dial ([`dialer`]).
 
 pub mod behaviour;
+pub mod dialer;
 pub mod discovery;
+pub mod swarm;
 pub mod transport;
 pub mod wire;
 

@@ -6,6 +6,7 @@
 mod batch;
 mod examples;
 mod install;
+mod leave;
 mod mesh;
 mod offload;
 mod single;

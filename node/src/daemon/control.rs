@@ -1,0 +1,199 @@
+//! The daemon's answers to the control socket (DESIGN §9's query and
+//! action commands): each request is answered from the node's state, with a
+//! coded error when it cannot be.
+
+use corral_protocol::ids::{JobId, PeerKey};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::Node;
+use crate::clock::now_ms;
+use crate::control::server::Answer;
+use crate::control::{ControlError, Request};
+
+impl Node {
+    /// Answers a control request (all but `Watch`, see [`Node::watch`]).
+    pub(super) fn control(&mut self, request: Request, reply: oneshot::Sender<Answer>) {
+        let answer = self.answer(request);
+        let _ = reply.send(answer);
+    }
+
+    fn answer(&mut self, request: Request) -> Answer {
+        match request {
+            Request::Status => Ok(self.status()),
+            Request::Peers => Ok(self.peers()),
+            Request::Leave => Ok(json!({"leaving": true})),
+            Request::TrustAdd { key, name } => {
+                let key: PeerKey = key.parse().map_err(bad_request)?;
+                self.store
+                    .trust_add(&key, &name, now_ms())
+                    .map_err(internal)?;
+                Ok(json!({"trusted": key.to_string(), "name": name}))
+            }
+            Request::TrustRemove { key } => {
+                let key: PeerKey = key.parse().map_err(bad_request)?;
+                let removed = self.store.trust_remove(&key).map_err(internal)?;
+                Ok(json!({"removed": removed}))
+            }
+            Request::TrustList => self
+                .store
+                .trust_list()
+                .map(|list| json!(list))
+                .map_err(internal),
+            Request::Submit { spec } => {
+                let job = self
+                    .coord
+                    .submit(*spec, now_ms())
+                    .map_err(ControlError::refused)?;
+                tracing::info!(%job, "job submitted");
+                self.dirty = true;
+                Ok(json!({ "job": job.to_string() }))
+            }
+            Request::Jobs => Ok(json!(self.coord.list())),
+            Request::Job { id } | Request::Watch { id, .. } => {
+                let id: JobId = id.parse().map_err(bad_request)?;
+                self.coord
+                    .report(&id, &|p| self.name_of(p))
+                    .map(|r| json!(r))
+                    .ok_or_else(|| no_job(&id))
+            }
+            Request::Output {
+                id,
+                stdout_from,
+                stderr_from,
+            } => {
+                let id: JobId = id.parse().map_err(bad_request)?;
+                let live = self
+                    .coord
+                    .live_output(&id, stdout_from, stderr_from, |p| self.name_of(p));
+                Ok(json!(live))
+            }
+            Request::Cancel { id } => {
+                let id: JobId = id.parse().map_err(bad_request)?;
+                let actions = self.coord.cancel(&id).map_err(|e| {
+                    if self.coord.progress(&id).is_none() {
+                        ControlError::not_found(e)
+                    } else {
+                        ControlError::refused(e)
+                    }
+                })?;
+                let cancelled = actions.len();
+                self.execute(actions);
+                Ok(json!({ "cancelled": id.to_string(), "tasks_stopped": cancelled }))
+            }
+        }
+    }
+
+    /// `Watch`: answered once the job changes from `seq`, ends, or after
+    /// `wait_ms`.
+    pub(super) fn watch(
+        &mut self,
+        id: &str,
+        seq: u64,
+        wait_ms: u64,
+        summary: bool,
+        reply: oneshot::Sender<Answer>,
+    ) {
+        let job: JobId = match id.parse() {
+            Ok(job) => job,
+            Err(e) => {
+                let _ = reply.send(Err(bad_request(e)));
+                return;
+            }
+        };
+        let now = tokio::time::Instant::now();
+        if let Err(reply) = self.watchers.add(job, seq, wait_ms, summary, now, reply) {
+            // Too many wait already: the caller gets the record as it is.
+            self.control(Request::Job { id: id.to_string() }, reply);
+        }
+    }
+
+    /// Answers the watchers whose job changed, ended or whose wait is over.
+    pub(super) fn wake_watchers(&mut self) {
+        let now = tokio::time::Instant::now();
+        let ready = self
+            .watchers
+            .take_ready(now, |job| self.coord.progress(job));
+        for w in ready {
+            let name = |p: &PeerKey| self.name_of(p);
+            let report = if w.summary {
+                self.coord
+                    .summary(&w.job, &name)
+                    .or_else(|| self.coord.report(&w.job, &name))
+            } else {
+                self.coord.report(&w.job, &name)
+            };
+            let answer = report.map(|r| json!(r)).ok_or_else(|| no_job(&w.job));
+            w.answer(answer);
+        }
+    }
+
+    /// `corral status`.
+    fn status(&self) -> serde_json::Value {
+        json!({
+            "id": self.peer_id.to_string(),
+            "key": self.me.to_string(),
+            "name": self.name,
+            "arch": std::env::consts::ARCH,
+            "engines": self.config.engines.iter().map(|e| e.engine.name()).collect::<Vec<_>>(),
+            "addresses": self.listen_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "mesh": self.mesh,
+            "peers": self.view.len(),
+            "running": self.worker.running(),
+            "coordinating": self.coord.running(),
+            "share": self.config.share,
+            "state": self.policy.state().name(),
+            "slots": self.config.slots,
+            "max_memory": self.config.max_memory,
+        })
+    }
+
+    /// `corral peers`: the other devices as this node sees them.
+    fn peers(&self) -> serde_json::Value {
+        let now = now_ms();
+        let list: Vec<serde_json::Value> = self
+            .view
+            .peers()
+            .map(|(key, entry)| {
+                let id = self.peer_ids.get(key).map(ToString::to_string).unwrap_or_else(|| key.to_string());
+                let advert = entry.advert.as_ref();
+                let speed: serde_json::Map<String, serde_json::Value> = advert
+                    .map(|a| {
+                        a.engines
+                            .iter()
+                            .map(|e| (e.engine.name().to_string(), json!(e.ops_per_s)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json!({
+                    "id": id,
+                    "key": key.to_string(),
+                    "name": advert.map(|a| a.name.clone()),
+                    "arch": advert.map(|a| a.arch.clone()),
+                    "engines": advert.map(|a| a.engines.iter().map(|e| e.engine.name()).collect::<Vec<_>>()).unwrap_or_default(),
+                    "slots_total": advert.map(|a| a.slots_total),
+                    "slots_free": advert.map(|a| a.slots_free),
+                    "speed": speed,
+                    "state": advert.map(|a| a.state.name()),
+                    "last_seen_ms": entry.last_seen_ms,
+                    "age_ms": now.saturating_sub(entry.last_seen_ms),
+                    "connected": entry.connections > 0,
+                    "addresses": entry.addresses,
+                })
+            })
+            .collect();
+        json!(list)
+    }
+}
+
+fn bad_request(e: impl std::fmt::Display) -> ControlError {
+    ControlError::bad_request(e.to_string())
+}
+
+fn internal(e: anyhow::Error) -> ControlError {
+    ControlError::internal(format!("{e:#}"))
+}
+
+fn no_job(id: &JobId) -> ControlError {
+    ControlError::not_found(format!("no job {id} on this node"))
+}

@@ -1,0 +1,289 @@
+//! Requests from peers and from this node's own spawned tasks: the task
+//! protocol's offers, cancels, hand-backs, live output and results (routed
+//! to the worker, the coordinator or [`super::results`]), the blob
+//! protocol's chunk requests (read from disk off the loop), and the answers
+//! to requests this node sent, matched by request id.
+
+use corral_protocol::ids::{JobId, PeerKey};
+use corral_protocol::messages::{
+    BlobRequest, BlobResponse, RejectReason, TaskRequest, TaskResponse,
+};
+use libp2p::request_response::{self, ResponseChannel};
+use tokio::sync::oneshot;
+
+use super::Node;
+use crate::blobs::BlobStore;
+use crate::dispatch::NetCmd;
+use crate::net::{peer_id_of, peer_key_of};
+
+/// An outbound task request waiting for its answer.
+pub(super) enum Pending {
+    /// A spawned task waits for it.
+    Reply(oneshot::Sender<Result<TaskResponse, String>>),
+    /// This node's offer of some tasks of a job, as coordinator.
+    Offers {
+        job: JobId,
+        indices: Vec<u32>,
+        peer: PeerKey,
+    },
+    /// A cancel; the answer does not matter.
+    Cancel,
+}
+
+/// Where the answer to an inbound task request goes.
+pub(super) enum Reply {
+    /// Over the network.
+    Remote(ResponseChannel<TaskResponse>),
+    /// To a task of this node.
+    Local(oneshot::Sender<Result<TaskResponse, String>>),
+}
+
+/// A blob chunk read off the loop, to be sent to the peer that asked.
+pub(super) struct Served {
+    channel: ResponseChannel<BlobResponse>,
+    response: BlobResponse,
+}
+
+impl Node {
+    /// Answers an inbound task request.
+    pub(super) fn respond(&mut self, reply: Reply, response: TaskResponse) {
+        match reply {
+            Reply::Remote(channel) => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .task
+                    .send_response(channel, response);
+            }
+            Reply::Local(tx) => {
+                let _ = tx.send(Ok(response));
+            }
+        }
+    }
+
+    /// A task-protocol request from `from` (a peer, or this node).
+    fn on_task_request(&mut self, from: PeerKey, request: TaskRequest, reply: Reply) {
+        if !request.is_bounded() {
+            tracing::warn!(peer = %from.short(), "a task request is out of bounds (an empty or oversized batch, or too much live output)");
+            self.respond(reply, TaskResponse::Rejected(RejectReason::Malformed));
+            return;
+        }
+        match request {
+            TaskRequest::Offer {
+                manifest,
+                index,
+                attempt,
+            } => {
+                let response = match self.judge_offer(from, &manifest, index, attempt) {
+                    Ok(()) => TaskResponse::Accepted,
+                    Err(reason) => TaskResponse::Rejected(reason),
+                };
+                self.respond(reply, response);
+            }
+            TaskRequest::Cancel { job, index } => {
+                // From a coordinator: stop it. From a worker: it hands the
+                // task back (it could not run it); it runs elsewhere.
+                self.worker.on_cancel(from, job, index);
+                let name = self.name_of(&from);
+                let actions = self.coord.on_failed(
+                    job,
+                    index,
+                    from,
+                    &format!("{name} could not run it and handed it back"),
+                );
+                self.execute(actions);
+                self.dirty = true;
+                self.respond(reply, TaskResponse::Ack);
+            }
+            TaskRequest::HandBack { job, index, reason } => {
+                let name = self.name_of(&from);
+                let actions = self.coord.on_lost(
+                    job,
+                    index,
+                    from,
+                    &format!("{name} handed it back: {}", reason.describe()),
+                );
+                self.execute(actions);
+                self.dirty = true;
+                self.respond(reply, TaskResponse::Ack);
+            }
+            TaskRequest::Offers { manifest, tasks } => {
+                let verdicts = tasks
+                    .iter()
+                    .map(|t| self.judge_offer(from, &manifest, t.index, t.attempt).err())
+                    .collect();
+                self.respond(reply, TaskResponse::Each(verdicts));
+            }
+            TaskRequest::Output {
+                job,
+                index,
+                attempt,
+                stdout_at,
+                stdout,
+                stderr_at,
+                stderr,
+            } => {
+                tracing::trace!(%job, index, attempt, "live output");
+                self.coord
+                    .on_output(from, job, index, (stdout_at, &stdout), (stderr_at, &stderr));
+                self.respond(reply, TaskResponse::Ack);
+            }
+            TaskRequest::Result(signed) => self.on_results(from, vec![signed], true, reply),
+            TaskRequest::Results(list) => self.on_results(from, list, false, reply),
+        }
+    }
+
+    /// A request from one of this node's spawned tasks: sent to the peer,
+    /// or answered here when the peer is this node.
+    pub(super) fn on_net_cmd(&mut self, cmd: NetCmd) {
+        match cmd {
+            NetCmd::Task {
+                peer,
+                request,
+                reply,
+            } => {
+                if peer == self.me {
+                    self.on_task_request(self.me, request, Reply::Local(reply));
+                } else if let Some(id) = peer_id_of(&peer) {
+                    let rid = self.swarm.behaviour_mut().task.send_request(&id, request);
+                    self.pending_tasks.insert(rid, Pending::Reply(reply));
+                } else {
+                    let _ = reply.send(Err("bad peer key".into()));
+                }
+            }
+            NetCmd::Blob {
+                peer,
+                request,
+                reply,
+            } => {
+                if peer == self.me {
+                    let blobs = self.blobs.clone();
+                    let permits = self.serving.clone();
+                    tokio::spawn(async move {
+                        let Ok(_permit) = permits.acquire_owned().await else {
+                            return;
+                        };
+                        let chunk = read_chunk(blobs, request).await;
+                        let _ = reply.send(Ok(chunk));
+                    });
+                } else if let Some(id) = peer_id_of(&peer) {
+                    let rid = self.swarm.behaviour_mut().blob.send_request(&id, request);
+                    self.pending_blobs.insert(rid, reply);
+                } else {
+                    let _ = reply.send(Err("bad peer key".into()));
+                }
+            }
+        }
+    }
+
+    /// Task-protocol traffic: inbound requests, and answers to ours.
+    pub(super) fn on_task_event(
+        &mut self,
+        event: request_response::Event<TaskRequest, TaskResponse>,
+    ) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let Some(from) = peer_key_of(&peer) else {
+                        return;
+                    };
+                    self.on_task_request(from, request, Reply::Remote(channel));
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => match self.pending_tasks.remove(&request_id) {
+                    Some(Pending::Reply(tx)) => {
+                        let _ = tx.send(Ok(response));
+                    }
+                    Some(Pending::Offers { job, indices, peer }) => {
+                        self.on_offers_answer(job, indices, peer, Ok(response));
+                    }
+                    Some(Pending::Cancel) | None => {}
+                },
+            },
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => match self.pending_tasks.remove(&request_id) {
+                Some(Pending::Reply(tx)) => {
+                    let _ = tx.send(Err(error.to_string()));
+                }
+                Some(Pending::Offers { job, indices, peer }) => {
+                    self.on_offers_answer(job, indices, peer, Err(error.to_string()));
+                }
+                Some(Pending::Cancel) | None => {}
+            },
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "inbound task request failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// Blob-protocol traffic: chunk requests are read off the loop;
+    /// answers go to the task that asked.
+    pub(super) fn on_blob_event(
+        &mut self,
+        event: request_response::Event<corral_protocol::messages::BlobRequest, BlobResponse>,
+    ) {
+        match event {
+            request_response::Event::Message { message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => self.serve_chunk(request, channel),
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(tx) = self.pending_blobs.remove(&request_id) {
+                        let _ = tx.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(tx) = self.pending_blobs.remove(&request_id) {
+                    let _ = tx.send(Err(error.to_string()));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "inbound blob request failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// Reads a chunk for a peer off the loop (at most [`super::MAX_SERVING`]
+    /// at once); [`Node::on_served`] sends it.
+    fn serve_chunk(&mut self, request: BlobRequest, channel: ResponseChannel<BlobResponse>) {
+        let blobs = self.blobs.clone();
+        let permits = self.serving.clone();
+        let served = self.served_tx.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            let response = read_chunk(blobs, request).await;
+            let _ = served.send(Served { channel, response }).await;
+        });
+    }
+
+    /// A chunk read off the loop goes to the peer that asked.
+    pub(super) fn on_served(&mut self, served: Served) {
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .blob
+            .send_response(served.channel, served.response);
+    }
+}
+
+/// Reads a blob chunk on a blocking thread.
+async fn read_chunk(blobs: BlobStore, request: BlobRequest) -> BlobResponse {
+    tokio::task::spawn_blocking(move || blobs.chunk(&request))
+        .await
+        .unwrap_or(BlobResponse::NotFound)
+}

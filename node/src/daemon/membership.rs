@@ -1,0 +1,154 @@
+//! Who is in the mesh, as this node sees it: listening and announcing
+//! itself, peers found by mDNS, connections opening and closing, capacity
+//! adverts and identify, and what a peer joining or leaving changes.
+
+use corral_protocol::capacity::CapacityAdvert;
+use corral_protocol::codec;
+use corral_protocol::ids::PeerKey;
+use corral_scheduler::view::Change;
+use libp2p::{Multiaddr, PeerId, gossipsub, identify};
+
+use super::Node;
+use crate::clock::now_ms;
+use crate::net::discovery::{Discovery, Found};
+use crate::net::peer_key_of;
+use crate::store::KnownPeer;
+
+impl Node {
+    /// A new listen address: remembered (for `corral status` and invites),
+    /// and the first TCP one is announced over mDNS.
+    pub(super) fn on_listening(&mut self, address: Multiaddr) {
+        tracing::info!(%address, "listening");
+        let port = address.iter().find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        });
+        self.listen_addrs.push(address);
+        let addrs: Vec<String> = self.listen_addrs.iter().map(ToString::to_string).collect();
+        let _ = self.store.set("listen", &addrs.join(" "));
+        if let (true, None, Some(port)) = (self.config.mdns, &self.discovery, port) {
+            match Discovery::start(
+                &self.name,
+                self.peer_id,
+                &self.mesh,
+                port,
+                self.found_tx.clone(),
+            ) {
+                Ok(d) => self.discovery = Some(d),
+                Err(e) => tracing::warn!("mDNS discovery is off: {e:#}"),
+            }
+        }
+    }
+
+    /// What mDNS found or lost.
+    pub(super) fn on_found(&mut self, found: Found) {
+        match found {
+            Found::Peer { peer, addresses } => {
+                self.dialer.on_found(&mut self.swarm, peer, addresses);
+            }
+            Found::Gone { peer } => {
+                self.dialer.forget(&peer);
+                if let Some(key) = peer_key_of(&peer) {
+                    let change = self.view.on_goodbye(key);
+                    self.on_change(change);
+                }
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+        }
+    }
+
+    /// A connection is up (the PSK, Noise and the peer's key checked).
+    pub(super) fn on_connected(&mut self, peer_id: PeerId, remote: String) {
+        let Some(key) = peer_key_of(&peer_id) else {
+            let _ = self.swarm.disconnect_peer_id(peer_id);
+            return;
+        };
+        self.peer_ids.insert(key, peer_id);
+        let change = self.view.on_connected(key, Some(remote), now_ms());
+        self.on_change(change);
+        // A newcomer learns our capacity at once, not a second later.
+        self.advertise();
+    }
+
+    /// A connection closed.
+    pub(super) fn on_disconnected(&mut self, peer_id: PeerId) {
+        if let Some(key) = peer_key_of(&peer_id) {
+            let change = self.view.on_disconnected(key, now_ms());
+            self.on_change(change);
+        }
+    }
+
+    /// A gossiped capacity advert.
+    pub(super) fn on_gossip(&mut self, message: gossipsub::Message) {
+        let Some(source) = message.source else { return };
+        let Some(from) = peer_key_of(&source) else {
+            return;
+        };
+        match codec::decode::<CapacityAdvert>(&message.data) {
+            Ok(advert) => {
+                let change = self.view.on_advert(from, advert, now_ms());
+                self.on_change(change);
+            }
+            Err(e) => tracing::debug!(%source, "bad capacity advert: {e}"),
+        }
+    }
+
+    /// Identify: the peer's protocol version and addresses, remembered.
+    pub(super) fn on_identified(&mut self, peer_id: PeerId, info: identify::Info) {
+        if info.protocol_version != crate::net::PROTOCOL_NAME {
+            tracing::warn!(%peer_id, version = %info.protocol_version, "peer speaks another corral protocol");
+        }
+        let name = peer_key_of(&peer_id)
+            .and_then(|k| self.view.get(&k))
+            .and_then(|e| e.advert.as_ref().map(|a| a.name.clone()))
+            .unwrap_or_default();
+        let addresses: Vec<String> = info
+            .listen_addrs
+            .iter()
+            .take(8)
+            .map(ToString::to_string)
+            .collect();
+        let known = KnownPeer {
+            peer_id: peer_id.to_string(),
+            name,
+            addresses,
+            last_seen_ms: now_ms(),
+        };
+        if let Err(e) = self.store.remember_peer(&peer_id.to_string(), &known) {
+            tracing::warn!("cannot remember {peer_id}: {e:#}");
+        }
+    }
+
+    /// A change in the view: a peer that left gives its tasks back to the
+    /// queue; anything else may let placement do better.
+    pub(super) fn on_change(&mut self, change: Change) {
+        match change {
+            Change::Left(peer, reason) => {
+                tracing::info!(peer = %peer.short(), ?reason, "peer left");
+                if let Some(id) = self.peer_ids.remove(&peer) {
+                    let _ = self.swarm.disconnect_peer_id(id);
+                }
+                let actions = self.coord.on_peer_lost(&peer);
+                self.execute(actions);
+                self.dirty = true;
+            }
+            Change::Joined(_) => {
+                tracing::info!("peer joined");
+                self.dirty = true;
+            }
+            Change::Updated(_) => self.dirty |= self.coord.has_live_jobs(),
+            Change::Ignored(reason) => tracing::debug!(?reason, "advert ignored"),
+        }
+    }
+
+    /// A device's name for people: from its advert, else its short key.
+    pub(super) fn name_of(&self, peer: &PeerKey) -> String {
+        if peer == &self.me {
+            return self.name.clone();
+        }
+        self.view
+            .get(peer)
+            .and_then(|e| e.advert.as_ref().map(|a| a.name.clone()))
+            .unwrap_or_else(|| peer.short())
+    }
+}

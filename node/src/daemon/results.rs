@@ -1,0 +1,223 @@
+//! Results coming in: each receipt is checked (signature, and whether the
+//! coordinator still wants it), then — off the loop, a bounded number at
+//! once — its output files are fetched and its stdout and stderr stored and
+//! hash-checked, and only then the coordinator takes it and the worker that
+//! sent it gets its answer.
+
+use corral_protocol::envelope::Signed;
+use corral_protocol::ids::PeerKey;
+use corral_protocol::messages::{RejectReason, TaskResponse};
+use corral_protocol::receipt::TaskReceipt;
+
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+
+use super::Node;
+use super::inbound::Reply;
+use crate::blobs::BlobStore;
+use crate::dispatch::{FetchLocks, NetHandle, fetch_blob};
+
+/// Results from one request whose output is in the blob store (or could
+/// not be fetched or stored), ready for the coordinator.
+pub(super) struct ResultReady {
+    from: PeerKey,
+    /// Each wanted receipt, its place in the request, and whether its
+    /// output is here.
+    results: Vec<(usize, TaskReceipt, Result<(), String>)>,
+    /// The answer to each receipt of the request so far.
+    verdicts: Vec<Option<RejectReason>>,
+    /// A single `Result` (answered `Ack`) rather than a batch.
+    single: bool,
+    reply: Reply,
+}
+
+impl Node {
+    /// Receipts from `from`: each is checked; those wanted are taken once
+    /// their output files are here (fetched first if need be, off the
+    /// loop), and the request is answered for all of them together.
+    pub(super) fn on_results(
+        &mut self,
+        from: PeerKey,
+        list: Vec<Signed<TaskReceipt>>,
+        single: bool,
+        reply: Reply,
+    ) {
+        tracing::debug!(peer = %from.short(), results = list.len(), "results received");
+        let mut verdicts = vec![None; list.len()];
+        let mut results = Vec::new();
+        for (i, wanted) in self
+            .coord
+            .wants_results(&from, &list)
+            .into_iter()
+            .enumerate()
+        {
+            match wanted {
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    verdicts[i] = Some(RejectReason::Malformed);
+                }
+                Ok(None) => {}
+                Ok(Some(receipt)) => {
+                    let limit = self.coord.file_limit(&receipt.job);
+                    let fits = match receipt.files.iter().find(|f| f.size > limit) {
+                        Some(f) => Err(format!("output file {} is too large", f.path)),
+                        None => Ok(()),
+                    };
+                    results.push((i, receipt, fits));
+                }
+            }
+        }
+        let ready = ResultReady {
+            from,
+            results,
+            verdicts,
+            single,
+            reply,
+        };
+        if ready.results.is_empty() {
+            self.on_result_ready(ready);
+            return;
+        }
+        let intake = Intake {
+            net: self.net.clone(),
+            blobs: self.blobs.clone(),
+            locks: self.locks.clone(),
+            tx: self.results_tx.clone(),
+        };
+        match self.intake.clone().try_acquire_owned() {
+            Ok(permit) => intake.store_then_send(ready, permit),
+            // As many results are being taken in as the bound allows: this
+            // one waits its turn (the number waiting is bounded by the
+            // streams libp2p admits).
+            Err(_) => {
+                let permits = self.intake.clone();
+                tokio::spawn(async move {
+                    if let Ok(permit) = permits.acquire_owned().await {
+                        intake.store_then_send(ready, permit);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Results whose output is here: the coordinator takes them, the
+    /// sender gets its answer.
+    pub(super) fn on_result_ready(&mut self, ready: ResultReady) {
+        let ResultReady {
+            from,
+            results,
+            mut verdicts,
+            single,
+            reply,
+        } = ready;
+        let name = self.name_of(&from);
+        let mut actions = Vec::new();
+        for (i, receipt, fetched) in results {
+            match fetched {
+                Ok(()) => actions.extend(self.coord.on_result(from, &name, receipt)),
+                Err(e) => {
+                    tracing::warn!(peer = %name, "the output of task {} could not be taken in: {e}", receipt.index);
+                    verdicts[i] = Some(RejectReason::Malformed);
+                    actions.extend(self.coord.on_failed(
+                        receipt.job,
+                        receipt.index,
+                        from,
+                        &format!("its output from {name} could not be taken in: {e}"),
+                    ));
+                }
+            }
+        }
+        let response = match (single, verdicts.as_slice()) {
+            (true, [None]) => TaskResponse::Ack,
+            (true, [Some(reason)]) => TaskResponse::Rejected(*reason),
+            _ => TaskResponse::Each(verdicts),
+        };
+        self.respond(reply, response);
+        self.execute(actions);
+        self.dirty = true;
+    }
+}
+
+/// What taking results in off the loop needs.
+struct Intake {
+    net: NetHandle,
+    blobs: BlobStore,
+    locks: FetchLocks,
+    tx: mpsc::Sender<ResultReady>,
+}
+
+impl Intake {
+    /// Stores each result's output (its files fetched from the sender if
+    /// they are not here; stdout and stderr written and hash-checked) off
+    /// the loop, then hands the results back to it.
+    fn store_then_send(self, mut ready: ResultReady, permit: OwnedSemaphorePermit) {
+        let needs_fetch = ready.results.iter().any(|(_, receipt, fits)| {
+            fits.is_ok() && receipt.files.iter().any(|f| !self.blobs.has(&f.hash))
+        });
+        if !needs_fetch {
+            // The common case: one hop to a blocking thread and back.
+            tokio::task::spawn_blocking(move || {
+                store_output(&self.blobs, &mut ready.results);
+                let _ = self.tx.blocking_send(ready);
+                drop(permit);
+            });
+            return;
+        }
+        tokio::spawn(async move {
+            let from = ready.from;
+            for (_, receipt, fetched) in &mut ready.results {
+                if fetched.is_err() {
+                    continue;
+                }
+                for file in &receipt.files {
+                    if let Err(e) = fetch_blob(
+                        &self.net,
+                        &self.blobs,
+                        &self.locks,
+                        from,
+                        file.hash,
+                        file.size,
+                    )
+                    .await
+                    {
+                        *fetched = Err(format!("{e:#}"));
+                        break;
+                    }
+                }
+            }
+            let blobs = self.blobs.clone();
+            let stored = tokio::task::spawn_blocking(move || {
+                store_output(&blobs, &mut ready.results);
+                ready
+            })
+            .await;
+            if let Ok(ready) = stored {
+                let _ = self.tx.send(ready).await;
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Writes each result's stdout and stderr to the blob store, checking that
+/// they hash to what the receipt says; a result whose output cannot be
+/// stored (or does not match) is marked so.
+fn store_output(blobs: &BlobStore, results: &mut [(usize, TaskReceipt, Result<(), String>)]) {
+    for (_, receipt, stored) in results.iter_mut() {
+        if stored.is_err() {
+            continue;
+        }
+        for (name, captured) in [("stdout", &receipt.stdout), ("stderr", &receipt.stderr)] {
+            match blobs.put_bytes(&captured.bytes) {
+                Ok(hash) if hash == captured.hash => {}
+                Ok(_) => {
+                    *stored = Err(format!("its {name} does not match the hash in its receipt"));
+                    break;
+                }
+                Err(e) => {
+                    *stored = Err(format!("its {name} could not be stored: {e:#}"));
+                    break;
+                }
+            }
+        }
+    }
+}

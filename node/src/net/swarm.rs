@@ -1,0 +1,33 @@
+//! The swarm of a mesh member: its transport ([`super::transport`]) and
+//! behaviours ([`super::behaviour`]) with the connection settings corral
+//! needs.
+
+use std::time::Duration;
+
+use libp2p::Swarm;
+
+use super::behaviour::Behaviour;
+use super::transport;
+use crate::identity::NodeKey;
+
+/// Builds the swarm for `key` in the mesh of `psk`.
+pub fn build(key: &NodeKey, psk: libp2p::pnet::PreSharedKey) -> anyhow::Result<Swarm<Behaviour>> {
+    let keypair = key.keypair();
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_other_transport(|k| transport::build(k, psk))?
+        .with_behaviour(|k| {
+            Behaviour::new(k)
+                .map_err(|e| Box::<dyn std::error::Error + Send + Sync>::from(e.to_string()))
+        })?
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(Duration::from_secs(3600))
+                // A stream for one protocol sends its request with the
+                // protocol's name instead of waiting a round trip for the
+                // other side to agree (multistream-select's lazy V1; the same
+                // bytes on the wire). Halves the hops of an offer or a result.
+                .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+        })
+        .build();
+    Ok(swarm)
+}
