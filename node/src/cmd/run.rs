@@ -6,16 +6,13 @@ use std::process::ExitCode;
 
 use corral_protocol::receipt::TaskStatus;
 
-use super::UsageError;
+use super::{EXIT_TRAP, UsageError};
 use crate::cli::RunArgs;
 use crate::config::DataDir;
 use crate::job::local;
 use crate::job::outdir::OutDir;
 use crate::job::plan::{self, JobPlan, MAX_TASKS, Tasks};
 use crate::runtime::{Compiled, Limits, Runtime, RuntimeError};
-
-/// Exit code of a single task that trapped or hit a limit.
-pub const EXIT_TRAP: u8 = 125;
 
 /// Runs `corral run`.
 pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCode> {

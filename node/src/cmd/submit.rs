@@ -14,8 +14,7 @@ use corral_protocol::hash::ContentHash;
 use corral_protocol::manifest::{DirSpec, EngineReq};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::UsageError;
-use super::run::EXIT_TRAP;
+use super::{EXIT_TRAP, UsageError};
 use crate::blobs::BlobStore;
 use crate::cli::RunArgs;
 use crate::config::DataDir;
