@@ -24,3 +24,4 @@ pub mod net;
 pub mod runtime;
 pub mod store;
 mod sync;
+pub mod usage;

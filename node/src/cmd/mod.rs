@@ -9,7 +9,4 @@ pub mod submit;
 /// Exit code of a single task that trapped or hit a limit (DESIGN §9).
 pub const EXIT_TRAP: u8 = 125;
 
-/// An error in what the user asked for: exit code 2 and the message.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub use crate::usage::UsageError;

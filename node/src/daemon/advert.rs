@@ -8,7 +8,7 @@ use corral_protocol::codec;
 use corral_protocol::messages::RejectReason;
 use libp2p::gossipsub;
 
-use super::Node;
+use super::node::Node;
 use super::probe::Reading;
 use crate::capacity::Share;
 

@@ -6,7 +6,7 @@ use corral_protocol::ids::{JobId, PeerKey};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::Node;
+use super::node::Node;
 use crate::clock::now_ms;
 use crate::control::server::Answer;
 use crate::control::{ControlError, Request};

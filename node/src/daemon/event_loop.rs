@@ -12,10 +12,9 @@ use libp2p::gossipsub;
 use libp2p::swarm::SwarmEvent;
 use tokio::sync::mpsc;
 
-use super::Node;
-use super::inbound::Served;
+use super::node::Node;
 use super::probe::Reading;
-use super::results::ResultReady;
+use super::state::{ResultReady, Served};
 use crate::clock::now_ms;
 use crate::control::Request;
 use crate::control::server::Call;
@@ -40,7 +39,7 @@ pub(super) struct Inputs {
 /// the drain ([`Node::begin_leave`]), and the loop goes on serving until
 /// the drain is over.
 pub(super) async fn run(node: &mut Node, mut inputs: Inputs) -> anyhow::Result<()> {
-    let mut advert_timer = tokio::time::interval(super::ADVERT_INTERVAL);
+    let mut advert_timer = tokio::time::interval(super::node::ADVERT_INTERVAL);
     let mut expiry_timer = tokio::time::interval(Duration::from_millis(250));
     let mut redial_timer = tokio::time::interval(Duration::from_secs(2));
     let mut schedule_timer = tokio::time::interval(Duration::from_millis(500));

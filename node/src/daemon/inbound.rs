@@ -4,45 +4,17 @@
 //! protocol's chunk requests (read from disk off the loop), and the answers
 //! to requests this node sent, matched by request id.
 
-use corral_protocol::ids::{JobId, PeerKey};
+use corral_protocol::ids::PeerKey;
 use corral_protocol::messages::{
     BlobRequest, BlobResponse, RejectReason, TaskRequest, TaskResponse,
 };
 use libp2p::request_response::{self, ResponseChannel};
-use tokio::sync::oneshot;
 
-use super::Node;
+use super::node::Node;
+use super::state::{Pending, Reply, Served};
 use crate::blobs::BlobStore;
 use crate::dispatch::NetCmd;
 use crate::net::{peer_id_of, peer_key_of};
-
-/// An outbound task request waiting for its answer.
-pub(super) enum Pending {
-    /// A spawned task waits for it.
-    Reply(oneshot::Sender<Result<TaskResponse, String>>),
-    /// This node's offer of some tasks of a job, as coordinator.
-    Offers {
-        job: JobId,
-        indices: Vec<u32>,
-        peer: PeerKey,
-    },
-    /// A cancel; the answer does not matter.
-    Cancel,
-}
-
-/// Where the answer to an inbound task request goes.
-pub(super) enum Reply {
-    /// Over the network.
-    Remote(ResponseChannel<TaskResponse>),
-    /// To a task of this node.
-    Local(oneshot::Sender<Result<TaskResponse, String>>),
-}
-
-/// A blob chunk read off the loop, to be sent to the peer that asked.
-pub(super) struct Served {
-    channel: ResponseChannel<BlobResponse>,
-    response: BlobResponse,
-}
 
 impl Node {
     /// Answers an inbound task request.
@@ -256,7 +228,7 @@ impl Node {
         }
     }
 
-    /// Reads a chunk for a peer off the loop (at most [`super::MAX_SERVING`]
+    /// Reads a chunk for a peer off the loop (at most [`super::node::MAX_SERVING`]
     /// at once); [`Node::on_served`] sends it.
     fn serve_chunk(&mut self, request: BlobRequest, channel: ResponseChannel<BlobResponse>) {
         let blobs = self.blobs.clone();

@@ -12,21 +12,13 @@ use futures::StreamExt;
 use libp2p::PeerId;
 use tokio::time::Instant;
 
-use super::Node;
+use super::node::Node;
+use super::state::Leaving;
 
 /// How often a draining node looks whether its tasks are done.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 /// How long hand-backs are given to reach their coordinators.
 const HAND_BACK_FLUSH: Duration = Duration::from_secs(2);
-
-/// A drain under way.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Leaving {
-    /// When running tasks must be over.
-    deadline: Instant,
-    /// When the rest was handed back.
-    handed_back: Option<Instant>,
-}
 
 impl Node {
     /// Starts draining (a second request while draining hands back at once).

@@ -8,7 +8,7 @@ use corral_protocol::ids::PeerKey;
 use corral_scheduler::view::Change;
 use libp2p::{Multiaddr, PeerId, gossipsub, identify};
 
-use super::Node;
+use super::node::Node;
 use crate::clock::now_ms;
 use crate::net::discovery::{Discovery, Found};
 use crate::net::peer_key_of;

@@ -15,25 +15,22 @@ mod event_loop;
 mod inbound;
 mod leave;
 mod membership;
+mod node;
 mod offers;
 mod probe;
 mod results;
+mod state;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use corral_protocol::capacity::EngineSpeed;
-use corral_protocol::ids::PeerKey;
 use corral_scheduler::view::{PeerView, ViewConfig};
 use libp2p::gossipsub::IdentTopic;
-use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::blobs::BlobStore;
-use crate::capacity::{OwnerPolicy, Share, SystemLoad};
+use crate::capacity::{OwnerPolicy, SystemLoad};
 use crate::control::server;
 use crate::control::watch::Watchers;
 use crate::dispatch::coordinator::Coordinator;
@@ -41,103 +38,15 @@ use crate::dispatch::worker::{Worker, WorkerCtx};
 use crate::dispatch::{FetchLocks, NetHandle};
 use crate::identity;
 use crate::net::CAPACITY_TOPIC;
-use crate::net::behaviour::Behaviour;
 use crate::net::dialer::Dialer;
-use crate::net::discovery::{Discovery, Found};
+use crate::net::discovery::Found;
 use crate::store::Store;
 
 use self::event_loop::Inputs;
-use self::inbound::{Pending, Served};
+pub use self::node::{ADVERT_INTERVAL, DaemonConfig, MISSED_ADVERTS};
+use self::node::{MAX_INTAKE, MAX_SERVING, Node};
 use self::probe::Reading;
-use self::results::ResultReady;
-
-/// How often this node advertises its capacity (DESIGN §4: 1–2 s).
-pub const ADVERT_INTERVAL: Duration = Duration::from_millis(1000);
-/// Adverts missed before a silent peer is dropped.
-pub const MISSED_ADVERTS: u32 = 3;
-
-/// Blob chunks read from disk for peers at once (each up to 1 MiB).
-const MAX_SERVING: usize = 8;
-/// Results being taken in at once (output fetched, stored, hashed).
-const MAX_INTAKE: usize = 64;
-
-/// The daemon's settings, resolved from `corral up`'s flags.
-#[derive(Clone, Debug)]
-pub struct DaemonConfig {
-    /// The data dir.
-    pub data_dir: PathBuf,
-    /// Addresses to listen on.
-    pub listen: Vec<Multiaddr>,
-    /// Peers to dial at start (`--peer`).
-    pub bootstrap: Vec<Multiaddr>,
-    /// Announce and browse with mDNS.
-    pub mdns: bool,
-    /// Task slots.
-    pub slots: u16,
-    /// Owner policy.
-    pub share: Share,
-    /// Engines and their calibrated speeds (one core's).
-    pub engines: Vec<EngineSpeed>,
-    /// The share of a core each slot had at start-up (its cgroup's limit,
-    /// slots per core); tasks run since may show another.
-    pub slot_share: f64,
-    /// `--max-memory`: most memory the mesh's tasks may use here, bytes.
-    pub max_memory: Option<u64>,
-    /// `--grace`: how long running tasks may go on once the owner is back.
-    pub grace: Duration,
-}
-
-/// Everything the event loop's handlers work on. It owns the `Swarm` and
-/// the maps of requests waiting for answers; the rooms it drives (view,
-/// coordinator, worker) are plain state machines.
-struct Node {
-    swarm: Swarm<Behaviour>,
-    view: PeerView,
-    store: Store,
-    me: PeerKey,
-    peer_id: PeerId,
-    name: String,
-    mesh: String,
-    config: DaemonConfig,
-    policy: OwnerPolicy,
-    /// The device's latest reading (host load, free memory, power, the
-    /// share of a core tasks got), from the probe thread.
-    reading: Reading,
-    /// Since when the owner has been back (the policy not idle).
-    busy_since: Option<std::time::Instant>,
-    seq: u64,
-    topic: IdentTopic,
-    listen_addrs: Vec<Multiaddr>,
-    discovery: Option<Discovery>,
-    found_tx: mpsc::Sender<Found>,
-    peer_ids: HashMap<PeerKey, PeerId>,
-    /// The share of a core per slot last logged (start-up's until runs show
-    /// another).
-    share_told: f64,
-    dialer: Dialer,
-    worker: Worker,
-    coord: Coordinator,
-    blobs: BlobStore,
-    locks: FetchLocks,
-    net: NetHandle,
-    pending_tasks: HashMap<libp2p::request_response::OutboundRequestId, Pending>,
-    pending_blobs: HashMap<
-        libp2p::request_response::OutboundRequestId,
-        tokio::sync::oneshot::Sender<Result<corral_protocol::messages::BlobResponse, String>>,
-    >,
-    results_tx: mpsc::Sender<ResultReady>,
-    served_tx: mpsc::Sender<Served>,
-    /// Bounds the blob chunks read for peers at once.
-    serving: Arc<Semaphore>,
-    /// Bounds the results being taken in at once.
-    intake: Arc<Semaphore>,
-    /// Placement should run again (something changed).
-    dirty: bool,
-    /// CLIs waiting for a job to change.
-    watchers: Watchers,
-    /// The drain, once leaving.
-    leaving: Option<leave::Leaving>,
-}
+use self::state::{ResultReady, Served};
 
 /// Runs the daemon until `corral leave`, SIGTERM or Ctrl-C.
 /// `store` is the node's store, opened by the caller (which holds its lock).

@@ -8,8 +8,8 @@ use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::manifest::JobManifest;
 use corral_protocol::messages::{MAX_BATCH, RejectReason, TaskRef, TaskRequest, TaskResponse};
 
-use super::Node;
-use super::inbound::Pending;
+use super::node::Node;
+use super::state::Pending;
 use crate::clock::now_ms;
 use crate::dispatch::coordinator::{Action, Candidate};
 use crate::dispatch::worker::Gate;

@@ -11,24 +11,10 @@ use corral_protocol::receipt::TaskReceipt;
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
-use super::Node;
-use super::inbound::Reply;
+use super::node::Node;
+use super::state::{Reply, ResultReady};
 use crate::blobs::BlobStore;
 use crate::dispatch::{FetchLocks, NetHandle, fetch_blob};
-
-/// Results from one request whose output is in the blob store (or could
-/// not be fetched or stored), ready for the coordinator.
-pub(super) struct ResultReady {
-    from: PeerKey,
-    /// Each wanted receipt, its place in the request, and whether its
-    /// output is here.
-    results: Vec<(usize, TaskReceipt, Result<(), String>)>,
-    /// The answer to each receipt of the request so far.
-    verdicts: Vec<Option<RejectReason>>,
-    /// A single `Result` (answered `Ack`) rather than a batch.
-    single: bool,
-    reply: Reply,
-}
 
 impl Node {
     /// Receipts from `from`: each is checked; those wanted are taken once

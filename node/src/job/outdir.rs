@@ -11,7 +11,7 @@ use anyhow::Context;
 use corral_protocol::hash::{ContentHash, ContentHasher};
 
 use super::report::{FileReport, JobReport};
-use crate::cmd::UsageError;
+use crate::usage::UsageError;
 
 /// Most files and bytes in one `--dir` tree: what is copied per task must stay
 /// within what a device can hold many times over.

@@ -3,8 +3,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use crate::cmd::UsageError;
 use crate::runtime::{EngineChoice, Limits, WasmModule};
+use crate::usage::UsageError;
 
 /// Most tasks one job may have.
 pub const MAX_TASKS: u32 = 1_000_000;

@@ -1,0 +1,116 @@
+//! The daemon's state: [`Node`], everything the event loop's handlers work
+//! on, and [`DaemonConfig`], what `corral up`'s flags resolved to. Each
+//! handler is an `impl Node` block in the file of its role.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_protocol::capacity::EngineSpeed;
+use corral_protocol::ids::PeerKey;
+use corral_protocol::messages::BlobResponse;
+use corral_scheduler::view::PeerView;
+use libp2p::gossipsub::IdentTopic;
+use libp2p::request_response::OutboundRequestId;
+use libp2p::{Multiaddr, PeerId, Swarm};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::probe::Reading;
+use super::state::{Leaving, Pending, ResultReady, Served};
+use crate::blobs::BlobStore;
+use crate::capacity::{OwnerPolicy, Share};
+use crate::control::watch::Watchers;
+use crate::dispatch::coordinator::Coordinator;
+use crate::dispatch::worker::Worker;
+use crate::dispatch::{FetchLocks, NetHandle};
+use crate::net::behaviour::Behaviour;
+use crate::net::dialer::Dialer;
+use crate::net::discovery::{Discovery, Found};
+use crate::store::Store;
+
+/// How often this node advertises its capacity (DESIGN §4: 1–2 s).
+pub const ADVERT_INTERVAL: Duration = Duration::from_millis(1000);
+/// Adverts missed before a silent peer is dropped.
+pub const MISSED_ADVERTS: u32 = 3;
+
+/// Blob chunks read from disk for peers at once (each up to 1 MiB).
+pub(super) const MAX_SERVING: usize = 8;
+/// Results being taken in at once (output fetched, stored, hashed).
+pub(super) const MAX_INTAKE: usize = 64;
+
+/// The daemon's settings, resolved from `corral up`'s flags.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    /// The data dir.
+    pub data_dir: PathBuf,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start (`--peer`).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Announce and browse with mDNS.
+    pub mdns: bool,
+    /// Task slots.
+    pub slots: u16,
+    /// Owner policy.
+    pub share: Share,
+    /// Engines and their calibrated speeds (one core's).
+    pub engines: Vec<EngineSpeed>,
+    /// The share of a core each slot had at start-up (its cgroup's limit,
+    /// slots per core); tasks run since may show another.
+    pub slot_share: f64,
+    /// `--max-memory`: most memory the mesh's tasks may use here, bytes.
+    pub max_memory: Option<u64>,
+    /// `--grace`: how long running tasks may go on once the owner is back.
+    pub grace: Duration,
+}
+
+/// Everything the event loop's handlers work on. It owns the `Swarm` and
+/// the maps of requests waiting for answers; the rooms it drives (view,
+/// coordinator, worker) are plain state machines.
+pub(super) struct Node {
+    pub(super) swarm: Swarm<Behaviour>,
+    pub(super) view: PeerView,
+    pub(super) store: Store,
+    pub(super) me: PeerKey,
+    pub(super) peer_id: PeerId,
+    pub(super) name: String,
+    pub(super) mesh: String,
+    pub(super) config: DaemonConfig,
+    pub(super) policy: OwnerPolicy,
+    /// The device's latest reading (host load, free memory, power, the
+    /// share of a core tasks got), from the probe thread.
+    pub(super) reading: Reading,
+    /// Since when the owner has been back (the policy not idle).
+    pub(super) busy_since: Option<std::time::Instant>,
+    pub(super) seq: u64,
+    pub(super) topic: IdentTopic,
+    pub(super) listen_addrs: Vec<Multiaddr>,
+    pub(super) discovery: Option<Discovery>,
+    pub(super) found_tx: mpsc::Sender<Found>,
+    pub(super) peer_ids: HashMap<PeerKey, PeerId>,
+    /// The share of a core per slot last logged (start-up's until runs show
+    /// another).
+    pub(super) share_told: f64,
+    pub(super) dialer: Dialer,
+    pub(super) worker: Worker,
+    pub(super) coord: Coordinator,
+    pub(super) blobs: BlobStore,
+    pub(super) locks: FetchLocks,
+    pub(super) net: NetHandle,
+    pub(super) pending_tasks: HashMap<OutboundRequestId, Pending>,
+    pub(super) pending_blobs:
+        HashMap<OutboundRequestId, oneshot::Sender<Result<BlobResponse, String>>>,
+    pub(super) results_tx: mpsc::Sender<ResultReady>,
+    pub(super) served_tx: mpsc::Sender<Served>,
+    /// Bounds the blob chunks read for peers at once.
+    pub(super) serving: Arc<Semaphore>,
+    /// Bounds the results being taken in at once.
+    pub(super) intake: Arc<Semaphore>,
+    /// Placement should run again (something changed).
+    pub(super) dirty: bool,
+    /// CLIs waiting for a job to change.
+    pub(super) watchers: Watchers,
+    /// The drain, once leaving.
+    pub(super) leaving: Option<Leaving>,
+}
