@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use corral_protocol::capacity::OwnerState;
 use corral_protocol::envelope::{EnvelopeError, Signed};
+use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::manifest::JobManifest;
 use corral_protocol::messages::RejectReason;
@@ -46,7 +47,9 @@ pub(super) struct Admission {
     max_memory: Option<u64>,
     seen: HashSet<(JobId, u32, u32)>,
     seen_order: VecDeque<(JobId, u32, u32)>,
-    verified: HashMap<[u8; 64], (Vec<u8>, Arc<JobManifest>)>,
+    /// By signature: the digest of the payload it signed (not the payload:
+    /// a manifest with a million inputs is megabytes) and the manifest.
+    verified: HashMap<[u8; 64], (ContentHash, Arc<JobManifest>)>,
 }
 
 impl Admission {
@@ -71,8 +74,9 @@ impl Admission {
         signed: &Signed<JobManifest>,
         now_ms: u64,
     ) -> Result<Arc<JobManifest>, RejectReason> {
-        if let Some((payload, manifest)) = self.verified.get(signed.signature())
-            && payload.as_slice() == signed.payload_bytes()
+        let digest = ContentHash::of(signed.payload_bytes());
+        if let Some((signed_digest, manifest)) = self.verified.get(signed.signature())
+            && *signed_digest == digest
             && &manifest.submitter == signed.signer()
         {
             if now_ms >= manifest.expires_ms {
@@ -94,10 +98,8 @@ impl Admission {
         if self.verified.len() >= MAX_VERIFIED {
             self.verified.clear();
         }
-        self.verified.insert(
-            *signed.signature(),
-            (signed.payload_bytes().to_vec(), manifest.clone()),
-        );
+        self.verified
+            .insert(*signed.signature(), (digest, manifest.clone()));
         Ok(manifest)
     }
 
@@ -166,13 +168,6 @@ impl Admission {
                 }
             }
         }
-    }
-
-    /// Whether a verified manifest of `job` was submitted by `from`.
-    pub(super) fn submitted_by(&self, job: JobId, from: PeerKey) -> bool {
-        self.verified
-            .values()
-            .any(|(_, m)| m.job == job && m.submitter == from)
     }
 
     /// Forgets an offer (its task was given back: the coordinator does not

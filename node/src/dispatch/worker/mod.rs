@@ -23,6 +23,9 @@ mod runner;
 mod task;
 mod workdir;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +48,8 @@ use crate::sync::lock;
 /// A task held here, running or waiting for its inputs or a slot.
 struct Running {
     attempt: u32,
+    /// Who offered it: the only peer that may cancel it.
+    coordinator: PeerKey,
     cancel: Arc<AtomicBool>,
     /// Set (with `cancel`) when the task is given back to its coordinator.
     hand_back: Arc<std::sync::OnceLock<RejectReason>>,
@@ -142,6 +147,7 @@ impl Worker {
             (manifest.job, index),
             Running {
                 attempt,
+                coordinator: from,
                 cancel: cancel.clone(),
                 hand_back: hand_back.clone(),
             },
@@ -177,10 +183,12 @@ impl Worker {
         }
     }
 
-    /// The coordinator no longer wants task `index` of `job`.
+    /// The coordinator no longer wants task `index` of `job`: stopped if
+    /// `from` is the peer that offered it (whose offer was checked then),
+    /// ignored from anyone else.
     pub fn on_cancel(&mut self, from: PeerKey, job: JobId, index: u32) {
         if let Some(running) = self.running.get(&(job, index))
-            && self.admission.submitted_by(job, from)
+            && running.coordinator == from
         {
             running.cancel.store(true, Ordering::Relaxed);
         }

@@ -1,0 +1,168 @@
+//! Tests of the worker's event-loop side without a network: offers,
+//! cancels, hand-backs and counts, with the requests it sends caught.
+
+use std::collections::{BTreeMap, HashMap};
+
+use corral_protocol::capacity::OwnerState;
+use corral_protocol::envelope::{SigningKey, peer_key, signing_key};
+use corral_protocol::hash::ContentHash;
+use corral_protocol::ids::Nonce;
+use corral_protocol::manifest::{EngineReq, Limits, TaskSet};
+use corral_protocol::receipt::EngineKind;
+use tokio::sync::mpsc;
+
+use super::admission::MAX_VERIFIED;
+use super::*;
+use crate::blobs::BlobStore;
+use crate::clock::now_ms;
+use crate::dispatch::{FetchLocks, NetCmd, NetHandle};
+use crate::store::Store;
+
+/// A worker on a fresh data directory, and what it sends.
+struct Harness {
+    worker: Worker,
+    _net: mpsc::Receiver<NetCmd>,
+    _events: mpsc::UnboundedReceiver<WorkerEvent>,
+    _dir: tempfile::TempDir,
+}
+
+/// Needs a tokio runtime (the worker spawns on it).
+fn harness(slots: u16) -> Harness {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let blobs = BlobStore::open(dir.path()).expect("a blob store");
+    let store = Store::open(dir.path()).expect("a store");
+    let (net, net_rx) = NetHandle::new();
+    let (events, events_rx) = mpsc::unbounded_channel();
+    let me = signing_key(&[200; 32]);
+    let ctx = Arc::new(WorkerCtx {
+        me: peer_key(&me),
+        key: me,
+        blobs: blobs.clone(),
+        locks: FetchLocks::default(),
+        net,
+        runtime: Arc::new(crate::runtime::Runtime::new(None).expect("the engines")),
+        runs: RunQueue::default(),
+        handle: tokio::runtime::Handle::current(),
+        events,
+        store,
+        compiled: std::sync::Mutex::new(HashMap::new()),
+        engines: vec![EngineKind::Interp],
+        fault_lie: false,
+        deliveries: Deliveries::default(),
+        share: Default::default(),
+    });
+    Harness {
+        worker: Worker::new(ctx, slots, None).expect("a worker"),
+        _net: net_rx,
+        _events: events_rx,
+        _dir: dir,
+    }
+}
+
+/// Job number `n` of `submitter`: `tasks` tasks running `module` (which
+/// may not exist) with `args`.
+fn job(
+    submitter: &SigningKey,
+    n: u16,
+    tasks: u32,
+    module: (ContentHash, u64),
+    args: &[&str],
+) -> Signed<JobManifest> {
+    let mut id = [7u8; 16];
+    id[..2].copy_from_slice(&n.to_be_bytes());
+    let now = now_ms();
+    let manifest = JobManifest {
+        version: corral_protocol::PROTOCOL_VERSION,
+        job: JobId::from_bytes(id),
+        submitter: peer_key(submitter),
+        module_hash: module.0,
+        module_size: module.1,
+        args: args.iter().map(|a| a.to_string()).collect(),
+        env: BTreeMap::new(),
+        dirs: Vec::new(),
+        tasks: TaskSet::Count(tasks),
+        limits: Limits::default(),
+        engine: EngineReq::Any,
+        redundancy: 1,
+        created_ms: now,
+        expires_ms: now + 3_600_000,
+        nonce: Nonce([n as u8; 16]),
+        stdin: None,
+    };
+    Signed::sign(&manifest, submitter)
+}
+
+/// A module nobody has: its task waits for a fetch that no one answers.
+fn missing_module() -> (ContentHash, u64) {
+    (ContentHash::of(b"not here"), 8)
+}
+
+fn gate(owner: OwnerState) -> Gate<'static> {
+    Gate {
+        now_ms: now_ms(),
+        trusted: &|_| true,
+        owner,
+    }
+}
+
+fn job_of(signed: &Signed<JobManifest>) -> JobId {
+    signed.verify(now_ms()).expect("a valid manifest").job
+}
+
+fn cancelled(worker: &Worker, job: JobId, index: u32) -> bool {
+    worker
+        .running
+        .get(&(job, index))
+        .expect("the task is held")
+        .cancel
+        .load(Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn a_cancel_from_the_tasks_coordinator_stops_it_however_many_jobs_came_since() {
+    let mut h = harness(1);
+    let alice = signing_key(&[1; 32]);
+    let a = job(&alice, 0, 2, missing_module(), &["m"]);
+    h.worker
+        .on_offer(peer_key(&alice), &a, 0, 1, &gate(OwnerState::Idle))
+        .expect("accepted");
+    // More verified manifests than the worker keeps: A's is long gone.
+    for n in 1..=(MAX_VERIFIED as u16 + 6) {
+        let other = job(&alice, n, 2, missing_module(), &["m"]);
+        assert_eq!(
+            h.worker
+                .on_offer(peer_key(&alice), &other, 0, 1, &gate(OwnerState::Draining)),
+            Err(RejectReason::Draining)
+        );
+    }
+    let a = job_of(&a);
+    h.worker.on_cancel(peer_key(&signing_key(&[9; 32])), a, 0);
+    assert!(
+        !cancelled(&h.worker, a, 0),
+        "a cancel from another peer is ignored"
+    );
+    h.worker.on_cancel(peer_key(&alice), a, 0);
+    assert!(
+        cancelled(&h.worker, a, 0),
+        "a cancel from the task's coordinator stops it"
+    );
+}
+
+#[tokio::test]
+async fn a_manifest_changed_under_a_cached_signature_is_refused() {
+    let mut h = harness(1);
+    let alice = signing_key(&[1; 32]);
+    let a = job(&alice, 0, 2, missing_module(), &["m"]);
+    h.worker
+        .on_offer(peer_key(&alice), &a, 0, 1, &gate(OwnerState::Idle))
+        .expect("accepted");
+    let mut forged = a.clone();
+    let last = forged.payload_bytes_mut().len() - 1;
+    forged.payload_bytes_mut()[last] ^= 1;
+    assert!(
+        h.worker
+            .on_offer(peer_key(&alice), &forged, 1, 1, &gate(OwnerState::Idle))
+            .is_err(),
+        "the cache vouches only for the payload it verified"
+    );
+}
