@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use corral_protocol::envelope::Signed;
 use corral_protocol::hash::ContentHash;
+use corral_protocol::manifest::{GUEST_INPUT, GUEST_OUTPUT};
 use corral_protocol::messages::TaskRequest;
 use corral_protocol::receipt::{Captured, MAX_FILES, OutputFile, TaskReceipt, TaskStatus};
 use corral_protocol::tree::{MAX_TREE_BYTES, TreeListing};
@@ -135,7 +136,7 @@ fn run_blocking(
         .context("cannot make the task's directory ready")?;
     let mut preopens = vec![Preopen {
         host: output.clone(),
-        guest: crate::job::plan::GUEST_OUTPUT.into(),
+        guest: GUEST_OUTPUT.into(),
         writable: true,
     }];
     if let Some((name, blob)) = &prepared.input {
@@ -146,7 +147,7 @@ fn run_blocking(
         }
         preopens.push(Preopen {
             host: dir,
-            guest: crate::job::plan::GUEST_INPUT.into(),
+            guest: GUEST_INPUT.into(),
             writable: false,
         });
     }
@@ -207,7 +208,7 @@ fn run_blocking(
     lock(&ctx.share).ended(tid, t2, crate::capacity::thread_cpu_time());
     let outcome = outcome?;
 
-    let (mut files, left) = collect(&ctx.blobs, &output, crate::job::plan::GUEST_OUTPUT, None)?;
+    let (mut files, left) = collect(&ctx.blobs, &output, GUEST_OUTPUT, None)?;
     for (guest, copy, listing) in &writable {
         files.extend(collect(&ctx.blobs, copy, guest, Some(listing))?.0);
     }
