@@ -13,7 +13,7 @@ use anyhow::Context;
 use corral_protocol::envelope::Signed;
 use corral_protocol::hash::ContentHash;
 use corral_protocol::manifest::{GUEST_INPUT, GUEST_OUTPUT};
-use corral_protocol::messages::TaskRequest;
+use corral_protocol::messages::{RejectReason, TaskRequest};
 use corral_protocol::receipt::{Captured, MAX_FILES, OutputFile, TaskReceipt, TaskStatus};
 use corral_protocol::tree::{MAX_TREE_BYTES, TreeListing};
 
@@ -103,13 +103,15 @@ fn finish(
             None => tracing::debug!(%job, index, "cancelled"),
         },
         Err(e) => {
-            // Could not run it here (a blob would not come, the engine
-            // failed): hand the task back so it runs elsewhere.
+            // Could not run it here (a blob would not come, the work
+            // directory or the engine failed): hand the task back so it
+            // runs elsewhere. Not a transient reason: it costs an attempt.
             tracing::warn!(%job, index, "cannot run the task, handing it back: {e:#}");
             let net = ctx.net.clone();
             ctx.handle.spawn(async move {
+                let reason = RejectReason::InputsUnavailable;
                 let _ = net
-                    .task(coordinator, TaskRequest::Cancel { job, index })
+                    .task(coordinator, TaskRequest::HandBack { job, index, reason })
                     .await;
             });
         }

@@ -8,6 +8,7 @@ use corral_protocol::envelope::{SigningKey, peer_key, signing_key};
 use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::Nonce;
 use corral_protocol::manifest::{EngineReq, Limits, TaskSet};
+use corral_protocol::messages::{BlobResponse, TaskRequest, TaskResponse};
 use corral_protocol::receipt::EngineKind;
 use tokio::sync::mpsc;
 
@@ -21,8 +22,8 @@ use crate::store::Store;
 /// A worker on a fresh data directory, and what it sends.
 struct Harness {
     worker: Worker,
-    _net: mpsc::Receiver<NetCmd>,
-    _events: mpsc::UnboundedReceiver<WorkerEvent>,
+    net: mpsc::Receiver<NetCmd>,
+    events: mpsc::UnboundedReceiver<WorkerEvent>,
     _dir: tempfile::TempDir,
 }
 
@@ -53,8 +54,8 @@ fn harness(slots: u16) -> Harness {
     });
     Harness {
         worker: Worker::new(ctx, slots, None).expect("a worker"),
-        _net: net_rx,
-        _events: events_rx,
+        net: net_rx,
+        events: events_rx,
         _dir: dir,
     }
 }
@@ -165,4 +166,48 @@ async fn a_manifest_changed_under_a_cached_signature_is_refused() {
             .is_err(),
         "the cache vouches only for the payload it verified"
     );
+}
+
+#[tokio::test]
+async fn a_task_whose_inputs_cannot_be_fetched_is_handed_back_not_cancelled() {
+    let mut h = harness(1);
+    let alice = signing_key(&[1; 32]);
+    let signed = job(&alice, 0, 2, missing_module(), &["m"]);
+    let a = job_of(&signed);
+    h.worker
+        .on_offer(peer_key(&alice), &signed, 0, 1, &gate(OwnerState::Idle))
+        .expect("accepted");
+    // The worker asks the coordinator for the module, which says no.
+    match h.net.recv().await.expect("a request") {
+        NetCmd::Blob { peer, reply, .. } => {
+            assert_eq!(peer, peer_key(&alice));
+            let _ = reply.send(Ok(BlobResponse::NotFound));
+        }
+        other => panic!("expected a blob request, got {other:?}"),
+    }
+    match h.net.recv().await.expect("a request") {
+        NetCmd::Task {
+            peer,
+            request,
+            reply,
+        } => {
+            assert_eq!(peer, peer_key(&alice));
+            assert!(
+                matches!(
+                    request,
+                    TaskRequest::HandBack {
+                        job,
+                        index: 0,
+                        reason: RejectReason::InputsUnavailable
+                    } if job == a
+                ),
+                "expected a hand-back, got {request:?}"
+            );
+            let _ = reply.send(Ok(TaskResponse::Ack));
+        }
+        other => panic!("expected a task request, got {other:?}"),
+    }
+    let event = h.events.recv().await.expect("the task ended");
+    h.worker.on_event(event);
+    assert_eq!(h.worker.running(), 0);
 }
