@@ -397,7 +397,7 @@ impl Node {
             )),
             state,
             running: u16::try_from(self.worker.running()).unwrap_or(u16::MAX),
-            queued: 0,
+            queued: u16::try_from(self.worker.queued()).unwrap_or(u16::MAX),
             version: env!("CARGO_PKG_VERSION").into(),
         }
     }

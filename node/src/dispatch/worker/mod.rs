@@ -53,6 +53,8 @@ struct Running {
     cancel: Arc<AtomicBool>,
     /// Set (with `cancel`) when the task is given back to its coordinator.
     hand_back: Arc<std::sync::OnceLock<RejectReason>>,
+    /// Set when a runner thread takes it.
+    started: Arc<AtomicBool>,
 }
 
 /// The worker's state, owned by the event loop.
@@ -81,9 +83,19 @@ impl Worker {
         })
     }
 
-    /// Tasks held (running or waiting for a slot).
+    /// Tasks held (running, or queued: waiting for inputs or a slot).
     pub fn running(&self) -> usize {
         self.running.len()
+    }
+
+    /// Tasks accepted but not yet started on a runner: waiting for their
+    /// inputs or for a slot (at most the slots plus `MAX_AHEAD`, so
+    /// counting is cheap).
+    pub fn queued(&self) -> usize {
+        self.running
+            .values()
+            .filter(|r| !r.started.load(Ordering::Relaxed))
+            .count()
     }
 
     /// A slot's share of a core as recent runs here show it, if any ran;
@@ -143,6 +155,7 @@ impl Worker {
     fn start(&mut self, manifest: Arc<JobManifest>, index: u32, attempt: u32, from: PeerKey) {
         let cancel = Arc::new(AtomicBool::new(false));
         let hand_back = Arc::new(std::sync::OnceLock::new());
+        let started = Arc::new(AtomicBool::new(false));
         self.running.insert(
             (manifest.job, index),
             Running {
@@ -150,6 +163,7 @@ impl Worker {
                 coordinator: from,
                 cancel: cancel.clone(),
                 hand_back: hand_back.clone(),
+                started: started.clone(),
             },
         );
         // The only task of a job is what `corral run` shows as it
@@ -171,6 +185,7 @@ impl Worker {
             coordinator: from,
             cancel,
             hand_back,
+            started,
             live,
         };
         // Everything it needs is here (the common case once a

@@ -37,6 +37,7 @@ pub(super) fn runner(ctx: &Arc<WorkerCtx>, n: u16) {
     let tid = nix::unistd::gettid().as_raw();
     loop {
         let (task, prepared) = ctx.runs.pop();
+        task.started.store(true, Ordering::Relaxed);
         let result = if task.cancel.load(Ordering::Relaxed) {
             Ok(None)
         } else {

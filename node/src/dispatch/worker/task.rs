@@ -27,6 +27,8 @@ pub(super) struct Assignment {
     pub(super) cancel: Arc<AtomicBool>,
     /// Set (with `cancel`) when the task is given back to its coordinator.
     pub(super) hand_back: Arc<OnceLock<RejectReason>>,
+    /// Set when a runner thread takes it: no longer queued.
+    pub(super) started: Arc<AtomicBool>,
     /// Its output as it runs, for a job's only task.
     pub(super) live: Option<Live>,
 }

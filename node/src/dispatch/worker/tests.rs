@@ -211,3 +211,68 @@ async fn a_task_whose_inputs_cannot_be_fetched_is_handed_back_not_cancelled() {
     h.worker.on_event(event);
     assert_eq!(h.worker.running(), 0);
 }
+
+/// Waits (up to ten seconds) for `done`.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// A module that loops until stopped (`testkit loop`), in the blob store.
+fn looping_module(h: &Harness) -> (ContentHash, u64) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/wasm/testkit.wasm");
+    let bytes = std::fs::read(path).expect("the testkit example module");
+    let hash = h.worker.ctx.blobs.put_bytes(&bytes).expect("stored");
+    (hash, bytes.len() as u64)
+}
+
+#[tokio::test]
+async fn queued_counts_the_tasks_accepted_but_not_yet_on_a_runner() {
+    let mut h = harness(1);
+    let alice = peer_key(&signing_key(&[1; 32]));
+    let looping = job(
+        &signing_key(&[1; 32]),
+        0,
+        2,
+        looping_module(&h),
+        &["testkit.wasm", "loop"],
+    );
+    let idle = gate(OwnerState::Idle);
+    h.worker
+        .on_offer(alice, &looping, 0, 1, &idle)
+        .expect("accepted");
+    until("the only runner takes the first task", || {
+        h.worker.queued() == 0
+    })
+    .await;
+    // The second waits for the slot, a third for its module.
+    h.worker
+        .on_offer(alice, &looping, 1, 1, &idle)
+        .expect("accepted");
+    let fetching = job(&signing_key(&[1; 32]), 1, 1, missing_module(), &["m"]);
+    h.worker
+        .on_offer(alice, &fetching, 0, 1, &idle)
+        .expect("accepted");
+    assert_eq!((h.worker.running(), h.worker.queued()), (3, 2));
+
+    // The first stops; the second takes the slot.
+    let first = job_of(&looping);
+    h.worker.on_cancel(alice, first, 0);
+    let event = h.events.recv().await.expect("the first ended");
+    h.worker.on_event(event);
+    until("the runner takes the second task", || {
+        h.worker.queued() == 1
+    })
+    .await;
+    assert_eq!(h.worker.running(), 2);
+
+    h.worker.on_cancel(alice, first, 1);
+    let event = h.events.recv().await.expect("the second ended");
+    h.worker.on_event(event);
+    assert_eq!((h.worker.running(), h.worker.queued()), (1, 1));
+}
