@@ -43,6 +43,8 @@ pub(super) struct Held {
 /// The worker's memory for judging offers: its limits, the offers it took
 /// (to refuse replays) and the manifests it verified.
 pub(super) struct Admission {
+    /// Set once the device is leaving: every offer is refused.
+    draining: bool,
     slots: u16,
     max_memory: Option<u64>,
     seen: HashSet<(JobId, u32, u32)>,
@@ -56,12 +58,23 @@ impl Admission {
     /// Judging for `slots` slots and at most `max_memory` bytes a task.
     pub(super) fn new(slots: u16, max_memory: Option<u64>) -> Self {
         Self {
+            draining: false,
             slots,
             max_memory,
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             verified: HashMap::new(),
         }
+    }
+
+    /// Refuses every offer from now on, with `Draining`.
+    pub(super) fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Whether offers are refused because the device is leaving.
+    pub(super) fn draining(&self) -> bool {
+        self.draining
     }
 
     /// The task slots.
@@ -141,6 +154,7 @@ impl Admission {
             return Err(RejectReason::EngineUnavailable);
         }
         match gate.owner {
+            _ if self.draining => return Err(RejectReason::Draining),
             OwnerState::Idle => {}
             OwnerState::Draining => return Err(RejectReason::Draining),
             _ => return Err(RejectReason::OwnerBusy),

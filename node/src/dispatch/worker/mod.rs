@@ -227,6 +227,26 @@ impl Worker {
         given
     }
 
+    /// The device is leaving (`corral leave`, DESIGN §9): from now on
+    /// every offer is refused with `Draining`. Tasks held here go on; the
+    /// daemon lets them finish within its grace period, then gives the
+    /// rest back with [`Worker::hand_back_all`]`(Draining)`.
+    pub fn drain(&mut self) {
+        self.admission.drain();
+    }
+
+    /// Whether [`Worker::drain`] was called.
+    pub fn draining(&self) -> bool {
+        self.admission.draining()
+    }
+
+    /// Nothing left to do here: no task running or queued, every receipt
+    /// acknowledged (or given up on) and every hand-back sent. A leaving
+    /// daemon may disconnect once it is.
+    pub fn idle(&self) -> bool {
+        self.running.is_empty() && self.ctx.deliveries.is_empty()
+    }
+
     /// A task ended.
     pub fn on_event(&mut self, event: WorkerEvent) {
         match event {

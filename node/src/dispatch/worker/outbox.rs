@@ -1,8 +1,10 @@
-//! Receipts kept in the store until their coordinator acknowledges them,
-//! and their delivery: one sender per coordinator, batching what gathers
-//! while its last request was in flight.
+//! What the worker owes its coordinators: receipts kept in the store until
+//! acknowledged, and their delivery (one sender per coordinator, batching
+//! what gathers while its last request was in flight); and tasks handed
+//! back, counted until the message is through.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -58,9 +60,29 @@ pub(super) struct Courier<'a> {
 /// entry has one sender running, which takes whatever gathered while its
 /// last request was in flight: one receipt when tasks end far apart, a
 /// batch when they end close together (so a fast stream of short tasks
-/// costs one request per batch, and a lone task waits for nothing).
+/// costs one request per batch, and a lone task waits for nothing). Also
+/// how many hand-backs are on their way.
 #[derive(Clone, Default)]
-pub struct Deliveries(Arc<Mutex<HashMap<PeerKey, VecDeque<Outboxed>>>>);
+pub struct Deliveries {
+    queues: Arc<Mutex<HashMap<PeerKey, VecDeque<Outboxed>>>>,
+    handing_back: Arc<AtomicUsize>,
+}
+
+/// Counts a hand-back on its way while it lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 impl Deliveries {
     /// Re-sends the receipts left in the outbox (by a daemon that stopped
@@ -88,11 +110,36 @@ impl Deliveries {
         self.enqueue(courier, item);
     }
 
+    /// Gives task `index` of `job` back to `coordinator`, for `reason`.
+    pub(super) fn hand_back(
+        &self,
+        courier: &Courier<'_>,
+        coordinator: PeerKey,
+        (job, index): (JobId, u32),
+        reason: RejectReason,
+    ) {
+        let in_flight = InFlight::new(&self.handing_back);
+        let net = courier.net.clone();
+        courier.handle.spawn(async move {
+            let request = TaskRequest::HandBack { job, index, reason };
+            if let Err(e) = net.task(coordinator, request).await {
+                tracing::debug!(%job, index, "the hand-back did not go through: {e}");
+            }
+            drop(in_flight);
+        });
+    }
+
+    /// Whether every receipt was delivered (or given up on) and every
+    /// hand-back sent.
+    pub(super) fn is_empty(&self) -> bool {
+        self.handing_back.load(Ordering::Acquire) == 0 && lock(&self.queues).is_empty()
+    }
+
     /// Hands a kept receipt to its coordinator's sender (starting one if
     /// none runs).
     fn enqueue(&self, courier: &Courier<'_>, item: Outboxed) {
         let coordinator = item.coordinator;
-        let mut queues = lock(&self.0);
+        let mut queues = lock(&self.queues);
         match queues.entry(coordinator) {
             std::collections::hash_map::Entry::Occupied(mut queue) => {
                 queue.get_mut().push_back(item);
@@ -122,7 +169,7 @@ async fn deliver_to(deliveries: Deliveries, net: NetHandle, store: Store, coordi
     let mut backoff = Duration::from_millis(250);
     loop {
         {
-            let mut queues = lock(&deliveries.0);
+            let mut queues = lock(&deliveries.queues);
             let Some(queue) = queues.get_mut(&coordinator) else {
                 return;
             };

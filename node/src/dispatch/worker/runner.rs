@@ -13,7 +13,7 @@ use anyhow::Context;
 use corral_protocol::envelope::Signed;
 use corral_protocol::hash::ContentHash;
 use corral_protocol::manifest::{GUEST_INPUT, GUEST_OUTPUT};
-use corral_protocol::messages::{RejectReason, TaskRequest};
+use corral_protocol::messages::RejectReason;
 use corral_protocol::receipt::{Captured, MAX_FILES, OutputFile, TaskReceipt, TaskStatus};
 use corral_protocol::tree::{MAX_TREE_BYTES, TreeListing};
 
@@ -79,8 +79,8 @@ fn finish(
         live.ended.store(true, Ordering::Release);
     }
     let job = manifest.job;
-    match result {
-        Ok(Some(receipt)) => {
+    match (result, hand_back.get().copied()) {
+        (Ok(Some(receipt)), _) => {
             let item = Outboxed {
                 coordinator,
                 expires_ms: manifest.expires_ms,
@@ -91,30 +91,25 @@ fn finish(
             };
             ctx.deliveries.keep(&ctx.courier(), item);
         }
-        Ok(None) => match hand_back.get() {
-            Some(&reason) => {
-                tracing::info!(%job, index, "handed back: {}", reason.describe());
-                let net = ctx.net.clone();
-                ctx.handle.spawn(async move {
-                    let _ = net
-                        .task(coordinator, TaskRequest::HandBack { job, index, reason })
-                        .await;
-                });
-            }
-            None => tracing::debug!(%job, index, "cancelled"),
-        },
-        Err(e) => {
+        // Given back (the owner came back, the device is leaving): for that
+        // reason, however the run ended.
+        (Ok(None) | Err(_), Some(reason)) => {
+            tracing::info!(%job, index, "handed back: {}", reason.describe());
+            ctx.deliveries
+                .hand_back(&ctx.courier(), coordinator, (job, index), reason);
+        }
+        (Ok(None), None) => tracing::debug!(%job, index, "cancelled"),
+        (Err(e), None) => {
             // Could not run it here (a blob would not come, the work
             // directory or the engine failed): hand the task back so it
             // runs elsewhere. Not a transient reason: it costs an attempt.
             tracing::warn!(%job, index, "cannot run the task, handing it back: {e:#}");
-            let net = ctx.net.clone();
-            ctx.handle.spawn(async move {
-                let reason = RejectReason::InputsUnavailable;
-                let _ = net
-                    .task(coordinator, TaskRequest::HandBack { job, index, reason })
-                    .await;
-            });
+            ctx.deliveries.hand_back(
+                &ctx.courier(),
+                coordinator,
+                (job, index),
+                RejectReason::InputsUnavailable,
+            );
         }
     }
     // Last: the receipt's sender (or the hand-back) wakes the event loop

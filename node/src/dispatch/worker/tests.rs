@@ -276,3 +276,70 @@ async fn queued_counts_the_tasks_accepted_but_not_yet_on_a_runner() {
     h.worker.on_event(event);
     assert_eq!((h.worker.running(), h.worker.queued()), (1, 1));
 }
+
+#[tokio::test]
+async fn a_draining_worker_refuses_offers_and_keeps_what_it_holds() {
+    let mut h = harness(2);
+    let alice = signing_key(&[1; 32]);
+    let a = job(&alice, 0, 2, missing_module(), &["m"]);
+    let idle = gate(OwnerState::Idle);
+    assert!(!h.worker.draining());
+    h.worker
+        .on_offer(peer_key(&alice), &a, 0, 1, &idle)
+        .expect("accepted");
+    h.worker.drain();
+    assert!(h.worker.draining());
+    assert_eq!(
+        h.worker.on_offer(peer_key(&alice), &a, 1, 1, &idle),
+        Err(RejectReason::Draining)
+    );
+    assert_eq!(h.worker.running(), 1, "what it holds goes on");
+    assert!(!cancelled(&h.worker, job_of(&a), 0));
+}
+
+#[tokio::test]
+async fn a_worker_is_idle_once_its_tasks_ended_and_hand_backs_went_through() {
+    let mut h = harness(1);
+    assert!(h.worker.idle(), "a fresh worker");
+    let alice = signing_key(&[1; 32]);
+    let signed = job(&alice, 0, 2, missing_module(), &["m"]);
+    let a = job_of(&signed);
+    h.worker
+        .on_offer(peer_key(&alice), &signed, 0, 1, &gate(OwnerState::Idle))
+        .expect("accepted");
+    assert!(!h.worker.idle(), "a task waits for its module");
+    h.worker.drain();
+    assert_eq!(h.worker.hand_back_all(RejectReason::Draining), 1);
+
+    // The fetch then fails: still handed back as draining, not as a
+    // task that cannot run here.
+    match h.net.recv().await.expect("a request") {
+        NetCmd::Blob { reply, .. } => {
+            let _ = reply.send(Err("gone".into()));
+        }
+        other => panic!("expected a blob request, got {other:?}"),
+    }
+    let answer = match h.net.recv().await.expect("a request") {
+        NetCmd::Task { request, reply, .. } => {
+            assert!(
+                matches!(
+                    request,
+                    TaskRequest::HandBack {
+                        job,
+                        index: 0,
+                        reason: RejectReason::Draining
+                    } if job == a
+                ),
+                "expected a hand-back for draining, got {request:?}"
+            );
+            reply
+        }
+        other => panic!("expected a task request, got {other:?}"),
+    };
+    let event = h.events.recv().await.expect("the task ended");
+    h.worker.on_event(event);
+    assert_eq!(h.worker.running(), 0);
+    assert!(!h.worker.idle(), "the hand-back is on its way");
+    let _ = answer.send(Ok(TaskResponse::Ack));
+    until("the hand-back went through", || h.worker.idle()).await;
+}
