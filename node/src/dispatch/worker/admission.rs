@@ -77,6 +77,12 @@ impl Admission {
         self.draining
     }
 
+    /// How many verified manifests are cached.
+    #[cfg(test)]
+    pub(super) fn verified_count(&self) -> usize {
+        self.verified.len()
+    }
+
     /// The task slots.
     pub(super) fn slots(&self) -> u16 {
         self.slots
@@ -127,16 +133,17 @@ impl Admission {
         gate: &Gate<'_>,
         held: impl Fn(&JobManifest) -> Held,
     ) -> Result<Arc<JobManifest>, RejectReason> {
+        // The cheap checks first, so an untrusted peer costs no signature
+        // check and cannot fill the cache of verified manifests. Only the
+        // submitter's own daemon coordinates its jobs: a signed manifest
+        // relayed by someone else is not an offer. The signer is only
+        // claimed here; verifying binds it (the manifest's submitter must be
+        // its signer, also for a cached one).
+        let signer = *signed.signer();
+        if from != signer || (signer != ctx.me && !(gate.trusted)(&signer)) {
+            return Err(RejectReason::NotTrusted);
+        }
         let manifest = self.verify(signed, gate.now_ms)?;
-        let submitter = manifest.submitter;
-        if submitter != ctx.me && !(gate.trusted)(&submitter) {
-            return Err(RejectReason::NotTrusted);
-        }
-        // Only the submitter's own daemon coordinates its jobs: a signed
-        // manifest relayed by someone else is not an offer.
-        if from != submitter {
-            return Err(RejectReason::NotTrusted);
-        }
         if index >= manifest.task_count() || attempt == 0 {
             return Err(RejectReason::Malformed);
         }

@@ -343,3 +343,40 @@ async fn a_worker_is_idle_once_its_tasks_ended_and_hand_backs_went_through() {
     let _ = answer.send(Ok(TaskResponse::Ack));
     until("the hand-back went through", || h.worker.idle()).await;
 }
+
+#[tokio::test]
+async fn offers_from_untrusted_or_relaying_peers_are_refused_before_any_verifying() {
+    let mut h = harness(1);
+    let alice = signing_key(&[1; 32]);
+    let mallory = signing_key(&[9; 32]);
+    let only_alice = |k: &PeerKey| *k == peer_key(&alice);
+    let gate = Gate {
+        now_ms: now_ms(),
+        trusted: &only_alice,
+        owner: OwnerState::Idle,
+    };
+    let theirs = job(&mallory, 0, 2, missing_module(), &["m"]);
+    let mut forged = theirs.clone();
+    forged.payload_bytes_mut()[0] ^= 1;
+    for signed in [&theirs, &forged] {
+        assert_eq!(
+            h.worker.on_offer(peer_key(&mallory), signed, 0, 1, &gate),
+            Err(RejectReason::NotTrusted)
+        );
+    }
+    // Alice's job, relayed by someone else.
+    let hers = job(&alice, 1, 2, missing_module(), &["m"]);
+    assert_eq!(
+        h.worker.on_offer(peer_key(&mallory), &hers, 0, 1, &gate),
+        Err(RejectReason::NotTrusted)
+    );
+    assert_eq!(
+        h.worker.admission.verified_count(),
+        0,
+        "nothing was verified, so nothing cached"
+    );
+    h.worker
+        .on_offer(peer_key(&alice), &hers, 0, 1, &gate)
+        .expect("from its trusted submitter");
+    assert_eq!(h.worker.admission.verified_count(), 1);
+}
