@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use corral_protocol::envelope::SigningKey;
 use corral_protocol::hash::ContentHash;
-use corral_protocol::ids::PeerKey;
+use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::manifest::EngineReq;
 use corral_protocol::receipt::EngineKind;
 use tokio::sync::mpsc;
@@ -24,7 +24,7 @@ pub enum WorkerEvent {
     /// A task ended (ran, was cancelled or could not be prepared).
     Finished {
         /// The job.
-        job: corral_protocol::ids::JobId,
+        job: JobId,
         /// The task.
         index: u32,
     },

@@ -1,17 +1,19 @@
-//! The worker side of `/corral/task/1`: every offer is checked (signature,
-//! submitter trusted, offered by its submitter, expiry, replay, limits,
-//! engine, owner policy, free slots) and refused with a reason code the
-//! submitter sees; an accepted task fetches its module, trees and input by
+//! The worker side of `/corral/task/1`: every offer is checked (offered by
+//! its submitter, submitter trusted, signature, expiry, replay, limits,
+//! engine, owner policy, leaving, free slots) and refused with a reason
+//! code the submitter sees; an accepted task fetches its module, trees and input by
 //! hash (hash-checked, cached), runs in a fresh sandbox on one of the
 //! runner threads (one per slot), and its signed receipt is kept in the
 //! store and sent, batched with others that end at the same time, until the
 //! coordinator acknowledges it. A job's only task streams its output while
-//! it runs.
+//! it runs. A task that cannot run here, or that the device gives up (the
+//! owner came back, `corral leave`), goes back to its coordinator with a
+//! `HandBack` and its reason.
 //!
 //! The rooms: [`Worker`] (here) is the event loop's side; `admission`
 //! judges offers; `inputs` finds or fetches what a task reads; `runner`
 //! runs tasks on the runner threads in a `workdir`; `outbox` keeps and
-//! delivers receipts; `live` streams a running task's output; `ctx` and
+//! delivers receipts and hand-backs; `live` streams a running task's output; `ctx` and
 //! `task` are what they share.
 
 mod admission;
