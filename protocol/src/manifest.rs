@@ -101,6 +101,14 @@ pub struct StdinSpec {
 /// Most bytes of forwarded stdin.
 pub const MAX_STDIN_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Where the guest finds its output directory: the files a task writes
+/// there come back in its receipt (part of the contract between the
+/// submitter and the worker).
+pub const GUEST_OUTPUT: &str = "/output";
+/// Where the guest finds its input (a job over `--inputs`: one file per
+/// task, named as the submitter named it).
+pub const GUEST_INPUT: &str = "/input";
+
 /// What the tasks of a job iterate over.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TaskSet {

@@ -28,6 +28,10 @@ impl Node {
                 .min(u32::try_from(max / (1024 * 1024)).unwrap_or(u32::MAX)),
             None => self.reading.free_memory_mib,
         };
+        // `running()` counts every task held; the advert tells the queued
+        // ones apart.
+        let queued = self.worker.queued();
+        let running = self.worker.running().saturating_sub(queued);
         CapacityAdvert {
             peer: self.me,
             name: self.name.clone(),
@@ -43,8 +47,8 @@ impl Node {
             free_memory_mib,
             on_battery: self.reading.host.on_battery,
             state,
-            running: u16::try_from(self.worker.running()).unwrap_or(u16::MAX),
-            queued: 0,
+            running: u16::try_from(running - queued).unwrap_or(u16::MAX),
+            queued: u16::try_from(queued).unwrap_or(u16::MAX),
             version: env!("CARGO_PKG_VERSION").into(),
         }
     }

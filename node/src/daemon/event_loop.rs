@@ -23,13 +23,12 @@ use crate::dispatch::worker::WorkerEvent;
 use crate::net::behaviour::BehaviourEvent;
 use crate::net::discovery::Found;
 
-/// The receiving ends of the loop's channels (every one bounded but the
-/// worker's events, whose number the worker's slots bound).
+/// The receiving ends of the loop's channels, every one bounded.
 pub(super) struct Inputs {
     pub(super) calls: mpsc::Receiver<Call>,
     pub(super) found: mpsc::Receiver<Found>,
     pub(super) net_rx: mpsc::Receiver<NetCmd>,
-    pub(super) worker_events: mpsc::UnboundedReceiver<WorkerEvent>,
+    pub(super) worker_events: mpsc::Receiver<WorkerEvent>,
     pub(super) results: mpsc::Receiver<ResultReady>,
     pub(super) served: mpsc::Receiver<Served>,
     pub(super) readings: mpsc::Receiver<Reading>,

@@ -53,28 +53,23 @@ impl Node {
                 self.respond(reply, response);
             }
             TaskRequest::Cancel { job, index } => {
-                // From a coordinator: stop it. From a worker: it hands the
-                // task back (it could not run it); it runs elsewhere.
+                // From the task's coordinator: stop it (the worker ignores
+                // anyone else). A worker that cannot run a task sends
+                // HandBack instead.
                 self.worker.on_cancel(from, job, index);
-                let name = self.name_of(&from);
-                let actions = self.coord.on_failed(
-                    job,
-                    index,
-                    from,
-                    &format!("{name} could not run it and handed it back"),
-                );
-                self.execute(actions);
-                self.dirty = true;
                 self.respond(reply, TaskResponse::Ack);
             }
             TaskRequest::HandBack { job, index, reason } => {
+                // A transient reason (the owner came back, the device is
+                // leaving, busy) costs the task no attempt; any other (it
+                // could not fetch what the task needs) is a failure there.
                 let name = self.name_of(&from);
-                let actions = self.coord.on_lost(
-                    job,
-                    index,
-                    from,
-                    &format!("{name} handed it back: {}", reason.describe()),
-                );
+                let why = format!("{name} handed it back: {}", reason.describe());
+                let actions = if reason.is_transient() {
+                    self.coord.on_lost(job, index, from, &why)
+                } else {
+                    self.coord.on_failed(job, index, from, &why)
+                };
                 self.execute(actions);
                 self.dirty = true;
                 self.respond(reply, TaskResponse::Ack);

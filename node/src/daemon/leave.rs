@@ -36,6 +36,7 @@ impl Node {
             "{why}: leaving the mesh"
         );
         self.policy.drain();
+        self.worker.drain();
         self.advertise();
         self.leaving = Some(Leaving {
             deadline: now + self.config.grace,
@@ -64,7 +65,7 @@ impl Node {
             return false;
         };
         let now = Instant::now();
-        if self.worker.running() == 0 && self.worker.deliveries_pending() == 0 {
+        if self.worker.idle() {
             return true;
         }
         match leaving.handed_back {

@@ -34,7 +34,7 @@ use crate::capacity::{OwnerPolicy, SystemLoad};
 use crate::control::server;
 use crate::control::watch::Watchers;
 use crate::dispatch::coordinator::Coordinator;
-use crate::dispatch::worker::{Worker, WorkerCtx};
+use crate::dispatch::worker::{Worker, WorkerCtx, events_capacity};
 use crate::dispatch::{FetchLocks, NetHandle};
 use crate::identity;
 use crate::net::CAPACITY_TOPIC;
@@ -77,7 +77,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
     let blobs = BlobStore::open(&config.data_dir)?;
     let locks = FetchLocks::default();
     let (net, net_rx) = NetHandle::new();
-    let (events_tx, worker_events) = mpsc::unbounded_channel();
+    let (events_tx, worker_events) = mpsc::channel(events_capacity(config.slots));
     let (results_tx, results) = mpsc::channel::<ResultReady>(MAX_INTAKE);
     let (served_tx, served) = mpsc::channel::<Served>(MAX_SERVING * 4);
     let (readings_tx, readings) = mpsc::channel::<Reading>(4);

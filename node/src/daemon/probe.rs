@@ -5,7 +5,7 @@
 //! delays nothing but the next reading.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -52,8 +52,7 @@ pub(super) fn spawn(
                 let reading = Reading {
                     host: load.sample(),
                     free_memory_mib: load.free_memory_mib(),
-                    run_share: crate::sync::lock(&ctx.share)
-                        .sample(Instant::now(), crate::capacity::thread_cpu_time_of),
+                    run_share: ctx.sample_share(),
                 };
                 if readings.blocking_send(reading).is_err() {
                     return;

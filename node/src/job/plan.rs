@@ -15,10 +15,9 @@ const MAX_ARG_BYTES: usize = 1024 * 1024;
 const MAX_ENV: usize = 1024;
 const MAX_ENV_BYTES: usize = 1024 * 1024;
 
-/// Where the guest finds its output directory and its inputs.
-pub const GUEST_OUTPUT: &str = "/output";
-/// The guest path of `--inputs`.
-pub const GUEST_INPUT: &str = "/input";
+// Where the guest finds its output directory and its inputs: part of the
+// protocol, since the worker lays them out as the submitter planned.
+pub use corral_protocol::manifest::{GUEST_INPUT, GUEST_OUTPUT};
 /// The default guest path of `--dir`.
 pub const GUEST_DATA: &str = "/data";
 

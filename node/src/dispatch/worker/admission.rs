@@ -1,0 +1,199 @@
+//! Judging an offer: the manifest's signature (verified manifests cached),
+//! the submitter trusted and offering its own job, replays, limits, engine,
+//! owner policy and free slots — refused with a reason code the submitter
+//! sees.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use corral_protocol::capacity::OwnerState;
+use corral_protocol::envelope::{EnvelopeError, Signed};
+use corral_protocol::hash::ContentHash;
+use corral_protocol::ids::{JobId, PeerKey};
+use corral_protocol::manifest::JobManifest;
+use corral_protocol::messages::RejectReason;
+use corral_scheduler::batch::MAX_AHEAD;
+
+use super::ctx::WorkerCtx;
+use crate::runtime::MAX_MODULE_BYTES;
+
+/// Most (job, task, attempt) offers remembered to refuse replays.
+const MAX_SEEN: usize = 200_000;
+/// Most verified manifests kept to skip re-verifying every offer of a job.
+pub(super) const MAX_VERIFIED: usize = 64;
+
+/// What the worker needs to know about this node to judge an offer.
+pub struct Gate<'a> {
+    /// The clock.
+    pub now_ms: u64,
+    /// Whether a submitter is trusted.
+    pub trusted: &'a dyn Fn(&PeerKey) -> bool,
+    /// The owner policy's state.
+    pub owner: OwnerState,
+}
+
+/// What the worker holds when an offer comes.
+pub(super) struct Held {
+    /// Whether this task of this job is held already.
+    pub(super) this: bool,
+    /// How many tasks are held (running or waiting).
+    pub(super) count: usize,
+}
+
+/// The worker's memory for judging offers: its limits, the offers it took
+/// (to refuse replays) and the manifests it verified.
+pub(super) struct Admission {
+    /// Set once the device is leaving: every offer is refused.
+    draining: bool,
+    slots: u16,
+    max_memory: Option<u64>,
+    seen: HashSet<(JobId, u32, u32)>,
+    seen_order: VecDeque<(JobId, u32, u32)>,
+    /// By signature: the digest of the payload it signed (not the payload:
+    /// a manifest with a million inputs is megabytes) and the manifest.
+    verified: HashMap<[u8; 64], (ContentHash, Arc<JobManifest>)>,
+}
+
+impl Admission {
+    /// Judging for `slots` slots and at most `max_memory` bytes a task.
+    pub(super) fn new(slots: u16, max_memory: Option<u64>) -> Self {
+        Self {
+            draining: false,
+            slots,
+            max_memory,
+            seen: HashSet::new(),
+            seen_order: VecDeque::new(),
+            verified: HashMap::new(),
+        }
+    }
+
+    /// Refuses every offer from now on, with `Draining`.
+    pub(super) fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Whether offers are refused because the device is leaving.
+    pub(super) fn draining(&self) -> bool {
+        self.draining
+    }
+
+    /// How many verified manifests are cached.
+    #[cfg(test)]
+    pub(super) fn verified_count(&self) -> usize {
+        self.verified.len()
+    }
+
+    /// The task slots.
+    pub(super) fn slots(&self) -> u16 {
+        self.slots
+    }
+
+    fn verify(
+        &mut self,
+        signed: &Signed<JobManifest>,
+        now_ms: u64,
+    ) -> Result<Arc<JobManifest>, RejectReason> {
+        let digest = ContentHash::of(signed.payload_bytes());
+        if let Some((signed_digest, manifest)) = self.verified.get(signed.signature())
+            && *signed_digest == digest
+            && &manifest.submitter == signed.signer()
+        {
+            if now_ms >= manifest.expires_ms {
+                return Err(RejectReason::Expired);
+            }
+            return Ok(manifest.clone());
+        }
+        let manifest = signed.verify(now_ms).map_err(|e| match e {
+            EnvelopeError::Expired { .. } | EnvelopeError::NotYetValid { .. } => {
+                RejectReason::Expired
+            }
+            EnvelopeError::BadKey
+            | EnvelopeError::BadSignature(_)
+            | EnvelopeError::WrongSigner { .. }
+            | EnvelopeError::SignerMismatch { .. } => RejectReason::BadSignature,
+            _ => RejectReason::Malformed,
+        })?;
+        let manifest = Arc::new(manifest);
+        if self.verified.len() >= MAX_VERIFIED {
+            self.verified.clear();
+        }
+        self.verified
+            .insert(*signed.signature(), (digest, manifest.clone()));
+        Ok(manifest)
+    }
+
+    /// Judges an offer of task `index` (attempt `attempt`) from `from`:
+    /// the verified manifest, or why it is refused.
+    pub(super) fn check(
+        &mut self,
+        ctx: &WorkerCtx,
+        from: PeerKey,
+        signed: &Signed<JobManifest>,
+        (index, attempt): (u32, u32),
+        gate: &Gate<'_>,
+        held: impl Fn(&JobManifest) -> Held,
+    ) -> Result<Arc<JobManifest>, RejectReason> {
+        // The cheap checks first, so an untrusted peer costs no signature
+        // check and cannot fill the cache of verified manifests. Only the
+        // submitter's own daemon coordinates its jobs: a signed manifest
+        // relayed by someone else is not an offer. The signer is only
+        // claimed here; verifying binds it (the manifest's submitter must be
+        // its signer, also for a cached one).
+        let signer = *signed.signer();
+        if from != signer || (signer != ctx.me && !(gate.trusted)(&signer)) {
+            return Err(RejectReason::NotTrusted);
+        }
+        let manifest = self.verify(signed, gate.now_ms)?;
+        if index >= manifest.task_count() || attempt == 0 {
+            return Err(RejectReason::Malformed);
+        }
+        if self.seen.contains(&(manifest.job, index, attempt)) {
+            return Err(RejectReason::Replay);
+        }
+        if self
+            .max_memory
+            .is_some_and(|max| manifest.limits.memory_bytes > max)
+            || manifest.module_size > MAX_MODULE_BYTES as u64
+        {
+            return Err(RejectReason::LimitsTooLarge);
+        }
+        if ctx.engine_for(manifest.engine).is_none() {
+            return Err(RejectReason::EngineUnavailable);
+        }
+        match gate.owner {
+            _ if self.draining => return Err(RejectReason::Draining),
+            OwnerState::Idle => {}
+            OwnerState::Draining => return Err(RejectReason::Draining),
+            _ => return Err(RejectReason::OwnerBusy),
+        }
+        let held = held(&manifest);
+        if held.this {
+            return Err(RejectReason::Busy);
+        }
+        // Late binding: a few tasks may wait beyond the free slots (a
+        // coordinator keeps one there, or up to MAX_AHEAD of very short
+        // tasks that would otherwise leave a slot idle between offers).
+        if held.count >= usize::from(self.slots) + usize::from(MAX_AHEAD) {
+            return Err(RejectReason::Busy);
+        }
+        Ok(manifest)
+    }
+
+    /// Remembers an accepted offer, to refuse it if it comes again.
+    pub(super) fn remember(&mut self, job: JobId, index: u32, attempt: u32) {
+        if self.seen.insert((job, index, attempt)) {
+            self.seen_order.push_back((job, index, attempt));
+            while self.seen_order.len() > MAX_SEEN {
+                if let Some(old) = self.seen_order.pop_front() {
+                    self.seen.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Forgets an offer (its task was given back: the coordinator does not
+    /// count that run as an attempt, so it may offer it again as is).
+    pub(super) fn forget(&mut self, job: JobId, index: u32, attempt: u32) {
+        self.seen.remove(&(job, index, attempt));
+    }
+}

@@ -1,0 +1,163 @@
+//! What an accepted task reads, by hash: its module, `--dir` trees, input
+//! and stdin, found on disk or fetched from its coordinator (hash-checked,
+//! cached); and the module compiled for the job's engine (cached).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use corral_protocol::hash::ContentHash;
+use corral_protocol::manifest::{JobManifest, TaskSet};
+
+use super::ctx::WorkerCtx;
+use super::task::{Assignment, Prepared};
+use crate::blobs::BlobStore;
+use crate::dispatch::fetch_blob;
+use crate::runtime::{Compiled, MAX_MODULE_BYTES, WasmModule};
+
+/// The blobs a task reads besides its `--dir` trees, each with the most
+/// bytes accepted for it: the module, its input (a job with inputs), stdin.
+struct Needs {
+    module: (ContentHash, u64),
+    input: Option<(String, ContentHash, u64)>,
+    stdin: Option<(ContentHash, u64)>,
+}
+
+impl Needs {
+    fn of(manifest: &JobManifest, index: u32) -> anyhow::Result<Self> {
+        let input = match &manifest.tasks {
+            TaskSet::Inputs(inputs) => {
+                let spec = inputs
+                    .get(index as usize)
+                    .context("no input for this task")?;
+                Some((spec.name.clone(), spec.hash, spec.size))
+            }
+            TaskSet::Count(_) => None,
+        };
+        Ok(Self {
+            module: (
+                manifest.module_hash,
+                manifest.module_size.min(MAX_MODULE_BYTES as u64),
+            ),
+            input,
+            stdin: manifest.stdin.map(|spec| {
+                (
+                    spec.hash,
+                    spec.size.min(corral_protocol::manifest::MAX_STDIN_BYTES),
+                )
+            }),
+        })
+    }
+}
+
+/// What a task needs, if every blob of it is already here (jobs with
+/// `--dir` trees always take the fetching path, which reads their listings).
+pub(super) fn local_inputs(blobs: &BlobStore, task: &Assignment) -> Option<Prepared> {
+    if !task.manifest.dirs.is_empty() {
+        return None;
+    }
+    let needs = Needs::of(&task.manifest, task.index).ok()?;
+    let here = |hash: &ContentHash| blobs.has(hash).then(|| blobs.path(hash));
+    Some(Prepared {
+        module: here(&needs.module.0)?,
+        input: match needs.input {
+            Some((name, hash, _)) => Some((name, here(&hash)?)),
+            None => None,
+        },
+        stdin: match needs.stdin {
+            Some((hash, _)) => Some(here(&hash)?),
+            None => None,
+        },
+    })
+}
+
+/// Fetches (hash-checked, cached) what a task needs from its coordinator.
+pub(super) async fn fetch_inputs(ctx: &WorkerCtx, task: &Assignment) -> anyhow::Result<Prepared> {
+    let needs = Needs::of(&task.manifest, task.index)?;
+    let fetch = |hash, max| {
+        fetch_blob(
+            &ctx.net,
+            &ctx.blobs,
+            &ctx.locks,
+            task.coordinator,
+            hash,
+            max,
+        )
+    };
+    let module = fetch(needs.module.0, needs.module.1).await?;
+    for dir in &task.manifest.dirs {
+        fetch(
+            dir.tree_hash,
+            corral_protocol::tree::MAX_LISTING_BYTES as u64,
+        )
+        .await?;
+        let listing = ctx.blobs.listing(&dir.tree_hash)?;
+        for file in &listing.files {
+            fetch(file.hash, file.size).await?;
+        }
+    }
+    let input = match needs.input {
+        Some((name, hash, size)) => Some((name, fetch(hash, size).await?)),
+        None => None,
+    };
+    let stdin = match needs.stdin {
+        Some((hash, max)) => Some(fetch(hash, max).await?),
+        None => None,
+    };
+    Ok(Prepared {
+        module,
+        input,
+        stdin,
+    })
+}
+
+/// The module compiled for the job's engine, compiled once per hash.
+pub(super) fn compiled_for(
+    ctx: &WorkerCtx,
+    manifest: &JobManifest,
+    module: &Path,
+) -> anyhow::Result<Compiled> {
+    let engine = ctx
+        .engine_for(manifest.engine)
+        .context("no engine of the kind the job needs")?;
+    let key = (manifest.module_hash, engine);
+    if let Some(compiled) = ctx
+        .compiled
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+    {
+        return Ok(compiled.clone());
+    }
+    let bytes = std::fs::read(module).context("cannot read the module")?;
+    let module = WasmModule::new(bytes)?;
+    if module.hash != manifest.module_hash {
+        anyhow::bail!("the module does not match its hash");
+    }
+    let compiled = ctx.runtime.compile(engine, &module)?;
+    let mut cache = ctx.compiled.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() > 32 {
+        cache.clear();
+    }
+    cache.insert(key, compiled.clone());
+    Ok(compiled)
+}
+
+/// A read-only tree, laid out once per device and shared by its tasks.
+pub(super) fn shared_tree(blobs: &BlobStore, tree: &ContentHash) -> anyhow::Result<PathBuf> {
+    let dest = blobs.trees_dir().join(tree.to_hex());
+    if dest.is_dir() {
+        return Ok(dest);
+    }
+    let parent = dest.parent().context("tree dir")?.to_path_buf();
+    std::fs::create_dir_all(&parent)?;
+    let staging = tempfile::Builder::new()
+        .prefix("tree-")
+        .tempdir_in(blobs.tmp_dir())?;
+    blobs.materialize(tree, staging.path(), false)?;
+    let staged = staging.keep();
+    if std::fs::rename(&staged, &dest).is_err() {
+        // Another task laid it out first.
+        let _ = std::fs::remove_dir_all(&staged);
+    }
+    Ok(dest)
+}

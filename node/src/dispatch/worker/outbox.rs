@@ -1,0 +1,246 @@
+//! What the worker owes its coordinators: receipts kept in the store until
+//! acknowledged, and their delivery (one sender per coordinator, batching
+//! what gathers while its last request was in flight); and tasks handed
+//! back, counted until the message is through.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use corral_protocol::codec;
+use corral_protocol::envelope::Signed;
+use corral_protocol::ids::{JobId, PeerKey};
+use corral_protocol::messages::{
+    MAX_BATCH, MAX_BATCH_RECEIPT_BYTES, RejectReason, TaskRequest, TaskResponse,
+};
+use corral_protocol::receipt::TaskReceipt;
+
+use crate::clock::now_ms;
+use crate::dispatch::NetHandle;
+use crate::store::{Records, Store};
+use crate::sync::lock;
+
+/// A receipt waiting in the outbox.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct Outboxed {
+    /// To whom it goes.
+    pub(super) coordinator: PeerKey,
+    /// When its job expires: undelivered by then, it is dropped.
+    pub(super) expires_ms: u64,
+    /// The job.
+    pub(super) job: JobId,
+    /// The task.
+    pub(super) index: u32,
+    /// The attempt.
+    pub(super) attempt: u32,
+    /// The signed receipt.
+    pub(super) receipt: Signed<TaskReceipt>,
+}
+
+fn outbox_key(job: &JobId, index: u32, attempt: u32) -> Vec<u8> {
+    let mut key = job.as_bytes().to_vec();
+    key.extend_from_slice(&index.to_be_bytes());
+    key.extend_from_slice(&attempt.to_be_bytes());
+    key
+}
+
+/// What sending receipts needs: the way to the coordinators, the store the
+/// outbox lives in, and the runtime to start senders on.
+pub(super) struct Courier<'a> {
+    /// Requests through the event loop.
+    pub(super) net: &'a NetHandle,
+    /// The outbox.
+    pub(super) store: &'a Store,
+    /// Where senders run.
+    pub(super) handle: &'a tokio::runtime::Handle,
+}
+
+/// Receipts waiting to be sent, per coordinator. A coordinator with an
+/// entry has one sender running, which takes whatever gathered while its
+/// last request was in flight: one receipt when tasks end far apart, a
+/// batch when they end close together (so a fast stream of short tasks
+/// costs one request per batch, and a lone task waits for nothing). Also
+/// how many hand-backs are on their way.
+#[derive(Clone, Default)]
+pub struct Deliveries {
+    queues: Arc<Mutex<HashMap<PeerKey, VecDeque<Outboxed>>>>,
+    handing_back: Arc<AtomicUsize>,
+}
+
+/// Counts a hand-back on its way while it lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Deliveries {
+    /// Re-sends the receipts left in the outbox (by a daemon that stopped
+    /// before they were acknowledged).
+    pub(super) fn resend_stored(&self, courier: &Courier<'_>) {
+        for (_, bytes) in courier.store.scan_raw(Records::Outbox, b"") {
+            match codec::from_canonical_bytes::<Outboxed>(&bytes, codec::MAX_RECEIPT_BYTES + 1024) {
+                Ok(item) => self.enqueue(courier, item),
+                Err(e) => tracing::warn!("an outbox record does not decode: {e}"),
+            }
+        }
+    }
+
+    /// Keeps a receipt in the outbox and sends it.
+    pub(super) fn keep(&self, courier: &Courier<'_>, item: Outboxed) {
+        let key = outbox_key(&item.job, item.index, item.attempt);
+        if let Err(e) =
+            courier
+                .store
+                .put_raw(Records::Outbox, &key, &codec::to_canonical_bytes(&item))
+        {
+            tracing::warn!("cannot keep the receipt in the outbox: {e:#}");
+        }
+        tracing::debug!(job = %item.job, index = item.index, "receipt kept");
+        self.enqueue(courier, item);
+    }
+
+    /// Gives task `index` of `job` back to `coordinator`, for `reason`.
+    pub(super) fn hand_back(
+        &self,
+        courier: &Courier<'_>,
+        coordinator: PeerKey,
+        (job, index): (JobId, u32),
+        reason: RejectReason,
+    ) {
+        let in_flight = InFlight::new(&self.handing_back);
+        let net = courier.net.clone();
+        courier.handle.spawn(async move {
+            let request = TaskRequest::HandBack { job, index, reason };
+            if let Err(e) = net.task(coordinator, request).await {
+                tracing::debug!(%job, index, "the hand-back did not go through: {e}");
+            }
+            drop(in_flight);
+        });
+    }
+
+    /// Whether every receipt was delivered (or given up on) and every
+    /// hand-back sent.
+    pub(super) fn is_empty(&self) -> bool {
+        self.handing_back.load(Ordering::Acquire) == 0 && lock(&self.queues).is_empty()
+    }
+
+    /// Hands a kept receipt to its coordinator's sender (starting one if
+    /// none runs).
+    fn enqueue(&self, courier: &Courier<'_>, item: Outboxed) {
+        let coordinator = item.coordinator;
+        let mut queues = lock(&self.queues);
+        match queues.entry(coordinator) {
+            std::collections::hash_map::Entry::Occupied(mut queue) => {
+                queue.get_mut().push_back(item);
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(VecDeque::from([item]));
+                courier.handle.spawn(deliver_to(
+                    self.clone(),
+                    courier.net.clone(),
+                    courier.store.clone(),
+                    coordinator,
+                ));
+            }
+        }
+    }
+}
+
+/// Bytes a receipt adds to a batch.
+fn receipt_bytes(item: &Outboxed) -> usize {
+    item.receipt.payload_bytes().len() + 128
+}
+
+/// Sends `coordinator`'s receipts until each is acknowledged (or refused,
+/// or its job expires), a batch at a time; ends when its queue is empty.
+async fn deliver_to(deliveries: Deliveries, net: NetHandle, store: Store, coordinator: PeerKey) {
+    let mut batch: Vec<Outboxed> = Vec::new();
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        {
+            let mut queues = lock(&deliveries.queues);
+            let Some(queue) = queues.get_mut(&coordinator) else {
+                return;
+            };
+            let mut bytes: usize = batch.iter().map(receipt_bytes).sum();
+            while batch.len() < MAX_BATCH {
+                let Some(next) = queue.front() else { break };
+                let size = receipt_bytes(next);
+                if !batch.is_empty() && bytes + size > MAX_BATCH_RECEIPT_BYTES {
+                    break;
+                }
+                bytes += size;
+                batch.extend(queue.pop_front());
+            }
+            if batch.is_empty() {
+                queues.remove(&coordinator);
+                return;
+            }
+        }
+        let request = if let [item] = batch.as_slice() {
+            TaskRequest::Result(item.receipt.clone())
+        } else {
+            TaskRequest::Results(batch.iter().map(|i| i.receipt.clone()).collect())
+        };
+        let verdicts = match net.task(coordinator, request).await {
+            Ok(TaskResponse::Ack) if batch.len() == 1 => vec![None],
+            Ok(TaskResponse::Each(verdicts)) if verdicts.len() == batch.len() => verdicts,
+            Ok(TaskResponse::Rejected(reason)) => vec![Some(reason); batch.len()],
+            Ok(other) => {
+                tracing::warn!(
+                    coordinator = %coordinator.short(),
+                    "the coordinator answered {} result(s) with {other:?}; dropping them",
+                    batch.len()
+                );
+                vec![Some(RejectReason::Malformed); batch.len()]
+            }
+            Err(e) => {
+                let now = now_ms();
+                batch.retain(|item| {
+                    let keep = now <= item.expires_ms;
+                    if !keep {
+                        tracing::warn!(job = %item.job, index = item.index, "result not delivered before the job expired: {e}");
+                        forget(&store, item);
+                    }
+                    keep
+                });
+                tracing::debug!(coordinator = %coordinator.short(), "{} result(s) not delivered yet: {e}", batch.len());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(3));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(250);
+        for (item, verdict) in batch.drain(..).zip(verdicts) {
+            match verdict {
+                None => tracing::debug!(job = %item.job, index = item.index, "result acknowledged"),
+                Some(reason) => tracing::warn!(
+                    job = %item.job,
+                    index = item.index,
+                    "the coordinator refused the result: {}",
+                    reason.describe()
+                ),
+            }
+            forget(&store, &item);
+        }
+    }
+}
+
+/// Drops a delivered (or undeliverable) receipt from the outbox.
+fn forget(store: &Store, item: &Outboxed) {
+    let key = outbox_key(&item.job, item.index, item.attempt);
+    if let Err(e) = store.remove_record(Records::Outbox, &key) {
+        tracing::warn!("cannot clear the outbox: {e:#}");
+    }
+}
