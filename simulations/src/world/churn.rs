@@ -4,10 +4,11 @@
 
 use rand::Rng;
 
+use super::World;
+use super::clock::micros;
 use super::state::{Event, RunState};
 use super::view::{Seen, Why};
 use super::workload::exponential;
-use super::{World, micros};
 use crate::policy::Policy;
 
 impl World<'_> {

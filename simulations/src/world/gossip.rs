@@ -2,8 +2,9 @@
 //! (the same loss on every policy's run), delayed, and delivered into the
 //! coordinator's view; the bytes an advert costs on the wire.
 
+use super::World;
+use super::clock::micros;
 use super::state::Event;
-use super::{World, micros};
 use crate::policy::Policy;
 
 /// A uniform number in [0, 1) from a hash of its inputs (splitmix64): the

@@ -7,11 +7,12 @@
 //!
 //! This file holds the clock, the event queue and the loop that routes each
 //! event to its room: [`view`] (what a policy sees and answers), `state`
-//! (the ground truth), [`workload`] (fleet and jobs), `gossip` (adverts and
+//! (the ground truth), [`clock`] (simulated time), [`workload`] (fleet and jobs), `gossip` (adverts and
 //! the view), `churn` (owners, departures, returns), `runs` (offers,
 //! queues, results, cancels) and [`outcome`] (the figures).
 
 mod churn;
+pub mod clock;
 mod gossip;
 pub mod outcome;
 mod runs;
@@ -27,22 +28,15 @@ use rand_chacha::ChaCha8Rng;
 use crate::policy::Policy;
 use crate::scenario::Scenario;
 
+pub use clock::Micros;
 pub use gossip::advert_wire_bytes;
 pub use outcome::Outcome;
 pub use view::{Accepted, Place, Placed, Seen, View, Why};
 pub use workload::{Fleet, Workload};
 
+use clock::micros;
 use gossip::GOSSIP_SLOTS;
 use state::{Device, Event, Job, Run};
-
-/// Simulated time, microseconds.
-pub type Micros = u64;
-
-pub(super) const SECOND: f64 = 1_000_000.0;
-
-pub(super) fn micros(seconds: f64) -> Micros {
-    (seconds * SECOND).round().max(0.0) as Micros
-}
 
 /// One policy's run over one scenario.
 pub struct World<'a> {

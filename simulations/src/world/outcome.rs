@@ -1,8 +1,9 @@
 //! What one policy's run came to: the [`Outcome`] (makespan, job
 //! completion times, re-runs, losses, gossip bytes, decisions).
 
+use super::World;
+use super::clock::SECOND;
 use super::gossip::{PROBE_BYTES, advert_wire_bytes};
-use super::{SECOND, World};
 
 /// What one policy did on one scenario.
 #[derive(Clone, Debug, Default)]

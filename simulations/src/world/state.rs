@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, VecDeque};
 
 use rand_chacha::ChaCha8Rng;
 
-use super::Micros;
+use super::clock::Micros;
 use super::view::Why;
 
 /// Something that happens at an instant; ties break by push order.

@@ -5,7 +5,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{Micros, micros};
+use super::clock::{Micros, micros};
 use crate::scenario::{Scenario, Size};
 
 /// Static facts about the devices, shared by every policy's run.
