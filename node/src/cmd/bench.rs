@@ -2,12 +2,17 @@
 //! prime counter, so the scheduler can compare devices. The score is
 //! calibration operations (numbers sieved) per second.
 
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use corral_protocol::receipt::{EngineKind, TaskStatus};
 
+use crate::config::DataDir;
+use crate::control;
 use crate::runtime::{Limits, RunSpec, Runtime, WasmModule};
+use crate::store::Store;
 
 /// The calibration module (the primes example).
 const CALIBRATION: &[u8] = include_bytes!("../../../examples/wasm/primes.wasm");
@@ -52,4 +57,33 @@ fn thread_cpu_time() -> anyhow::Result<Duration> {
     let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
         .context("cannot read this thread's CPU time")?;
     Ok(Duration::from(now))
+}
+
+/// `corral bench`.
+pub fn bench(data_dir: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
+    let dir = DataDir::resolve(data_dir)?;
+    let runtime = crate::runtime::Runtime::new(Some(dir.module_cache()))?;
+    let store = if control::client::daemon_running(dir.root()) {
+        None
+    } else {
+        Store::open(dir.root()).ok()
+    };
+    let mut out = serde_json::Map::new();
+    for engine in runtime.engines() {
+        let speed = calibrate(&runtime, engine)?;
+        if let Some(store) = &store {
+            crate::calibration::record(store, engine, speed)?;
+        }
+        out.insert(engine.name().into(), serde_json::json!(speed));
+        if !json {
+            println!("{:<7} {:>12} ops/s", engine.name(), speed);
+        }
+    }
+    if json {
+        println!("{}", serde_json::Value::Object(out));
+    }
+    if store.is_none() {
+        eprintln!("corral: a daemon is running; the new scores are used after its next start");
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -3,8 +3,12 @@
 
 pub mod bench;
 pub mod mesh;
+pub mod peers;
 pub mod run;
 pub mod submit;
+pub mod token;
+pub mod trust;
+pub mod up;
 
 /// Exit code of a single task that trapped or hit a limit (DESIGN §9).
 pub const EXIT_TRAP: u8 = 125;
