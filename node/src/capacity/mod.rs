@@ -2,7 +2,7 @@
 //! load without corral, free memory, AC or battery, and whether to accept
 //! work (`--share idle|always|never`) with hysteresis so it does not flap.
 //!
-//! The rooms: [`owner`](self) policy with hysteresis (`owner.rs`), readings
+//! The rooms: the owner policy with hysteresis (`owner.rs`), readings
 //! of the host from `/proc`, sysinfo and sysfs (`probe.rs`), the cgroup and
 //! affinity limits a slot runs under (`cgroup.rs`), and the share of a core
 //! that runs show (`run_share.rs`). The readings are plain sync functions
