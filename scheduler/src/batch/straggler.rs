@@ -1,0 +1,86 @@
+//! Straggler copies at the end of a batch: an idle worker faster than the
+//! holder of a task running once runs a copy; the first result wins.
+
+use std::collections::BTreeMap;
+
+use corral_protocol::ids::PeerKey;
+
+use super::{Batch, Decision, TaskState, Worker};
+
+impl Batch {
+    /// Holders whose speed changed since they were given their tasks (a
+    /// device slowed by other work on its cores, or given its CPU back) are
+    /// compared by their speed now. Only holders among `workers` are seen.
+    pub(super) fn refresh_holder_speeds(&mut self, workers: &[Worker]) {
+        let changed: BTreeMap<PeerKey, u64> = workers
+            .iter()
+            .filter(|w| self.speeds.get(&w.peer).is_some_and(|&s| s != w.speed))
+            .filter(|w| self.load_of(&w.peer) > 0)
+            .map(|w| (w.peer, w.speed))
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        self.speeds.extend(&changed);
+        let held: Vec<u32> = self
+            .singles
+            .iter()
+            .map(|&(_, index)| index)
+            .filter(|&index| match &self.tasks[index as usize].state {
+                TaskState::Running(on) => on.keys().any(|p| changed.contains_key(p)),
+                _ => false,
+            })
+            .collect();
+        for index in held {
+            self.sync_single(index);
+        }
+    }
+
+    /// Each idle worker takes a copy of the running task whose holder is the
+    /// slowest, if it is faster than that holder. Sorting the stragglers once
+    /// makes this O(T log T) rather than O(idle workers × T).
+    pub(super) fn duplicate_stragglers(
+        &mut self,
+        workers: &[Worker],
+        now_ms: u64,
+    ) -> Vec<Decision> {
+        // Idle: nothing of this batch, and a slot free of other jobs too.
+        let idle: Vec<&Worker> = workers
+            .iter()
+            .filter(|w| w.speed > 0 && w.slots_free > 0 && self.load_of(&w.peer) == 0)
+            .collect();
+        if idle.is_empty() {
+            return Vec::new();
+        }
+        self.refresh_holder_speeds(workers);
+        let mut decisions = Vec::new();
+        for idle in idle {
+            // An idle worker holds nothing, so it is never the holder; the
+            // slowest holder left is the only candidate worth checking.
+            let Some(&(holder_speed, index)) = self.singles.first() else {
+                break;
+            };
+            if holder_speed >= idle.speed {
+                continue;
+            }
+            self.speeds.insert(idle.peer, idle.speed);
+            let task = &mut self.tasks[index as usize];
+            if let TaskState::Running(on) = &mut task.state {
+                on.insert(idle.peer, now_ms);
+            }
+            self.sync_single(index);
+            let task = &self.tasks[index as usize];
+            // A speculative copy is part of the same attempt: it does not use
+            // up one of the task's tries.
+            *self.load.entry(idle.peer).or_insert(0) += 1;
+            decisions.push(Decision::Offer {
+                index,
+                peer: idle.peer,
+                attempt: task.attempts,
+                reason: "straggler: an idle, faster worker runs a copy; the first result wins"
+                    .into(),
+            });
+        }
+        decisions
+    }
+}

@@ -1,0 +1,208 @@
+//! What happens to a task on each event the node reports: a refusal, a
+//! busy worker, a failure, a lost peer, a result; and failing the queue.
+
+use std::collections::BTreeMap;
+
+use corral_protocol::hash::ContentHash;
+use corral_protocol::ids::PeerKey;
+
+use super::verify::{Tally, tally};
+use super::{Batch, Decision, TaskState};
+
+impl Batch {
+    /// Takes task `index` off `peer`; back to the queue (or failed) when no
+    /// other copy runs and more are needed.
+    fn release(&mut self, index: u32, peer: &PeerKey, reason: &str) -> Vec<Decision> {
+        self.tracked(index, |b| b.release_untracked(index, peer, reason))
+    }
+
+    fn release_untracked(&mut self, index: u32, peer: &PeerKey, reason: &str) -> Vec<Decision> {
+        let Some(task) = self.tasks.get(index as usize) else {
+            return Vec::new();
+        };
+        let limit = self.attempt_limit(task);
+        let task = &mut self.tasks[index as usize];
+        let TaskState::Running(on) = &mut task.state else {
+            return Vec::new();
+        };
+        if on.remove(peer).is_none() {
+            return Vec::new();
+        }
+        if let Some(n) = self.load.get_mut(peer) {
+            *n = n.saturating_sub(1);
+        }
+        self.first_open = self.first_open.min(index as usize);
+        task.last_error = Some(reason.to_string());
+        if !on.is_empty() {
+            return Vec::new();
+        }
+        if task.attempts >= limit {
+            let why = format!("gave up after {} attempts: {reason}", task.attempts);
+            task.state = TaskState::Failed(why.clone());
+            vec![Decision::GiveUp { index, reason: why }]
+        } else {
+            task.state = TaskState::Queued;
+            Vec::new()
+        }
+    }
+
+    /// `peer` refused task `index`.
+    pub fn on_rejected(&mut self, index: u32, peer: &PeerKey, reason: &str) -> Vec<Decision> {
+        self.release(index, peer, &format!("{} refused: {reason}", peer.short()))
+    }
+
+    /// `peer` cannot take task `index` just now (no free slot, its owner is
+    /// back, it is leaving): back to the queue without using up an attempt.
+    pub fn on_busy(&mut self, index: u32, peer: &PeerKey, reason: &str) -> Vec<Decision> {
+        if let Some(task) = self.tasks.get_mut(index as usize)
+            && matches!(&task.state, TaskState::Running(on) if on.len() == 1 && on.contains_key(peer))
+        {
+            task.attempts = task.attempts.saturating_sub(1);
+        }
+        self.release(index, peer, &format!("{} refused: {reason}", peer.short()))
+    }
+
+    /// Task `index` could not be run on `peer` (a lost connection, a worker
+    /// error). A task that ran and trapped is a result, not a failure.
+    pub fn on_failed(&mut self, index: u32, peer: &PeerKey, reason: &str) -> Vec<Decision> {
+        self.release(index, peer, reason)
+    }
+
+    /// Fails every task waiting in the queue (no worker will take them).
+    pub fn fail_queued(&mut self, reason: &str) -> Vec<Decision> {
+        let mut decisions = Vec::new();
+        for (index, task) in self.tasks.iter_mut().enumerate() {
+            if task.state == TaskState::Queued {
+                task.state = TaskState::Failed(reason.to_string());
+                self.waiting -= 1;
+                self.finished += 1;
+                decisions.push(Decision::GiveUp {
+                    index: index as u32,
+                    reason: reason.to_string(),
+                });
+            }
+        }
+        decisions
+    }
+
+    /// `peer` left: every task it held goes back to the queue at once.
+    pub fn on_peer_lost(&mut self, peer: &PeerKey) -> Vec<Decision> {
+        let held: Vec<u32> = (0..self.tasks.len() as u32)
+            .filter(|&i| matches!(&self.tasks[i as usize].state, TaskState::Running(on) if on.contains_key(peer)))
+            .collect();
+        held.into_iter()
+            .flat_map(|i| self.on_lost(i, peer, &format!("{} left the mesh", peer.short())))
+            .collect()
+    }
+
+    /// Task `index` was lost with `peer` (it left, crashed, or could not be
+    /// reached): back to the queue; the attempt is given back while the task
+    /// has losses to spare, since churn is not the task's fault.
+    pub fn on_lost(&mut self, index: u32, peer: &PeerKey, reason: &str) -> Vec<Decision> {
+        let budget = self.config.max_losses;
+        if let Some(task) = self.tasks.get_mut(index as usize)
+            && matches!(&task.state, TaskState::Running(on) if on.len() == 1 && on.contains_key(peer))
+            && task.losses < budget
+        {
+            task.losses += 1;
+            task.attempts = task.attempts.saturating_sub(1);
+        }
+        self.release(index, peer, reason)
+    }
+
+    /// A result of task `index` from `peer` (without verification).
+    pub fn on_done(&mut self, index: u32, peer: &PeerKey) -> Vec<Decision> {
+        self.on_result(index, peer, ContentHash::from_bytes([0; 32]))
+    }
+
+    /// A result of task `index` from `peer`, with the digest of what it
+    /// produced. Without verification the first result wins and the other
+    /// copies are cancelled. A result from a worker that no longer holds the
+    /// task (a late result, or one held across a coordinator restart) is
+    /// taken while the task is unfinished; once it is finished, or from a
+    /// worker that already gave one, a result changes nothing.
+    pub fn on_result(&mut self, index: u32, peer: &PeerKey, digest: ContentHash) -> Vec<Decision> {
+        self.tracked(index, |b| b.on_result_untracked(index, peer, digest))
+    }
+
+    fn on_result_untracked(
+        &mut self,
+        index: u32,
+        peer: &PeerKey,
+        digest: ContentHash,
+    ) -> Vec<Decision> {
+        let Some(task) = self.tasks.get(index as usize) else {
+            return Vec::new();
+        };
+        if task.is_finished() || task.results.iter().any(|(p, _)| p == peer) {
+            return Vec::new();
+        }
+        if let TaskState::Running(on) = &self.tasks[index as usize].state
+            && on.contains_key(peer)
+            && let Some(n) = self.load.get_mut(peer)
+        {
+            *n = n.saturating_sub(1);
+        }
+        let k = self.config.redundancy;
+        let task = &mut self.tasks[index as usize];
+        let mut on = match std::mem::replace(&mut task.state, TaskState::Queued) {
+            TaskState::Running(on) => on,
+            _ => BTreeMap::new(),
+        };
+        on.remove(peer);
+        task.results.push((*peer, digest));
+        let verdict = match tally(&task.results, task.needed, k, (*peer, digest)) {
+            Tally::Short => None,
+            Tally::Agreed(winner) | Tally::Majority(winner) => Some(Ok(winner)),
+            Tally::Mismatch => {
+                task.mismatch = true;
+                task.needed = k.saturating_add(1);
+                None
+            }
+            Tally::Split { runs, outputs } => Some(Err(format!(
+                "results disagree: {runs} runs gave {outputs} different outputs"
+            ))),
+        };
+        match verdict {
+            None => {
+                let limit = self.config.max_attempts + u32::from(task.needed).saturating_sub(1);
+                if on.is_empty() && task.attempts >= limit {
+                    let why = format!(
+                        "gave up after {} attempts: {} of {} runs gave a result",
+                        task.attempts,
+                        task.results.len(),
+                        task.needed
+                    );
+                    task.state = TaskState::Failed(why.clone());
+                    return vec![Decision::GiveUp { index, reason: why }];
+                }
+                task.state = if on.is_empty() {
+                    TaskState::Queued
+                } else {
+                    TaskState::Running(on)
+                };
+                self.first_open = self.first_open.min(index as usize);
+                Vec::new()
+            }
+            Some(outcome) => {
+                let mut decisions: Vec<Decision> = on
+                    .keys()
+                    .map(|p| Decision::Cancel { index, peer: *p })
+                    .collect();
+                for p in on.keys() {
+                    if let Some(n) = self.load.get_mut(p) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+                match outcome {
+                    Ok(winner) => task.state = TaskState::Done(winner),
+                    Err(why) => {
+                        task.state = TaskState::Failed(why.clone());
+                        decisions.push(Decision::GiveUp { index, reason: why });
+                    }
+                }
+                decisions
+            }
+        }
+    }
+}
