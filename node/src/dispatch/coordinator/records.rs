@@ -1,0 +1,170 @@
+//! The coordinator's records in the store: a job, its tasks and their runs,
+//! and how a stored job is brought back into memory (after a restart, or to
+//! report a finished job no longer held).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use corral_protocol::codec;
+use corral_protocol::envelope::Signed;
+use corral_protocol::hash::ContentHash;
+use corral_protocol::ids::{JobId, PeerKey};
+use corral_protocol::manifest::JobManifest;
+use corral_protocol::receipt::{EngineKind, OutputFile, TaskStatus};
+use corral_scheduler::batch::{Batch, BatchConfig};
+use serde::{Deserialize, Serialize};
+
+use super::{Coordinator, Job};
+use crate::store::Records;
+
+/// A job as stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct JobRecord {
+    pub(super) state: String,
+    pub(super) created_ms: u64,
+    pub(super) finished_ms: Option<u64>,
+    pub(super) module_name: String,
+    pub(super) verify: u8,
+    /// The signed manifest, canonical bytes.
+    pub(super) signed: Vec<u8>,
+}
+
+/// A task as stored.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(super) struct TaskRecord {
+    pub(super) state: String,
+    pub(super) attempts: u32,
+    pub(super) reason: Option<String>,
+    pub(super) runs: Vec<RunRecord>,
+    pub(super) winner: Option<usize>,
+    pub(super) mismatch: bool,
+}
+
+/// One result of a task.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct RunRecord {
+    pub(super) peer: PeerKey,
+    pub(super) name: String,
+    pub(super) arch: String,
+    pub(super) engine: EngineKind,
+    pub(super) attempt: u32,
+    pub(super) status: TaskStatus,
+    pub(super) duration_ms: u64,
+    pub(super) stdout: ContentHash,
+    pub(super) stderr: ContentHash,
+    pub(super) truncated: bool,
+    pub(super) files: Vec<OutputFile>,
+    pub(super) digest: ContentHash,
+}
+
+pub(super) fn task_key(job: &JobId, index: u32) -> Vec<u8> {
+    let mut key = job.as_bytes().to_vec();
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+impl Coordinator {
+    pub(super) fn restore(&mut self, id: &[u8], record: JobRecord) -> anyhow::Result<JobId> {
+        let signed: Signed<JobManifest> =
+            codec::from_canonical_bytes(&record.signed, codec::MAX_MANIFEST_BYTES + 1024)?;
+        // Its own signature; expiry is checked when offered.
+        let manifest = signed
+            .verify_from(&self.me, 0)
+            .or_else(|_| signed.verify_from(&self.me, crate::clock::now_ms()))?;
+        let job = manifest.job;
+        anyhow::ensure!(
+            id == job.as_bytes(),
+            "job record key does not match its manifest"
+        );
+        let count = manifest.task_count();
+        let mut batch = Batch::new(
+            count,
+            BatchConfig {
+                redundancy: record.verify.max(1),
+                ..BatchConfig::default()
+            },
+        );
+        let mut tasks = vec![
+            TaskRecord {
+                state: "queued".into(),
+                ..TaskRecord::default()
+            };
+            count as usize
+        ];
+        for (key, task) in self
+            .store
+            .scan_records::<TaskRecord>(Records::Tasks, job.as_bytes())
+        {
+            let Some(index) = key
+                .get(16..20)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+            else {
+                continue;
+            };
+            if index >= count {
+                continue;
+            }
+            match task.state.as_str() {
+                "done" => {
+                    if let Some(run) = task.winner.and_then(|w| task.runs.get(w)) {
+                        batch.restore_done(index, run.peer, run.digest);
+                    }
+                }
+                "failed" => batch.restore_failed(
+                    index,
+                    task.reason.clone().unwrap_or_default(),
+                    task.attempts,
+                ),
+                _ => batch.restore_attempts(index, task.attempts),
+            }
+            let mut task = task;
+            if task.state == "running" {
+                task.state = "queued".into();
+            }
+            tasks[index as usize] = task;
+        }
+        self.jobs.insert(
+            job,
+            Job {
+                signed,
+                manifest: Arc::new(manifest),
+                batch,
+                record,
+                tasks,
+                refusals: Vec::new(),
+                excluded: Default::default(),
+                cooldown: BTreeMap::new(),
+                started: None,
+                ended: None,
+                seq: 0,
+                results_seen: 0,
+                short_results: 0,
+                short_ms: 0,
+                live: None,
+            },
+        );
+        Ok(job)
+    }
+
+    pub(super) fn load_finished(&self, id: &JobId) -> Option<Job> {
+        let (_, record) = self
+            .store
+            .scan_records::<JobRecord>(Records::Jobs, id.as_bytes())
+            .into_iter()
+            .next()?;
+        let mut scratch = Coordinator {
+            me: self.me,
+            key: self.key.clone(),
+            store: self.store.clone(),
+            blobs: self.blobs.clone(),
+            jobs: BTreeMap::new(),
+            warm: Default::default(),
+        };
+        let state = record.state.clone();
+        scratch.restore(id.as_bytes(), record).ok()?;
+        let mut job = scratch.jobs.remove(id)?;
+        job.record.state = state;
+        Some(job)
+    }
+}
