@@ -6,7 +6,7 @@ use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::receipt::TaskReceipt;
 use corral_scheduler::batch::{Decision, TaskState};
 
-use super::records::{RunRecord, task_key};
+use super::records::{RunRecord, TaskRunState, task_key};
 use super::{
     Action, BUSY_COOLDOWN_MS, Coordinator, LOST_COOLDOWN_MS, MAX_REFUSALS, MAX_WARM, SHORT_TASK_MS,
     result_digest,
@@ -84,10 +84,10 @@ impl Coordinator {
     fn after_release(&mut self, id: JobId, index: u32, decisions: Vec<Decision>) -> Vec<Action> {
         if let Some(job) = self.jobs.get_mut(&id)
             && let Some(t) = job.tasks.get_mut(index as usize)
-            && t.state == "running"
+            && t.state == TaskRunState::Running
             && matches!(job.batch.tasks()[index as usize].state, TaskState::Queued)
         {
-            t.state = "queued".into();
+            t.state = TaskRunState::Queued;
         }
         self.apply(id, decisions)
     }
@@ -105,8 +105,10 @@ impl Coordinator {
             }
             let decisions = job.batch.on_peer_lost(peer);
             for (i, t) in job.tasks.iter_mut().enumerate() {
-                if t.state == "running" && job.batch.tasks()[i].state == TaskState::Queued {
-                    t.state = "queued".into();
+                if t.state == TaskRunState::Running
+                    && job.batch.tasks()[i].state == TaskState::Queued
+                {
+                    t.state = TaskRunState::Queued;
                 }
             }
             actions.extend(self.apply(id, decisions));
@@ -210,11 +212,11 @@ impl Coordinator {
         record.mismatch = task.mismatch;
         match &task.state {
             TaskState::Done(winner) => {
-                record.state = "done".into();
+                record.state = TaskRunState::Done;
                 record.winner = record.runs.iter().position(|r| &r.peer == winner);
             }
             TaskState::Failed(why) => {
-                record.state = "failed".into();
+                record.state = TaskRunState::Failed;
                 record.reason = Some(why.clone());
             }
             _ => {}

@@ -25,7 +25,7 @@ use corral_scheduler::batch::{Batch, Decision, MAX_AHEAD, Pool, TaskState, Worke
 
 use live::LiveRun;
 pub use live::MAX_LIVE_READ;
-use records::{JobRecord, TaskRecord, task_key};
+use records::{JobRecord, JobState, TaskRecord, TaskRunState, task_key};
 
 use crate::blobs::BlobStore;
 use crate::job::report::Refusal;
@@ -135,7 +135,7 @@ fn ahead(results_seen: u32, short_results: u32, short_ms: u64) -> u16 {
 
 impl Job {
     fn is_live(&self) -> bool {
-        self.record.state == "running"
+        self.record.state == JobState::Running
     }
 
     /// Tasks queued ahead on each device (see [`ahead`]).
@@ -188,7 +188,7 @@ impl Coordinator {
         };
         let records: Vec<(Vec<u8>, JobRecord)> = coordinator.store.scan_records(Records::Jobs, b"");
         for (id, record) in records {
-            if record.state != "running" {
+            if record.state != JobState::Running {
                 continue;
             }
             match coordinator.restore(&id, record) {
@@ -335,7 +335,7 @@ impl Coordinator {
                 } => {
                     tracing::debug!(job = %id, index, peer = %peer.short(), attempt, %reason, "offer");
                     if let Some(t) = job.tasks.get_mut(index as usize) {
-                        t.state = "running".into();
+                        t.state = TaskRunState::Running;
                         if attempt > t.attempts {
                             // Kept, so a restarted coordinator numbers its
                             // next attempt past every one a worker has seen.
@@ -359,7 +359,7 @@ impl Coordinator {
                 }),
                 Decision::GiveUp { index, reason } => {
                     if let Some(t) = job.tasks.get_mut(index as usize) {
-                        t.state = "failed".into();
+                        t.state = TaskRunState::Failed;
                         t.reason = Some(reason);
                         t.attempts = job.batch.tasks()[index as usize].attempts;
                         let _ = self
@@ -390,7 +390,11 @@ impl Coordinator {
                     .and_then(|w| t.runs.get(w))
                     .is_none_or(|r| r.status != TaskStatus::Exited { code: 0 })
             });
-        job.record.state = if failed { "failed" } else { "completed" }.into();
+        job.record.state = if failed {
+            JobState::Failed
+        } else {
+            JobState::Completed
+        };
         job.live = None;
         job.record.finished_ms = Some(crate::clock::now_ms());
         job.ended = Some(std::time::Instant::now());
@@ -431,7 +435,7 @@ impl Coordinator {
                 }
             }
         }
-        job.record.state = "cancelled".into();
+        job.record.state = JobState::Cancelled;
         job.live = None;
         job.record.finished_ms = Some(crate::clock::now_ms());
         job.ended = Some(std::time::Instant::now());

@@ -17,10 +17,72 @@ use serde::{Deserialize, Serialize};
 use super::{Coordinator, Job};
 use crate::store::Records;
 
+/// Where a job stands. Stored and reported as its lowercase name
+/// (`running`, `completed`, `failed`, `cancelled`), as the string form
+/// before it was written, so records of an older daemon read as they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum JobState {
+    /// Tasks to place or running.
+    Running,
+    /// Every task exited 0.
+    Completed,
+    /// Over, with a task that did not exit 0 (or never ran).
+    Failed,
+    /// Cancelled by its submitter.
+    Cancelled,
+}
+
+impl JobState {
+    /// Its name in records, `corral job` and `corral jobs`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a task stands, as the coordinator records it. Stored as its
+/// lowercase name, as the string form before it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum TaskRunState {
+    /// Waiting for a device.
+    #[default]
+    Queued,
+    /// Offered to (or running on) a device.
+    Running,
+    /// A result was kept.
+    Done,
+    /// Given up on.
+    Failed,
+}
+
+impl TaskRunState {
+    /// Its name in records and in `corral job`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            TaskRunState::Queued => "queued",
+            TaskRunState::Running => "running",
+            TaskRunState::Done => "done",
+            TaskRunState::Failed => "failed",
+        }
+    }
+}
+
 /// A job as stored.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(super) struct JobRecord {
-    pub(super) state: String,
+    pub(super) state: JobState,
     pub(super) created_ms: u64,
     pub(super) finished_ms: Option<u64>,
     pub(super) module_name: String,
@@ -32,7 +94,7 @@ pub(super) struct JobRecord {
 /// A task as stored.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(super) struct TaskRecord {
-    pub(super) state: String,
+    pub(super) state: TaskRunState,
     pub(super) attempts: u32,
     pub(super) reason: Option<String>,
     pub(super) runs: Vec<RunRecord>,
@@ -86,7 +148,7 @@ impl Coordinator {
         );
         let mut tasks = vec![
             TaskRecord {
-                state: "queued".into(),
+                state: TaskRunState::Queued,
                 ..TaskRecord::default()
             };
             count as usize
@@ -105,13 +167,13 @@ impl Coordinator {
             if index >= count {
                 continue;
             }
-            match task.state.as_str() {
-                "done" => {
+            match task.state {
+                TaskRunState::Done => {
                     if let Some(run) = task.winner.and_then(|w| task.runs.get(w)) {
                         batch.restore_done(index, run.peer, run.digest);
                     }
                 }
-                "failed" => batch.restore_failed(
+                TaskRunState::Failed => batch.restore_failed(
                     index,
                     task.reason.clone().unwrap_or_default(),
                     task.attempts,
@@ -119,8 +181,8 @@ impl Coordinator {
                 _ => batch.restore_attempts(index, task.attempts),
             }
             let mut task = task;
-            if task.state == "running" {
-                task.state = "queued".into();
+            if task.state == TaskRunState::Running {
+                task.state = TaskRunState::Queued;
             }
             tasks[index as usize] = task;
         }
@@ -161,7 +223,7 @@ impl Coordinator {
             jobs: BTreeMap::new(),
             warm: Default::default(),
         };
-        let state = record.state.clone();
+        let state = record.state;
         scratch.restore(id.as_bytes(), record).ok()?;
         let mut job = scratch.jobs.remove(id)?;
         job.record.state = state;

@@ -10,7 +10,7 @@ use corral_protocol::manifest::{JobManifest, TaskSet};
 use corral_protocol::receipt::TaskStatus;
 use corral_scheduler::batch::TaskState;
 
-use super::records::{JobRecord, TaskRecord};
+use super::records::{JobRecord, TaskRecord, TaskRunState};
 use super::{Coordinator, Job};
 use crate::job::report::{DeviceCount, FileReport, JobReport, RunReport, TaskReport};
 use crate::store::Records;
@@ -48,16 +48,30 @@ impl Coordinator {
                 let id = JobId::from_bytes(key.as_slice().try_into().ok()?);
                 let (state, total, done, failed) = match self.jobs.get(&id) {
                     Some(job) => {
-                        let done = job.tasks.iter().filter(|t| t.state == "done").count();
-                        let failed = job.tasks.iter().filter(|t| t.state == "failed").count();
-                        (job.record.state.clone(), job.tasks.len(), done, failed)
+                        let done = job
+                            .tasks
+                            .iter()
+                            .filter(|t| t.state == TaskRunState::Done)
+                            .count();
+                        let failed = job
+                            .tasks
+                            .iter()
+                            .filter(|t| t.state == TaskRunState::Failed)
+                            .count();
+                        (job.record.state, job.tasks.len(), done, failed)
                     }
                     None => {
                         let tasks = self
                             .store
                             .scan_records::<TaskRecord>(Records::Tasks, id.as_bytes());
-                        let done = tasks.iter().filter(|(_, t)| t.state == "done").count();
-                        let failed = tasks.iter().filter(|(_, t)| t.state == "failed").count();
+                        let done = tasks
+                            .iter()
+                            .filter(|(_, t)| t.state == TaskRunState::Done)
+                            .count();
+                        let failed = tasks
+                            .iter()
+                            .filter(|(_, t)| t.state == TaskRunState::Failed)
+                            .count();
                         let total = codec::from_canonical_bytes::<Signed<JobManifest>>(
                             &record.signed,
                             codec::MAX_MANIFEST_BYTES + 1024,
@@ -69,7 +83,7 @@ impl Coordinator {
                                 .ok()
                         })
                         .map_or(0, |m| m.task_count() as usize);
-                        (record.state.clone(), total, done, failed)
+                        (record.state, total, done, failed)
                     }
                 };
                 Some((
@@ -115,15 +129,18 @@ fn report_of(
         if let Some(run) = winner {
             devices.entry(run.name.clone()).or_default().done += 1;
         }
-        let state = match (&record.state[..], winner) {
-            ("done", Some(run)) if run.status == (TaskStatus::Exited { code: 0 }) => "done",
-            ("done", _) | ("failed", _) => "failed",
+        // As reported: done means it exited 0; any other end is a failure.
+        let state = match (record.state, winner) {
+            (TaskRunState::Done, Some(run)) if run.status == (TaskStatus::Exited { code: 0 }) => {
+                TaskRunState::Done
+            }
+            (TaskRunState::Done | TaskRunState::Failed, _) => TaskRunState::Failed,
             (other, _) => other,
         };
         match state {
-            "done" => done += 1,
-            "failed" => failed += 1,
-            _ => {}
+            TaskRunState::Done => done += 1,
+            TaskRunState::Failed => failed += 1,
+            TaskRunState::Queued | TaskRunState::Running => {}
         }
         if !with_tasks {
             continue;
@@ -136,14 +153,21 @@ fn report_of(
         let verified = job.record.verify > 1;
         tasks.push(TaskReport {
             index: i as u32,
-            state: state.to_string(),
+            state: state.as_str().to_string(),
             exit_code,
             reason: winner.map_or_else(
-                || if state == "failed" { "not_run" } else { "" }.to_string(),
+                || {
+                    if state == TaskRunState::Failed {
+                        "not_run"
+                    } else {
+                        ""
+                    }
+                    .to_string()
+                },
                 |r| r.status.reason_code().to_string(),
             ),
             message: message.or_else(|| {
-                (state == "failed" && winner.is_none())
+                (state == TaskRunState::Failed && winner.is_none())
                     .then(|| record.reason.clone())
                     .flatten()
             }),
@@ -203,7 +227,7 @@ fn report_of(
     report.tasks_total = u32::try_from(job.tasks.len()).unwrap_or(u32::MAX);
     report.tasks_done = done;
     report.tasks_failed = failed;
-    report.state = job.record.state.clone();
+    report.state = job.record.state.as_str().to_string();
     report.devices = devices;
     report.refusals = job.refusals.clone();
     report.mismatches = job.tasks.iter().filter(|t| t.mismatch).count() as u32;

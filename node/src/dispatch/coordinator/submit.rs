@@ -10,7 +10,7 @@ use corral_protocol::ids::{JobId, Nonce};
 use corral_protocol::manifest::{InputSpec, JobManifest, MAX_LIFETIME_MS, TaskSet};
 use corral_scheduler::batch::{Batch, BatchConfig};
 
-use super::records::{JobRecord, TaskRecord};
+use super::records::{JobRecord, JobState, TaskRecord, TaskRunState};
 use super::{Coordinator, Job};
 use crate::control::wire::SubmitSpec;
 use crate::store::Records;
@@ -91,7 +91,7 @@ impl Coordinator {
         manifest.validate().map_err(|e| e.to_string())?;
         let signed = Signed::sign(&manifest, &self.key);
         let record = JobRecord {
-            state: "running".into(),
+            state: JobState::Running,
             created_ms: now_ms,
             finished_ms: None,
             module_name: spec.module_name,
@@ -118,7 +118,7 @@ impl Coordinator {
                 record,
                 tasks: vec![
                     TaskRecord {
-                        state: "queued".into(),
+                        state: TaskRunState::Queued,
                         ..TaskRecord::default()
                     };
                     count as usize

@@ -1,6 +1,63 @@
-//! Unit tests of the coordinator.
+//! Unit tests of the coordinator: a real coordinator on a temporary store
+//! and blob store, driven without a network.
 
+use corral_protocol::envelope::{peer_key, signing_key};
+use corral_protocol::manifest::{EngineReq, Limits};
+use serde::{Deserialize, Serialize};
+
+use super::records::{JobState, TaskRunState};
 use super::*;
+use crate::control::wire::SubmitSpec;
+
+/// A coordinator on its own data dir, and that dir (kept alive).
+pub(super) struct Fixture {
+    pub(super) dir: tempfile::TempDir,
+    pub(super) me: PeerKey,
+    pub(super) key: SigningKey,
+    pub(super) module: ContentHash,
+}
+
+impl Fixture {
+    pub(super) fn new() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary dir for the test");
+        let key = signing_key(&[7; 32]);
+        let me = peer_key(&key);
+        let blobs = BlobStore::open(dir.path()).expect("blob store on a temporary dir");
+        let module = blobs
+            .put_bytes(b"\0asm\x01\0\0\0")
+            .expect("a module blob in the temporary store");
+        Self {
+            dir,
+            me,
+            key,
+            module,
+        }
+    }
+
+    /// Opens the store and loads the coordinator (one at a time: sled
+    /// locks its files).
+    pub(super) fn load(&self) -> Coordinator {
+        let store = Store::open(self.dir.path()).expect("store on a temporary dir");
+        let blobs = BlobStore::open(self.dir.path()).expect("blob store on a temporary dir");
+        Coordinator::load(self.me, self.key.clone(), store, blobs)
+    }
+
+    pub(super) fn spec(&self, tasks: u32, verify: u8) -> SubmitSpec {
+        SubmitSpec {
+            module: self.module,
+            module_name: "m.wasm".into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            tasks,
+            inputs: Vec::new(),
+            dirs: Vec::new(),
+            limits: Limits::default(),
+            engine: EngineReq::Any,
+            verify,
+            stdin: None,
+        }
+    }
+}
 
 #[test]
 fn short_tasks_are_queued_ahead_by_their_run_time() {
@@ -13,4 +70,90 @@ fn short_tasks_are_queued_ahead_by_their_run_time() {
     assert_eq!(ahead(100, 100, 1000), 3);
     // 19 ms each: one, as for long tasks.
     assert_eq!(ahead(100, 95, 95 * 19), 1);
+}
+
+/// The records as an older daemon wrote them: states as free strings.
+#[derive(Serialize, Deserialize)]
+struct OldJobRecord {
+    state: String,
+    created_ms: u64,
+    finished_ms: Option<u64>,
+    module_name: String,
+    verify: u8,
+    signed: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OldTaskRecord {
+    state: String,
+    attempts: u32,
+    reason: Option<String>,
+    runs: Vec<serde_json::Value>,
+    winner: Option<usize>,
+    mismatch: bool,
+}
+
+#[test]
+fn records_written_with_string_states_are_read_as_enums() {
+    let fx = Fixture::new();
+    let now = crate::clock::now_ms();
+    let (running, done) = {
+        let mut c = fx.load();
+        let running = c.submit(fx.spec(3, 1), now).expect("submit");
+        let done = c.submit(fx.spec(1, 1), now).expect("submit");
+        // Overwrite both jobs' records in the old form.
+        for (id, state) in [(running, "running"), (done, "cancelled")] {
+            let signed = c.jobs[&id].record.signed.clone();
+            let old = OldJobRecord {
+                state: state.into(),
+                created_ms: now,
+                finished_ms: None,
+                module_name: "m.wasm".into(),
+                verify: 1,
+                signed,
+            };
+            c.store
+                .put_record(Records::Jobs, id.as_bytes(), &old)
+                .expect("write an old job record");
+        }
+        for (index, state, attempts) in [(0, "failed", 3), (1, "running", 2)] {
+            let old = OldTaskRecord {
+                state: state.into(),
+                attempts,
+                reason: Some("gave up".into()),
+                runs: Vec::new(),
+                winner: None,
+                mismatch: false,
+            };
+            c.store
+                .put_record(Records::Tasks, &task_key(&running, index), &old)
+                .expect("write an old task record");
+        }
+        c.store.flush().expect("flush");
+        (running, done)
+    };
+    let c = fx.load();
+    // The running job resumes; its old task states read as enums.
+    let job = &c.jobs[&running];
+    assert_eq!(job.record.state, JobState::Running);
+    assert_eq!(job.tasks[0].state, TaskRunState::Failed);
+    assert_eq!(job.tasks[0].attempts, 3);
+    // A task that was running when the daemon stopped is queued again.
+    assert_eq!(job.tasks[1].state, TaskRunState::Queued);
+    assert_eq!(job.tasks[2].state, TaskRunState::Queued);
+    assert!(!c.jobs.contains_key(&done));
+    let records = c
+        .store
+        .scan_records::<JobRecord>(Records::Jobs, done.as_bytes());
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].1.state, JobState::Cancelled);
+    // And `corral jobs` shows the same strings as before.
+    let list = c.list();
+    let state_of = |id: &JobId| {
+        list.iter()
+            .find(|j| j["id"] == id.to_string())
+            .map(|j| j["state"].clone())
+    };
+    assert_eq!(state_of(&running), Some(serde_json::json!("running")));
+    assert_eq!(state_of(&done), Some(serde_json::json!("cancelled")));
 }
