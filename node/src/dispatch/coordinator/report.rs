@@ -77,11 +77,7 @@ impl Coordinator {
                             codec::MAX_MANIFEST_BYTES + 1024,
                         )
                         .ok()
-                        .and_then(|s| {
-                            s.verify(0)
-                                .or_else(|_| s.verify(crate::clock::now_ms()))
-                                .ok()
-                        })
+                        .and_then(|s| s.verify_signature_from(&self.me).ok())
                         .map_or(0, |m| m.task_count() as usize);
                         (record.state, total, done, failed)
                     }

@@ -157,3 +157,32 @@ fn records_written_with_string_states_are_read_as_enums() {
     assert_eq!(state_of(&running), Some(serde_json::json!("running")));
     assert_eq!(state_of(&done), Some(serde_json::json!("cancelled")));
 }
+
+#[test]
+fn a_finished_job_older_than_its_lifetime_reads_back_from_the_store() {
+    let fx = Fixture::new();
+    let now = crate::clock::now_ms();
+    // Submitted three days ago (the lifetime is two), cancelled then.
+    let long_ago = now - submit::JOB_LIFETIME_MS - 24 * 3600 * 1000;
+    let id = {
+        let mut c = fx.load();
+        let id = c.submit(fx.spec(2, 1), long_ago).expect("submit");
+        c.cancel(&id).expect("cancel");
+        c.store.flush().expect("flush");
+        id
+    };
+    // A restarted daemon holds no finished job in memory.
+    let c = fx.load();
+    assert!(!c.jobs.contains_key(&id));
+    let report = c
+        .report(&id, &|p: &PeerKey| p.short())
+        .expect("an expired finished job is still reported");
+    assert_eq!(report.state, "cancelled");
+    assert_eq!(report.tasks_total, 2);
+    let listed = c
+        .list()
+        .into_iter()
+        .find(|j| j["id"] == id.to_string())
+        .expect("listed");
+    assert_eq!(listed["tasks_total"], 2);
+}
