@@ -3,39 +3,39 @@
 
 use corral_protocol::envelope::Signed;
 use corral_protocol::ids::{JobId, PeerKey};
+use corral_protocol::messages::RejectReason;
 use corral_protocol::receipt::TaskReceipt;
+use corral_scheduler::ahead::SHORT_TASK_MS;
 use corral_scheduler::batch::{Decision, TaskState};
 
 use super::records::{RunRecord, TaskRunState, task_key};
 use super::{
-    Action, BUSY_COOLDOWN_MS, Coordinator, LOST_COOLDOWN_MS, MAX_REFUSALS, MAX_WARM, SHORT_TASK_MS,
-    result_digest,
+    Action, BUSY_COOLDOWN_MS, Coordinator, LOST_COOLDOWN_MS, MAX_REFUSALS, MAX_WARM, result_digest,
 };
 use crate::job::report::Refusal;
 use crate::store::Records;
 
 impl Coordinator {
-    /// `peer` refused a task; `lasting` when the reason will not change
-    /// during the job (the peer is not offered this job again).
+    /// `peer` refused a task for `reason`. A lasting reason (its trust
+    /// list, engines or limits) keeps the job from it for good; a transient
+    /// one (full, its owner at it, leaving) costs the task no attempt and
+    /// rests the device a moment.
     pub fn on_rejected(
         &mut self,
         id: JobId,
         index: u32,
         peer: PeerKey,
         name: &str,
-        reason: &str,
-        lasting: bool,
+        reason: RejectReason,
     ) -> Vec<Action> {
         let Some(job) = self.jobs.get_mut(&id) else {
             return Vec::new();
         };
-        if lasting {
+        if reason.is_lasting() {
             job.excluded.insert(peer);
         }
-        let busy = matches!(
-            reason,
-            "no free slot" | "owner is using the device" | "device is leaving"
-        );
+        let reason_code = reason;
+        let reason = reason.describe();
         if let Some(r) = job
             .refusals
             .iter_mut()
@@ -49,7 +49,7 @@ impl Coordinator {
                 count: 1,
             });
         }
-        let decisions = if busy {
+        let decisions = if reason_code.is_transient() {
             // Not its fault and not the task's: try it again a little later.
             job.cooldown
                 .insert(peer, crate::clock::now_ms() + BUSY_COOLDOWN_MS);

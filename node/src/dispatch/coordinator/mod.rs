@@ -21,7 +21,7 @@ use corral_protocol::hash::{ContentHash, ContentHasher};
 use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::manifest::{EngineReq, JobManifest};
 use corral_protocol::receipt::{EngineKind, TaskReceipt, TaskStatus};
-use corral_scheduler::batch::{Batch, Decision, MAX_AHEAD, Pool, TaskState, Worker};
+use corral_scheduler::batch::{Batch, Decision, Pool, TaskState, Worker};
 
 use live::LiveRun;
 pub use live::MAX_LIVE_READ;
@@ -98,7 +98,8 @@ struct Job {
     ended: Option<std::time::Instant>,
     /// Bumped on every change.
     seq: u64,
-    /// Results seen, how many of them ran under [`SHORT_TASK_MS`], and
+    /// Results seen, how many of them ran under
+    /// [`SHORT_TASK_MS`](corral_scheduler::ahead::SHORT_TASK_MS), and
     /// those short runs' time in all (ms).
     results_seen: u32,
     short_results: u32,
@@ -107,40 +108,15 @@ struct Job {
     live: Option<LiveRun>,
 }
 
-/// A task this short is over before its next offer could arrive: a job made
-/// of them keeps more than one task ahead on each device (see [`ahead`]).
-const SHORT_TASK_MS: u64 = 20;
-
-/// The run time a device may hold queued beyond its slots for a job of
-/// short tasks: enough that its slots do not stand idle while results and
-/// the next offers travel (a round trip is about a millisecond, and each
-/// carries a batch), little enough that a slow device holds back no more
-/// than this much of the job's end.
-const AHEAD_MS: u64 = 32;
-
-/// Tasks queued ahead on each device for a job: one (late binding) until
-/// most of its results (nine in ten of at least eight) show its tasks are
-/// short, then [`AHEAD_MS`] of their mean run time, at most [`MAX_AHEAD`].
-/// Tasks of 10 ms get 3 ahead; tasks under a millisecond (run times are
-/// counted in whole ms) get the most.
-fn ahead(results_seen: u32, short_results: u32, short_ms: u64) -> u16 {
-    if results_seen < 8 || short_results * 10 < results_seen * 9 {
-        return 1;
-    }
-    let mean_ms = (short_ms / u64::from(short_results)).max(1);
-    u16::try_from(AHEAD_MS / mean_ms)
-        .unwrap_or(MAX_AHEAD)
-        .clamp(1, MAX_AHEAD)
-}
-
 impl Job {
     fn is_live(&self) -> bool {
         self.record.state == JobState::Running
     }
 
-    /// Tasks queued ahead on each device (see [`ahead`]).
+    /// Tasks queued ahead on each device (see
+    /// [`ahead`](corral_scheduler::ahead::ahead)).
     fn ahead(&self) -> u16 {
-        ahead(self.results_seen, self.short_results, self.short_ms)
+        corral_scheduler::ahead::ahead(self.results_seen, self.short_results, self.short_ms)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Unit tests of the coordinator: a real coordinator on a temporary store
 //! and blob store, driven without a network.
 
+use corral_protocol::capacity::EngineSpeed;
 use corral_protocol::envelope::{peer_key, signing_key};
 use corral_protocol::manifest::{EngineReq, Limits};
 use serde::{Deserialize, Serialize};
@@ -57,19 +58,6 @@ impl Fixture {
             stdin: None,
         }
     }
-}
-
-#[test]
-fn short_tasks_are_queued_ahead_by_their_run_time() {
-    // Too few results, or too few of them short: late binding.
-    assert_eq!(ahead(7, 7, 0), 1);
-    assert_eq!(ahead(100, 89, 0), 1);
-    // Under a millisecond: as many as a device may hold.
-    assert_eq!(ahead(100, 100, 0), MAX_AHEAD);
-    // 10 ms each: ~32 ms of work ahead.
-    assert_eq!(ahead(100, 100, 1000), 3);
-    // 19 ms each: one, as for long tasks.
-    assert_eq!(ahead(100, 95, 95 * 19), 1);
 }
 
 /// The records as an older daemon wrote them: states as free strings.
@@ -185,4 +173,43 @@ fn a_finished_job_older_than_its_lifetime_reads_back_from_the_store() {
         .find(|j| j["id"] == id.to_string())
         .expect("listed");
     assert_eq!(listed["tasks_total"], 2);
+}
+
+pub(super) fn candidate(peer: PeerKey) -> Candidate {
+    Candidate {
+        peer,
+        slots: 1,
+        engines: vec![EngineSpeed {
+            engine: EngineKind::Interp,
+            ops_per_s: 1_000_000,
+        }],
+        arch: "x86_64".into(),
+    }
+}
+
+#[test]
+fn refusals_are_judged_by_their_code() {
+    use corral_protocol::messages::RejectReason;
+    let fx = Fixture::new();
+    let now = crate::clock::now_ms();
+    let mut c = fx.load();
+    let id = c.submit(fx.spec(1, 1), now).expect("submit");
+    let peer = PeerKey::from_bytes([9; 32]);
+    let offer = |c: &mut Coordinator| c.schedule(&[candidate(peer)], &[peer], now);
+    assert!(matches!(offer(&mut c)[..], [Action::Offer { .. }]));
+    // Busy: transient, the device is rested, not excluded, the task kept.
+    c.on_rejected(id, 0, peer, "p", RejectReason::Busy);
+    assert!(!c.jobs[&id].excluded.contains(&peer));
+    assert!(c.jobs[&id].cooldown.contains_key(&peer));
+    assert_eq!(c.jobs[&id].record.state, JobState::Running);
+    // Not trusted: lasting; with no other device, the job ends failed.
+    c.jobs.get_mut(&id).expect("the job").cooldown.clear();
+    assert!(matches!(offer(&mut c)[..], [Action::Offer { .. }]));
+    c.on_rejected(id, 0, peer, "p", RejectReason::NotTrusted);
+    assert!(c.jobs[&id].excluded.contains(&peer));
+    assert!(offer(&mut c).is_empty());
+    assert_eq!(c.jobs[&id].record.state, JobState::Failed);
+    let refusals = &c.jobs[&id].refusals;
+    assert_eq!(refusals.len(), 2);
+    assert_eq!(refusals[1].reason, RejectReason::NotTrusted.describe());
 }
