@@ -28,6 +28,7 @@ pub use live::MAX_LIVE_READ;
 use records::{JobRecord, JobState, TaskRecord, TaskRunState, task_key};
 
 use crate::blobs::BlobStore;
+use crate::control::ControlError;
 use crate::job::report::Refusal;
 use crate::store::{Records, Store};
 
@@ -391,13 +392,16 @@ impl Coordinator {
     }
 
     /// Cancels a job: no more offers, running tasks are told to stop.
-    pub fn cancel(&mut self, id: &JobId) -> Result<Vec<Action>, String> {
+    pub fn cancel(&mut self, id: &JobId) -> Result<Vec<Action>, ControlError> {
         let job = self
             .jobs
             .get_mut(id)
-            .ok_or_else(|| format!("no job {id} on this node"))?;
+            .ok_or_else(|| ControlError::not_found(format!("no job {id} on this node")))?;
         if !job.is_live() {
-            return Err(format!("job {id} has already ended ({})", job.record.state));
+            return Err(ControlError::refused(format!(
+                "job {id} has already ended ({})",
+                job.record.state
+            )));
         }
         let mut actions = Vec::new();
         for (i, task) in job.batch.tasks().iter().enumerate() {
@@ -418,7 +422,7 @@ impl Coordinator {
         job.seq += 1;
         self.store
             .put_record(Records::Jobs, id.as_bytes(), &job.record)
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(|e| ControlError::internal(format!("{e:#}")))?;
         Ok(actions)
     }
 

@@ -12,6 +12,7 @@ use corral_scheduler::batch::{Batch, BatchConfig};
 
 use super::records::{JobRecord, JobState, TaskRecord, TaskRunState};
 use super::{Coordinator, Job};
+use crate::control::ControlError;
 use crate::control::wire::SubmitSpec;
 use crate::store::Records;
 
@@ -20,17 +21,18 @@ pub(super) const JOB_LIFETIME_MS: u64 = 2 * 24 * 3600 * 1000;
 
 impl Coordinator {
     /// Builds, signs and stores a job; it is scheduled on the next round.
-    pub fn submit(&mut self, spec: SubmitSpec, now_ms: u64) -> Result<JobId, String> {
-        let module_size = self
-            .blobs
-            .size(&spec.module)
-            .ok_or_else(|| format!("module {} is not in the blob store", spec.module.short()))?;
+    pub fn submit(&mut self, spec: SubmitSpec, now_ms: u64) -> Result<JobId, ControlError> {
+        let module_size = self.blobs.size(&spec.module).ok_or_else(|| {
+            ControlError::not_found(format!(
+                "module {} is not in the blob store",
+                spec.module.short()
+            ))
+        })?;
         let mut inputs = Vec::with_capacity(spec.inputs.len());
         for (name, hash) in &spec.inputs {
-            let size = self
-                .blobs
-                .size(hash)
-                .ok_or_else(|| format!("input {name} is not in the blob store"))?;
+            let size = self.blobs.size(hash).ok_or_else(|| {
+                ControlError::not_found(format!("input {name} is not in the blob store"))
+            })?;
             inputs.push(InputSpec {
                 name: name.clone(),
                 hash: *hash,
@@ -41,12 +43,12 @@ impl Coordinator {
             let listing = self
                 .blobs
                 .listing(&dir.tree_hash)
-                .map_err(|e| format!("--dir {}: {e:#}", dir.guest_path))?;
+                .map_err(|e| ControlError::not_found(format!("--dir {}: {e:#}", dir.guest_path)))?;
             if let Some(f) = listing.files.iter().find(|f| !self.blobs.has(&f.hash)) {
-                return Err(format!(
+                return Err(ControlError::not_found(format!(
                     "--dir {}: {} is not in the blob store",
                     dir.guest_path, f.path
-                ));
+                )));
             }
         }
         let stdin = match spec.stdin {
@@ -55,12 +57,13 @@ impl Coordinator {
                 size: self
                     .blobs
                     .size(&hash)
-                    .ok_or_else(|| "stdin is not in the blob store".to_string())?,
+                    .ok_or_else(|| ControlError::not_found("stdin is not in the blob store"))?,
             }),
             None => None,
         };
         let mut random = [0u8; 32];
-        getrandom::fill(&mut random).map_err(|e| format!("no randomness: {e}"))?;
+        getrandom::fill(&mut random)
+            .map_err(|e| ControlError::internal(format!("no randomness: {e}")))?;
         let job = JobId::from_bytes(random[..16].try_into().unwrap_or([0; 16]));
         let nonce = Nonce(random[16..].try_into().unwrap_or([0; 16]));
         let mut args = Vec::with_capacity(spec.args.len() + 1);
@@ -88,7 +91,9 @@ impl Coordinator {
             nonce,
             stdin,
         };
-        manifest.validate().map_err(|e| e.to_string())?;
+        manifest
+            .validate()
+            .map_err(|e| ControlError::bad_request(e.to_string()))?;
         let signed = Signed::sign(&manifest, &self.key);
         let record = JobRecord {
             state: JobState::Running,
@@ -100,7 +105,7 @@ impl Coordinator {
         };
         self.store
             .put_record(Records::Jobs, job.as_bytes(), &record)
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(|e| ControlError::internal(format!("{e:#}")))?;
         let count = manifest.task_count();
         let batch = Batch::new(
             count,

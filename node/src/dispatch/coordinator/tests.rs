@@ -213,3 +213,26 @@ fn refusals_are_judged_by_their_code() {
     assert_eq!(refusals.len(), 2);
     assert_eq!(refusals[1].reason, RejectReason::NotTrusted.describe());
 }
+
+#[test]
+fn control_errors_carry_their_code() {
+    use crate::control::ErrorCode;
+    let fx = Fixture::new();
+    let now = crate::clock::now_ms();
+    let mut c = fx.load();
+    let mut spec = fx.spec(1, 1);
+    spec.module = ContentHash::of(b"not stored");
+    let err = c.submit(spec, now).expect_err("no such module");
+    assert_eq!(err.code, ErrorCode::NotFound);
+    let id = c.submit(fx.spec(1, 1), now).expect("submit");
+    let unknown = JobId::from_bytes([3; 16]);
+    assert_eq!(
+        c.cancel(&unknown).expect_err("unknown").code,
+        ErrorCode::NotFound
+    );
+    c.cancel(&id).expect("cancel");
+    assert_eq!(
+        c.cancel(&id).expect_err("already ended").code,
+        ErrorCode::Refused
+    );
+}
