@@ -12,10 +12,11 @@ use super::records::{RunRecord, TaskRunState, task_key};
 use super::{
     Action, BUSY_COOLDOWN_MS, Coordinator, LOST_COOLDOWN_MS, MAX_REFUSALS, MAX_WARM, result_digest,
 };
+use crate::clock::Clock;
 use crate::job::report::Refusal;
 use crate::store::Records;
 
-impl Coordinator {
+impl<C: Clock> Coordinator<C> {
     /// `peer` refused a task for `reason`. A lasting reason (its trust
     /// list, engines or limits) keeps the job from it for good; a transient
     /// one (full, its owner at it, leaving) costs the task no attempt and
@@ -52,7 +53,7 @@ impl Coordinator {
         let decisions = if reason_code.is_transient() {
             // Not its fault and not the task's: try it again a little later.
             job.cooldown
-                .insert(peer, crate::clock::now_ms() + BUSY_COOLDOWN_MS);
+                .insert(peer, self.clock.now_ms() + BUSY_COOLDOWN_MS);
             job.batch.on_busy(index, &peer, reason)
         } else {
             job.batch.on_rejected(index, &peer, reason)
@@ -67,7 +68,7 @@ impl Coordinator {
             return Vec::new();
         };
         job.cooldown
-            .insert(peer, crate::clock::now_ms() + LOST_COOLDOWN_MS);
+            .insert(peer, self.clock.now_ms() + LOST_COOLDOWN_MS);
         let decisions = job.batch.on_lost(index, &peer, reason);
         self.after_release(id, index, decisions)
     }
@@ -125,7 +126,7 @@ impl Coordinator {
         from: &PeerKey,
         signed: &[Signed<TaskReceipt>],
     ) -> Vec<Result<Option<TaskReceipt>, String>> {
-        Signed::verify_all_from(signed, from, crate::clock::now_ms())
+        Signed::verify_all_from(signed, from, self.clock.now_ms())
             .into_iter()
             .map(|verified| {
                 let receipt =

@@ -5,6 +5,7 @@ use corral_protocol::ids::{JobId, PeerKey};
 use corral_scheduler::batch::TaskState;
 
 use super::Coordinator;
+use crate::clock::Clock;
 use crate::control::wire::StreamedOutput;
 
 /// What the running task of a single-task job has written so far.
@@ -26,7 +27,7 @@ const MAX_LIVE_BYTES: usize = 16 * 1024 * 1024;
 /// Most streamed bytes of each stream handed to `corral run` per call.
 pub const MAX_LIVE_READ: usize = 256 * 1024;
 
-impl Coordinator {
+impl<C: Clock> Coordinator<C> {
     /// Output streamed by the run of a single-task job on `from`. Kept in
     /// order (a chunk must start where the last one ended); the first run
     /// to stream owns the output until it stops running, and a later run

@@ -5,6 +5,8 @@
 //! coordinator resumes its unfinished jobs from the store.
 
 mod events;
+#[cfg(test)]
+mod invariants;
 mod live;
 mod records;
 mod report;
@@ -28,6 +30,7 @@ pub use live::MAX_LIVE_READ;
 use records::{JobRecord, JobState, TaskRecord, TaskRunState, task_key};
 
 use crate::blobs::BlobStore;
+use crate::clock::{Clock, SystemClock};
 use crate::control::ControlError;
 use crate::job::report::Refusal;
 use crate::store::{Records, Store};
@@ -121,8 +124,11 @@ impl Job {
     }
 }
 
-/// The jobs this node coordinates.
-pub struct Coordinator {
+/// The jobs this node coordinates. Its clock `C` is read for every time it
+/// decides by (cooldowns, receipt checks, when a job ended); tests give it
+/// a [`ManualClock`](crate::clock::ManualClock).
+pub struct Coordinator<C: Clock = SystemClock> {
+    clock: C,
     me: PeerKey,
     key: SigningKey,
     store: Store,
@@ -152,10 +158,24 @@ pub fn result_digest(receipt: &TaskReceipt) -> ContentHash {
     h.finish()
 }
 
-impl Coordinator {
+impl Coordinator<SystemClock> {
     /// The coordinator of this node; unfinished jobs in the store resume.
     pub fn load(me: PeerKey, key: SigningKey, store: Store, blobs: BlobStore) -> Self {
+        Self::load_with_clock(SystemClock, me, key, store, blobs)
+    }
+}
+
+impl<C: Clock> Coordinator<C> {
+    /// As [`Coordinator::load`], reading time from `clock`.
+    pub fn load_with_clock(
+        clock: C,
+        me: PeerKey,
+        key: SigningKey,
+        store: Store,
+        blobs: BlobStore,
+    ) -> Self {
         let mut coordinator = Self {
+            clock,
             me,
             key,
             store,
@@ -170,7 +190,9 @@ impl Coordinator {
             }
             match coordinator.restore(&id, record) {
                 Ok(job) => {
-                    tracing::info!(job = %job, "resuming an unfinished job");
+                    let job_id = job.manifest.job;
+                    tracing::info!(job = %job_id, "resuming an unfinished job");
+                    coordinator.jobs.insert(job_id, job);
                 }
                 Err(e) => tracing::warn!("a stored job cannot be resumed: {e:#}"),
             }
@@ -373,7 +395,7 @@ impl Coordinator {
             JobState::Completed
         };
         job.live = None;
-        job.record.finished_ms = Some(crate::clock::now_ms());
+        job.record.finished_ms = Some(self.clock.now_ms());
         job.ended = Some(std::time::Instant::now());
         job.seq += 1;
         if let Err(e) = self
@@ -417,7 +439,7 @@ impl Coordinator {
         }
         job.record.state = JobState::Cancelled;
         job.live = None;
-        job.record.finished_ms = Some(crate::clock::now_ms());
+        job.record.finished_ms = Some(self.clock.now_ms());
         job.ended = Some(std::time::Instant::now());
         job.seq += 1;
         self.store

@@ -15,6 +15,7 @@ use corral_scheduler::batch::{Batch, BatchConfig};
 use serde::{Deserialize, Serialize};
 
 use super::{Coordinator, Job};
+use crate::clock::Clock;
 use crate::store::Records;
 
 /// Where a job stands. Stored and reported as its lowercase name
@@ -125,8 +126,10 @@ pub(super) fn task_key(job: &JobId, index: u32) -> Vec<u8> {
     key
 }
 
-impl Coordinator {
-    pub(super) fn restore(&mut self, id: &[u8], record: JobRecord) -> anyhow::Result<JobId> {
+impl<C: Clock> Coordinator<C> {
+    /// A stored job, brought back into memory (its tasks that were
+    /// running are queued again).
+    pub(super) fn restore(&self, id: &[u8], record: JobRecord) -> anyhow::Result<Job> {
         let signed: Signed<JobManifest> =
             codec::from_canonical_bytes(&record.signed, codec::MAX_MANIFEST_BYTES + 1024)?;
         // Its own signature, without the time checks: a finished job past
@@ -185,27 +188,23 @@ impl Coordinator {
             }
             tasks[index as usize] = task;
         }
-        self.jobs.insert(
-            job,
-            Job {
-                signed,
-                manifest: Arc::new(manifest),
-                batch,
-                record,
-                tasks,
-                refusals: Vec::new(),
-                excluded: Default::default(),
-                cooldown: BTreeMap::new(),
-                started: None,
-                ended: None,
-                seq: 0,
-                results_seen: 0,
-                short_results: 0,
-                short_ms: 0,
-                live: None,
-            },
-        );
-        Ok(job)
+        Ok(Job {
+            signed,
+            manifest: Arc::new(manifest),
+            batch,
+            record,
+            tasks,
+            refusals: Vec::new(),
+            excluded: Default::default(),
+            cooldown: BTreeMap::new(),
+            started: None,
+            ended: None,
+            seq: 0,
+            results_seen: 0,
+            short_results: 0,
+            short_ms: 0,
+            live: None,
+        })
     }
 
     pub(super) fn load_finished(&self, id: &JobId) -> Option<Job> {
@@ -214,18 +213,6 @@ impl Coordinator {
             .scan_records::<JobRecord>(Records::Jobs, id.as_bytes())
             .into_iter()
             .next()?;
-        let mut scratch = Coordinator {
-            me: self.me,
-            key: self.key.clone(),
-            store: self.store.clone(),
-            blobs: self.blobs.clone(),
-            jobs: BTreeMap::new(),
-            warm: Default::default(),
-        };
-        let state = record.state;
-        scratch.restore(id.as_bytes(), record).ok()?;
-        let mut job = scratch.jobs.remove(id)?;
-        job.record.state = state;
-        Some(job)
+        self.restore(id.as_bytes(), record).ok()
     }
 }

@@ -12,10 +12,11 @@ use corral_scheduler::batch::TaskState;
 
 use super::records::{JobRecord, TaskRecord, TaskRunState};
 use super::{Coordinator, Job};
+use crate::clock::Clock;
 use crate::job::report::{DeviceCount, FileReport, JobReport, RunReport, TaskReport};
 use crate::store::Records;
 
-impl Coordinator {
+impl<C: Clock> Coordinator<C> {
     /// `corral job ID --json` (and OUT/job.json); `name` names the devices
     /// running its tasks.
     pub fn report(&self, id: &JobId, name: &dyn Fn(&PeerKey) -> String) -> Option<JobReport> {
@@ -27,7 +28,7 @@ impl Coordinator {
                 &loaded
             }
         };
-        Some(report_of(*id, job, true, name))
+        Some(report_of(*id, job, true, name, self.clock.now_ms()))
     }
 
     /// A job's counts, devices and refusals without its tasks, while it is
@@ -35,7 +36,7 @@ impl Coordinator {
     pub fn summary(&self, id: &JobId, name: &dyn Fn(&PeerKey) -> String) -> Option<JobReport> {
         self.jobs
             .get(id)
-            .map(|job| report_of(*id, job, false, name))
+            .map(|job| report_of(*id, job, false, name, self.clock.now_ms()))
     }
 
     /// `corral jobs`: every job this node coordinated, newest first.
@@ -107,6 +108,7 @@ fn report_of(
     job: &Job,
     with_tasks: bool,
     name: &dyn Fn(&PeerKey) -> String,
+    now_ms: u64,
 ) -> JobReport {
     let mut devices: BTreeMap<String, DeviceCount> = BTreeMap::new();
     let mut tasks = Vec::with_capacity(if with_tasks { job.tasks.len() } else { 0 });
@@ -212,7 +214,7 @@ fn report_of(
     let duration_ms = job
         .record
         .finished_ms
-        .unwrap_or_else(crate::clock::now_ms)
+        .unwrap_or(now_ms)
         .saturating_sub(job.record.created_ms);
     let mut report = JobReport::new(
         id.to_string(),

@@ -12,6 +12,7 @@ use corral_scheduler::batch::{Batch, BatchConfig};
 
 use super::records::{JobRecord, JobState, TaskRecord, TaskRunState};
 use super::{Coordinator, Job};
+use crate::clock::Clock;
 use crate::control::ControlError;
 use crate::control::wire::SubmitSpec;
 use crate::store::Records;
@@ -19,7 +20,7 @@ use crate::store::Records;
 /// How long a submitted job stays valid on workers.
 pub(super) const JOB_LIFETIME_MS: u64 = 2 * 24 * 3600 * 1000;
 
-impl Coordinator {
+impl<C: Clock> Coordinator<C> {
     /// Builds, signs and stores a job; it is scheduled on the next round.
     pub fn submit(&mut self, spec: SubmitSpec, now_ms: u64) -> Result<JobId, ControlError> {
         let module_size = self.blobs.size(&spec.module).ok_or_else(|| {

@@ -38,6 +38,7 @@ impl Fixture {
     /// Opens the store and loads the coordinator (one at a time: sled
     /// locks its files).
     pub(super) fn load(&self) -> Coordinator {
+        // The system clock: the migration and expiry tests hand it dates.
         let store = Store::open(self.dir.path()).expect("store on a temporary dir");
         let blobs = BlobStore::open(self.dir.path()).expect("blob store on a temporary dir");
         Coordinator::load(self.me, self.key.clone(), store, blobs)
@@ -209,6 +210,7 @@ fn refusals_are_judged_by_their_code() {
     assert!(c.jobs[&id].excluded.contains(&peer));
     assert!(offer(&mut c).is_empty());
     assert_eq!(c.jobs[&id].record.state, JobState::Failed);
+    c.check_invariants().expect("invariants");
     let refusals = &c.jobs[&id].refusals;
     assert_eq!(refusals.len(), 2);
     assert_eq!(refusals[1].reason, RejectReason::NotTrusted.describe());
