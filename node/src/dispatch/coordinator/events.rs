@@ -141,7 +141,7 @@ impl<C: Clock> Coordinator<C> {
     /// Whether a result of task `index` of job `id` from `from` is wanted:
     /// the job runs here, and the task is neither finished nor holding a
     /// result of that device already.
-    fn still_wanted(&self, from: &PeerKey, id: &JobId, index: u32) -> bool {
+    pub(super) fn still_wanted(&self, from: &PeerKey, id: &JobId, index: u32) -> bool {
         self.jobs.get(id).is_some_and(|job| {
             job.is_live()
                 && job.batch.tasks().get(index as usize).is_some_and(|t| {

@@ -180,7 +180,16 @@ impl<C: Clock> Coordinator<C> {
                     task.reason.clone().unwrap_or_default(),
                     task.attempts,
                 ),
-                _ => batch.restore_attempts(index, task.attempts),
+                TaskRunState::Queued | TaskRunState::Running => {
+                    // The votes so far of a verified task: replayed in
+                    // order, so the batch wants no second result of a
+                    // device that gave one, and counts the others (with
+                    // no attempt made yet, a replay gives nothing up).
+                    for run in &task.runs {
+                        let _ = batch.on_result(index, &run.peer, run.digest);
+                    }
+                    batch.restore_attempts(index, task.attempts);
+                }
             }
             let mut task = task;
             if task.state == TaskRunState::Running {

@@ -238,3 +238,44 @@ fn control_errors_carry_their_code() {
         ErrorCode::Refused
     );
 }
+
+#[test]
+fn a_restarted_coordinator_keeps_the_votes_of_a_verified_task() {
+    use corral_protocol::receipt::Captured;
+    let fx = Fixture::new();
+    let now = crate::clock::now_ms();
+    let store = Store::open(fx.dir.path()).expect("store on a temporary dir");
+    let blobs = BlobStore::open(fx.dir.path()).expect("blob store on a temporary dir");
+    let load = || Coordinator::load(fx.me, fx.key.clone(), store.clone(), blobs.clone());
+    let mut c = load();
+    let id = c.submit(fx.spec(1, 2), now).expect("submit");
+    let a = PeerKey::from_bytes([9; 32]);
+    let actions = c.schedule(&[candidate(a)], &[a], now);
+    let Some(Action::Offer { attempt, .. }) = actions.first() else {
+        panic!("an offer to a: {actions:?}");
+    };
+    let receipt = TaskReceipt {
+        job: id,
+        index: 0,
+        attempt: *attempt,
+        worker: a,
+        status: TaskStatus::Exited { code: 0 },
+        stdout: Captured::new(b"42".to_vec(), false),
+        stderr: Captured::new(Vec::new(), false),
+        files: Vec::new(),
+        engine: EngineKind::Interp,
+        arch: "x86_64".into(),
+        duration_ms: 5,
+    };
+    c.on_result(a, "a", receipt.clone());
+    assert_eq!(c.jobs[&id].tasks[0].runs.len(), 1);
+    drop(c);
+    // After a restart, the same device's result again is not a second vote.
+    let mut c = load();
+    let wanted = c.still_wanted(&a, &id, 0);
+    c.on_result(a, "a", receipt);
+    assert!(!wanted, "a's result is wanted again after a restart");
+    assert_eq!(c.jobs[&id].tasks[0].runs.len(), 1);
+    assert_eq!(c.jobs[&id].tasks[0].state, TaskRunState::Queued);
+    c.check_invariants().expect("invariants");
+}
