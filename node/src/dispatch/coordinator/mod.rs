@@ -8,6 +8,8 @@ mod events;
 #[cfg(test)]
 mod invariants;
 mod live;
+#[cfg(test)]
+mod proptest;
 mod records;
 mod report;
 mod submit;
