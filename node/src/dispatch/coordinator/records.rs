@@ -14,71 +14,11 @@ use corral_protocol::receipt::{EngineKind, OutputFile, TaskStatus};
 use corral_scheduler::batch::{Batch, BatchConfig};
 use serde::{Deserialize, Serialize};
 
+pub(crate) use crate::job::report::{JobState, TaskRunState};
+
 use super::{Coordinator, Job};
 use crate::clock::Clock;
 use crate::store::Records;
-
-/// Where a job stands. Stored and reported as its lowercase name
-/// (`running`, `completed`, `failed`, `cancelled`), as the string form
-/// before it was written, so records of an older daemon read as they are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum JobState {
-    /// Tasks to place or running.
-    Running,
-    /// Every task exited 0.
-    Completed,
-    /// Over, with a task that did not exit 0 (or never ran).
-    Failed,
-    /// Cancelled by its submitter.
-    Cancelled,
-}
-
-impl JobState {
-    /// Its name in records, `corral job` and `corral jobs`.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            JobState::Running => "running",
-            JobState::Completed => "completed",
-            JobState::Failed => "failed",
-            JobState::Cancelled => "cancelled",
-        }
-    }
-}
-
-impl std::fmt::Display for JobState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Where a task stands, as the coordinator records it. Stored as its
-/// lowercase name, as the string form before it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum TaskRunState {
-    /// Waiting for a device.
-    #[default]
-    Queued,
-    /// Offered to (or running on) a device.
-    Running,
-    /// A result was kept.
-    Done,
-    /// Given up on.
-    Failed,
-}
-
-impl TaskRunState {
-    /// Its name in records and in `corral job`.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            TaskRunState::Queued => "queued",
-            TaskRunState::Running => "running",
-            TaskRunState::Done => "done",
-            TaskRunState::Failed => "failed",
-        }
-    }
-}
 
 /// A job as stored.
 #[derive(Clone, Debug, Serialize, Deserialize)]

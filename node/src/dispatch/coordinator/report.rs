@@ -151,7 +151,7 @@ fn report_of(
         let verified = job.record.verify > 1;
         tasks.push(TaskReport {
             index: i as u32,
-            state: state.as_str().to_string(),
+            state,
             exit_code,
             reason: winner.map_or_else(
                 || {
@@ -225,7 +225,7 @@ fn report_of(
     report.tasks_total = u32::try_from(job.tasks.len()).unwrap_or(u32::MAX);
     report.tasks_done = done;
     report.tasks_failed = failed;
-    report.state = job.record.state.as_str().to_string();
+    report.state = job.record.state;
     report.devices = devices;
     report.refusals = job.refusals.clone();
     report.mismatches = job.tasks.iter().filter(|t| t.mismatch).count() as u32;

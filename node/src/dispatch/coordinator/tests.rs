@@ -166,7 +166,7 @@ fn a_finished_job_older_than_its_lifetime_reads_back_from_the_store() {
     let report = c
         .report(&id, &|p: &PeerKey| p.short())
         .expect("an expired finished job is still reported");
-    assert_eq!(report.state, "cancelled");
+    assert_eq!(report.state, JobState::Cancelled);
     assert_eq!(report.tasks_total, 2);
     let listed = c
         .list()
