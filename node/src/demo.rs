@@ -19,6 +19,7 @@ use crate::cmd::submit;
 use crate::config::DataDir;
 use crate::job::outdir::OutDir;
 use crate::job::plan::{DirMount, JobPlan, Tasks};
+use crate::job::report::{JobState, TaskRunState};
 use crate::runtime::{Limits, WasmModule};
 
 /// The example module, built from `examples/mandelbrot` (see examples/build.sh).
@@ -81,7 +82,7 @@ pub fn run(data_dir: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<ExitCode
     let id = submit::submit(&coordinator, &tiles_plan, 1)?;
     let tiles = submit::follow(&coordinator, &id, true)?;
     submit::materialize(&blobs, &tiles, &tiles_out)?;
-    if tiles.tasks_failed > 0 || tiles.state != "completed" {
+    if tiles.tasks_failed > 0 || tiles.state != JobState::Completed {
         anyhow::bail!(
             "{} of {} tiles failed; see {}",
             tiles.tasks_failed,
@@ -110,7 +111,11 @@ pub fn run(data_dir: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<ExitCode
     let id = submit::submit(&coordinator, &stitch_plan, 1)?;
     let stitch = submit::follow(&coordinator, &id, true)?;
     submit::materialize(&blobs, &stitch, &stitch_out)?;
-    let Some(task) = stitch.tasks.first().filter(|t| t.state == "done") else {
+    let Some(task) = stitch
+        .tasks
+        .first()
+        .filter(|t| t.state == TaskRunState::Done)
+    else {
         anyhow::bail!(
             "stitching failed; see {}",
             stitch_out.root().join("job.json").display()

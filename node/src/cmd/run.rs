@@ -12,6 +12,7 @@ use crate::config::DataDir;
 use crate::job::local;
 use crate::job::outdir::OutDir;
 use crate::job::plan::{self, JobPlan, MAX_TASKS, Tasks};
+use crate::job::report::TaskRunState;
 use crate::runtime::{Compiled, Limits, Runtime, RuntimeError};
 
 /// Runs `corral run`.
@@ -71,7 +72,11 @@ pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCode>
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let report = local::run_batch(&runtime, &compiled, &plan, &out, parallel)?;
-    for task in report.tasks.iter().filter(|t| t.state != "done") {
+    for task in report
+        .tasks
+        .iter()
+        .filter(|t| t.state != TaskRunState::Done)
+    {
         let why = match (&task.exit_code, &task.message) {
             (Some(code), _) => format!("exited with {code}"),
             (None, Some(message)) => format!("{}: {message}", task.reason),

@@ -23,7 +23,7 @@ use crate::control::client;
 use crate::control::wire::{StreamedOutput, SubmitSpec};
 use crate::job::outdir::OutDir;
 use crate::job::plan::{JobPlan, Tasks};
-use crate::job::report::JobReport;
+use crate::job::report::{JobReport, JobState, TaskRunState};
 use crate::runtime::EngineChoice;
 
 /// Longest the CLI waits for news of the job before asking again.
@@ -90,7 +90,11 @@ pub fn run_remote(data_dir: &Path, args: &RunArgs, plan: &JobPlan) -> anyhow::Re
     };
     let report = follow(data_dir, &id, batch)?;
     materialize(&blobs, &report, &out)?;
-    for task in report.tasks.iter().filter(|t| t.state != "done") {
+    for task in report
+        .tasks
+        .iter()
+        .filter(|t| t.state != TaskRunState::Done)
+    {
         let why = match (&task.exit_code, &task.message) {
             (Some(code), _) => format!("exited with {code}"),
             (None, Some(message)) => format!("{}: {message}", task.reason),
@@ -124,11 +128,13 @@ pub fn run_remote(data_dir: &Path, args: &RunArgs, plan: &JobPlan) -> anyhow::Re
         },
         out.root().display()
     );
-    Ok(if report.tasks_failed == 0 && report.state == "completed" {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(
+        if report.tasks_failed == 0 && report.state == JobState::Completed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }
 
 /// Puts the job's blobs into the data dir and hands the job to the daemon;
@@ -324,7 +330,7 @@ fn follow_with(
             .map(|(name, c)| format!("{name} {}✓ {}▶", c.done, c.running))
             .collect();
         progress.set_message(per_device.join(" · "));
-        if report.state != "running" {
+        if report.state != JobState::Running {
             progress.finish_and_clear();
             return fetch_report(data_dir, id);
         }
@@ -515,7 +521,7 @@ pub fn results(
 ) -> anyhow::Result<ExitCode> {
     let data_dir = DataDir::resolve(data_dir)?;
     let report = fetch_report(data_dir.root(), id)?;
-    if report.state == "running" {
+    if report.state == JobState::Running {
         return Err(UsageError(format!(
             "job {id} is still running ({}/{} done); wait for it, or follow it with `corral job {id}`",
             report.tasks_done, report.tasks_total

@@ -41,10 +41,7 @@ impl Node {
                 .map(|list| json!(list))
                 .map_err(internal),
             Request::Submit { spec } => {
-                let job = self
-                    .coord
-                    .submit(*spec, now_ms())
-                    .map_err(ControlError::refused)?;
+                let job = self.coord.submit(*spec, now_ms())?;
                 tracing::info!(%job, "job submitted");
                 self.dirty = true;
                 Ok(json!({ "job": job.to_string() }))
@@ -70,13 +67,7 @@ impl Node {
             }
             Request::Cancel { id } => {
                 let id: JobId = id.parse().map_err(bad_request)?;
-                let actions = self.coord.cancel(&id).map_err(|e| {
-                    if self.coord.progress(&id).is_none() {
-                        ControlError::not_found(e)
-                    } else {
-                        ControlError::refused(e)
-                    }
-                })?;
+                let actions = self.coord.cancel(&id)?;
                 let cancelled = actions.len();
                 self.execute(actions);
                 Ok(json!({ "cancelled": id.to_string(), "tasks_stopped": cancelled }))

@@ -199,17 +199,7 @@ impl Node {
             Ok(Ok(())) => return,
             Ok(Err(reason)) => {
                 tracing::info!(%job, index, peer = %name, "refused: {}", reason.describe());
-                use corral_protocol::messages::RejectReason as R;
-                let lasting = matches!(
-                    reason,
-                    R::NotTrusted
-                        | R::BadSignature
-                        | R::EngineUnavailable
-                        | R::LimitsTooLarge
-                        | R::Expired
-                );
-                self.coord
-                    .on_rejected(job, index, peer, &name, reason.describe(), lasting)
+                self.coord.on_rejected(job, index, peer, &name, reason)
             }
             Err(e) => self.coord.on_lost(
                 job,

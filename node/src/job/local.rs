@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::outdir::{OutDir, TreeSnapshot};
 use super::plan::{GUEST_INPUT, GUEST_OUTPUT, JobPlan, Tasks};
-use super::report::{JobReport, TaskReport};
+use super::report::{JobReport, TaskReport, TaskRunState};
 use crate::runtime::{Compiled, Outcome, Preopen, RunSpec, Runtime, Stdin};
 use crate::sync::lock;
 
@@ -209,7 +209,7 @@ pub fn run_batch(
                         running.fetch_sub(1, Ordering::Relaxed);
                         match result {
                             Ok(report) => {
-                                if report.state != "done" {
+                                if report.state != TaskRunState::Done {
                                     failed.fetch_add(1, Ordering::Relaxed);
                                 }
                                 lock(&reports).push(report);
@@ -282,11 +282,10 @@ fn task_report(
     TaskReport {
         index,
         state: if exit_code == Some(0) {
-            "done"
+            TaskRunState::Done
         } else {
-            "failed"
-        }
-        .to_string(),
+            TaskRunState::Failed
+        },
         exit_code,
         reason: outcome.status.reason_code().to_string(),
         message,

@@ -3,13 +3,82 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Where a job stands. Stored and reported as its lowercase name
+/// (`running`, `completed`, `failed`, `cancelled`), as the string form
+/// before it was written, so records of an older daemon read as they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Tasks to place or running.
+    Running,
+    /// Every task exited 0.
+    Completed,
+    /// Over, with a task that did not exit 0 (or never ran).
+    Failed,
+    /// Cancelled by its submitter.
+    Cancelled,
+}
+
+impl JobState {
+    /// Its name in records, `corral job` and `corral jobs`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Where a task stands (coordinator records and reports). Stored and
+/// reported as its lowercase name, as the string form before it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskRunState {
+    /// Waiting for a device.
+    #[default]
+    Queued,
+    /// Offered to (or running on) a device.
+    Running,
+    /// A result was kept.
+    Done,
+    /// Given up on.
+    Failed,
+}
+
+impl TaskRunState {
+    /// Its name in records and in `corral job`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskRunState::Queued => "queued",
+            TaskRunState::Running => "running",
+            TaskRunState::Done => "done",
+            TaskRunState::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for TaskRunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// The whole job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobReport {
     /// Job id (32 hex digits).
     pub id: String,
-    /// `completed` when every task exited 0, `failed` otherwise.
-    pub state: String,
+    /// `completed` when every task exited 0, `failed` otherwise (`running`
+    /// and `cancelled` for jobs on the mesh).
+    pub state: JobState,
     /// Number of tasks.
     pub tasks_total: u32,
     /// Tasks that exited 0.
@@ -45,8 +114,9 @@ pub struct JobReport {
 pub struct TaskReport {
     /// Task index, 0-based.
     pub index: u32,
-    /// `done` (exited 0) or `failed`.
-    pub state: String,
+    /// `done` (exited 0) or `failed` (`queued` and `running` while a job on
+    /// the mesh runs).
+    pub state: TaskRunState,
     /// The module's exit code, when it exited.
     pub exit_code: Option<i32>,
     /// Why it ended: `exit`, `trap`, `timeout`, `memory_limit`, `output_limit`.
@@ -138,17 +208,21 @@ impl JobReport {
         tasks: Vec<TaskReport>,
     ) -> Self {
         let tasks_total = u32::try_from(tasks.len()).unwrap_or(u32::MAX);
-        let tasks_done =
-            u32::try_from(tasks.iter().filter(|t| t.state == "done").count()).unwrap_or(u32::MAX);
+        let tasks_done = u32::try_from(
+            tasks
+                .iter()
+                .filter(|t| t.state == TaskRunState::Done)
+                .count(),
+        )
+        .unwrap_or(u32::MAX);
         let tasks_failed = tasks_total - tasks_done;
         Self {
             id,
             state: if tasks_failed == 0 {
-                "completed"
+                JobState::Completed
             } else {
-                "failed"
-            }
-            .to_string(),
+                JobState::Failed
+            },
             tasks_total,
             tasks_done,
             tasks_failed,
@@ -160,6 +234,39 @@ impl JobReport {
             mismatches: 0,
             wall_us: None,
             seq: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(value: &impl Serialize) -> String {
+        serde_json::to_string(value).expect("a state serializes")
+    }
+
+    #[test]
+    fn states_are_the_documented_lowercase_strings() {
+        for (state, name) in [
+            (JobState::Running, "running"),
+            (JobState::Completed, "completed"),
+            (JobState::Failed, "failed"),
+            (JobState::Cancelled, "cancelled"),
+        ] {
+            assert_eq!(json(&state), format!("\"{name}\""));
+            assert_eq!(format!("{state}"), name);
+            let back: JobState = serde_json::from_str(&format!("\"{name}\"")).expect("parses");
+            assert_eq!(back, state);
+        }
+        for (state, name) in [
+            (TaskRunState::Queued, "queued"),
+            (TaskRunState::Running, "running"),
+            (TaskRunState::Done, "done"),
+            (TaskRunState::Failed, "failed"),
+        ] {
+            assert_eq!(json(&state), format!("\"{name}\""));
+            assert_eq!(format!("{state:<8}|"), format!("{name:<8}|"));
         }
     }
 }

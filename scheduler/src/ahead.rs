@@ -1,0 +1,50 @@
+//! How many tasks of a job a device holds queued beyond its slots: one
+//! (late binding) for ordinary tasks, more for tasks so short that a device
+//! would otherwise stand idle between a result and the next offer. Pure: the
+//! coordinator feeds it the job's result counts.
+
+use crate::batch::MAX_AHEAD;
+
+/// A task this short is over before its next offer could arrive: a job made
+/// of them keeps more than one task ahead on each device (see [`ahead`]).
+pub const SHORT_TASK_MS: u64 = 20;
+
+/// The run time a device may hold queued beyond its slots for a job of
+/// short tasks: enough that its slots do not stand idle while results and
+/// the next offers travel (a round trip is about a millisecond, and each
+/// carries a batch), little enough that a slow device holds back no more
+/// than this much of the job's end.
+pub const AHEAD_MS: u64 = 32;
+
+/// Tasks queued ahead on each device for a job: one (late binding) until
+/// most of its results (nine in ten of at least eight) show its tasks are
+/// short, then [`AHEAD_MS`] of their mean run time, at most [`MAX_AHEAD`].
+/// Tasks of 10 ms get 3 ahead; tasks under a millisecond (run times are
+/// counted in whole ms) get the most.
+pub fn ahead(results_seen: u32, short_results: u32, short_ms: u64) -> u16 {
+    if results_seen < 8 || u64::from(short_results) * 10 < u64::from(results_seen) * 9 {
+        return 1;
+    }
+    let mean_ms = (short_ms / u64::from(short_results)).max(1);
+    u16::try_from(AHEAD_MS / mean_ms)
+        .unwrap_or(MAX_AHEAD)
+        .clamp(1, MAX_AHEAD)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_tasks_are_queued_ahead_by_their_run_time() {
+        // Too few results, or too few of them short: late binding.
+        assert_eq!(ahead(7, 7, 0), 1);
+        assert_eq!(ahead(100, 89, 0), 1);
+        // Under a millisecond: as many as a device may hold.
+        assert_eq!(ahead(100, 100, 0), MAX_AHEAD);
+        // 10 ms each: ~32 ms of work ahead.
+        assert_eq!(ahead(100, 100, 1000), 3);
+        // 19 ms each: one, as for long tasks.
+        assert_eq!(ahead(100, 95, 95 * 19), 1);
+    }
+}
