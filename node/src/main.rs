@@ -34,10 +34,10 @@ fn main() -> ExitCode {
         Command::Trust { command } => mesh::trust(cli.data_dir, command),
         Command::Leave => mesh::leave(cli.data_dir),
         Command::Bench { json } => mesh::bench(cli.data_dir, json),
-        Command::Jobs { json } => cmd::submit::jobs(cli.data_dir, json),
-        Command::Job { id, json } => cmd::submit::job(cli.data_dir, &id, json),
-        Command::Results { id, out } => cmd::submit::results(cli.data_dir, &id, &out),
-        Command::Cancel { id } => cmd::submit::cancel(cli.data_dir, &id),
+        Command::Jobs { json } => cmd::jobs::jobs(cli.data_dir, json),
+        Command::Job { id, json } => cmd::jobs::job(cli.data_dir, &id, json),
+        Command::Results { id, out } => cmd::jobs::results(cli.data_dir, &id, &out),
+        Command::Cancel { id } => cmd::jobs::cancel(cli.data_dir, &id),
     };
     match result {
         Ok(code) => code,

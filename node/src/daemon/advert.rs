@@ -47,7 +47,7 @@ impl Node {
             free_memory_mib,
             on_battery: self.reading.host.on_battery,
             state,
-            running: u16::try_from(running - queued).unwrap_or(u16::MAX),
+            running: u16::try_from(running).unwrap_or(u16::MAX),
             queued: u16::try_from(queued).unwrap_or(u16::MAX),
             version: env!("CARGO_PKG_VERSION").into(),
         }

@@ -14,8 +14,31 @@ use crate::control::{ControlError, Request};
 impl Node {
     /// Answers a control request (all but `Watch`, see [`Node::watch`]).
     pub(super) fn control(&mut self, request: Request, reply: oneshot::Sender<Answer>) {
-        let answer = self.answer(request);
-        let _ = reply.send(answer);
+        match request {
+            // These scan the store: off the loop, answered from there.
+            Request::Jobs => {
+                let listing = self.coord.listing();
+                off_loop(reply, move || Ok(json!(listing.collect())));
+            }
+            Request::Job { id } => match id.parse::<JobId>() {
+                Ok(id) if !self.coord.holds(&id) => {
+                    let archive = self.coord.archive();
+                    let now = now_ms();
+                    off_loop(reply, move || {
+                        archive
+                            .report(&id, now)
+                            .map(|r| json!(r))
+                            .ok_or_else(|| no_job(&id))
+                    });
+                }
+                _ => {
+                    let _ = reply.send(self.answer(Request::Job { id }));
+                }
+            },
+            request => {
+                let _ = reply.send(self.answer(request));
+            }
+        }
     }
 
     fn answer(&mut self, request: Request) -> Answer {
@@ -46,7 +69,7 @@ impl Node {
                 self.dirty = true;
                 Ok(json!({ "job": job.to_string() }))
             }
-            Request::Jobs => Ok(json!(self.coord.list())),
+            Request::Jobs => Ok(json!(self.coord.listing().collect())),
             Request::Job { id } | Request::Watch { id, .. } => {
                 let id: JobId = id.parse().map_err(bad_request)?;
                 self.coord
@@ -175,6 +198,13 @@ impl Node {
             .collect();
         json!(list)
     }
+}
+
+/// Answers `reply` from a blocking thread.
+fn off_loop(reply: oneshot::Sender<Answer>, answer: impl FnOnce() -> Answer + Send + 'static) {
+    tokio::task::spawn_blocking(move || {
+        let _ = reply.send(answer());
+    });
 }
 
 fn bad_request(e: impl std::fmt::Display) -> ControlError {

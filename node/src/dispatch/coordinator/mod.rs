@@ -4,6 +4,7 @@
 //! by hash first), and answers `corral job` / `corral jobs`. A restarted
 //! coordinator resumes its unfinished jobs from the store.
 
+mod archive;
 mod events;
 #[cfg(test)]
 mod invariants;
@@ -27,6 +28,7 @@ use corral_protocol::manifest::{EngineReq, JobManifest};
 use corral_protocol::receipt::{EngineKind, TaskReceipt, TaskStatus};
 use corral_scheduler::batch::{Batch, Decision, Pool, TaskState, Worker};
 
+pub use archive::{Archive, Listing};
 use live::LiveRun;
 pub use live::MAX_LIVE_READ;
 use records::{JobRecord, JobState, TaskRecord, TaskRunState, task_key};
@@ -190,7 +192,7 @@ impl<C: Clock> Coordinator<C> {
             if record.state != JobState::Running {
                 continue;
             }
-            match coordinator.restore(&id, record) {
+            match coordinator.archive().restore(&id, record) {
                 Ok(job) => {
                     let job_id = job.manifest.job;
                     tracing::info!(job = %job_id, "resuming an unfinished job");

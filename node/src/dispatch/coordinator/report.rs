@@ -1,109 +1,19 @@
-//! What the coordinator tells about its jobs: `corral job` (a job's record,
-//! with or without its tasks) and `corral jobs` (every job, newest first).
+//! A job's record as `corral job` and job.json show it, built from the job
+//! (with or without its tasks).
 
 use std::collections::BTreeMap;
 
-use corral_protocol::codec;
-use corral_protocol::envelope::Signed;
 use corral_protocol::ids::{JobId, PeerKey};
-use corral_protocol::manifest::{JobManifest, TaskSet};
+use corral_protocol::manifest::TaskSet;
 use corral_protocol::receipt::TaskStatus;
 use corral_scheduler::batch::TaskState;
 
-use super::records::{JobRecord, TaskRecord, TaskRunState};
-use super::{Coordinator, Job};
-use crate::clock::Clock;
+use super::Job;
+use super::records::TaskRunState;
 use crate::job::report::{DeviceCount, FileReport, JobReport, RunReport, TaskReport};
-use crate::store::Records;
-
-impl<C: Clock> Coordinator<C> {
-    /// `corral job ID --json` (and OUT/job.json); `name` names the devices
-    /// running its tasks.
-    pub fn report(&self, id: &JobId, name: &dyn Fn(&PeerKey) -> String) -> Option<JobReport> {
-        let loaded;
-        let job = match self.jobs.get(id) {
-            Some(job) => job,
-            None => {
-                loaded = self.load_finished(id)?;
-                &loaded
-            }
-        };
-        Some(report_of(*id, job, true, name, self.clock.now_ms()))
-    }
-
-    /// A job's counts, devices and refusals without its tasks, while it is
-    /// in memory.
-    pub fn summary(&self, id: &JobId, name: &dyn Fn(&PeerKey) -> String) -> Option<JobReport> {
-        self.jobs
-            .get(id)
-            .map(|job| report_of(*id, job, false, name, self.clock.now_ms()))
-    }
-
-    /// `corral jobs`: every job this node coordinated, newest first.
-    pub fn list(&self) -> Vec<serde_json::Value> {
-        let mut jobs: Vec<(u64, serde_json::Value)> = self
-            .store
-            .scan_records::<JobRecord>(Records::Jobs, b"")
-            .into_iter()
-            .filter_map(|(key, record)| {
-                let id = JobId::from_bytes(key.as_slice().try_into().ok()?);
-                let (state, total, done, failed) = match self.jobs.get(&id) {
-                    Some(job) => {
-                        let done = job
-                            .tasks
-                            .iter()
-                            .filter(|t| t.state == TaskRunState::Done)
-                            .count();
-                        let failed = job
-                            .tasks
-                            .iter()
-                            .filter(|t| t.state == TaskRunState::Failed)
-                            .count();
-                        (job.record.state, job.tasks.len(), done, failed)
-                    }
-                    None => {
-                        let tasks = self
-                            .store
-                            .scan_records::<TaskRecord>(Records::Tasks, id.as_bytes());
-                        let done = tasks
-                            .iter()
-                            .filter(|(_, t)| t.state == TaskRunState::Done)
-                            .count();
-                        let failed = tasks
-                            .iter()
-                            .filter(|(_, t)| t.state == TaskRunState::Failed)
-                            .count();
-                        let total = codec::from_canonical_bytes::<Signed<JobManifest>>(
-                            &record.signed,
-                            codec::MAX_MANIFEST_BYTES + 1024,
-                        )
-                        .ok()
-                        .and_then(|s| s.verify_signature_from(&self.me).ok())
-                        .map_or(0, |m| m.task_count() as usize);
-                        (record.state, total, done, failed)
-                    }
-                };
-                Some((
-                    record.created_ms,
-                    serde_json::json!({
-                        "id": id.to_string(),
-                        "state": state,
-                        "module": record.module_name,
-                        "created_ms": record.created_ms,
-                        "tasks_total": total,
-                        "tasks_done": done,
-                        "tasks_failed": failed,
-                    }),
-                ))
-            })
-            .collect();
-        jobs.sort_by_key(|(created, _)| std::cmp::Reverse(*created));
-        jobs.into_iter().map(|(_, v)| v).collect()
-    }
-}
 
 /// progress bar does not need every task of a large job on every change).
-fn report_of(
+pub(super) fn report_of(
     id: JobId,
     job: &Job,
     with_tasks: bool,
