@@ -177,6 +177,22 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// Every reason, in code order.
+    pub const ALL: [RejectReason; 12] = [
+        RejectReason::BadSignature,
+        RejectReason::NotTrusted,
+        RejectReason::Expired,
+        RejectReason::Replay,
+        RejectReason::LimitsTooLarge,
+        RejectReason::EngineUnavailable,
+        RejectReason::Busy,
+        RejectReason::OwnerBusy,
+        RejectReason::Draining,
+        RejectReason::ModuleHashMismatch,
+        RejectReason::Malformed,
+        RejectReason::InputsUnavailable,
+    ];
+
     /// The stable numeric code.
     pub fn code(self) -> u16 {
         self as u16
@@ -290,21 +306,10 @@ mod tests {
     #[test]
     fn a_refusal_is_lasting_transient_or_neither_never_both() {
         use RejectReason as R;
-        let all = [
-            R::BadSignature,
-            R::NotTrusted,
-            R::Expired,
-            R::Replay,
-            R::LimitsTooLarge,
-            R::EngineUnavailable,
-            R::Busy,
-            R::OwnerBusy,
-            R::Draining,
-            R::ModuleHashMismatch,
-            R::Malformed,
-            R::InputsUnavailable,
-        ];
-        for r in all {
+        for (i, r) in R::ALL.into_iter().enumerate() {
+            assert_eq!(usize::from(r.code()), i + 1, "ALL is in code order");
+        }
+        for r in R::ALL {
             assert!(!(r.is_lasting() && r.is_transient()), "{r:?}");
         }
         assert!(R::NotTrusted.is_lasting() && R::ModuleHashMismatch.is_lasting());

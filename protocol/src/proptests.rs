@@ -165,19 +165,12 @@ proptest! {
     }
 
     #[test]
-    fn small_messages_round_trip(offset in any::<u64>(), len in any::<u32>(), bytes in prop::collection::vec(any::<u8>(), 0..300), code in 0usize..12) {
+    fn small_messages_round_trip(offset in any::<u64>(), len in any::<u32>(), bytes in prop::collection::vec(any::<u8>(), 0..300), code in 0usize..RejectReason::ALL.len()) {
         let req = BlobRequest { hash: ContentHash::of(&bytes), offset, len };
         prop_assert_eq!(codec::decode::<BlobRequest>(&codec::encode(&req)), Ok(req));
         let resp = BlobResponse::Chunk { total: offset, offset, bytes };
         prop_assert_eq!(codec::decode::<BlobResponse>(&codec::encode(&resp)), Ok(resp));
-        let reasons = [
-            RejectReason::BadSignature, RejectReason::NotTrusted, RejectReason::Expired,
-            RejectReason::Replay, RejectReason::LimitsTooLarge, RejectReason::EngineUnavailable,
-            RejectReason::Busy, RejectReason::OwnerBusy, RejectReason::Draining,
-            RejectReason::ModuleHashMismatch, RejectReason::Malformed,
-            RejectReason::InputsUnavailable,
-        ];
-        let r = TaskResponse::Rejected(reasons[code]);
+        let r = TaskResponse::Rejected(RejectReason::ALL[code]);
         prop_assert_eq!(codec::decode::<TaskResponse>(&codec::encode(&r)), Ok(r));
     }
 

@@ -58,21 +58,7 @@ fn peer(n: u8) -> PeerKey {
 }
 
 fn reason(code: u16) -> RejectReason {
-    use RejectReason as R;
-    [
-        R::BadSignature,
-        R::NotTrusted,
-        R::Expired,
-        R::Replay,
-        R::LimitsTooLarge,
-        R::EngineUnavailable,
-        R::Busy,
-        R::OwnerBusy,
-        R::Draining,
-        R::ModuleHashMismatch,
-        R::Malformed,
-        R::InputsUnavailable,
-    ][usize::from(code - 1) % 12]
+    RejectReason::ALL[usize::from(code - 1) % RejectReason::ALL.len()]
 }
 
 /// An offer as the daemon would have sent it.
