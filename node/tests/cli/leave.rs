@@ -5,21 +5,7 @@
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use crate::{Sandbox, assert_code, module, text, wait_until};
-
-fn detach(sb: &Sandbox, args: &[&str]) -> String {
-    let tk = module("testkit");
-    let mut full = vec!["--data-dir", "a", "run", tk.as_str(), "--detach"];
-    full.extend(args);
-    let out = sb.corral(&full);
-    assert_code(&out, 0);
-    text(&out.stdout).trim().to_string()
-}
-
-fn job(sb: &Sandbox, id: &str) -> serde_json::Value {
-    serde_json::from_slice(&sb.corral(&["--data-dir", "a", "job", id, "--json"]).stdout)
-        .unwrap_or_default()
-}
+use crate::{Sandbox, assert_code, wait_until};
 
 /// A coordinator that runs nothing itself and a worker with one slot.
 fn pair(sb: &Sandbox, grace: &str) -> (Child, Child) {
@@ -50,7 +36,7 @@ fn exited_within(child: &mut Child, limit: Duration) -> bool {
 fn a_leaving_device_finishes_its_task_within_the_grace_period() {
     let sb = Sandbox::new();
     let (mut a, mut b) = pair(&sb, "30s");
-    let id = detach(&sb, &["--", "sleep-ms", "3000"]);
+    let id = sb.detach(&["--", "sleep-ms", "3000"]);
     wait_until(
         "the task did not start on the desk",
         Duration::from_secs(30),
@@ -62,9 +48,9 @@ fn a_leaving_device_finishes_its_task_within_the_grace_period() {
     wait_until(
         "the leaving desk did not finish its task",
         Duration::from_secs(30),
-        || job(&sb, &id)["state"] == "completed",
+        || sb.job(&id)["state"] == "completed",
     );
-    let j = job(&sb, &id);
+    let j = sb.job(&id);
     assert_eq!(j["tasks"][0]["peer"], "desk", "{j}");
     assert_eq!(j["tasks"][0]["attempts"], 1, "{j}");
     assert!(
@@ -79,7 +65,7 @@ fn a_leaving_device_finishes_its_task_within_the_grace_period() {
 fn a_leaving_device_hands_back_what_outlives_its_grace_period() {
     let sb = Sandbox::new();
     let (mut a, mut b) = pair(&sb, "1s");
-    let id = detach(&sb, &["--", "sleep-ms", "6000"]);
+    let id = sb.detach(&["--", "sleep-ms", "6000"]);
     wait_until(
         "the task did not start on the desk",
         Duration::from_secs(30),
@@ -97,7 +83,7 @@ fn a_leaving_device_hands_back_what_outlives_its_grace_period() {
         "{:?}",
         asked.elapsed()
     );
-    let j = job(&sb, &id);
+    let j = sb.job(&id);
     assert_eq!(j["state"], "running", "{j}");
     assert_eq!(j["tasks_failed"], 0, "{j}");
     // Nothing is lost: the desk comes back and the task runs to its end.
@@ -111,9 +97,9 @@ fn a_leaving_device_hands_back_what_outlives_its_grace_period() {
     wait_until(
         "the handed-back task did not complete",
         Duration::from_secs(60),
-        || job(&sb, &id)["state"] == "completed",
+        || sb.job(&id)["state"] == "completed",
     );
-    let j = job(&sb, &id);
+    let j = sb.job(&id);
     assert_eq!(j["tasks_done"], 1, "{j}");
     assert_code(&sb.corral(&["--data-dir", "b", "leave"]), 0);
     assert_code(&sb.corral(&["--data-dir", "a", "leave"]), 0);

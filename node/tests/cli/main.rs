@@ -57,6 +57,26 @@ impl Sandbox {
 
     /// Data dir `a` starts a mesh as `a_name`; `b` joins it by invite as
     /// `b_name` (trusting `a` as a submitter).
+    /// `corral run testkit --detach ARGS` through daemon `a`: the job's id.
+    pub fn detach(&self, args: &[&str]) -> String {
+        let tk = module("testkit");
+        let mut full = vec!["--data-dir", "a", "run", tk.as_str(), "--detach"];
+        full.extend(args);
+        let out = self.corral(&full);
+        assert_code(&out, 0);
+        text(&out.stdout).trim().to_string()
+    }
+
+    /// `corral job ID --json` of daemon `a` (null when it fails).
+    pub fn job(&self, id: &str) -> serde_json::Value {
+        serde_json::from_slice(
+            &self
+                .corral(&["--data-dir", "a", "job", id, "--json"])
+                .stdout,
+        )
+        .unwrap_or_default()
+    }
+
     pub fn mesh_of_two(&self, a_name: &str, b_name: &str) {
         assert_code(
             &self.corral(&["--data-dir", "a", "init", "--name", a_name]),

@@ -11,21 +11,6 @@ fn up(sb: &Sandbox, data: &str, extra: &[&str]) -> Child {
     sb.daemon(data, &["--share", "always"], extra, &[])
 }
 
-/// `corral run testkit --detach ARGS` through daemon `a`: the job's id.
-fn detach(sb: &Sandbox, args: &[&str]) -> String {
-    let tk = module("testkit");
-    let mut full = vec!["--data-dir", "a", "run", tk.as_str(), "--detach"];
-    full.extend(args);
-    let out = sb.corral(&full);
-    assert_code(&out, 0);
-    text(&out.stdout).trim().to_string()
-}
-
-fn job(sb: &Sandbox, id: &str) -> serde_json::Value {
-    serde_json::from_slice(&sb.corral(&["--data-dir", "a", "job", id, "--json"]).stdout)
-        .unwrap_or_default()
-}
-
 #[test]
 fn jobs_run_through_the_daemon_like_local_commands() {
     let sb = Sandbox::new();
@@ -56,12 +41,12 @@ fn jobs_run_through_the_daemon_like_local_commands() {
     );
 
     // A batch, detached: only the id on stdout; then followed and fetched.
-    let id = detach(&sb, &["--tasks", "3", "--", "args", "{task}"]);
+    let id = sb.detach(&["--tasks", "3", "--", "args", "{task}"]);
     assert_eq!(id.len(), 32, "{id:?}");
     wait_until("the job never ended", Duration::from_secs(60), || {
-        job(&sb, &id)["state"] != "running"
+        sb.job(&id)["state"] != "running"
     });
-    assert_eq!(job(&sb, &id)["state"], "completed");
+    assert_eq!(sb.job(&id)["state"], "completed");
     assert_code(
         &sb.corral(&["--data-dir", "a", "results", &id, "--out", "res"]),
         0,
@@ -102,9 +87,9 @@ fn jobs_run_through_the_daemon_like_local_commands() {
     assert_eq!(watch(false)["tasks"].as_array().map(Vec::len), Some(3));
 
     // A long job is cancelled: it ends as cancelled and nothing more starts.
-    let long = detach(&sb, &["--tasks", "50", "--", "sleep-ms", "300"]);
+    let long = sb.detach(&["--tasks", "50", "--", "sleep-ms", "300"]);
     assert_code(&sb.corral(&["--data-dir", "a", "cancel", &long]), 0);
-    assert_eq!(job(&sb, &long)["state"], "cancelled");
+    assert_eq!(sb.job(&long)["state"], "cancelled");
     let again = sb.corral(&["--data-dir", "a", "cancel", &long]);
     assert_code(&again, 1);
     assert!(
@@ -115,7 +100,7 @@ fn jobs_run_through_the_daemon_like_local_commands() {
     // Cancelling stops guests already running: two endless tasks, one on
     // each daemon, end within moments instead of at their time limit.
     let running = |data: &str| sb.status(data)["running"].as_u64().unwrap_or(0);
-    let endless = detach(&sb, &["--tasks", "2", "--timeout", "10m", "--", "loop"]);
+    let endless = sb.detach(&["--tasks", "2", "--timeout", "10m", "--", "loop"]);
     wait_until(
         "the endless tasks did not start on both daemons",
         Duration::from_secs(30),
@@ -200,7 +185,7 @@ fn tasks_are_handed_back_when_the_owner_returns() {
         &[("CORRAL_TEST_HOST_LOAD", load.as_path())],
     );
     let running_on_b = || sb.status("b")["running"].as_u64().unwrap_or(0);
-    let id = detach(&sb, &["--", "sleep-ms", "8000"]);
+    let id = sb.detach(&["--", "sleep-ms", "8000"]);
     wait_until(
         "the task did not start on the idle desk",
         Duration::from_secs(30),
@@ -215,7 +200,7 @@ fn tasks_are_handed_back_when_the_owner_returns() {
         Duration::from_secs(10),
         || running_on_b() == 0,
     );
-    let j = job(&sb, &id);
+    let j = sb.job(&id);
     assert_eq!(j["state"], "running", "{j}");
     assert_eq!(j["tasks_done"], 0, "{j}");
 
@@ -224,9 +209,9 @@ fn tasks_are_handed_back_when_the_owner_returns() {
     wait_until(
         "the job did not complete once the desk was idle",
         Duration::from_secs(60),
-        || job(&sb, &id)["state"] == "completed",
+        || sb.job(&id)["state"] == "completed",
     );
-    let j = job(&sb, &id);
+    let j = sb.job(&id);
     assert_eq!(j["tasks_done"], 1, "{j}");
     assert_eq!(j["tasks_failed"], 0, "{j}");
 
