@@ -5,7 +5,6 @@
 //! off its event loop through an [`Archive`], a cheap handle of their own.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use corral_protocol::codec;
 use corral_protocol::envelope::Signed;
@@ -101,23 +100,7 @@ impl Archive {
             }
             tasks[index as usize] = task;
         }
-        Ok(Job {
-            signed,
-            manifest: Arc::new(manifest),
-            batch,
-            record,
-            tasks,
-            refusals: Vec::new(),
-            excluded: Default::default(),
-            cooldown: BTreeMap::new(),
-            started: None,
-            ended: None,
-            seq: 0,
-            results_seen: 0,
-            short_results: 0,
-            short_ms: 0,
-            live: None,
-        })
+        Ok(Job::new(signed, manifest, batch, record, tasks))
     }
 
     pub(super) fn load_finished(&self, id: &JobId) -> Option<Job> {

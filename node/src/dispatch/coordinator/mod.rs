@@ -117,6 +117,35 @@ struct Job {
 }
 
 impl Job {
+    /// A job held in memory, from its manifest, batch and records, with
+    /// nothing yet known of this run of the coordinator (no refusals,
+    /// cooldowns, results or live output).
+    fn new(
+        signed: Signed<JobManifest>,
+        manifest: JobManifest,
+        batch: Batch,
+        record: JobRecord,
+        tasks: Vec<TaskRecord>,
+    ) -> Self {
+        Self {
+            signed,
+            manifest: Arc::new(manifest),
+            batch,
+            record,
+            tasks,
+            refusals: Vec::new(),
+            excluded: Default::default(),
+            cooldown: BTreeMap::new(),
+            started: None,
+            ended: None,
+            seq: 0,
+            results_seen: 0,
+            short_results: 0,
+            short_ms: 0,
+            live: None,
+        }
+    }
+
     fn is_live(&self) -> bool {
         self.record.state == JobState::Running
     }

@@ -1,9 +1,6 @@
 //! Submitting a job: checks that its blobs are here, builds and signs the
 //! manifest, stores the job record and takes the job into memory.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use corral_protocol::codec;
 use corral_protocol::envelope::Signed;
 use corral_protocol::ids::{JobId, Nonce};
@@ -118,27 +115,20 @@ impl<C: Clock> Coordinator<C> {
         self.jobs.insert(
             job,
             Job {
-                signed,
-                manifest: Arc::new(manifest),
-                batch,
-                record,
-                tasks: vec![
-                    TaskRecord {
-                        state: TaskRunState::Queued,
-                        ..TaskRecord::default()
-                    };
-                    count as usize
-                ],
-                refusals: Vec::new(),
-                excluded: Default::default(),
-                cooldown: BTreeMap::new(),
                 started: Some(std::time::Instant::now()),
-                ended: None,
-                seq: 0,
-                results_seen: 0,
-                short_results: 0,
-                short_ms: 0,
-                live: None,
+                ..Job::new(
+                    signed,
+                    manifest,
+                    batch,
+                    record,
+                    vec![
+                        TaskRecord {
+                            state: TaskRunState::Queued,
+                            ..TaskRecord::default()
+                        };
+                        count as usize
+                    ],
+                )
             },
         );
         self.trim();
