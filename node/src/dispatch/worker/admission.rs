@@ -18,7 +18,7 @@ use super::ctx::WorkerCtx;
 use crate::runtime::MAX_MODULE_BYTES;
 
 /// Most (job, task, attempt) offers remembered to refuse replays.
-const MAX_SEEN: usize = 200_000;
+pub(super) const MAX_SEEN: usize = 200_000;
 /// Most verified manifests kept to skip re-verifying every offer of a job.
 pub(super) const MAX_VERIFIED: usize = 64;
 
@@ -81,6 +81,17 @@ impl Admission {
     #[cfg(test)]
     pub(super) fn verified_count(&self) -> usize {
         self.verified.len()
+    }
+
+    /// Whether the offer of attempt `attempt` of task `index` of `job` is
+    /// remembered (and would be refused as a replay).
+    pub(super) fn remembers(&self, job: JobId, index: u32, attempt: u32) -> bool {
+        self.seen.contains(&(job, index, attempt))
+    }
+
+    /// How many offers are remembered, and how many manifests cached.
+    pub(super) fn sizes(&self) -> (usize, usize) {
+        (self.seen.len(), self.verified.len())
     }
 
     /// The task slots.

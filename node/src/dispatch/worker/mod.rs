@@ -19,12 +19,15 @@
 mod admission;
 mod ctx;
 mod inputs;
+mod invariants;
 mod live;
 mod outbox;
 mod runner;
 mod task;
 mod workdir;
 
+#[cfg(test)]
+mod proptest;
 #[cfg(test)]
 mod tests;
 

@@ -19,16 +19,25 @@ use crate::clock::now_ms;
 use crate::dispatch::{FetchLocks, NetCmd, NetHandle};
 use crate::store::Store;
 
+/// The engines, made once for all the tests of this process (each makes
+/// its own reservations; the property test makes a worker per case).
+fn engines() -> Arc<crate::runtime::Runtime> {
+    static ENGINES: std::sync::OnceLock<Arc<crate::runtime::Runtime>> = std::sync::OnceLock::new();
+    ENGINES
+        .get_or_init(|| Arc::new(crate::runtime::Runtime::new(None).expect("the engines")))
+        .clone()
+}
+
 /// A worker on a fresh data directory, and what it sends.
-struct Harness {
-    worker: Worker,
+pub(super) struct Harness {
+    pub(super) worker: Worker,
     net: mpsc::Receiver<NetCmd>,
     events: mpsc::Receiver<WorkerEvent>,
     _dir: tempfile::TempDir,
 }
 
 /// Needs a tokio runtime (the worker spawns on it).
-fn harness(slots: u16) -> Harness {
+pub(super) fn harness(slots: u16) -> Harness {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let blobs = BlobStore::open(dir.path()).expect("a blob store");
     let store = Store::open(dir.path()).expect("a store");
@@ -41,7 +50,7 @@ fn harness(slots: u16) -> Harness {
         blobs: blobs.clone(),
         locks: FetchLocks::default(),
         net,
-        runtime: Arc::new(crate::runtime::Runtime::new(None).expect("the engines")),
+        runtime: engines(),
         runs: RunQueue::default(),
         handle: tokio::runtime::Handle::current(),
         events,
@@ -94,7 +103,7 @@ fn job(
 }
 
 /// A module nobody has: its task waits for a fetch that no one answers.
-fn missing_module() -> (ContentHash, u64) {
+pub(super) fn missing_module() -> (ContentHash, u64) {
     (ContentHash::of(b"not here"), 8)
 }
 
