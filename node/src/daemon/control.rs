@@ -12,37 +12,58 @@ use crate::control::server::Answer;
 use crate::control::{ControlError, Request};
 
 impl Node {
-    /// Answers a control request (all but `Watch`, see [`Node::watch`]).
+    /// Answers a control request (all but `Watch`, see [`Node::watch`]):
+    /// now, or from a blocking thread when the answer reads the store.
     pub(super) fn control(&mut self, request: Request, reply: oneshot::Sender<Answer>) {
+        match self.answer(request) {
+            Answered::Now(answer) => {
+                let _ = reply.send(answer);
+            }
+            Answered::OffLoop(answer) => {
+                tokio::task::spawn_blocking(move || {
+                    let _ = reply.send(answer());
+                });
+            }
+        }
+    }
+
+    fn answer(&mut self, request: Request) -> Answered {
         match request {
-            // These scan the store: off the loop, answered from there.
+            // These scan the store: off the loop.
             Request::Jobs => {
                 let listing = self.coord.listing();
-                off_loop(reply, move || Ok(json!(listing.collect())));
+                Answered::OffLoop(Box::new(move || Ok(json!(listing.collect()))))
             }
             Request::Job { id } => match id.parse::<JobId>() {
                 Ok(id) if !self.coord.holds(&id) => {
                     let archive = self.coord.archive();
                     let now = now_ms();
-                    off_loop(reply, move || {
+                    Answered::OffLoop(Box::new(move || {
                         archive
                             .report(&id, now)
                             .map(|r| json!(r))
                             .ok_or_else(|| no_job(&id))
-                    });
+                    }))
                 }
-                _ => {
-                    let _ = reply.send(self.answer(Request::Job { id }));
-                }
+                parsed => Answered::Now(parsed.map_err(bad_request).and_then(|id| {
+                    self.coord
+                        .report(&id, &|p| self.name_of(p))
+                        .map(|r| json!(r))
+                        .ok_or_else(|| no_job(&id))
+                })),
             },
-            request => {
-                let _ = reply.send(self.answer(request));
-            }
+            request => Answered::Now(self.answer_now(request)),
         }
     }
 
-    fn answer(&mut self, request: Request) -> Answer {
+    /// The answers that need nothing but the node's state in memory.
+    fn answer_now(&mut self, request: Request) -> Answer {
         match request {
+            // Answered by `answer` (off the loop, or from a job in memory)
+            // and `watch`.
+            Request::Jobs | Request::Job { .. } | Request::Watch { .. } => Err(
+                ControlError::internal("this request is not answered here".to_string()),
+            ),
             Request::Status => Ok(self.status()),
             Request::Peers => Ok(self.peers()),
             Request::Leave => Ok(json!({"leaving": true})),
@@ -68,14 +89,6 @@ impl Node {
                 tracing::info!(%job, "job submitted");
                 self.dirty = true;
                 Ok(json!({ "job": job.to_string() }))
-            }
-            Request::Jobs => Ok(json!(self.coord.listing().collect())),
-            Request::Job { id } | Request::Watch { id, .. } => {
-                let id: JobId = id.parse().map_err(bad_request)?;
-                self.coord
-                    .report(&id, &|p| self.name_of(p))
-                    .map(|r| json!(r))
-                    .ok_or_else(|| no_job(&id))
             }
             Request::Output {
                 id,
@@ -200,11 +213,10 @@ impl Node {
     }
 }
 
-/// Answers `reply` from a blocking thread.
-fn off_loop(reply: oneshot::Sender<Answer>, answer: impl FnOnce() -> Answer + Send + 'static) {
-    tokio::task::spawn_blocking(move || {
-        let _ = reply.send(answer());
-    });
+/// A control answer: ready now, or to be made on a blocking thread.
+enum Answered {
+    Now(Answer),
+    OffLoop(Box<dyn FnOnce() -> Answer + Send>),
 }
 
 fn bad_request(e: impl std::fmt::Display) -> ControlError {
