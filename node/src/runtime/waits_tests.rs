@@ -380,3 +380,66 @@ fn the_memory_cap_covers_all_memories_together() {
         assert_eq!(out.status, TaskStatus::MemoryLimit, "{engine:?}");
     });
 }
+
+/// Prints how long after its deadline (or its stop signal) each kind of run
+/// ends, per engine: `cargo test -p corral-node --lib overshoot --
+/// --ignored --nocapture`. Figures, not assertions.
+#[test]
+#[ignore = "a harness that prints figures"]
+fn overshoot() {
+    const RUNS: usize = 5;
+    let timeout = Duration::from_millis(500);
+    let rt = Runtime::new(None).expect("engines start");
+    for engine in rt.engines() {
+        let kinds: [(&str, Option<StopReason>); 5] = [
+            ("timeout in guest code", None),
+            ("timeout in a sleep", None),
+            ("cancel in a sleep", Some(StopReason::Cancelled)),
+            ("hand-back in a sleep", Some(StopReason::HandedBack)),
+            ("timeout in a stdin read", None),
+        ];
+        for (i, (name, reason)) in kinds.into_iter().enumerate() {
+            let mut figures = Vec::with_capacity(RUNS);
+            for _ in 0..RUNS {
+                let (_send, stdin) = stdin_stream();
+                let mut s = spec_with(timeout);
+                let module = match i {
+                    0 => {
+                        s.args = vec!["testkit.wasm".into(), "loop".into()];
+                        testkit()
+                    }
+                    4 => {
+                        s.args = vec!["testkit.wasm".into(), "stdin".into()];
+                        s.stdin = stdin;
+                        testkit()
+                    }
+                    _ => sleeper(),
+                };
+                let compiled = rt.compile(engine, &module).expect("compiles");
+                let overshoot = match reason {
+                    None => rt.run(&compiled, &s).expect("runs").duration - timeout,
+                    Some(reason) => {
+                        let signal = Arc::new(StopSignal::new());
+                        s.limits.timeout = Duration::from_secs(60);
+                        s.cancel = Some(signal.clone());
+                        let giver = std::thread::spawn(move || {
+                            std::thread::sleep(timeout);
+                            signal.stop(reason);
+                            Instant::now()
+                        });
+                        rt.run(&compiled, &s).expect("runs");
+                        let ended = Instant::now();
+                        ended - giver.join().expect("giver")
+                    }
+                };
+                figures.push(overshoot);
+            }
+            figures.sort();
+            println!(
+                "{engine:?} {name}: median {:?}, max {:?} ({RUNS} runs)",
+                figures[RUNS / 2],
+                figures[RUNS - 1]
+            );
+        }
+    }
+}
