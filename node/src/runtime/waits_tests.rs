@@ -197,6 +197,10 @@ fn a_sleeping_guest_stops_at_the_timeout() {
             let out = run(rt, engine, &module, &spec_with(Duration::from_secs(1)));
             assert_timed_out(&out, &format!("{engine:?} {name}"));
         }
+        let mut s = spec_with(Duration::from_secs(1));
+        s.args = vec!["testkit.wasm".into(), "nap".into(), "60000".into()];
+        let out = run(rt, engine, &testkit(), &s);
+        assert_timed_out(&out, &format!("{engine:?} std::thread::sleep"));
     });
 }
 
@@ -247,8 +251,11 @@ fn a_waiting_guest_is_cancelled_or_handed_back_promptly_with_its_reason() {
             let mut reader = spec_with(Duration::ZERO);
             reader.args = vec!["testkit.wasm".into(), "stdin".into()];
             reader.stdin = stdin;
+            let mut nap = spec_with(Duration::ZERO);
+            nap.args = vec!["testkit.wasm".into(), "nap".into(), "60000".into()];
             let cases = [
                 ("sleep", sleeper(), spec_with(Duration::ZERO)),
+                ("std::thread::sleep", testkit(), nap),
                 ("stdin", testkit(), reader),
                 ("loop", testkit(), {
                     let mut s = spec_with(Duration::ZERO);
