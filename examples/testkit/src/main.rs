@@ -13,6 +13,7 @@
 //!   ls DIR             prints the sorted entry names
 //!   spin N             does N rounds of arithmetic, prints `done N`
 //!   sleep-ms N         busy-waits N milliseconds on the monotonic clock
+//!   nap N              sleeps N milliseconds (std::thread::sleep: poll_oneoff)
 //!   tick N MS          prints `tick I` (I = 0..N) to stdout and `tock I` to
 //!                      stderr, busy-waiting MS milliseconds after each
 //! Hostile modes, each of which a runner must stop with its own reason:
@@ -98,6 +99,10 @@ fn main() -> ExitCode {
             println!("done {n} {}", x % 10);
         }
         "sleep-ms" => busy_wait(arg(2).parse().unwrap_or(0)),
+        // A real sleep (poll_oneoff on a relative clock), not a busy wait.
+        "nap" => std::thread::sleep(std::time::Duration::from_millis(
+            arg(2).parse().unwrap_or(0),
+        )),
         "tick" => {
             let n: u32 = arg(2).parse().unwrap_or(0);
             let ms: u64 = arg(3).parse().unwrap_or(0);

@@ -7,25 +7,28 @@
 //! timeout, the memory cap or the output cap. Hostile or broken modules end
 //! with one of those reasons; they never take the process down.
 
+mod hostcall;
 mod interp;
 #[cfg(feature = "jit")]
 mod jit;
 mod limiter;
 mod readonly;
 mod sink;
+mod stop;
 
 #[cfg(feature = "jit")]
 pub mod cache;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use corral_protocol::hash::ContentHash;
 use corral_protocol::receipt::{EngineKind, TaskStatus};
 
+pub use hostcall::stdin::StdinStream;
 pub use sink::{LiveOutput, OutputSink};
+pub use stop::{StopReason, StopSignal};
 
 /// The largest module corral accepts. Real batch jobs are a few MiB at most;
 /// the bound keeps a bad file or peer from making us hash and compile gigabytes.
@@ -77,8 +80,12 @@ pub enum Stdin {
     Empty,
     /// These bytes, then end of file.
     Bytes(Arc<[u8]>),
-    /// This process's own stdin (pass-through runs).
+    /// This process's own stdin (pass-through runs): the process's
+    /// [`StdinStream::process`].
     Inherit,
+    /// What a reader gives, as it gives it (a read waits for it under the
+    /// run's timeout and stop signal).
+    Stream(StdinStream),
 }
 
 /// A host directory made visible to the guest.
@@ -108,9 +115,10 @@ pub struct RunSpec {
     pub preopens: Vec<Preopen>,
     /// Limits of this run.
     pub limits: Limits,
-    /// Set from another thread to stop the guest early (the coordinator no
-    /// longer wants the task): within a tick it ends as a trap saying so.
-    pub cancel: Option<Arc<AtomicBool>>,
+    /// Given from another thread to stop the guest early (the coordinator
+    /// no longer wants the task, or it is handed back): within a tick, or at
+    /// once if it waits in a host call, it ends as a trap saying why.
+    pub cancel: Option<Arc<StopSignal>>,
     /// A window on stdout and stderr while the guest runs (a remote single
     /// task streams them to its submitter).
     pub live: Option<LiveOutput>,
@@ -403,13 +411,13 @@ enum Ended {
     Trap(String),
 }
 
-/// The trap message of a run stopped by [`RunSpec::cancel`].
-const CANCELLED: &str = "cancelled: the task is no longer wanted";
-
-fn cancelled(spec: &RunSpec) -> bool {
-    spec.cancel
-        .as_ref()
-        .is_some_and(|flag| flag.load(Ordering::Relaxed))
+impl From<hostcall::Halt> for Ended {
+    fn from(halt: hostcall::Halt) -> Self {
+        match halt {
+            hostcall::Halt::Timeout => Ended::Timeout,
+            hostcall::Halt::Stopped(reason) => Ended::Trap(reason.message().into()),
+        }
+    }
 }
 
 /// Trap messages are shown to users and sent to peers: keep them short.
@@ -427,3 +435,5 @@ fn short_message(message: String) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod waits_tests;

@@ -114,13 +114,13 @@ fn exit_codes_and_stderr_come_back() {
 #[test]
 fn a_cancelled_run_stops_at_once_and_says_why() {
     each_engine(|rt, engine| {
-        let flag = Arc::new(AtomicBool::new(false));
+        let flag = Arc::new(StopSignal::new());
         let mut s = spec(&["loop"]);
         s.limits.timeout = Duration::from_secs(60);
         s.cancel = Some(flag.clone());
         let setter = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(200));
-            flag.store(true, Ordering::Relaxed);
+            flag.stop(StopReason::Cancelled);
         });
         let out = run_on(rt, engine, &s);
         setter.join().expect("setter");

@@ -41,6 +41,8 @@ use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::manifest::JobManifest;
 use corral_protocol::messages::RejectReason;
 
+use crate::runtime::{StopReason, StopSignal};
+
 pub use admission::Gate;
 use admission::{Admission, Held};
 pub use ctx::{WorkerCtx, WorkerEvent, events_capacity};
@@ -53,7 +55,7 @@ struct Running {
     attempt: u32,
     /// Who offered it: the only peer that may cancel it.
     coordinator: PeerKey,
-    cancel: Arc<AtomicBool>,
+    cancel: Arc<StopSignal>,
     /// Set (with `cancel`) when the task is given back to its coordinator.
     hand_back: Arc<std::sync::OnceLock<RejectReason>>,
     /// Set when a runner thread takes it.
@@ -147,7 +149,7 @@ impl Worker {
     /// Takes on an accepted task: straight to a runner if all it needs is
     /// here, else fetching it first.
     fn start(&mut self, manifest: Arc<JobManifest>, index: u32, attempt: u32, from: PeerKey) {
-        let cancel = Arc::new(AtomicBool::new(false));
+        let cancel = Arc::new(StopSignal::new());
         let hand_back = Arc::new(std::sync::OnceLock::new());
         let started = Arc::new(AtomicBool::new(false));
         self.running.insert(
@@ -199,7 +201,7 @@ impl Worker {
         if let Some(running) = self.running.get(&(job, index))
             && running.coordinator == from
         {
-            running.cancel.store(true, Ordering::Relaxed);
+            running.cancel.stop(StopReason::Cancelled);
         }
     }
 
@@ -211,7 +213,7 @@ impl Worker {
         let mut given = 0;
         for (&(job, index), running) in &self.running {
             if running.hand_back.set(reason).is_ok() {
-                running.cancel.store(true, Ordering::Relaxed);
+                running.cancel.stop(StopReason::HandedBack);
                 // The coordinator does not count a handed-back run as an
                 // attempt, so it may offer this one again with its number.
                 self.admission.forget(job, index, running.attempt);

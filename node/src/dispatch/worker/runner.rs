@@ -38,13 +38,13 @@ pub(super) fn runner(ctx: &Arc<WorkerCtx>, n: u16) {
     loop {
         let (task, prepared) = ctx.runs.pop();
         task.started.store(true, Ordering::Relaxed);
-        let result = if task.cancel.load(Ordering::Relaxed) {
+        let result = if task.cancel.is_stopped() {
             Ok(None)
         } else {
             tracing::debug!(job = %task.manifest.job, index = task.index, "running");
             run_blocking(ctx, &work, tid, &task, &prepared).map(|receipt| {
                 // Stopped part way: its result is not wanted.
-                (!task.cancel.load(Ordering::Relaxed)).then(|| Signed::sign(&receipt, &ctx.key))
+                (!task.cancel.is_stopped()).then(|| Signed::sign(&receipt, &ctx.key))
             })
         };
         finish(ctx, task, result);
@@ -54,7 +54,7 @@ pub(super) fn runner(ctx: &Arc<WorkerCtx>, n: u16) {
 /// Fetches what an accepted task needs, then queues it for a runner.
 pub(super) async fn fetch_then_queue(ctx: Arc<WorkerCtx>, task: Assignment) {
     match fetch_inputs(&ctx, &task).await {
-        Ok(prepared) if !task.cancel.load(Ordering::Relaxed) => ctx.runs.push(task, prepared),
+        Ok(prepared) if !task.cancel.is_stopped() => ctx.runs.push(task, prepared),
         Ok(_) => finish(&ctx, task, Ok(None)),
         Err(e) => finish(&ctx, task, Err(e)),
     }

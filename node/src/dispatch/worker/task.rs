@@ -11,6 +11,7 @@ use corral_protocol::manifest::JobManifest;
 use corral_protocol::messages::RejectReason;
 
 use super::live::Live;
+use crate::runtime::StopSignal;
 use crate::sync::lock;
 
 /// A task this worker took on.
@@ -24,7 +25,7 @@ pub(super) struct Assignment {
     /// Who offered it (the submitter's daemon).
     pub(super) coordinator: PeerKey,
     /// Set when the task is to stop (cancelled or given back).
-    pub(super) cancel: Arc<AtomicBool>,
+    pub(super) cancel: Arc<StopSignal>,
     /// Set (with `cancel`) when the task is given back to its coordinator.
     pub(super) hand_back: Arc<OnceLock<RejectReason>>,
     /// Set when a runner thread takes it: no longer queued.

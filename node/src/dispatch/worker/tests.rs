@@ -125,7 +125,7 @@ fn cancelled(worker: &Worker, job: JobId, index: u32) -> bool {
         .get(&(job, index))
         .expect("the task is held")
         .cancel
-        .load(Ordering::Relaxed)
+        .is_stopped()
 }
 
 #[tokio::test]

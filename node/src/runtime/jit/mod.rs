@@ -7,8 +7,9 @@
 //!
 //! The rooms: this file compiles and runs; `pool.rs` holds the engines and
 //! their allocators (pooled or on demand), `ticker.rs` the epoch ticker
-//! thread, `nan.rs` the scan that picks the NaN setting, and `stream.rs`
-//! the guest's output as WASI streams.
+//! thread, `nan.rs` the scan that picks the NaN setting, `stream.rs`
+//! the guest's output as WASI streams, and `wasi.rs` the WASI linker with
+//! corral's own host calls that wait.
 
 mod nan;
 mod pool;
@@ -16,9 +17,9 @@ mod stream;
 #[cfg(test)]
 mod tests;
 mod ticker;
+mod wasi;
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use corral_protocol::receipt::EngineKind;
@@ -27,9 +28,11 @@ use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use self::nan::nan_bits_observable;
-use self::pool::{Pair, Places, RunState, address_space_is_tight};
+use self::pool::{Pair, Places, address_space_is_tight};
 use self::stream::JitSink;
 use self::ticker::{Ticking, spawn_epoch_ticker};
+use self::wasi::RunState;
+use super::hostcall::{Halt, HostState};
 use super::limiter::MemoryLimiter;
 use super::sink::OutputSink;
 use super::{Ended, Outcome, RunSpec, RuntimeError, Stdin, classify, short_message};
@@ -103,12 +106,11 @@ impl JitEngine {
             builder.env(key, value);
         }
         match &spec.stdin {
-            Stdin::Empty => {}
+            // A stream (this process's stdin among them) is read by
+            // corral's own `fd_read`; wasmtime-wasi sees an empty stdin.
+            Stdin::Empty | Stdin::Inherit | Stdin::Stream(_) => {}
             Stdin::Bytes(bytes) => {
                 builder.stdin(MemoryInputPipe::new(bytes::Bytes::copy_from_slice(bytes)));
-            }
-            Stdin::Inherit => {
-                builder.inherit_stdin();
             }
         }
         builder.stdout(JitSink(stdout.clone()));
@@ -138,18 +140,20 @@ impl JitEngine {
             })?;
         // Held until the store (and its instance) is dropped.
         let _place = flavour.places.as_ref().map(Places::take);
+        let deadline = started + spec.limits.timeout;
+        let wasi = builder.build_p1();
         let mut store = Store::new(
             &flavour.engine,
             RunState {
-                wasi: builder.build_p1(),
+                wasi,
                 limiter: MemoryLimiter::new(spec.limits.memory_bytes),
+                host: HostState::new(spec, deadline, false),
             },
         );
         store.limiter(|state| &mut state.limiter);
         // Every tick the deadline passes and this decides: stop for the
         // timeout or a cancel, or carry on for another tick. The check in
         // the generated code is the same either way.
-        let deadline = started + spec.limits.timeout;
         let cancel = spec.cancel.clone();
         let _ticks = self.ticking.run();
         store.set_epoch_deadline(1);
@@ -157,8 +161,8 @@ impl JitEngine {
             if Instant::now() >= deadline {
                 return Err(Trap::Interrupt.into());
             }
-            if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
-                return Err(wasmtime::Error::msg(super::CANCELLED));
+            if let Some(reason) = cancel.as_ref().and_then(|c| c.reason()) {
+                return Err(Halt::Stopped(reason).into());
             }
             Ok(UpdateDeadline::Continue(1))
         });
@@ -193,6 +197,9 @@ fn ended_from(result: wasmtime::Result<()>) -> Ended {
     };
     if let Some(exit) = error.downcast_ref::<I32Exit>() {
         return Ended::Exit(exit.0);
+    }
+    if let Some(halt) = error.downcast_ref::<Halt>() {
+        return Ended::from(*halt);
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => Ended::Timeout,

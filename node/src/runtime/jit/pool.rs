@@ -12,11 +12,10 @@ use corral_protocol::hash::ContentHash;
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
 };
-use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::ticker::Ticking;
+use super::wasi::{RunState, linker};
 use crate::runtime::cache::ModuleCache;
-use crate::runtime::limiter::MemoryLimiter;
 use crate::runtime::{RuntimeError, WasmModule};
 use crate::sync::lock;
 
@@ -35,12 +34,6 @@ pub(super) fn address_space_is_tight(host_memory: Option<u64>) -> bool {
         .unwrap_or(nix::sys::resource::RLIM_INFINITY);
     host_memory.is_some_and(|m| m < SMALL_HOST_BYTES)
         || (limit != nix::sys::resource::RLIM_INFINITY && limit < SMALL_ADDRESS_SPACE)
-}
-
-/// A run's store data: its WASI context and memory limiter.
-pub(super) struct RunState {
-    pub(super) wasi: WasiP1Ctx,
-    pub(super) limiter: MemoryLimiter,
 }
 
 /// One wasmtime configuration: its engine, WASI linker and compiled cache.
@@ -220,9 +213,7 @@ impl Flavour {
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&config).map_err(fail)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut RunState| &mut s.wasi)
-            .map_err(fail)?;
+        let linker = linker(&engine).map_err(fail)?;
         // The compatibility hash covers the settings that shape the code, so
         // the two NaN settings keep apart in the on-disk cache (the
         // allocator does not change the code: both may share a file).

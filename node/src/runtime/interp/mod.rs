@@ -3,7 +3,10 @@
 //! wasmi has no epoch interruption, so the wall-clock timeout is enforced with
 //! fuel slices: the call runs with a small fuel budget, and each time it runs
 //! out the deadline is checked and the budget refilled. Fuel is never the
-//! limit users see (its units differ from wasmtime's); time is.
+//! limit users see (its units differ from wasmtime's); time is. Host calls
+//! that wait are answered by corral under the same deadline (`wasi.rs`).
+
+mod wasi;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -12,13 +15,12 @@ use std::time::Instant;
 use corral_protocol::hash::ContentHash;
 use corral_protocol::receipt::EngineKind;
 use wasmi::{Config, Engine, Linker, Module, Store, TypedResumableCall};
-use wasmi_wasi::wasi_common::pipe::{ReadPipe, WritePipe};
-use wasmi_wasi::{WasiCtx, WasiCtxBuilder, ambient_authority};
 
+use self::wasi::RunState;
+use super::hostcall::{Halt, HostState};
 use super::limiter::MemoryLimiter;
-use super::readonly::ReadOnlyDir;
 use super::sink::OutputSink;
-use super::{Ended, Outcome, RunSpec, RuntimeError, Stdin, WasmModule, classify, short_message};
+use super::{Ended, Outcome, RunSpec, RuntimeError, WasmModule, classify, short_message};
 
 /// Fuel per slice between deadline checks: a few milliseconds of work at
 /// wasmi's speed, small enough for a prompt timeout, large enough that the
@@ -27,11 +29,6 @@ const FUEL_SLICE: u64 = 2_000_000;
 
 /// Compiled modules kept in memory (wasmi cannot serialise its bytecode).
 const MEMORY_ENTRIES: usize = 32;
-
-struct RunState {
-    wasi: WasiCtx,
-    limiter: MemoryLimiter,
-}
 
 pub(crate) struct InterpEngine {
     engine: Engine,
@@ -49,13 +46,7 @@ impl InterpEngine {
         // milliseconds once per module and keeps every run alike.
         config.compilation_mode(wasmi::CompilationMode::Eager);
         let engine = Engine::new(&config);
-        let mut linker = Linker::new(&engine);
-        wasmi_wasi::add_to_linker(&mut linker, |s: &mut RunState| &mut s.wasi).map_err(|e| {
-            RuntimeError::Engine {
-                engine: "wasmi",
-                reason: e.to_string(),
-            }
-        })?;
+        let linker = wasi::linker(&engine)?;
         Ok(Self {
             engine,
             linker,
@@ -85,12 +76,14 @@ impl InterpEngine {
         let started = Instant::now();
         let deadline = started + spec.limits.timeout;
         let (stdout, stderr) = OutputSink::pair(spec);
-        let wasi = build_wasi(spec, &stdout, &stderr)?;
+        let wasi = wasi::build_wasi(spec, &stdout, &stderr)?;
+        let host = HostState::new(spec, deadline, true);
         let mut store = Store::new(
             &self.engine,
             RunState {
                 wasi,
                 limiter: MemoryLimiter::new(spec.limits.memory_bytes),
+                host,
             },
         );
         store.limiter(|state| &mut state.limiter);
@@ -113,8 +106,8 @@ impl InterpEngine {
                             if Instant::now() >= deadline {
                                 break Ended::Timeout;
                             }
-                            if super::cancelled(spec) {
-                                break Ended::Trap(super::CANCELLED.into());
+                            if let Some(reason) = spec.cancel.as_ref().and_then(|s| s.reason()) {
+                                break Ended::Trap(reason.message().into());
                             }
                             // A bulk memory operation may need more than one
                             // slice at once; give it what it asks for.
@@ -151,51 +144,11 @@ fn ended_from(error: &wasmi::Error) -> Ended {
     if let Some(code) = error.i32_exit_status() {
         return Ended::Exit(code);
     }
+    if let Some(halt) = error.downcast_ref::<Halt>() {
+        return Ended::from(*halt);
+    }
     match error.as_trap_code() {
         Some(code) => Ended::Trap(code.trap_message().to_string()),
         None => Ended::Trap(short_message(error.to_string())),
     }
-}
-
-fn build_wasi(
-    spec: &RunSpec,
-    stdout: &OutputSink,
-    stderr: &OutputSink,
-) -> Result<WasiCtx, RuntimeError> {
-    let bad = |e: &dyn std::fmt::Display| RuntimeError::Wasi(e.to_string());
-    let mut builder = WasiCtxBuilder::new();
-    builder.args(&spec.args).map_err(|e| bad(&e))?;
-    builder.envs(&spec.env).map_err(|e| bad(&e))?;
-    match &spec.stdin {
-        Stdin::Empty => {
-            builder.stdin(Box::new(ReadPipe::from(Vec::new())));
-        }
-        Stdin::Bytes(bytes) => {
-            builder.stdin(Box::new(ReadPipe::from(bytes.to_vec())));
-        }
-        Stdin::Inherit => {
-            builder.inherit_stdin();
-        }
-    }
-    builder.stdout(Box::new(WritePipe::new(stdout.writer())));
-    builder.stderr(Box::new(WritePipe::new(stderr.writer())));
-    let ctx = builder.build();
-    for preopen in &spec.preopens {
-        let failed = |reason: String| RuntimeError::Preopen {
-            host: preopen.host.display().to_string(),
-            guest: preopen.guest.clone(),
-            reason,
-        };
-        let dir = wasmi_wasi::Dir::open_ambient_dir(&preopen.host, ambient_authority())
-            .map_err(|e| failed(e.to_string()))?;
-        let dir: Box<dyn wasmi_wasi::WasiDir> = Box::new(wasmi_wasi::dir::Dir::from_cap_std(dir));
-        let dir = if preopen.writable {
-            dir
-        } else {
-            Box::new(ReadOnlyDir(dir))
-        };
-        ctx.push_preopened_dir(dir, &preopen.guest)
-            .map_err(|e| failed(e.to_string()))?;
-    }
-    Ok(ctx)
 }

@@ -1,0 +1,104 @@
+//! wasmtime's WASI linker: wasmtime-wasi's preview 1 (sync), with corral's
+//! own `poll_oneoff` and `fd_read` in front of it for the calls that could
+//! wait (see [`crate::runtime::hostcall`]); every other call, and those two
+//! when they cannot wait, go to wasmtime-wasi's own functions, called the
+//! way its sync linker calls them (on its Tokio runtime).
+//!
+//! Why not wasmtime's async support (`call_async` under a select on the
+//! deadline): it runs every guest on a fiber stack of its own, which the
+//! pool would have to reserve and each run to switch to, and a Tokio
+//! runtime on the runner threads, a cost on every run for the rare guest
+//! that waits; the shadows cost nothing until a guest calls them.
+
+use wasmtime::{Caller, Engine, Extern, Linker};
+use wasmtime_wasi::p1::wasi_snapshot_preview1 as p1;
+use wasmtime_wasi::runtime::in_tokio;
+
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+use crate::runtime::hostcall::HostState;
+use crate::runtime::hostcall::poll::Poll;
+use crate::runtime::hostcall::read::Read;
+use crate::runtime::limiter::MemoryLimiter;
+
+/// A run's store data: its WASI context, memory limiter and what corral's
+/// own host calls need.
+pub(super) struct RunState {
+    pub(super) wasi: WasiP1Ctx,
+    pub(super) limiter: MemoryLimiter,
+    pub(super) host: HostState,
+}
+
+const WASI: &str = "wasi_snapshot_preview1";
+
+fn missing_memory() -> wasmtime::Error {
+    wasmtime::Error::msg("missing required memory export")
+}
+
+/// The linker every wasmtime run of `engine` uses: WASI preview 1 and
+/// corral's host calls.
+pub(super) fn linker(engine: &Engine) -> wasmtime::Result<Linker<RunState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut RunState| &mut s.wasi)?;
+    linker.allow_shadowing(true);
+    linker.func_wrap(
+        WASI,
+        "poll_oneoff",
+        |mut caller: Caller<'_, RunState>,
+         subs: i32,
+         events: i32,
+         count: i32,
+         nevents: i32|
+         -> wasmtime::Result<i32> {
+            let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+                return Err(missing_memory());
+            };
+            let (bytes, state) = memory.data_and_store_mut(&mut caller);
+            let args = (subs as u32, events as u32, count as u32, nevents as u32);
+            if let Some(call) = Poll::parse(bytes, args, &state.host) {
+                call.answer(bytes, &state.host)?;
+                return Ok(0);
+            }
+            let mut memory = wiggle::GuestMemory::Unshared(bytes);
+            in_tokio(p1::poll_oneoff(
+                &mut state.wasi,
+                &mut memory,
+                subs,
+                events,
+                count,
+                nevents,
+            ))
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_read",
+        |mut caller: Caller<'_, RunState>,
+         fd: i32,
+         iovs: i32,
+         count: i32,
+         nread: i32|
+         -> wasmtime::Result<i32> {
+            let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+                return Err(missing_memory());
+            };
+            let (bytes, state) = memory.data_and_store_mut(&mut caller);
+            let args = (fd as u32, iovs as u32, count as u32, nread as u32);
+            if let Some(call) = Read::parse(bytes, args, &state.host) {
+                call.answer(bytes, &state.host)?;
+                return Ok(0);
+            }
+            let mut memory = wiggle::GuestMemory::Unshared(bytes);
+            in_tokio(p1::fd_read(
+                &mut state.wasi,
+                &mut memory,
+                fd,
+                iovs,
+                count,
+                nread,
+            ))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(linker)
+}
