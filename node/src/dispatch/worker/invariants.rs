@@ -4,8 +4,6 @@
 //! remembered (a replayed offer of it is refused), and its memories stay
 //! within their bounds.
 
-use std::sync::atomic::Ordering;
-
 use corral_scheduler::batch::MAX_AHEAD;
 
 use super::Worker;
@@ -23,7 +21,7 @@ impl Worker {
         }
         for (&(job, index), running) in &self.running {
             let given_back = running.hand_back.get().is_some();
-            if given_back && !running.cancel.load(Ordering::Relaxed) {
+            if given_back && !running.cancel.is_stopped() {
                 return Err(format!(
                     "task {index} of {job} was given back but not stopped"
                 ));

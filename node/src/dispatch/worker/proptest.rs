@@ -9,7 +9,6 @@
 //! stopped.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::Ordering;
 
 use corral_protocol::capacity::OwnerState;
 use corral_protocol::envelope::{Signed, SigningKey, peer_key, signing_key};
@@ -22,6 +21,7 @@ use proptest::prelude::*;
 use super::tests::{harness, missing_module};
 use super::{Gate, WorkerEvent};
 use crate::clock::{Clock, ManualClock};
+use crate::runtime::StopReason;
 
 const JOBS: u16 = 4;
 const TASKS: u32 = 3;
@@ -122,7 +122,8 @@ fn manifest(n: u16, submitter: &SigningKey) -> Signed<JobManifest> {
 struct HeldTask {
     coordinator: PeerKey,
     attempt: u32,
-    stopped: bool,
+    /// Why it was stopped: the first reason given counts.
+    stopped: Option<StopReason>,
     given_back: bool,
 }
 
@@ -178,7 +179,7 @@ impl Model {
             HeldTask {
                 coordinator: signer,
                 attempt,
-                stopped: false,
+                stopped: None,
                 given_back: false,
             },
         );
@@ -273,7 +274,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 if let Some(task) = model.held.get_mut(&(job, index))
                     && task.coordinator == from
                 {
-                    task.stopped = true;
+                    task.stopped.get_or_insert(StopReason::Cancelled);
                 }
             }
             Step::HandBackAll => {
@@ -282,7 +283,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 for (&(job, index), task) in model.held.iter_mut() {
                     if !task.given_back {
                         task.given_back = true;
-                        task.stopped = true;
+                        task.stopped.get_or_insert(StopReason::HandedBack);
                         model.seen.remove(&(job, index, task.attempt));
                         want += 1;
                     }
@@ -326,7 +327,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 })?;
             prop_assert_eq!(running.attempt, task.attempt);
             prop_assert_eq!(
-                running.cancel.load(Ordering::Relaxed),
+                running.cancel.reason(),
                 task.stopped,
                 "task {} of job {} stopped",
                 index,
