@@ -1,7 +1,8 @@
 //! The local runner (`corral run --local`): every task of a job in this
 //! process, in parallel up to the number of cores, each in a fresh sandbox.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -101,11 +102,13 @@ impl<'a> Mounts<'a> {
     /// Brings back what tasks changed in their `rw` copies. Nested trees
     /// (`/` and `/data`) are brought back outer first, so where both hold a
     /// path the inner one's file is kept, as the guest's libc resolves a
-    /// path to the longest matching preopen.
+    /// path to the longest matching preopen; for the same reason a file in
+    /// `keep` (written through the batch's `/output`) is left as it is.
     fn collect(
         &self,
         copies: &[Option<tempfile::TempDir>],
-        dest_for: impl Fn(&str) -> anyhow::Result<std::path::PathBuf>,
+        keep: &HashSet<PathBuf>,
+        dest_for: impl Fn(&str) -> anyhow::Result<PathBuf>,
     ) -> anyhow::Result<usize> {
         let mut changed = 0;
         let mut trees: Vec<_> = self
@@ -118,7 +121,7 @@ impl<'a> Mounts<'a> {
         trees.sort_by_key(|((mount, _), _)| mount.guest.len());
         for ((mount, snapshot), copy) in trees {
             if let (Some(snapshot), Some(copy)) = (snapshot, copy) {
-                changed += snapshot.collect_changes(copy.path(), &dest_for(&mount.guest)?)?;
+                changed += snapshot.collect_changes(copy.path(), &dest_for(&mount.guest)?, keep)?;
             }
         }
         Ok(changed)
@@ -158,7 +161,7 @@ pub fn run_single(
     let outcome = runtime.run(compiled, &spec)?;
 
     let discard = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let changed = mounts.collect(&copies, |guest| {
+    let changed = mounts.collect(&copies, &HashSet::new(), |guest| {
         let dir = discard.path().join(guest.trim_start_matches('/'));
         std::fs::create_dir_all(&dir)?;
         Ok(dir)
@@ -271,7 +274,15 @@ fn run_task(
     let (preopens, copies) = mounts.preopens(Some(&output))?;
     let spec = spec_for(plan, index, preopens, Stdin::Empty, false);
     let outcome = runtime.run(compiled, &spec)?;
-    mounts.collect(&copies, |guest| out.guest_dir(index, guest))?;
+    // What the task wrote at /output stays: it went through the deeper
+    // preopen at any path a `/` tree holds too.
+    let written: HashSet<PathBuf> = walkdir::WalkDir::new(&output)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(walkdir::DirEntry::into_path)
+        .collect();
+    mounts.collect(&copies, &written, |guest| out.guest_dir(index, guest))?;
     out.write_streams(index, &outcome.stdout, &outcome.stderr)?;
     let files = out.task_files(index)?;
     Ok(task_report(plan, index, peer, &outcome, files))

@@ -7,11 +7,12 @@ use std::process::Child;
 
 use crate::{Sandbox, assert_code, module, text};
 
-/// A host tree with one file, `existing.txt`.
+/// A host tree with `existing.txt` and `output/keep.txt`.
 fn tree(sb: &Sandbox, name: &str) -> String {
     let dir = sb.path(name);
-    std::fs::create_dir_all(&dir).expect("tree");
+    std::fs::create_dir_all(dir.join("output")).expect("tree");
     std::fs::write(dir.join("existing.txt"), "old").expect("existing file");
+    std::fs::write(dir.join("output/keep.txt"), "kept").expect("nested file");
     dir.display().to_string()
 }
 
@@ -90,7 +91,10 @@ fn check_listings(sb: &Sandbox, daemon: &[&str], tag: &str) {
     assert_eq!(listing, "3 /\n4 /input\n5 /output\n", "{tag}");
 
     // (d) rw at `/`: a new file and a changed one come back under
-    // files/<guest path>; the host tree is left as it was.
+    // files/<guest path>; the host tree is left as it was. A file written
+    // at one guest path through both `/` (straight through fd 3, not as
+    // the libc would) and the batch's /output comes back once, from
+    // /output, the longest matching preopen.
     let out_dir = format!("out-{tag}-rw");
     let root_rw = format!("{a}::/:rw");
     let out = run(
@@ -104,6 +108,8 @@ fn check_listings(sb: &Sandbox, daemon: &[&str], tag: &str) {
             "--",
             "/new.txt=new",
             "/existing.txt=changed",
+            "@3:output/x.txt=through fd 3",
+            "/output/x.txt=through /output",
         ],
     );
     assert_code(&out, 0);
@@ -116,6 +122,11 @@ fn check_listings(sb: &Sandbox, daemon: &[&str], tag: &str) {
     assert_eq!(
         std::fs::read_to_string(files.join("existing.txt")).expect("existing.txt came back"),
         "changed",
+        "{tag}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(files.join("output/x.txt")).expect("x.txt came back"),
+        "through /output",
         "{tag}"
     );
     assert_eq!(
