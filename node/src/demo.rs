@@ -76,6 +76,7 @@ pub fn run(data_dir: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<ExitCode
         dirs: Vec::new(),
         limits: Limits::default(),
         engine: args.engine,
+        batch: true,
     };
     let blobs = BlobStore::open(&coordinator)?;
     let tiles_out = OutDir::create(&out.root().join("tiles"))?;

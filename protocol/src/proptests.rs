@@ -50,6 +50,8 @@ fn manifest() -> impl Strategy<Value = JobManifest> {
         .prop_map(
             |(job, module_hash, module_size, args, env, dirs, tasks, limits, engine, rest)| {
                 let (redundancy, created_ms, lifetime, nonce) = rest;
+                // A job over inputs is a batch, with /output.
+                let output = nonce[3] % 2 == 0 || matches!(tasks, TaskSet::Inputs(_));
                 JobManifest {
                     version: crate::PROTOCOL_VERSION,
                     job: JobId::from_bytes(job),
@@ -81,6 +83,7 @@ fn manifest() -> impl Strategy<Value = JobManifest> {
                         hash: crate::hash::ContentHash::from_bytes([nonce[1]; 32]),
                         size: u64::from(nonce[2]),
                     }),
+                    output,
                 }
             },
         )

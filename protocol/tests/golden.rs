@@ -58,6 +58,7 @@ fn manifest() -> JobManifest {
             hash: ContentHash::of(b"stdin"),
             size: 5,
         }),
+        output: true,
     }
 }
 

@@ -45,13 +45,12 @@ pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCode>
         )
         .into());
     }
-    let batch = args.tasks.is_some() || args.inputs.is_some() || args.out.is_some();
     let plan = resolve(&args)?;
     let data_dir = DataDir::resolve(data_dir)?;
     let runtime = Runtime::new(Some(data_dir.module_cache()))?;
     let compiled = compile(&runtime, &plan)?;
 
-    if !batch {
+    if !plan.batch {
         let outcome = local::run_single(&runtime, &compiled, &plan)?;
         return Ok(match outcome.status {
             // POSIX keeps the low 8 bits of an exit status.
@@ -139,7 +138,8 @@ pub fn resolve(args: &RunArgs) -> anyhow::Result<JobPlan> {
         .iter()
         .map(|spec| plan::parse_dir(spec))
         .collect::<Result<Vec<_>, _>>()?;
-    plan::check_mounts(&dirs)?;
+    let batch = args.tasks.is_some() || args.inputs.is_some() || args.out.is_some();
+    plan::check_mounts(&dirs, batch, matches!(tasks, Tasks::Inputs { .. }))?;
     Ok(JobPlan {
         module,
         module_name,
@@ -153,6 +153,7 @@ pub fn resolve(args: &RunArgs) -> anyhow::Result<JobPlan> {
             output_bytes: args.output_limit,
         },
         engine: args.engine,
+        batch,
     })
 }
 

@@ -44,7 +44,7 @@ pub fn run_remote(data_dir: &Path, args: &RunArgs, plan: &JobPlan) -> anyhow::Re
     if !client::daemon_running(data_dir) {
         return Err(no_daemon(data_dir));
     }
-    let batch = args.tasks.is_some() || args.inputs.is_some() || args.out.is_some();
+    let batch = plan.batch;
     let out = if batch {
         Some(OutDir::create(
             &args.out.clone().unwrap_or_else(|| "corral-out".into()),
@@ -192,6 +192,7 @@ pub fn submit_with_stdin(
         },
         verify,
         stdin,
+        output: plan.batch,
     };
     let answer = client::call(
         data_dir,

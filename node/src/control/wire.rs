@@ -218,6 +218,15 @@ pub struct SubmitSpec {
     /// The blob every task reads on stdin (a single task's forwarded stdin).
     #[serde(default)]
     pub stdin: Option<ContentHash>,
+    /// Whether each task gets a writable `/output` after the `--dir`
+    /// preopens (and `/input`): a batch's tasks do, a single pass-through
+    /// task does not. Absent (an older client): yes, as before.
+    #[serde(default = "yes")]
+    pub output: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Streamed output of a single-task job for `corral run`: the bytes of

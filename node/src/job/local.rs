@@ -1,7 +1,8 @@
 //! The local runner (`corral run --local`): every task of a job in this
 //! process, in parallel up to the number of cores, each in a fresh sandbox.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -50,24 +51,15 @@ impl<'a> Mounts<'a> {
         Ok(Self { plan, snapshots })
     }
 
-    /// Preopens for one task; private copies of `rw` trees are returned too
-    /// and must live until the task has ended.
+    /// Preopens for one task, in the guest's fd order from 3: the `--dir`
+    /// trees as given, then `/input` (a job over inputs) and `/output` (a
+    /// batch: `output`). Private copies of `rw` trees are returned too and
+    /// must live until the task has ended.
     fn preopens(
         &self,
-        output: &Path,
+        output: Option<&Path>,
     ) -> anyhow::Result<(Vec<Preopen>, Vec<Option<tempfile::TempDir>>)> {
-        let mut preopens = vec![Preopen {
-            host: output.to_path_buf(),
-            guest: GUEST_OUTPUT.into(),
-            writable: true,
-        }];
-        if let Tasks::Inputs { dir, .. } = &self.plan.tasks {
-            preopens.push(Preopen {
-                host: dir.clone(),
-                guest: GUEST_INPUT.into(),
-                writable: false,
-            });
-        }
+        let mut preopens = Vec::with_capacity(self.plan.dirs.len() + 2);
         let mut copies = Vec::with_capacity(self.plan.dirs.len());
         for (mount, snapshot) in self.plan.dirs.iter().zip(&self.snapshots) {
             match snapshot {
@@ -90,19 +82,46 @@ impl<'a> Mounts<'a> {
                 }
             }
         }
+        if let Tasks::Inputs { dir, .. } = &self.plan.tasks {
+            preopens.push(Preopen {
+                host: dir.clone(),
+                guest: GUEST_INPUT.into(),
+                writable: false,
+            });
+        }
+        if let Some(output) = output {
+            preopens.push(Preopen {
+                host: output.to_path_buf(),
+                guest: GUEST_OUTPUT.into(),
+                writable: true,
+            });
+        }
         Ok((preopens, copies))
     }
 
-    /// Brings back what tasks changed in their `rw` copies.
+    /// Brings back what tasks changed in their `rw` copies. Nested trees
+    /// (`/` and `/data`) are brought back outer first, so where both hold a
+    /// path the inner one's file is kept, as the guest's libc resolves a
+    /// path to the longest matching preopen; for the same reason a file in
+    /// `keep` (written through the batch's `/output`) is left as it is.
     fn collect(
         &self,
         copies: &[Option<tempfile::TempDir>],
-        dest_for: impl Fn(&str) -> anyhow::Result<std::path::PathBuf>,
+        keep: &HashSet<PathBuf>,
+        dest_for: impl Fn(&str) -> anyhow::Result<PathBuf>,
     ) -> anyhow::Result<usize> {
         let mut changed = 0;
-        for ((mount, snapshot), copy) in self.plan.dirs.iter().zip(&self.snapshots).zip(copies) {
+        let mut trees: Vec<_> = self
+            .plan
+            .dirs
+            .iter()
+            .zip(&self.snapshots)
+            .zip(copies)
+            .collect();
+        trees.sort_by_key(|((mount, _), _)| mount.guest.len());
+        for ((mount, snapshot), copy) in trees {
             if let (Some(snapshot), Some(copy)) = (snapshot, copy) {
-                changed += snapshot.collect_changes(copy.path(), &dest_for(&mount.guest)?)?;
+                changed += snapshot.collect_changes(copy.path(), &dest_for(&mount.guest)?, keep)?;
             }
         }
         Ok(changed)
@@ -129,33 +148,27 @@ fn spec_for(
 }
 
 /// Runs one task the way `wasmtime run` would: stdin forwarded, stdout and
-/// stderr streamed. Files written to /output or to `rw` dirs are discarded
-/// (there is no OUT), and the user is told so.
+/// stderr streamed, only the `--dir` preopens (no `/output`). Files changed
+/// in `rw` dirs are discarded (there is no OUT), and the user is told so.
 pub fn run_single(
     runtime: &Runtime,
     compiled: &Compiled,
     plan: &JobPlan,
 ) -> anyhow::Result<Outcome> {
     let mounts = Mounts::new(plan)?;
-    let output = tempfile::Builder::new()
-        .prefix("corral-output-")
-        .tempdir()
-        .context("cannot create a temporary /output")?;
-    let (preopens, copies) = mounts.preopens(output.path())?;
+    let (preopens, copies) = mounts.preopens(None)?;
     let spec = spec_for(plan, 0, preopens, Stdin::Inherit, true);
     let outcome = runtime.run(compiled, &spec)?;
 
     let discard = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let changed = mounts.collect(&copies, |_| Ok(discard.path().to_path_buf()))?;
-    let written = walkdir::WalkDir::new(output.path())
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .count();
-    if written + changed > 0 {
+    let changed = mounts.collect(&copies, &HashSet::new(), |guest| {
+        let dir = discard.path().join(guest.trim_start_matches('/'));
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    })?;
+    if changed > 0 {
         eprintln!(
-            "corral: the task wrote {} file(s); they were discarded: add --out DIR to keep them",
-            written + changed
+            "corral: the task wrote {changed} file(s) in --dir rw trees; they were discarded: add --out DIR to keep them"
         );
     }
     Ok(outcome)
@@ -258,10 +271,18 @@ fn run_task(
     peer: &str,
 ) -> anyhow::Result<TaskReport> {
     let output = out.guest_dir(index, GUEST_OUTPUT)?;
-    let (preopens, copies) = mounts.preopens(&output)?;
+    let (preopens, copies) = mounts.preopens(Some(&output))?;
     let spec = spec_for(plan, index, preopens, Stdin::Empty, false);
     let outcome = runtime.run(compiled, &spec)?;
-    mounts.collect(&copies, |guest| out.guest_dir(index, guest))?;
+    // What the task wrote at /output stays: it went through the deeper
+    // preopen at any path a `/` tree holds too.
+    let written: HashSet<PathBuf> = walkdir::WalkDir::new(&output)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(walkdir::DirEntry::into_path)
+        .collect();
+    mounts.collect(&copies, &written, |guest| out.guest_dir(index, guest))?;
     out.write_streams(index, &outcome.stdout, &outcome.stderr)?;
     let files = out.task_files(index)?;
     Ok(task_report(plan, index, peer, &outcome, files))

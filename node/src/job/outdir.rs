@@ -3,7 +3,7 @@
 //! and the private copies that `--dir …:rw` gives each task, with the files a
 //! task created or changed brought back under `OUT/<task>/files/`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -209,8 +209,15 @@ impl TreeSnapshot {
     }
 
     /// Copies every file of `copy` that the task created or changed to `dest`,
-    /// keeping its relative path. Returns how many files came back.
-    pub fn collect_changes(&self, copy: &Path, dest: &Path) -> anyhow::Result<usize> {
+    /// keeping its relative path, except onto a path in `keep` (a file the
+    /// task wrote through a deeper preopen, the batch's `/output`). Returns
+    /// how many files came back.
+    pub fn collect_changes(
+        &self,
+        copy: &Path,
+        dest: &Path,
+        keep: &HashSet<PathBuf>,
+    ) -> anyhow::Result<usize> {
         let mut changed = 0;
         for entry in walkdir::WalkDir::new(copy) {
             let entry = entry.with_context(|| format!("cannot read {}", copy.display()))?;
@@ -226,6 +233,9 @@ impl TreeSnapshot {
                 continue;
             }
             let target = dest.join(rel);
+            if keep.contains(&target) {
+                continue;
+            }
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent)
                     .with_context(|| format!("cannot create {}", parent.display()))?;
@@ -260,7 +270,7 @@ mod tests {
 
         let dest = tempfile::tempdir().expect("tempdir");
         let changed = snapshot
-            .collect_changes(copy.path(), dest.path())
+            .collect_changes(copy.path(), dest.path(), &HashSet::new())
             .expect("collect");
         assert_eq!(changed, 2);
         assert_eq!(

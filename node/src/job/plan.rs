@@ -65,6 +65,10 @@ pub struct JobPlan {
     pub limits: Limits,
     /// The engine asked for.
     pub engine: EngineChoice,
+    /// A batch (`--tasks`, `--inputs` or `--out`): each task also gets
+    /// `/input` (with inputs) and a writable `/output`, after `dirs`. A
+    /// single pass-through task gets only `dirs`.
+    pub batch: bool,
 }
 
 impl JobPlan {
@@ -245,36 +249,51 @@ pub fn parse_dir(spec: &str) -> Result<DirMount, UsageError> {
     })
 }
 
-/// A guest path must be absolute and plain: no `..`, no `.`, no empty parts.
+/// A guest path must be absolute and plain: no `..`, no `.`. `/` itself is
+/// allowed (a tree at the guest's root); a trailing `/` is dropped.
 fn check_guest_path(guest: &str) -> Result<String, String> {
     let path = Path::new(guest);
     if !path.is_absolute() {
         return Err(format!("guest path {guest:?} must be absolute, e.g. /data"));
     }
-    let mut normal = 0;
+    // `Path::components` hides `.` in the middle and repeated slashes.
+    if guest.split('/').any(|part| part == "." || part == "..") {
+        return Err(format!("guest path {guest:?} may not contain `.` or `..`"));
+    }
+    let mut parts = Vec::new();
     for part in path.components() {
         match part {
             Component::RootDir => {}
-            Component::Normal(_) => normal += 1,
+            Component::Normal(name) => parts.push(name.to_str().unwrap_or_default()),
             _ => return Err(format!("guest path {guest:?} may not contain `.` or `..`")),
         }
     }
-    if normal == 0 {
-        return Err(format!("guest path {guest:?} may not be `/`"));
-    }
-    let clean = guest.trim_end_matches('/').to_string();
-    if clean == GUEST_OUTPUT || clean == GUEST_INPUT {
-        return Err(format!("guest path {clean} is reserved for corral"));
-    }
+    let clean = format!("/{}", parts.join("/"));
+    corral_protocol::manifest::check_guest_path(&clean)
+        .map_err(|why| format!("guest path {guest:?}: {why}"))?;
     Ok(clean)
 }
 
-/// Rejects two mounts at the same guest path.
-pub fn check_mounts(dirs: &[DirMount]) -> Result<(), UsageError> {
+/// Rejects mounts that cannot all be preopened: two at the same guest path,
+/// and, in a batch, one where the batch's own `/output` (or, with
+/// `--inputs`, `/input`) goes. Nested guest paths (`/` and `/data`) are
+/// allowed, as `wasmtime run` allows them: the guest's libc resolves a path
+/// by the longest matching preopen.
+pub fn check_mounts(dirs: &[DirMount], batch: bool, inputs: bool) -> Result<(), UsageError> {
     for (i, a) in dirs.iter().enumerate() {
         if dirs[..i].iter().any(|b| b.guest == a.guest) {
             return Err(UsageError(format!(
                 "two --dir mounts at {}; give each its own ::GUEST path",
+                a.guest
+            )));
+        }
+        let taken = (batch && a.guest == GUEST_OUTPUT) || (inputs && a.guest == GUEST_INPUT);
+        if taken {
+            return Err(UsageError(format!(
+                "--dir {}::{}: a batch's tasks get their own {} there, after the --dir \
+                 preopens; give the directory another ::GUEST path",
+                a.host.display(),
+                a.guest,
                 a.guest
             )));
         }
@@ -296,6 +315,33 @@ mod tests {
         assert_eq!((d.guest.as_str(), d.writable), ("/scratch", true));
         let d = parse_dir(&format!("{host}::/models/:ro")).expect("ro");
         assert_eq!((d.guest.as_str(), d.writable), ("/models", false));
+        let d = parse_dir(&format!("{host}::/:rw")).expect("root");
+        assert_eq!((d.guest.as_str(), d.writable), ("/", true));
+        let d = parse_dir(&format!("{host}:://a//b/")).expect("slashes");
+        assert_eq!(d.guest, "/a/b");
+        let d = parse_dir(&format!("{host}::/output")).expect("parsed; judged with the job");
+        assert_eq!(d.guest, "/output");
+    }
+
+    #[test]
+    fn mounts_are_judged_together_with_the_job() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let host = tmp.path().display().to_string();
+        let dir = |guest: &str| parse_dir(&format!("{host}::{guest}")).expect(guest);
+        // Nested paths are allowed, as `wasmtime run` allows them.
+        check_mounts(&[dir("/"), dir("/data")], true, true).expect("nested");
+        // A single task has no /output or /input of corral's.
+        check_mounts(&[dir("/output"), dir("/input")], false, false).expect("single");
+        check_mounts(&[dir("/input")], true, false).expect("no inputs");
+        for (dirs, batch, inputs, needle) in [
+            (vec![dir("/x"), dir("/x/")], false, false, "two --dir"),
+            (vec![dir("/"), dir("/")], false, false, "two --dir"),
+            (vec![dir("/output")], true, false, "their own /output"),
+            (vec![dir("/input")], true, true, "their own /input"),
+        ] {
+            let err = check_mounts(&dirs, batch, inputs).expect_err(needle).0;
+            assert!(err.contains(needle), "{err}");
+        }
     }
 
     #[test]
@@ -305,8 +351,8 @@ mod tests {
         for (spec, needle) in [
             (format!("{host}::data"), "absolute"),
             (format!("{host}::/a/../b"), "`..`"),
-            (format!("{host}::/"), "may not be `/`"),
-            (format!("{host}::/output"), "reserved"),
+            (format!("{host}::/a/./b"), "`..`"),
+            (format!("{host}::/a/.."), "`..`"),
             ("/no/such/dir/anywhere".to_string(), "not a directory"),
             ("::/x".to_string(), "no host directory"),
         ] {

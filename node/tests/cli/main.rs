@@ -9,6 +9,7 @@ mod install;
 mod leave;
 mod mesh;
 mod offload;
+mod preopens;
 mod single;
 
 use std::path::{Path, PathBuf};

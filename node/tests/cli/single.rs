@@ -102,17 +102,30 @@ fn usage_errors_exit_2_and_say_what_is_wrong() {
 #[test]
 fn files_written_without_out_are_reported_as_discarded() {
     let sb = Sandbox::new();
+    let scratch = sb.path("scratch");
+    std::fs::create_dir(&scratch).expect("scratch");
+    let dir = format!("{}::/scratch:rw", scratch.display());
+    let tk = module("testkit");
     let out = sb.corral(&[
         "run",
         "--local",
-        &module("testkit"),
+        &tk,
+        "--dir",
+        &dir,
         "--",
         "write",
-        "/output/x.txt",
+        "/scratch/x.txt",
         "x",
     ]);
     assert_code(&out, 0);
     assert!(text(&out.stderr).contains("--out"), "{}", text(&out.stderr));
+    assert!(
+        !scratch.join("x.txt").exists(),
+        "the host tree is left alone"
+    );
+    // One pass-through task has no /output: only what it was given.
+    let out = sb.corral(&["run", "--local", &tk, "--", "write", "/output/x.txt", "x"]);
+    assert_code(&out, 1);
 }
 
 /// A device with little address space (a 1 GiB Pi, a service under

@@ -88,6 +88,7 @@ impl<C: Clock> Coordinator<C> {
             expires_ms: now_ms + JOB_LIFETIME_MS.min(MAX_LIFETIME_MS),
             nonce,
             stdin,
+            output: spec.output,
         };
         manifest
             .validate()

@@ -57,6 +57,7 @@ impl Fixture {
             engine: EngineReq::Any,
             verify,
             stdin: None,
+            output: true,
         }
     }
 }

@@ -135,23 +135,9 @@ fn run_blocking(
     let (output, input) = work
         .prepare()
         .context("cannot make the task's directory ready")?;
-    let mut preopens = vec![Preopen {
-        host: output.clone(),
-        guest: GUEST_OUTPUT.into(),
-        writable: true,
-    }];
-    if let Some((name, blob)) = &prepared.input {
-        let dir = input;
-        let target = dir.join(name);
-        if std::fs::hard_link(blob, &target).is_err() {
-            std::fs::copy(blob, &target)?;
-        }
-        preopens.push(Preopen {
-            host: dir,
-            guest: GUEST_INPUT.into(),
-            writable: false,
-        });
-    }
+    // The guest's fds from 3: the job's trees as given, then `/input` and
+    // `/output` of a batch (DESIGN §6).
+    let mut preopens = Vec::with_capacity(manifest.dirs.len() + 2);
     let mut writable: Vec<(String, PathBuf, TreeListing)> = Vec::new();
     for (i, dir) in manifest.dirs.iter().enumerate() {
         if dir.writable {
@@ -174,6 +160,24 @@ fn run_blocking(
                 writable: false,
             });
         }
+    }
+    if let Some((name, blob)) = &prepared.input {
+        let target = input.join(name);
+        if std::fs::hard_link(blob, &target).is_err() {
+            std::fs::copy(blob, &target)?;
+        }
+        preopens.push(Preopen {
+            host: input,
+            guest: GUEST_INPUT.into(),
+            writable: false,
+        });
+    }
+    if manifest.output {
+        preopens.push(Preopen {
+            host: output.clone(),
+            guest: GUEST_OUTPUT.into(),
+            writable: true,
+        });
     }
     let spec = RunSpec {
         args: manifest.task_args(index),
@@ -209,13 +213,27 @@ fn run_blocking(
     lock(&ctx.share).ended(tid, t2, crate::capacity::thread_cpu_time());
     let outcome = outcome?;
 
-    let (mut files, left) = collect(&ctx.blobs, &output, GUEST_OUTPUT, None)?;
+    // Outer trees first: where nested trees (`/` and `/data`) both hold a
+    // path, the inner one's file is kept, as the guest's libc resolves a
+    // path to the longest matching preopen; `/output` last of all.
+    writable.sort_by_key(|(guest, _, _)| guest.len());
+    let mut files = Vec::new();
     for (guest, copy, listing) in &writable {
         files.extend(collect(&ctx.blobs, copy, guest, Some(listing))?.0);
     }
+    let left = if manifest.output {
+        let (written, left) = collect(&ctx.blobs, &output, GUEST_OUTPUT, None)?;
+        files.extend(written);
+        left
+    } else {
+        0
+    };
     work.clean
         .set(left == 0 && prepared.input.is_none() && writable.is_empty());
+    // Stable: of two files at one path, the one collected last is kept.
+    files.reverse();
     files.sort_by(|a, b| a.path.cmp(&b.path));
+    files.dedup_by(|later, kept| later.path == kept.path);
     if files.len() > MAX_FILES {
         anyhow::bail!(
             "the task wrote {} files; at most {MAX_FILES} come back",

@@ -98,6 +98,7 @@ fn job(
         expires_ms: now + 3_600_000,
         nonce: Nonce([n as u8; 16]),
         stdin: None,
+        output: true,
     };
     Signed::sign(&manifest, submitter)
 }
