@@ -30,6 +30,15 @@ pub const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 pub const MAX_MEMORY_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 /// Largest cap on stdout (and, separately, stderr) per task.
 pub const MAX_OUTPUT_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest disk limit: what one task may add to its writable directories.
+/// A peer asking for more is refused; no worker should promise more.
+pub const MAX_DISK_BYTES: u64 = 1024 * 1024 * 1024 * 1024;
+/// Most files (and directories and links) one task may create.
+pub const MAX_FILES: u64 = 1_000_000;
+/// Default disk limit per task (`--disk`).
+pub const DEFAULT_DISK_BYTES: u64 = 1024 * 1024 * 1024;
+/// Default bound on the files one task may create.
+pub const DEFAULT_FILES: u64 = 10_000;
 /// Most devices one task may be verified on.
 pub const MAX_REDUNDANCY: u8 = 8;
 /// Longest a manifest may stay valid: a week.
@@ -44,6 +53,10 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Cap on stdout and on stderr, bytes each.
     pub output_bytes: u64,
+    /// Most bytes the task may add to its writable directories, while it runs.
+    pub disk_bytes: u64,
+    /// Most files, directories and links the task may create, while it runs.
+    pub files: u64,
 }
 
 impl Default for Limits {
@@ -52,6 +65,8 @@ impl Default for Limits {
             timeout_ms: 3600 * 1000,
             memory_bytes: 1024 * 1024 * 1024,
             output_bytes: 16 * 1024 * 1024,
+            disk_bytes: DEFAULT_DISK_BYTES,
+            files: DEFAULT_FILES,
         }
     }
 }
@@ -341,6 +356,18 @@ impl JobManifest {
                 format!("{} is not in 1..={MAX_OUTPUT_BYTES}", l.output_bytes),
             ));
         }
+        if l.disk_bytes == 0 || l.disk_bytes > MAX_DISK_BYTES {
+            return Err(bad(
+                "limits.disk_bytes",
+                format!("{} is not in 1..={MAX_DISK_BYTES}", l.disk_bytes),
+            ));
+        }
+        if l.files == 0 || l.files > MAX_FILES {
+            return Err(bad(
+                "limits.files",
+                format!("{} is not in 1..={MAX_FILES}", l.files),
+            ));
+        }
         if self.redundancy == 0 || self.redundancy > MAX_REDUNDANCY {
             return Err(bad(
                 "redundancy",
@@ -358,116 +385,5 @@ impl JobManifest {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    /// A valid manifest for tests.
-    pub(crate) fn sample(submitter: PeerKey) -> JobManifest {
-        JobManifest {
-            version: crate::PROTOCOL_VERSION,
-            job: JobId::from_bytes([1; 16]),
-            submitter,
-            module_hash: ContentHash::of(b"module"),
-            module_size: 1234,
-            args: vec!["tile".into(), "{task}".into(), "16".into()],
-            env: BTreeMap::from([("LANG".to_string(), "C".to_string())]),
-            dirs: vec![DirSpec {
-                guest_path: "/data".into(),
-                tree_hash: ContentHash::of(b"tree"),
-                writable: false,
-            }],
-            tasks: TaskSet::Count(16),
-            limits: Limits::default(),
-            engine: EngineReq::Any,
-            redundancy: 1,
-            created_ms: 1_700_000_000_000,
-            expires_ms: 1_700_000_000_000 + 3_600_000,
-            nonce: Nonce([9; 16]),
-            stdin: None,
-        }
-    }
-
-    #[test]
-    fn a_sample_manifest_is_valid() {
-        assert_eq!(sample(PeerKey::from_bytes([2; 32])).validate(), Ok(()));
-    }
-
-    #[test]
-    fn args_are_rendered_per_task() {
-        let mut m = sample(PeerKey::from_bytes([2; 32]));
-        assert_eq!(m.task_args(3), vec!["tile", "3", "16"]);
-        m.args = vec!["{input}".into(), "x{task}y".into()];
-        m.tasks = TaskSet::Inputs(vec![InputSpec {
-            name: "a.txt".into(),
-            hash: ContentHash::of(b"a"),
-            size: 1,
-        }]);
-        assert_eq!(m.task_args(0), vec!["/input/a.txt", "x0y"]);
-    }
-
-    #[test]
-    fn each_bound_is_enforced_and_named() {
-        let base = sample(PeerKey::from_bytes([2; 32]));
-        type Mutation = Box<dyn Fn(&mut JobManifest)>;
-        let cases: Vec<(&str, Mutation)> = vec![
-            ("version", Box::new(|m| m.version = 99)),
-            ("module_size", Box::new(|m| m.module_size = 0)),
-            ("args", Box::new(|m| m.args = vec!["a\0b".into()])),
-            (
-                "args",
-                Box::new(|m| m.args = vec![String::new(); MAX_ARGS + 1]),
-            ),
-            (
-                "env",
-                Box::new(|m| {
-                    m.env.insert("A=B".into(), "x".into());
-                }),
-            ),
-            ("dirs", Box::new(|m| m.dirs[0].guest_path = "data".into())),
-            (
-                "dirs",
-                Box::new(|m| m.dirs[0].guest_path = "/a/../etc".into()),
-            ),
-            (
-                "dirs",
-                Box::new(|m| m.dirs[0].guest_path = "/output".into()),
-            ),
-            ("tasks", Box::new(|m| m.tasks = TaskSet::Count(0))),
-            (
-                "tasks",
-                Box::new(|m| m.tasks = TaskSet::Count(MAX_TASKS + 1)),
-            ),
-            (
-                "tasks",
-                Box::new(|m| {
-                    m.tasks = TaskSet::Inputs(vec![InputSpec {
-                        name: "../x".into(),
-                        hash: ContentHash::of(b""),
-                        size: 0,
-                    }])
-                }),
-            ),
-            ("limits.timeout_ms", Box::new(|m| m.limits.timeout_ms = 0)),
-            (
-                "limits.memory_bytes",
-                Box::new(|m| m.limits.memory_bytes = MAX_MEMORY_BYTES + 1),
-            ),
-            (
-                "limits.output_bytes",
-                Box::new(|m| m.limits.output_bytes = 0),
-            ),
-            ("redundancy", Box::new(|m| m.redundancy = 0)),
-            ("expires_ms", Box::new(|m| m.expires_ms = m.created_ms)),
-            (
-                "expires_ms",
-                Box::new(|m| m.expires_ms = m.created_ms + MAX_LIFETIME_MS + 1),
-            ),
-        ];
-        for (field, mutate) in cases {
-            let mut m = base.clone();
-            mutate(&mut m);
-            let err = m.validate().expect_err(field);
-            assert_eq!(err.field, field, "{err}");
-        }
-    }
-}
+#[path = "manifest_tests.rs"]
+pub(crate) mod tests;

@@ -20,7 +20,7 @@ const CREATED: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
 fn manifest() -> JobManifest {
     JobManifest {
-        version: 1,
+        version: corral_protocol::PROTOCOL_VERSION,
         job: JobId::from_bytes(*b"corral-golden-01"),
         submitter: peer_key(&signing_key(&[11; 32])),
         module_hash: ContentHash::of(b"primes.wasm"),
@@ -48,6 +48,8 @@ fn manifest() -> JobManifest {
             timeout_ms: 30_000,
             memory_bytes: 256 << 20,
             output_bytes: 1 << 20,
+            disk_bytes: 64 << 20,
+            files: 500,
         },
         engine: EngineReq::Any,
         redundancy: 2,

@@ -16,6 +16,7 @@ use wasmi_wasi::wasi_common::pipe::{ReadPipe, WritePipe};
 use wasmi_wasi::{WasiCtx, WasiCtxBuilder, ambient_authority};
 
 use super::limiter::MemoryLimiter;
+use super::quota::{Quota, interp::QuotaDir};
 use super::readonly::ReadOnlyDir;
 use super::sink::OutputSink;
 use super::{Ended, Outcome, RunSpec, RuntimeError, Stdin, WasmModule, classify, short_message};
@@ -85,7 +86,8 @@ impl InterpEngine {
         let started = Instant::now();
         let deadline = started + spec.limits.timeout;
         let (stdout, stderr) = OutputSink::pair(spec);
-        let wasi = build_wasi(spec, &stdout, &stderr)?;
+        let quota = Quota::new(&spec.limits);
+        let wasi = build_wasi(spec, &stdout, &stderr, &quota)?;
         let mut store = Store::new(
             &self.engine,
             RunState {
@@ -133,7 +135,8 @@ impl InterpEngine {
             Err(e) if e.as_trap_code().is_some() => ended_from(&e),
             Err(e) => return Err(RuntimeError::Link(e.to_string())),
         };
-        let status = classify(ended, &stdout, &stderr, store.data().limiter.hit());
+        let memory_hit = store.data().limiter.hit();
+        let status = classify(ended, &stdout, &stderr, memory_hit, quota.hit());
         drop(store);
         Ok(Outcome {
             status,
@@ -161,6 +164,7 @@ fn build_wasi(
     spec: &RunSpec,
     stdout: &OutputSink,
     stderr: &OutputSink,
+    quota: &Quota,
 ) -> Result<WasiCtx, RuntimeError> {
     let bad = |e: &dyn std::fmt::Display| RuntimeError::Wasi(e.to_string());
     let mut builder = WasiCtxBuilder::new();
@@ -189,8 +193,8 @@ fn build_wasi(
         let dir = wasmi_wasi::Dir::open_ambient_dir(&preopen.host, ambient_authority())
             .map_err(|e| failed(e.to_string()))?;
         let dir: Box<dyn wasmi_wasi::WasiDir> = Box::new(wasmi_wasi::dir::Dir::from_cap_std(dir));
-        let dir = if preopen.writable {
-            dir
+        let dir: Box<dyn wasmi_wasi::WasiDir> = if preopen.writable {
+            Box::new(QuotaDir::new(dir, quota.clone()))
         } else {
             Box::new(ReadOnlyDir(dir))
         };

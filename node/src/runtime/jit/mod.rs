@@ -12,6 +12,7 @@
 
 mod nan;
 mod pool;
+mod quota;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -31,6 +32,7 @@ use self::pool::{Pair, Places, RunState, address_space_is_tight};
 use self::stream::JitSink;
 use self::ticker::{Ticking, spawn_epoch_ticker};
 use super::limiter::MemoryLimiter;
+use super::quota::Quota;
 use super::sink::OutputSink;
 use super::{Ended, Outcome, RunSpec, RuntimeError, Stdin, classify, short_message};
 
@@ -143,6 +145,7 @@ impl JitEngine {
             RunState {
                 wasi: builder.build_p1(),
                 limiter: MemoryLimiter::new(spec.limits.memory_bytes),
+                quota: Quota::new(&spec.limits),
             },
         );
         store.limiter(|state| &mut state.limiter);
@@ -172,7 +175,8 @@ impl JitEngine {
             Err(e) if e.downcast_ref::<Trap>().is_some() => ended_from(Err(e)),
             Err(e) => return Err(RuntimeError::Link(format!("{e:#}"))),
         };
-        let status = classify(ended, &stdout, &stderr, store.data().limiter.hit());
+        let (memory_hit, disk_hit) = (store.data().limiter.hit(), store.data().quota.hit());
+        let status = classify(ended, &stdout, &stderr, memory_hit, disk_hit);
         drop(store);
         Ok(Outcome {
             status,

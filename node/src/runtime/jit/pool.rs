@@ -17,6 +17,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use super::ticker::Ticking;
 use crate::runtime::cache::ModuleCache;
 use crate::runtime::limiter::MemoryLimiter;
+use crate::runtime::quota::Quota;
 use crate::runtime::{RuntimeError, WasmModule};
 use crate::sync::lock;
 
@@ -37,10 +38,11 @@ pub(super) fn address_space_is_tight(host_memory: Option<u64>) -> bool {
         || (limit != nix::sys::resource::RLIM_INFINITY && limit < SMALL_ADDRESS_SPACE)
 }
 
-/// A run's store data: its WASI context and memory limiter.
+/// A run's store data: its WASI context, memory limiter and disk quota.
 pub(super) struct RunState {
     pub(super) wasi: WasiP1Ctx,
     pub(super) limiter: MemoryLimiter,
+    pub(super) quota: Quota,
 }
 
 /// One wasmtime configuration: its engine, WASI linker and compiled cache.
@@ -223,6 +225,7 @@ impl Flavour {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut RunState| &mut s.wasi)
             .map_err(fail)?;
+        super::quota::shadow(&mut linker).map_err(fail)?;
         // The compatibility hash covers the settings that shape the code, so
         // the two NaN settings keep apart in the on-disk cache (the
         // allocator does not change the code: both may share a file).

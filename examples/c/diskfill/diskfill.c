@@ -1,0 +1,76 @@
+/* diskfill: a hostile guest for corral's disk limit. Each mode writes until
+ * the host refuses, then prints how far it got and exits 1.
+ *
+ *   diskfill bytes DIR   append 64 KiB chunks to DIR/fill
+ *   diskfill files DIR   create empty files DIR/f0, DIR/f1, ...
+ *   diskfill sparse DIR  write one byte at offset 1 TiB of DIR/sparse
+ */
+#define _FILE_OFFSET_BITS 64
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static char chunk[64 * 1024];
+
+static int fill_bytes(const char *dir) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/fill", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        printf("open failed: %s\n", strerror(errno));
+        return 1;
+    }
+    memset(chunk, 'x', sizeof chunk);
+    unsigned long long total = 0;
+    for (;;) {
+        ssize_t n = write(fd, chunk, sizeof chunk);
+        if (n <= 0) {
+            printf("wrote %llu bytes, then: %s\n", total, strerror(errno));
+            return 1;
+        }
+        total += (unsigned long long)n;
+    }
+}
+
+static int fill_files(const char *dir) {
+    char path[512];
+    for (unsigned long i = 0;; i++) {
+        snprintf(path, sizeof path, "%s/f%lu", dir, i);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        if (fd < 0) {
+            printf("created %lu files, then: %s\n", i, strerror(errno));
+            return 1;
+        }
+        close(fd);
+    }
+}
+
+static int sparse(const char *dir) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/sparse", dir);
+    int fd = open(path, O_WRONLY | O_CREAT, 0644);
+    if (fd < 0) {
+        printf("open failed: %s\n", strerror(errno));
+        return 1;
+    }
+    if (pwrite(fd, "x", 1, 1LL << 40) != 1) {
+        printf("pwrite failed: %s\n", strerror(errno));
+        return 1;
+    }
+    printf("wrote one byte at 1 TiB\n");
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3) {
+        fprintf(stderr, "usage: diskfill bytes|files|sparse DIR\n");
+        return 2;
+    }
+    if (strcmp(argv[1], "bytes") == 0) return fill_bytes(argv[2]);
+    if (strcmp(argv[1], "files") == 0) return fill_files(argv[2]);
+    if (strcmp(argv[1], "sparse") == 0) return sparse(argv[2]);
+    fprintf(stderr, "unknown mode %s\n", argv[1]);
+    return 2;
+}
