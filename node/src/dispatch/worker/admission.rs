@@ -38,7 +38,7 @@ pub(super) struct Held {
     pub(super) this: bool,
     /// How many tasks are held (running or waiting).
     pub(super) count: usize,
-    /// The disk limits of the tasks held, together: room they may still take.
+    /// Room on disk the tasks held may take beside a new one ([`promised`]).
     pub(super) disk_promised: u64,
     /// Room on the work directory's file system (`None`: not known).
     pub(super) disk: Option<DiskRoom>,
@@ -58,8 +58,24 @@ pub(super) struct DiskRoom {
 /// blobs and the host.
 const DISK_RESERVE_MIN: u64 = 256 * 1024 * 1024;
 
+/// The room on disk that tasks held with these disk limits may take while
+/// a new task runs: at most `slots` tasks run at once (each slot's work
+/// directory is emptied before its next task), so the largest `slots - 1`
+/// of them beside the new one.
+pub(super) fn promised(limits: impl Iterator<Item = u64>, slots: u16) -> u64 {
+    let mut limits: Vec<u64> = limits.collect();
+    limits.sort_unstable_by(|a, b| b.cmp(a));
+    limits
+        .iter()
+        .take(usize::from(slots.saturating_sub(1)))
+        .fold(0, |sum, n| sum.saturating_add(*n))
+}
+
 impl DiskRoom {
     /// The room on the file system holding `path`.
+    // The counts are 32 bits on 32-bit ARM (a Pi): the conversions are not
+    // useless there.
+    #[allow(clippy::useless_conversion)]
     pub(super) fn of(path: &std::path::Path) -> Option<Self> {
         let stat = nix::sys::statvfs::statvfs(path).ok()?;
         let block = u64::from(stat.fragment_size());
@@ -271,6 +287,15 @@ mod tests {
         assert_eq!(room.admit(GIB, 4 * GIB + 1), Err(RejectReason::Busy));
         // More than the whole file system could ever give.
         assert_eq!(room.admit(96 * GIB, 0), Err(RejectReason::LimitsTooLarge));
+    }
+
+    #[test]
+    fn only_as_many_tasks_as_slots_are_counted_beside_a_new_one() {
+        let held = [GIB, 3 * GIB, 2 * GIB, 5 * GIB];
+        assert_eq!(promised(held.into_iter(), 1), 0);
+        assert_eq!(promised(held.into_iter(), 3), 8 * GIB);
+        assert_eq!(promised(held.into_iter(), 16), 11 * GIB);
+        assert_eq!(promised([u64::MAX, 1].into_iter(), 4), u64::MAX);
     }
 
     #[test]

@@ -119,6 +119,7 @@ impl Worker {
     ) -> Result<(), RejectReason> {
         let running = &self.running;
         let ctx = &self.ctx;
+        let slots = self.admission.slots();
         let checked = self.admission.check(
             &self.ctx,
             from,
@@ -128,7 +129,7 @@ impl Worker {
             |manifest| Held {
                 this: running.contains_key(&(manifest.job, index)),
                 count: running.len(),
-                disk_promised: running.values().map(|r| r.disk_bytes).sum(),
+                disk_promised: admission::promised(running.values().map(|r| r.disk_bytes), slots),
                 disk: DiskRoom::of(&ctx.blobs.tmp_dir()),
             },
         );
