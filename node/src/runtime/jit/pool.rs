@@ -225,7 +225,8 @@ impl Flavour {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut RunState| &mut s.wasi)
             .map_err(fail)?;
-        super::quota::shadow(&mut linker).map_err(fail)?;
+        super::quota::shadow(&mut linker, |s: &mut RunState| (&mut s.wasi, &s.quota))
+            .map_err(fail)?;
         // The compatibility hash covers the settings that shape the code, so
         // the two NaN settings keep apart in the on-disk cache (the
         // allocator does not change the code: both may share a file).

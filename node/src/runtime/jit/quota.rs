@@ -16,7 +16,6 @@ use wasmtime_wasi::p1::wasi_snapshot_preview1::{self as p1, WasiSnapshotPreview1
 use wasmtime_wasi::runtime::in_tokio;
 use wiggle::{GuestMemory, GuestPtr};
 
-use super::pool::RunState;
 use crate::runtime::quota::{DISK_LIMIT, Quota, growth};
 
 const MODULE: &str = "wasi_snapshot_preview1";
@@ -32,9 +31,13 @@ fn refused() -> wasmtime::Error {
     wasmtime::Error::msg(DISK_LIMIT)
 }
 
+/// Where a run's store data keeps its WASI context and quota.
+pub(super) type Parts<T> = fn(&mut T) -> (&mut WasiP1Ctx, &Quota);
+
 /// Runs `f` on the run's WASI context, quota and guest memory.
-fn with<R>(
-    caller: &mut Caller<'_, RunState>,
+fn with<T, R>(
+    caller: &mut Caller<'_, T>,
+    parts: Parts<T>,
     f: impl FnOnce(&mut WasiP1Ctx, &Quota, &mut [u8]) -> Result<R>,
 ) -> Result<R> {
     let memory = match caller.get_export("memory") {
@@ -42,7 +45,8 @@ fn with<R>(
         _ => return Err(wasmtime::Error::msg("the module exports no memory")),
     };
     let (bytes, state) = memory.data_and_store_mut(caller);
-    f(&mut state.wasi, &state.quota, bytes)
+    let (wasi, quota) = parts(state);
+    f(wasi, quota, bytes)
 }
 
 fn fd(raw: i32) -> Fd {
@@ -73,14 +77,15 @@ fn file_size(wasi: &mut WasiP1Ctx, bytes: &mut [u8], raw: i32) -> Option<u64> {
 
 /// A write of `len` bytes at `at` (the cursor when `None`): charged before,
 /// given back after for what it did not add.
-fn write(
-    caller: &mut Caller<'_, RunState>,
+fn write<T>(
+    caller: &mut Caller<'_, T>,
+    parts: Parts<T>,
     raw: i32,
     at: Option<u64>,
     (iovs, count, written): (i32, i32, i32),
     call: impl FnOnce(&mut WasiP1Ctx, &mut GuestMemory<'_>) -> Result<i32>,
 ) -> Result<i32> {
-    with(caller, |wasi, quota, bytes| {
+    with(caller, parts, |wasi, quota, bytes| {
         let len = iovec_total(bytes, iovs, count);
         let Some(size) = file_size(wasi, bytes, raw) else {
             return call(wasi, &mut GuestMemory::Unshared(bytes));
@@ -111,11 +116,12 @@ fn write(
 }
 
 /// A call that creates one entry: charged before, given back if it failed.
-fn creating(
-    caller: &mut Caller<'_, RunState>,
+fn creating<T>(
+    caller: &mut Caller<'_, T>,
+    parts: Parts<T>,
     call: impl FnOnce(&mut WasiP1Ctx, &mut GuestMemory<'_>) -> Result<i32>,
 ) -> Result<i32> {
-    with(caller, |wasi, quota, bytes| {
+    with(caller, parts, |wasi, quota, bytes| {
         quota.charge_file().map_err(|_| refused())?;
         let errno = call(wasi, &mut GuestMemory::Unshared(bytes));
         if !matches!(errno, Ok(0)) {
@@ -145,13 +151,13 @@ fn path_stat(
 
 /// Shadows the write-ish preview 1 functions of `linker` (which already
 /// holds wasmtime-wasi's) with ones that charge the run's quota.
-pub(super) fn shadow(linker: &mut Linker<RunState>) -> Result<()> {
+pub(super) fn shadow<T: 'static>(linker: &mut Linker<T>, parts: Parts<T>) -> Result<()> {
     linker.allow_shadowing(true);
     linker.func_wrap(
         MODULE,
         "fd_write",
-        |mut c: Caller<'_, RunState>, f: i32, iovs: i32, n: i32, out: i32| {
-            write(&mut c, f, None, (iovs, n, out), |w, m| {
+        move |mut c: Caller<'_, T>, f: i32, iovs: i32, n: i32, out: i32| {
+            write(&mut c, parts, f, None, (iovs, n, out), |w, m| {
                 in_tokio(p1::fd_write(w, m, f, iovs, n, out))
             })
         },
@@ -159,9 +165,9 @@ pub(super) fn shadow(linker: &mut Linker<RunState>) -> Result<()> {
     linker.func_wrap(
         MODULE,
         "fd_pwrite",
-        |mut c: Caller<'_, RunState>, f: i32, iovs: i32, n: i32, at: i64, out: i32| {
+        move |mut c: Caller<'_, T>, f: i32, iovs: i32, n: i32, at: i64, out: i32| {
             let offset = Some(at.cast_unsigned());
-            write(&mut c, f, offset, (iovs, n, out), |w, m| {
+            write(&mut c, parts, f, offset, (iovs, n, out), |w, m| {
                 in_tokio(p1::fd_pwrite(w, m, f, iovs, n, at, out))
             })
         },
@@ -169,8 +175,8 @@ pub(super) fn shadow(linker: &mut Linker<RunState>) -> Result<()> {
     linker.func_wrap(
         MODULE,
         "fd_filestat_set_size",
-        |mut c: Caller<'_, RunState>, f: i32, size: i64| {
-            with(&mut c, |wasi, quota, bytes| {
+        move |mut c: Caller<'_, T>, f: i32, size: i64| {
+            with(&mut c, parts, |wasi, quota, bytes| {
                 let new = size.cast_unsigned();
                 let old = file_size(wasi, bytes, f);
                 let grow = old.map_or(0, |old| new.saturating_sub(old));
@@ -188,17 +194,17 @@ pub(super) fn shadow(linker: &mut Linker<RunState>) -> Result<()> {
     linker.func_wrap(
         MODULE,
         "path_open",
-        |mut c: Caller<'_, RunState>,
-         dir: i32,
-         flags: i32,
-         path: i32,
-         len: i32,
-         oflags: i32,
-         base: i64,
-         inheriting: i64,
-         fdflags: i32,
-         out: i32| {
-            let before = with(&mut c, |wasi, _, bytes| {
+        move |mut c: Caller<'_, T>,
+              dir: i32,
+              flags: i32,
+              path: i32,
+              len: i32,
+              oflags: i32,
+              base: i64,
+              inheriting: i64,
+              fdflags: i32,
+              out: i32| {
+            let before = with(&mut c, parts, |wasi, _, bytes| {
                 Ok(path_stat(
                     wasi,
                     bytes,
@@ -213,9 +219,9 @@ pub(super) fn shadow(linker: &mut Linker<RunState>) -> Result<()> {
                 ))
             };
             if oflags & O_CREAT != 0 && before.is_none() {
-                return creating(&mut c, open);
+                return creating(&mut c, parts, open);
             }
-            with(&mut c, |wasi, quota, bytes| {
+            with(&mut c, parts, |wasi, quota, bytes| {
                 let errno = open(wasi, &mut GuestMemory::Unshared(bytes));
                 if let (Ok(0), Some((size, _))) = (&errno, before)
                     && oflags & O_TRUNC != 0
@@ -229,8 +235,8 @@ pub(super) fn shadow(linker: &mut Linker<RunState>) -> Result<()> {
     linker.func_wrap(
         MODULE,
         "path_create_directory",
-        |mut c: Caller<'_, RunState>, dir: i32, path: i32, len: i32| {
-            creating(&mut c, |w, m| {
+        move |mut c: Caller<'_, T>, dir: i32, path: i32, len: i32| {
+            creating(&mut c, parts, |w, m| {
                 in_tokio(p1::path_create_directory(w, m, dir, path, len))
             })
         },
@@ -238,8 +244,8 @@ pub(super) fn shadow(linker: &mut Linker<RunState>) -> Result<()> {
     linker.func_wrap(
         MODULE,
         "path_symlink",
-        |mut c: Caller<'_, RunState>, old: i32, old_len: i32, dir: i32, new: i32, len: i32| {
-            creating(&mut c, |w, m| {
+        move |mut c: Caller<'_, T>, old: i32, old_len: i32, dir: i32, new: i32, len: i32| {
+            creating(&mut c, parts, |w, m| {
                 in_tokio(p1::path_symlink(w, m, old, old_len, dir, new, len))
             })
         },
@@ -247,15 +253,15 @@ pub(super) fn shadow(linker: &mut Linker<RunState>) -> Result<()> {
     linker.func_wrap(
         MODULE,
         "path_link",
-        |mut c: Caller<'_, RunState>,
-         old_dir: i32,
-         flags: i32,
-         old: i32,
-         old_len: i32,
-         dir: i32,
-         new: i32,
-         len: i32| {
-            creating(&mut c, |w, m| {
+        move |mut c: Caller<'_, T>,
+              old_dir: i32,
+              flags: i32,
+              old: i32,
+              old_len: i32,
+              dir: i32,
+              new: i32,
+              len: i32| {
+            creating(&mut c, parts, |w, m| {
                 in_tokio(p1::path_link(
                     w, m, old_dir, flags, old, old_len, dir, new, len,
                 ))
@@ -265,8 +271,8 @@ pub(super) fn shadow(linker: &mut Linker<RunState>) -> Result<()> {
     linker.func_wrap(
         MODULE,
         "path_unlink_file",
-        |mut c: Caller<'_, RunState>, dir: i32, path: i32, len: i32| {
-            with(&mut c, |wasi, quota, bytes| {
+        move |mut c: Caller<'_, T>, dir: i32, path: i32, len: i32| {
+            with(&mut c, parts, |wasi, quota, bytes| {
                 let before = path_stat(wasi, bytes, dir, false, (path, len));
                 let mut memory = GuestMemory::Unshared(bytes);
                 let errno = in_tokio(p1::path_unlink_file(wasi, &mut memory, dir, path, len));
@@ -284,8 +290,8 @@ pub(super) fn shadow(linker: &mut Linker<RunState>) -> Result<()> {
     linker.func_wrap(
         MODULE,
         "path_remove_directory",
-        |mut c: Caller<'_, RunState>, dir: i32, path: i32, len: i32| {
-            with(&mut c, |wasi, quota, bytes| {
+        move |mut c: Caller<'_, T>, dir: i32, path: i32, len: i32| {
+            with(&mut c, parts, |wasi, quota, bytes| {
                 let mut memory = GuestMemory::Unshared(bytes);
                 let errno = in_tokio(p1::path_remove_directory(wasi, &mut memory, dir, path, len));
                 if matches!(errno, Ok(0)) {
