@@ -376,14 +376,16 @@ fn diskfill(
     (rt.run(&compiled, &s).expect("runs"), out)
 }
 
-/// Bytes and entries under `dir`, as the host sees them.
+/// Bytes of the files and the number of entries under `dir`, as the host
+/// sees them.
 fn usage(dir: &std::path::Path) -> (u64, u64) {
     walkdir::WalkDir::new(dir)
         .min_depth(1)
         .into_iter()
         .filter_map(Result::ok)
         .fold((0, 0), |(bytes, n), entry| {
-            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            let file = entry.metadata().ok().filter(std::fs::Metadata::is_file);
+            let len = file.map_or(0, |m| m.len());
             (bytes + len, n + 1)
         })
 }
@@ -428,5 +430,20 @@ fn a_task_within_its_disk_limit_is_not_stopped() {
             "{engine:?}: {out:?}"
         );
         assert_eq!(usage(dir.path()), ((1 << 40) + 1, 1), "{engine:?}");
+    });
+}
+
+#[test]
+fn deleting_gives_room_back_and_renames_work_under_the_quota() {
+    each_engine(|rt, engine| {
+        // 50 MiB written in all, 1 MiB at a time, under a 4 MiB limit.
+        let (out, dir) = diskfill(rt, engine, "churn", 4 << 20, 3);
+        assert_eq!(
+            out.status,
+            TaskStatus::Exited { code: 0 },
+            "{engine:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(usage(dir.path()), (0, 1), "{engine:?}: only sub/ is left");
     });
 }
