@@ -72,12 +72,15 @@ pub(super) fn promised(limits: impl Iterator<Item = u64>, slots: u16) -> u64 {
 }
 
 impl DiskRoom {
-    /// The room on the file system holding `path`.
+    /// The room on the file system holding `path` (or, while it is not
+    /// made yet, its nearest existing ancestor).
     // The counts are 32 bits on 32-bit ARM (a Pi): the conversions are not
     // useless there.
     #[allow(clippy::useless_conversion)]
     pub(super) fn of(path: &std::path::Path) -> Option<Self> {
-        let stat = nix::sys::statvfs::statvfs(path).ok()?;
+        let stat = path
+            .ancestors()
+            .find_map(|dir| nix::sys::statvfs::statvfs(dir).ok())?;
         let block = u64::from(stat.fragment_size());
         Some(Self {
             available: u64::from(stat.blocks_available()).saturating_mul(block),
@@ -318,6 +321,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let room = DiskRoom::of(dir.path()).expect("statvfs");
         assert!(room.total > 0 && room.available <= room.total, "{room:?}");
-        assert_eq!(DiskRoom::of(&dir.path().join("missing")), None);
+        let later = DiskRoom::of(&dir.path().join("not/made/yet")).expect("an ancestor's");
+        assert_eq!(later.total, room.total);
     }
 }
