@@ -4,6 +4,7 @@
  *   diskfill bytes DIR   append 64 KiB chunks to DIR/fill
  *   diskfill files DIR   create empty files DIR/f0, DIR/f1, ...
  *   diskfill sparse DIR  write one byte at offset 1 TiB of DIR/sparse
+ *   diskfill grow DIR    set the size of DIR/grown to 1 TiB (ftruncate)
  *   diskfill churn DIR   50 times: write 1 MiB to DIR/a, rename it to
  *                        DIR/sub/b, delete it; exits 0 if all went well
  */
@@ -66,6 +67,18 @@ static int sparse(const char *dir) {
     return 0;
 }
 
+static int grow(const char *dir) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/grown", dir);
+    int fd = open(path, O_WRONLY | O_CREAT, 0644);
+    if (fd < 0 || ftruncate(fd, 1LL << 40) != 0) {
+        printf("grow failed: %s\n", strerror(errno));
+        return 1;
+    }
+    printf("grew to 1 TiB\n");
+    return 0;
+}
+
 static int churn(const char *dir) {
     char a[512], sub[512], b[512];
     snprintf(a, sizeof a, "%s/a", dir);
@@ -100,13 +113,14 @@ static int churn(const char *dir) {
 
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: diskfill bytes|files|sparse|churn DIR\n");
+        fprintf(stderr, "usage: diskfill bytes|files|sparse|grow|churn DIR\n");
         return 2;
     }
     if (strcmp(argv[1], "bytes") == 0) return fill_bytes(argv[2]);
     if (strcmp(argv[1], "files") == 0) return fill_files(argv[2]);
     if (strcmp(argv[1], "sparse") == 0) return sparse(argv[2]);
     if (strcmp(argv[1], "churn") == 0) return churn(argv[2]);
+    if (strcmp(argv[1], "grow") == 0) return grow(argv[2]);
     fprintf(stderr, "unknown mode %s\n", argv[1]);
     return 2;
 }

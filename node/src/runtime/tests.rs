@@ -421,6 +421,15 @@ fn a_sparse_write_far_out_is_charged_its_apparent_size() {
 }
 
 #[test]
+fn growing_a_file_by_setting_its_size_is_charged() {
+    each_engine(|rt, engine| {
+        let (out, dir) = diskfill(rt, engine, "grow", 4 << 20, 100);
+        assert_eq!(out.status, TaskStatus::DiskLimit, "{engine:?}: {out:?}");
+        assert_eq!(usage(dir.path()), (0, 1), "{engine:?}");
+    });
+}
+
+#[test]
 fn a_task_within_its_disk_limit_is_not_stopped() {
     each_engine(|rt, engine| {
         let (out, dir) = diskfill(rt, engine, "sparse", 2 << 40, 100);
