@@ -32,6 +32,9 @@ clang --target=wasm32-wasi -O2 -Wall -Wextra -Werror -g0 -Wl,--strip-all \
 clang --target=wasm32-wasi -O2 -Wall -Wextra -Werror -g0 -Wl,--strip-all \
     -ffile-prefix-map="$here"=/corral/examples \
     -o "$out/preopens.wasm" "$here/c/preopens/preopens.c"
+clang --target=wasm32-wasi -O2 -Wall -Wextra -Werror -g0 -Wl,--strip-all \
+    -ffile-prefix-map="$here"=/corral/examples \
+    -o "$out/diskfill.wasm" "$here/c/diskfill/diskfill.c"
 
 for f in "$out"/*.wasm; do
     printf '%-16s %8d bytes\n' "$(basename "$f")" "$(stat -c %s "$f")"

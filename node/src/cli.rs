@@ -211,6 +211,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "16MiB")]
     pub output_limit: u64,
 
+    /// Most bytes each task may add to its writable directories (--dir rw
+    /// and /output), e.g. 100MiB; a task that tries to write more is stopped
+    /// with the reason `disk_limit`. At most 1TiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_disk, default_value = "1GiB")]
+    pub disk: u64,
+
+    /// Most files, directories and links each task may create; more ends
+    /// it with the reason `disk_limit`.
+    #[arg(long, value_name = "N", value_parser = parse_files, default_value = "10000")]
+    pub files: u64,
+
     /// The engine: auto (JIT where the CPU has one), jit or interp.
     #[arg(long, value_enum, default_value = "auto", value_name = "ENGINE")]
     pub engine: EngineChoice,
@@ -274,6 +285,27 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(size.as_u64())
 }
 
+/// Parses `--disk`: a positive size no larger than a peer would accept.
+pub fn parse_disk(text: &str) -> Result<u64, String> {
+    let max = corral_protocol::manifest::MAX_DISK_BYTES;
+    match parse_size(text)? {
+        size if size > max => Err(format!(
+            "`{text}` is more than the largest disk limit, {}",
+            bytesize::ByteSize::b(max).display().iec()
+        )),
+        size => Ok(size),
+    }
+}
+
+/// Parses `--files`: a count in 1..=1000000.
+pub fn parse_files(text: &str) -> Result<u64, String> {
+    let max = corral_protocol::manifest::MAX_FILES;
+    match text.trim().parse::<u64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("`{text}` is not a number of files in 1..={max}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +326,19 @@ mod tests {
         assert_eq!(parse_size("1000"), Ok(1000));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("0").is_err());
+    }
+
+    #[test]
+    fn disk_limits_are_positive_and_bounded() {
+        assert_eq!(parse_disk("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_disk("1TiB"), Ok(1 << 40));
+        assert!(parse_disk("0").is_err());
+        assert!(parse_disk("2TB").is_err());
+        assert!(parse_disk("plenty").is_err());
+        assert_eq!(parse_files("10"), Ok(10));
+        assert!(parse_files("0").is_err());
+        assert!(parse_files("1000001").is_err());
+        assert!(parse_files("-3").is_err());
     }
 
     #[test]

@@ -34,4 +34,4 @@ pub mod tree;
 mod proptests;
 
 /// The protocol version carried in every frame and manifest.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;

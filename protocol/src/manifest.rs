@@ -30,6 +30,15 @@ pub const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 pub const MAX_MEMORY_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 /// Largest cap on stdout (and, separately, stderr) per task.
 pub const MAX_OUTPUT_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest disk limit: what one task may add to its writable directories.
+/// A peer asking for more is refused; no worker should promise more.
+pub const MAX_DISK_BYTES: u64 = 1024 * 1024 * 1024 * 1024;
+/// Most files (and directories and links) one task may create.
+pub const MAX_FILES: u64 = 1_000_000;
+/// Default disk limit per task (`--disk`).
+pub const DEFAULT_DISK_BYTES: u64 = 1024 * 1024 * 1024;
+/// Default bound on the files one task may create.
+pub const DEFAULT_FILES: u64 = 10_000;
 /// Most devices one task may be verified on.
 pub const MAX_REDUNDANCY: u8 = 8;
 /// Longest a manifest may stay valid: a week.
@@ -44,6 +53,10 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Cap on stdout and on stderr, bytes each.
     pub output_bytes: u64,
+    /// Most bytes the task may add to its writable directories, while it runs.
+    pub disk_bytes: u64,
+    /// Most files, directories and links the task may create, while it runs.
+    pub files: u64,
 }
 
 impl Default for Limits {
@@ -52,6 +65,8 @@ impl Default for Limits {
             timeout_ms: 3600 * 1000,
             memory_bytes: 1024 * 1024 * 1024,
             output_bytes: 16 * 1024 * 1024,
+            disk_bytes: DEFAULT_DISK_BYTES,
+            files: DEFAULT_FILES,
         }
     }
 }
@@ -362,6 +377,18 @@ impl JobManifest {
                 format!("{} is not in 1..={MAX_OUTPUT_BYTES}", l.output_bytes),
             ));
         }
+        if l.disk_bytes == 0 || l.disk_bytes > MAX_DISK_BYTES {
+            return Err(bad(
+                "limits.disk_bytes",
+                format!("{} is not in 1..={MAX_DISK_BYTES}", l.disk_bytes),
+            ));
+        }
+        if l.files == 0 || l.files > MAX_FILES {
+            return Err(bad(
+                "limits.files",
+                format!("{} is not in 1..={MAX_FILES}", l.files),
+            ));
+        }
         if self.redundancy == 0 || self.redundancy > MAX_REDUNDANCY {
             return Err(bad(
                 "redundancy",
@@ -380,3 +407,5 @@ impl JobManifest {
 
 #[cfg(test)]
 pub(crate) mod tests;
+mod v1;
+pub(crate) use v1::read as read_v1;

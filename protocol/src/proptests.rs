@@ -39,6 +39,8 @@ fn manifest() -> impl Strategy<Value = JobManifest> {
             1u64..=crate::manifest::MAX_TIMEOUT_MS,
             1u64..=crate::manifest::MAX_MEMORY_BYTES,
             1u64..=crate::manifest::MAX_OUTPUT_BYTES,
+            1u64..=crate::manifest::MAX_DISK_BYTES,
+            1u64..=crate::manifest::MAX_FILES,
         ),
         prop_oneof![
             Just(EngineReq::Any),
@@ -73,6 +75,8 @@ fn manifest() -> impl Strategy<Value = JobManifest> {
                         timeout_ms: limits.0,
                         memory_bytes: limits.1,
                         output_bytes: limits.2,
+                        disk_bytes: limits.3,
+                        files: limits.4,
                     },
                     engine,
                     redundancy,
@@ -96,6 +100,7 @@ fn status() -> impl Strategy<Value = TaskStatus> {
         Just(TaskStatus::TimedOut),
         Just(TaskStatus::MemoryLimit),
         Just(TaskStatus::OutputLimit),
+        Just(TaskStatus::DiskLimit),
     ]
 }
 

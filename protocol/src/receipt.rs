@@ -50,6 +50,9 @@ pub enum TaskStatus {
     MemoryLimit,
     /// It wrote more to stdout or stderr than the cap.
     OutputLimit,
+    /// It tried to add more bytes or files to its writable directories than
+    /// its disk limit (the write or create was not performed).
+    DiskLimit,
 }
 
 impl TaskStatus {
@@ -61,6 +64,7 @@ impl TaskStatus {
             TaskStatus::TimedOut => "timeout",
             TaskStatus::MemoryLimit => "memory_limit",
             TaskStatus::OutputLimit => "output_limit",
+            TaskStatus::DiskLimit => "disk_limit",
         }
     }
 
@@ -256,13 +260,21 @@ pub(crate) mod tests {
             TaskStatus::TimedOut,
             TaskStatus::MemoryLimit,
             TaskStatus::OutputLimit,
+            TaskStatus::DiskLimit,
         ]
         .iter()
         .map(TaskStatus::reason_code)
         .collect();
         assert_eq!(
             names,
-            ["exit", "trap", "timeout", "memory_limit", "output_limit"]
+            [
+                "exit",
+                "trap",
+                "timeout",
+                "memory_limit",
+                "output_limit",
+                "disk_limit"
+            ]
         );
     }
 }

@@ -20,7 +20,7 @@ const CREATED: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
 fn manifest() -> JobManifest {
     JobManifest {
-        version: 1,
+        version: corral_protocol::PROTOCOL_VERSION,
         job: JobId::from_bytes(*b"corral-golden-01"),
         submitter: peer_key(&signing_key(&[11; 32])),
         module_hash: ContentHash::of(b"primes.wasm"),
@@ -48,6 +48,8 @@ fn manifest() -> JobManifest {
             timeout_ms: 30_000,
             memory_bytes: 256 << 20,
             output_bytes: 1 << 20,
+            disk_bytes: 64 << 20,
+            files: 500,
         },
         engine: EngineReq::Any,
         redundancy: 2,
@@ -228,4 +230,50 @@ fn small_messages() {
         },
     );
     check("blob_not_found.bin", &BlobResponse::NotFound);
+}
+
+/// A manifest signed and stored by a daemon of wire version 1 (the offer
+/// fixture as version 1 wrote it, before the disk limits and the `output`
+/// flag): its signer reads it back after the upgrade, with the disk
+/// limits' defaults and `/output` as every task had it then; a peer
+/// offering it is refused.
+#[test]
+fn a_version_1_manifest_reads_back_for_its_signer_only() {
+    let frame = std::fs::read(fixture("v1_task_offer.bin")).expect("fixture");
+    assert_eq!(frame[0], 1, "a version 1 frame");
+    assert!(
+        codec::decode::<TaskRequest>(&frame).is_err(),
+        "version 1 is not spoken"
+    );
+    let TaskRequest::Offer { manifest: old, .. } =
+        codec::from_canonical_bytes(&frame[2..], TaskRequest::MAX_BYTES).expect("its body decodes")
+    else {
+        panic!("not an offer")
+    };
+    let signer = peer_key(&signing_key(&[11; 32]));
+    assert!(old.verify(CREATED + 1).is_err(), "not accepted from a peer");
+    let read = old
+        .verify_signature_from(&signer)
+        .expect("its signer reads it back");
+    let now = manifest();
+    assert_eq!(read.job, now.job);
+    assert_eq!(read.version, corral_protocol::PROTOCOL_VERSION);
+    assert_eq!(read.tasks, now.tasks);
+    assert_eq!(read.args, now.args);
+    assert_eq!(
+        (
+            read.limits.timeout_ms,
+            read.limits.memory_bytes,
+            read.limits.output_bytes
+        ),
+        (30_000, 256 << 20, 1 << 20)
+    );
+    assert_eq!(read.limits.disk_bytes, Limits::default().disk_bytes);
+    assert_eq!(read.limits.files, Limits::default().files);
+    assert!(read.output, "every task had /output in version 1");
+    // Changed under its signature: refused.
+    let mut forged = old.clone();
+    let last = forged.payload_bytes_mut().len() - 1;
+    forged.payload_bytes_mut()[last] ^= 1;
+    assert!(forged.verify_signature_from(&signer).is_err());
 }

@@ -151,6 +151,8 @@ pub fn resolve(args: &RunArgs) -> anyhow::Result<JobPlan> {
             timeout: args.timeout,
             memory_bytes: args.memory,
             output_bytes: args.output_limit,
+            disk_bytes: args.disk,
+            files: args.files,
         },
         engine: args.engine,
         batch,
@@ -190,6 +192,12 @@ pub fn describe(status: &TaskStatus, limits: &Limits) -> String {
         TaskStatus::OutputLimit => format!(
             "the task wrote more than {} to stdout or stderr and was stopped (raise it with --output-limit)",
             bytesize::ByteSize::b(limits.output_bytes).display().iec()
+        ),
+        TaskStatus::DiskLimit => format!(
+            "the task tried to add more than {} or {} files to its directories and was stopped \
+             (raise it with --disk or --files)",
+            bytesize::ByteSize::b(limits.disk_bytes).display().iec(),
+            limits.files
         ),
     }
 }

@@ -184,6 +184,8 @@ pub fn submit_with_stdin(
             timeout_ms: u64::try_from(plan.limits.timeout.as_millis()).unwrap_or(u64::MAX),
             memory_bytes: plan.limits.memory_bytes,
             output_bytes: plan.limits.output_bytes,
+            disk_bytes: plan.limits.disk_bytes,
+            files: plan.limits.files,
         },
         engine: match plan.engine {
             EngineChoice::Auto => EngineReq::Any,
@@ -412,6 +414,9 @@ fn finish_single(blobs: &BlobStore, report: &JobReport, shown: &Shown) -> anyhow
         "output_limit" => {
             "the task wrote more than its output limit (raise it with --output-limit)".into()
         }
+        "disk_limit" => "the task tried to write more than its disk limit \
+             (raise it with --disk, or --files for the number of files)"
+            .into(),
         other => other.to_string(),
     };
     eprintln!("corral: {why} (on {})", task.peer);

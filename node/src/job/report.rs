@@ -119,7 +119,8 @@ pub struct TaskReport {
     pub state: TaskRunState,
     /// The module's exit code, when it exited.
     pub exit_code: Option<i32>,
-    /// Why it ended: `exit`, `trap`, `timeout`, `memory_limit`, `output_limit`.
+    /// Why it ended: `exit`, `trap`, `timeout`, `memory_limit`, `output_limit`,
+    /// `disk_limit`.
     pub reason: String,
     /// The trap message, when it trapped.
     #[serde(default, skip_serializing_if = "Option::is_none")]

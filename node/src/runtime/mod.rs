@@ -4,7 +4,7 @@
 //! A run is described by a [`RunSpec`] (args, exactly the given env, stdin,
 //! preopened directories, limits) and ends in an [`Outcome`] whose
 //! [`TaskStatus`] names *why* it ended: a normal exit, a trap, the wall-clock
-//! timeout, the memory cap or the output cap. Hostile or broken modules end
+//! timeout, the memory cap, the output cap or the disk cap. Hostile or broken modules end
 //! with one of those reasons; they never take the process down.
 
 mod hostcall;
@@ -12,6 +12,7 @@ mod interp;
 #[cfg(feature = "jit")]
 mod jit;
 mod limiter;
+mod quota;
 mod readonly;
 mod sink;
 mod stop;
@@ -60,6 +61,11 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Most bytes kept of stdout, and separately of stderr; writing more ends the run.
     pub output_bytes: u64,
+    /// Most bytes the run may add to its writable preopens, all together;
+    /// a write that would add more is not performed and ends the run.
+    pub disk_bytes: u64,
+    /// Most files, directories and links the run may create in them.
+    pub files: u64,
 }
 
 impl Default for Limits {
@@ -68,6 +74,8 @@ impl Default for Limits {
             timeout: Duration::from_secs(3600),
             memory_bytes: 1024 * 1024 * 1024,
             output_bytes: 16 * 1024 * 1024,
+            disk_bytes: corral_protocol::manifest::DEFAULT_DISK_BYTES,
+            files: corral_protocol::manifest::DEFAULT_FILES,
         }
     }
 }
@@ -391,9 +399,15 @@ fn classify(
     stdout: &OutputSink,
     stderr: &OutputSink,
     memory_hit: bool,
+    disk_hit: bool,
 ) -> TaskStatus {
     if stdout.overflowed() || stderr.overflowed() {
         return TaskStatus::OutputLimit;
+    }
+    // A refused write or create traps on either engine; a guest that
+    // somehow carried on is still stopped for the same reason.
+    if disk_hit {
+        return TaskStatus::DiskLimit;
     }
     match ended {
         Ended::Exit(code) => TaskStatus::Exited { code },

@@ -31,6 +31,7 @@ fn spec(args: &[&str]) -> RunSpec {
             timeout: Duration::from_secs(20),
             memory_bytes: 64 * 1024 * 1024,
             output_bytes: 1024 * 1024,
+            ..Limits::default()
         },
         ..RunSpec::default()
     }
@@ -350,4 +351,108 @@ fn compiled_modules_are_cached_on_disk_and_reused() {
     let out = rt.run(&compiled, &spec(&["exit", "7"])).expect("runs");
     assert_eq!(out.status, TaskStatus::Exited { code: 7 });
     assert!(std::fs::read(&path).expect("rewritten").len() > 1000);
+}
+
+/// Runs the `diskfill` guest in `mode` with a fresh writable `/out` under
+/// these disk limits; gives the outcome and the directory.
+fn diskfill(
+    rt: &Runtime,
+    engine: EngineKind,
+    mode: &str,
+    disk_bytes: u64,
+    files: u64,
+) -> (Outcome, tempfile::TempDir) {
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut s = spec(&[mode, "/out"]);
+    s.args[0] = "diskfill.wasm".into();
+    s.limits.disk_bytes = disk_bytes;
+    s.limits.files = files;
+    s.preopens = vec![Preopen {
+        host: out.path().to_path_buf(),
+        guest: "/out".into(),
+        writable: true,
+    }];
+    let compiled = rt.compile(engine, &wasm("diskfill")).expect("compiles");
+    (rt.run(&compiled, &s).expect("runs"), out)
+}
+
+/// Bytes of the files and the number of entries under `dir`, as the host
+/// sees them.
+fn usage(dir: &std::path::Path) -> (u64, u64) {
+    walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .filter_map(Result::ok)
+        .fold((0, 0), |(bytes, n), entry| {
+            let file = entry.metadata().ok().filter(std::fs::Metadata::is_file);
+            let len = file.map_or(0, |m| m.len());
+            (bytes + len, n + 1)
+        })
+}
+
+#[test]
+fn a_task_writing_past_its_disk_limit_ends_disk_limit_with_nothing_over() {
+    each_engine(|rt, engine| {
+        let (out, dir) = diskfill(rt, engine, "bytes", 4 << 20, 100);
+        assert_eq!(out.status, TaskStatus::DiskLimit, "{engine:?}: {out:?}");
+        let (bytes, files) = usage(dir.path());
+        assert!(bytes <= 4 << 20, "{engine:?}: {bytes} bytes on disk");
+        assert!(bytes >= 3 << 20, "{engine:?}: only {bytes} bytes written");
+        assert_eq!(files, 1, "{engine:?}");
+    });
+}
+
+#[test]
+fn a_task_creating_too_many_files_ends_disk_limit() {
+    each_engine(|rt, engine| {
+        let (out, dir) = diskfill(rt, engine, "files", 4 << 20, 20);
+        assert_eq!(out.status, TaskStatus::DiskLimit, "{engine:?}: {out:?}");
+        assert_eq!(usage(dir.path()), (0, 20), "{engine:?}");
+    });
+}
+
+#[test]
+fn a_sparse_write_far_out_is_charged_its_apparent_size() {
+    each_engine(|rt, engine| {
+        let (out, dir) = diskfill(rt, engine, "sparse", 4 << 20, 100);
+        assert_eq!(out.status, TaskStatus::DiskLimit, "{engine:?}: {out:?}");
+        assert_eq!(usage(dir.path()), (0, 1), "{engine:?}");
+    });
+}
+
+#[test]
+fn growing_a_file_by_setting_its_size_is_charged() {
+    each_engine(|rt, engine| {
+        let (out, dir) = diskfill(rt, engine, "grow", 4 << 20, 100);
+        assert_eq!(out.status, TaskStatus::DiskLimit, "{engine:?}: {out:?}");
+        assert_eq!(usage(dir.path()), (0, 1), "{engine:?}");
+    });
+}
+
+#[test]
+fn a_task_within_its_disk_limit_is_not_stopped() {
+    each_engine(|rt, engine| {
+        let (out, dir) = diskfill(rt, engine, "sparse", 2 << 40, 100);
+        assert_eq!(
+            out.status,
+            TaskStatus::Exited { code: 0 },
+            "{engine:?}: {out:?}"
+        );
+        assert_eq!(usage(dir.path()), ((1 << 40) + 1, 1), "{engine:?}");
+    });
+}
+
+#[test]
+fn deleting_gives_room_back_and_renames_work_under_the_quota() {
+    each_engine(|rt, engine| {
+        // 50 MiB written in all, 1 MiB at a time, under a 4 MiB limit.
+        let (out, dir) = diskfill(rt, engine, "churn", 4 << 20, 3);
+        assert_eq!(
+            out.status,
+            TaskStatus::Exited { code: 0 },
+            "{engine:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(usage(dir.path()), (0, 1), "{engine:?}: only sub/ is left");
+    });
 }

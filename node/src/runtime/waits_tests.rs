@@ -131,6 +131,7 @@ fn spec_with(timeout: Duration) -> RunSpec {
             timeout,
             memory_bytes: 64 * 1024 * 1024,
             output_bytes: 1024 * 1024,
+            ..Limits::default()
         },
         ..RunSpec::default()
     }

@@ -143,6 +143,56 @@ fn inputs_become_one_task_each_at_slash_input() {
 }
 
 #[test]
+fn a_task_filling_its_disk_is_stopped_and_recorded_as_disk_limit() {
+    let sb = Sandbox::new();
+    for engine in ["jit", "interp"] {
+        let dir = format!("out-{engine}");
+        let out = sb.corral(&[
+            "run",
+            "--local",
+            "--engine",
+            engine,
+            &module("diskfill"),
+            "--out",
+            &dir,
+            "--disk",
+            "4MiB",
+            "--",
+            "bytes",
+            "/output",
+        ]);
+        assert_code(&out, 1);
+        let job = job_json(&sb.path(&dir));
+        assert_eq!(job["tasks"][0]["reason"], "disk_limit", "{engine}");
+        let kept: u64 = walkdir::WalkDir::new(sb.path(&dir))
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name() == "fill")
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        assert!(kept <= 4 << 20, "{engine}: {kept} bytes came back");
+    }
+    // Without --out a single task says why, like the other limits.
+    let out = sb.corral(&[
+        "run",
+        "--local",
+        &module("diskfill"),
+        "--files",
+        "5",
+        "--",
+        "files",
+        "/output",
+    ]);
+    assert_code(&out, 125);
+    assert!(
+        text(&out.stderr).contains("--files"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn read_write_dirs_are_private_per_task_and_changes_come_back() {
     let sb = Sandbox::new();
     let shared = sb.path("shared");

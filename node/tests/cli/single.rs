@@ -87,6 +87,22 @@ fn usage_errors_exit_2_and_say_what_is_wrong() {
             vec!["run", "--local", &tk, "--memory", "lots"],
             "not a size",
         ),
+        (
+            vec!["run", "--local", &tk, "--disk", "0"],
+            "for '--disk <SIZE>': `0` is zero",
+        ),
+        (
+            vec!["run", "--local", &tk, "--disk", "2TB"],
+            "for '--disk <SIZE>': `2TB` is more than the largest disk limit, 1.0 TiB",
+        ),
+        (
+            vec!["run", "--local", &tk, "--disk", "plenty"],
+            "for '--disk <SIZE>': `plenty` is not a size",
+        ),
+        (
+            vec!["run", "--local", &tk, "--files", "0"],
+            "for '--files <N>': `0` is not a number of files",
+        ),
         (vec!["run", &tk], "--local"),
     ] {
         let out = sb.corral(&args);

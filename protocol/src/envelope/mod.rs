@@ -27,6 +27,15 @@ pub trait Signable: Serialize + DeserializeOwned {
     /// claims to have made it, and that it is well formed.
     fn check(&self, signer: &PeerKey) -> Result<(), EnvelopeError>;
 
+    /// The payload as an older version of this protocol encoded it, read
+    /// into this version's type, for a signer reading back what it stored
+    /// before an upgrade ([`Signed::verify_signature_from`] only; offers
+    /// from peers must be in this version). None: not an older payload.
+    fn read_older(payload: &[u8]) -> Option<Self> {
+        let _ = payload;
+        None
+    }
+
     /// Checks that the payload is valid at `now_ms`, the verifier's clock
     /// (not expired, not from the future). Payloads without a validity
     /// window have nothing to check.
@@ -196,7 +205,10 @@ impl<T: Signable> Signed<T> {
         self.signed_by(expected)?;
         let key = verifying_key(&self.signer)?;
         self.check_signature(&key)?;
-        let payload: T = codec::from_canonical_bytes(&self.payload, T::MAX_BYTES)?;
+        let payload: T = match codec::from_canonical_bytes(&self.payload, T::MAX_BYTES) {
+            Ok(payload) => payload,
+            Err(e) => T::read_older(&self.payload).ok_or(e)?,
+        };
         payload.check(&self.signer)?;
         Ok(payload)
     }
@@ -316,6 +328,10 @@ impl Signable for JobManifest {
         }
         self.validate()?;
         Ok(())
+    }
+
+    fn read_older(payload: &[u8]) -> Option<Self> {
+        crate::manifest::read_v1(payload)
     }
 
     fn check_time(&self, now_ms: u64) -> Result<(), EnvelopeError> {

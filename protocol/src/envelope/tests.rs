@@ -115,6 +115,20 @@ fn invalid_payloads_are_refused_after_the_signature() {
 }
 
 #[test]
+fn a_peer_sent_disk_limit_past_the_maximum_is_refused_naming_it() {
+    let k = key(1);
+    for (disk_bytes, files) in [(crate::manifest::MAX_DISK_BYTES + 1, 10), (1 << 20, 0)] {
+        let mut m = manifest(peer_key(&k));
+        m.limits.disk_bytes = disk_bytes;
+        m.limits.files = files;
+        let signed = Signed::sign(&m, &k);
+        let error = signed.verify(NOW).expect_err("out of bounds");
+        assert_eq!(error.code(), "invalid_manifest");
+        assert!(error.to_string().contains("limits."), "{error}");
+    }
+}
+
+#[test]
 fn a_manifest_signature_is_not_a_receipt_signature() {
     let k = key(3);
     let r = receipt(peer_key(&k));

@@ -1,7 +1,7 @@
 //! Judging an offer: the manifest's signature (verified manifests cached),
 //! the submitter trusted and offering its own job, replays, limits, engine,
-//! owner policy and free slots — refused with a reason code the submitter
-//! sees.
+//! owner policy, free slots and room on disk — refused with a reason code
+//! the submitter sees.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -38,6 +38,73 @@ pub(super) struct Held {
     pub(super) this: bool,
     /// How many tasks are held (running or waiting).
     pub(super) count: usize,
+    /// Room on disk the tasks held may take beside a new one ([`promised`]).
+    pub(super) disk_promised: u64,
+    /// Room on the work directory's file system (`None`: not known).
+    pub(super) disk: Option<DiskRoom>,
+}
+
+/// Room on a file system, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct DiskRoom {
+    /// Free for an unprivileged user now.
+    pub(super) available: u64,
+    /// The file system's size.
+    pub(super) total: u64,
+}
+
+/// Never promised to tasks: at least this much of the work directory's
+/// file system stays free (or 5 % of it, if more), for the store, the
+/// blobs and the host.
+const DISK_RESERVE_MIN: u64 = 256 * 1024 * 1024;
+
+/// The room on disk that tasks held with these disk limits may take while
+/// a new task runs: at most `slots` tasks run at once (each slot's work
+/// directory is emptied before its next task), so the largest `slots - 1`
+/// of them beside the new one.
+pub(super) fn promised(limits: impl Iterator<Item = u64>, slots: u16) -> u64 {
+    let mut limits: Vec<u64> = limits.collect();
+    limits.sort_unstable_by(|a, b| b.cmp(a));
+    limits
+        .iter()
+        .take(usize::from(slots.saturating_sub(1)))
+        .fold(0, |sum, n| sum.saturating_add(*n))
+}
+
+impl DiskRoom {
+    /// The room on the file system holding `path` (or, while it is not
+    /// made yet, its nearest existing ancestor).
+    // The counts are 32 bits on 32-bit ARM (a Pi): the conversions are not
+    // useless there.
+    #[allow(clippy::useless_conversion)]
+    pub(super) fn of(path: &std::path::Path) -> Option<Self> {
+        let stat = path
+            .ancestors()
+            .find_map(|dir| nix::sys::statvfs::statvfs(dir).ok())?;
+        let block = u64::from(stat.fragment_size());
+        Some(Self {
+            available: u64::from(stat.blocks_available()).saturating_mul(block),
+            total: u64::from(stat.blocks()).saturating_mul(block),
+        })
+    }
+
+    /// Whether a task that may add `need` bytes fits beside tasks already
+    /// promised `promised`: `Busy` while it does not fit now,
+    /// `LimitsTooLarge` if it could never fit here.
+    pub(super) fn admit(self, need: u64, promised: u64) -> Result<(), RejectReason> {
+        let reserve = DISK_RESERVE_MIN.max(self.total / 20);
+        if need > self.total.saturating_sub(reserve) {
+            return Err(RejectReason::LimitsTooLarge);
+        }
+        let room = self
+            .available
+            .saturating_sub(reserve)
+            .saturating_sub(promised);
+        if need > room {
+            return Err(RejectReason::Busy);
+        }
+        Ok(())
+    }
 }
 
 /// The worker's memory for judging offers: its limits, the offers it took
@@ -187,6 +254,11 @@ impl Admission {
         if held.count >= usize::from(self.slots) + usize::from(MAX_AHEAD) {
             return Err(RejectReason::Busy);
         }
+        // A task never fills the worker's disk: its limit must fit in the
+        // free room beside the limits of the tasks held.
+        if let Some(room) = held.disk {
+            room.admit(manifest.limits.disk_bytes, held.disk_promised)?;
+        }
         Ok(manifest)
     }
 
@@ -206,5 +278,61 @@ impl Admission {
     /// count that run as an attempt, so it may offer it again as is).
     pub(super) fn forget(&mut self, job: JobId, index: u32, attempt: u32) {
         self.seen.remove(&(job, index, attempt));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1024 * 1024 * 1024;
+
+    #[test]
+    fn a_task_is_admitted_only_while_its_disk_limit_fits_beside_the_others() {
+        let room = DiskRoom {
+            available: 10 * GIB,
+            total: 100 * GIB,
+        };
+        // 5 % of 100 GiB is kept back: 5 GiB for tasks.
+        assert_eq!(room.admit(GIB, 0), Ok(()));
+        assert_eq!(room.admit(5 * GIB, 0), Ok(()));
+        assert_eq!(room.admit(5 * GIB + 1, 0), Err(RejectReason::Busy));
+        assert_eq!(room.admit(GIB, 4 * GIB), Ok(()));
+        assert_eq!(room.admit(GIB, 4 * GIB + 1), Err(RejectReason::Busy));
+        // More than the whole file system could ever give.
+        assert_eq!(room.admit(96 * GIB, 0), Err(RejectReason::LimitsTooLarge));
+    }
+
+    #[test]
+    fn only_as_many_tasks_as_slots_are_counted_beside_a_new_one() {
+        let held = [GIB, 3 * GIB, 2 * GIB, 5 * GIB];
+        assert_eq!(promised(held.into_iter(), 1), 0);
+        assert_eq!(promised(held.into_iter(), 3), 8 * GIB);
+        assert_eq!(promised(held.into_iter(), 16), 11 * GIB);
+        assert_eq!(promised([u64::MAX, 1].into_iter(), 4), u64::MAX);
+    }
+
+    #[test]
+    fn a_small_disk_keeps_at_least_the_minimum_reserve() {
+        let room = DiskRoom {
+            available: 300 * 1024 * 1024,
+            total: GIB,
+        };
+        assert_eq!(room.admit(44 * 1024 * 1024, 0), Ok(()));
+        assert_eq!(room.admit(45 * 1024 * 1024, 0), Err(RejectReason::Busy));
+        let full = DiskRoom {
+            available: 0,
+            total: GIB,
+        };
+        assert_eq!(full.admit(1, 0), Err(RejectReason::Busy));
+    }
+
+    #[test]
+    fn the_room_of_a_real_directory_is_known() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let room = DiskRoom::of(dir.path()).expect("statvfs");
+        assert!(room.total > 0 && room.available <= room.total, "{room:?}");
+        let later = DiskRoom::of(&dir.path().join("not/made/yet")).expect("an ancestor's");
+        assert_eq!(later.total, room.total);
     }
 }

@@ -44,7 +44,7 @@ use corral_protocol::messages::RejectReason;
 use crate::runtime::{StopReason, StopSignal};
 
 pub use admission::Gate;
-use admission::{Admission, Held};
+use admission::{Admission, DiskRoom, Held};
 pub use ctx::{WorkerCtx, WorkerEvent, events_capacity};
 pub use outbox::Deliveries;
 use task::Assignment;
@@ -60,6 +60,8 @@ struct Running {
     hand_back: Arc<std::sync::OnceLock<RejectReason>>,
     /// Set when a runner thread takes it.
     started: Arc<AtomicBool>,
+    /// Its disk limit: room on the work dir promised to it.
+    disk_bytes: u64,
 }
 
 /// The worker's state, owned by the event loop.
@@ -121,6 +123,8 @@ impl Worker {
         gate: &Gate<'_>,
     ) -> Result<(), RejectReason> {
         let running = &self.running;
+        let ctx = &self.ctx;
+        let slots = self.admission.slots();
         let checked = self.admission.check(
             &self.ctx,
             from,
@@ -130,6 +134,8 @@ impl Worker {
             |manifest| Held {
                 this: running.contains_key(&(manifest.job, index)),
                 count: running.len(),
+                disk_promised: admission::promised(running.values().map(|r| r.disk_bytes), slots),
+                disk: DiskRoom::of(&ctx.blobs.tmp_dir()),
             },
         );
         match checked {
@@ -160,6 +166,7 @@ impl Worker {
                 cancel: cancel.clone(),
                 hand_back: hand_back.clone(),
                 started: started.clone(),
+                disk_bytes: manifest.limits.disk_bytes,
             },
         );
         // The only task of a job is what `corral run` shows as it

@@ -114,6 +114,7 @@ fn manifest(n: u16, submitter: &SigningKey) -> Signed<JobManifest> {
         expires_ms: START_MS + LIFETIME_MS,
         nonce: Nonce([n as u8; 16]),
         stdin: None,
+        output: true,
     };
     Signed::sign(&manifest, submitter)
 }

@@ -200,6 +200,8 @@ fn run_blocking(
             timeout: Duration::from_millis(manifest.limits.timeout_ms),
             memory_bytes: manifest.limits.memory_bytes,
             output_bytes: manifest.limits.output_bytes,
+            disk_bytes: manifest.limits.disk_bytes,
+            files: manifest.limits.files,
         },
         cancel: Some(task.cancel.clone()),
         live: task.live.as_ref().map(|l| l.output.clone()),

@@ -19,6 +19,7 @@ use wasmi::{Config, Engine, Linker, Module, Store, TypedResumableCall};
 use self::wasi::RunState;
 use super::hostcall::{Halt, HostState};
 use super::limiter::MemoryLimiter;
+use super::quota::Quota;
 use super::sink::OutputSink;
 use super::{Ended, Outcome, RunSpec, RuntimeError, WasmModule, classify, short_message};
 
@@ -76,7 +77,8 @@ impl InterpEngine {
         let started = Instant::now();
         let deadline = started + spec.limits.timeout;
         let (stdout, stderr) = OutputSink::pair(spec);
-        let wasi = wasi::build_wasi(spec, &stdout, &stderr)?;
+        let quota = Quota::new(&spec.limits);
+        let wasi = wasi::build_wasi(spec, &stdout, &stderr, &quota)?;
         let host = HostState::new(spec, deadline, true);
         let mut store = Store::new(
             &self.engine,
@@ -126,7 +128,8 @@ impl InterpEngine {
             Err(e) if e.as_trap_code().is_some() => ended_from(&e),
             Err(e) => return Err(RuntimeError::Link(e.to_string())),
         };
-        let status = classify(ended, &stdout, &stderr, store.data().limiter.hit());
+        let memory_hit = store.data().limiter.hit();
+        let status = classify(ended, &stdout, &stderr, memory_hit, quota.hit());
         drop(store);
         Ok(Outcome {
             status,

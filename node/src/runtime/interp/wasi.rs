@@ -12,6 +12,7 @@ use crate::runtime::hostcall::HostState;
 use crate::runtime::hostcall::poll::Poll;
 use crate::runtime::hostcall::read::Read;
 use crate::runtime::limiter::MemoryLimiter;
+use crate::runtime::quota::{Quota, interp::QuotaDir};
 use crate::runtime::readonly::ReadOnlyDir;
 use crate::runtime::sink::OutputSink;
 use crate::runtime::{RunSpec, RuntimeError, Stdin};
@@ -95,11 +96,13 @@ pub(super) fn linker(engine: &Engine) -> Result<Linker<RunState>, RuntimeError> 
     Ok(linker)
 }
 
-/// The WASI context of a run: args, env, stdio and preopens.
+/// The WASI context of a run: args, env, stdio and preopens (the writable
+/// ones charging `quota`).
 pub(super) fn build_wasi(
     spec: &RunSpec,
     stdout: &OutputSink,
     stderr: &OutputSink,
+    quota: &Quota,
 ) -> Result<WasiCtx, RuntimeError> {
     let bad = |e: &dyn std::fmt::Display| RuntimeError::Wasi(e.to_string());
     let mut builder = WasiCtxBuilder::new();
@@ -127,8 +130,8 @@ pub(super) fn build_wasi(
         let dir = wasmi_wasi::Dir::open_ambient_dir(&preopen.host, ambient_authority())
             .map_err(|e| failed(e.to_string()))?;
         let dir: Box<dyn wasmi_wasi::WasiDir> = Box::new(wasmi_wasi::dir::Dir::from_cap_std(dir));
-        let dir = if preopen.writable {
-            dir
+        let dir: Box<dyn wasmi_wasi::WasiDir> = if preopen.writable {
+            Box::new(QuotaDir::new(dir, quota.clone()))
         } else {
             Box::new(ReadOnlyDir(dir))
         };

@@ -13,6 +13,7 @@
 
 mod nan;
 mod pool;
+mod quota;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -34,6 +35,7 @@ use self::ticker::{Ticking, spawn_epoch_ticker};
 use self::wasi::RunState;
 use super::hostcall::{Halt, HostState};
 use super::limiter::MemoryLimiter;
+use super::quota::Quota;
 use super::sink::OutputSink;
 use super::{Ended, Outcome, RunSpec, RuntimeError, Stdin, classify, short_message};
 
@@ -148,6 +150,7 @@ impl JitEngine {
                 wasi,
                 limiter: MemoryLimiter::new(spec.limits.memory_bytes),
                 host: HostState::new(spec, deadline, false),
+                quota: Quota::new(&spec.limits),
             },
         );
         store.limiter(|state| &mut state.limiter);
@@ -176,7 +179,8 @@ impl JitEngine {
             Err(e) if e.downcast_ref::<Trap>().is_some() => ended_from(Err(e)),
             Err(e) => return Err(RuntimeError::Link(format!("{e:#}"))),
         };
-        let status = classify(ended, &stdout, &stderr, store.data().limiter.hit());
+        let (memory_hit, disk_hit) = (store.data().limiter.hit(), store.data().quota.hit());
+        let status = classify(ended, &stdout, &stderr, memory_hit, disk_hit);
         drop(store);
         Ok(Outcome {
             status,

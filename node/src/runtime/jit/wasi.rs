@@ -20,6 +20,7 @@ use crate::runtime::hostcall::HostState;
 use crate::runtime::hostcall::poll::Poll;
 use crate::runtime::hostcall::read::Read;
 use crate::runtime::limiter::MemoryLimiter;
+use crate::runtime::quota::Quota;
 
 /// A run's store data: its WASI context, memory limiter and what corral's
 /// own host calls need.
@@ -27,6 +28,7 @@ pub(super) struct RunState {
     pub(super) wasi: WasiP1Ctx,
     pub(super) limiter: MemoryLimiter,
     pub(super) host: HostState,
+    pub(super) quota: Quota,
 }
 
 const WASI: &str = "wasi_snapshot_preview1";
@@ -100,5 +102,8 @@ pub(super) fn linker(engine: &Engine) -> wasmtime::Result<Linker<RunState>> {
         },
     )?;
     linker.allow_shadowing(false);
+    // Writes to the task's writable preopens are charged to its disk quota
+    // before they are made.
+    super::quota::shadow(&mut linker, |s: &mut RunState| (&mut s.wasi, &s.quota))?;
     Ok(linker)
 }
