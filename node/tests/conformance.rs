@@ -108,48 +108,7 @@ const ENV: &[(&str, &str)] = &[("A", "1"), ("EMPTY", ""), ("SPACED", "x y")];
 /// Where the interpreter (wasmi_wasi, i.e. wasi-common) still differs from
 /// wasmtime-wasi's preview 1: (guest id, case, why it cannot be closed).
 /// A case listed here that passes fails the test, so the list only shrinks.
-const KNOWN_GAPS: &[(&str, &str, &str)] = &[
-    ("paths", "rename b -> b/ ", RENAME),
-    ("files", "fdstat append open", FDSTAT_FILE),
-    ("files", "fdstat f", FDSTAT_FILE),
-    ("files", "fdstat f (after)", FDSTAT_FILE),
-    ("files", "fdstat f (append)", FDSTAT_FILE),
-    ("files", "fdstat read-only", FDSTAT_FILE),
-    ("stdio", "fdstat file", FDSTAT_FILE),
-    ("stdio", "fdstat stdin", FDSTAT_STDIO),
-    ("stdio", "fdstat stdout", FDSTAT_STDIO),
-    ("stdio", "fdstat stderr", FDSTAT_STDIO),
-    ("stdio", "fdstat stdout after", FDSTAT_STDIO),
-    ("stdio", "allocate stdout", ALLOCATE),
-    ("stdio", "pread stdin", SPIPE),
-    ("stdio", "pwrite stdout", SPIPE),
-    ("stdio", "seek stdin", SPIPE),
-    ("stdio", "seek stdout", SPIPE),
-    ("stdio", "tell stdout", SPIPE),
-    ("stdio", "sock_accept stdin", SOCK),
-    ("stdio", "sock_accept stdout", SOCK),
-    ("stdio", "sock_accept dir", SOCK),
-    ("stdio", "sock_accept file", SOCK),
-    ("stdio", "sock_recv stdin", SOCK),
-    ("stdio", "sock_recv stdout", SOCK),
-    ("stdio", "sock_recv dir", SOCK),
-    ("stdio", "sock_recv file", SOCK),
-    ("stdio", "sock_send stdin", SOCK),
-    ("stdio", "sock_send stdout", SOCK),
-    ("stdio", "sock_send dir", SOCK),
-    ("stdio", "sock_send file", SOCK),
-    ("stdio", "sock_shutdown stdin", SOCK),
-    ("stdio", "sock_shutdown stdout", SOCK),
-    ("stdio", "sock_shutdown dir", SOCK),
-    ("stdio", "sock_shutdown file", SOCK),
-];
-
-const RENAME: &str = "wasi-common's path_rename strips a trailing slash from a file's new name where wasmtime-wasi refuses it (ENOTDIR).";
-const FDSTAT_FILE: &str = "wasi-common reports a file's rights as only fd_read/fd_write (0x42, no inheriting) where wasmtime-wasi reports every right minus those the open mode lacks.";
-const FDSTAT_STDIO: &str = "wasi-common reports stdout/stderr pipes with the APPEND flag and no inheriting rights where wasmtime-wasi reports no flags and inheriting = base.";
-const ALLOCATE: &str = "wasi-common answers fd_allocate on a pipe with ENOTSUP where wasmtime-wasi says EBADF (no such right on stdio).";
-const SPIPE: &str = "wasi-common's pipes answer seek/tell/pread/pwrite with EBADF (no right) where wasmtime-wasi says ESPIPE.";
-const SOCK: &str = "wasi-common's sock_* look the fd up as a socket and answer EBADF for any other fd where wasmtime-wasi says ENOTSOCK.";
+const KNOWN_GAPS: &[(&str, &str, &str)] = &[];
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")

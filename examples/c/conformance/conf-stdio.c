@@ -47,6 +47,8 @@ int main(void) {
     show_errno("seek stdout", __wasi_fd_seek(1, 0, __WASI_WHENCE_CUR, &at));
     show_errno("tell stdout", __wasi_fd_tell(1, &at));
     show_errno("seek stdin", __wasi_fd_seek(0, 0, __WASI_WHENCE_SET, &at));
+    show_errno("seek stderr", __wasi_fd_seek(2, 0, __WASI_WHENCE_END, &at));
+    show_errno("tell stdin", __wasi_fd_tell(0, &at));
     __wasi_filestat_t fs;
     __wasi_errno_t e = __wasi_fd_filestat_get(1, &fs);
     if (e) {
@@ -72,10 +74,13 @@ int main(void) {
     show_errno("read stdout", e);
     e = __wasi_fd_pread(0, &iov, 1, 0, &n);
     show_errno("pread stdin", e);
+    show_errno("pread stdout", __wasi_fd_pread(1, &iov, 1, 0, &n));
     __wasi_ciovec_t ciov = {(const uint8_t *)"", 0};
     e = __wasi_fd_pwrite(1, &ciov, 1, 0, &n);
     show_errno("pwrite stdout", e);
+    show_errno("pwrite stdin", __wasi_fd_pwrite(0, &ciov, 1, 0, &n));
     show_errno("allocate stdout", __wasi_fd_allocate(1, 0, 1));
+    show_errno("allocate stdin", __wasi_fd_allocate(0, 0, 1));
     __wasi_prestat_t pre;
     show_errno("prestat stdout", __wasi_fd_prestat_get(1, &pre));
     show_errno("prestat 1000", __wasi_fd_prestat_get(1000, &pre));

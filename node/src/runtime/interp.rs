@@ -20,6 +20,8 @@ use super::readonly::ReadOnlyDir;
 use super::sink::OutputSink;
 use super::{Ended, Outcome, RunSpec, RuntimeError, Stdin, WasmModule, classify, short_message};
 
+mod wasi_fix;
+
 /// Fuel per slice between deadline checks: a few milliseconds of work at
 /// wasmi's speed, small enough for a prompt timeout, large enough that the
 /// check costs nothing measurable.
@@ -56,6 +58,7 @@ impl InterpEngine {
                 reason: e.to_string(),
             }
         })?;
+        wasi_fix::add_to_linker(&mut linker, |s: &mut RunState| &mut s.wasi)?;
         Ok(Self {
             engine,
             linker,

@@ -107,6 +107,19 @@ fn main() {
     show("rename missing -> x", sys::rename(d, "missing", d, "x"));
     show("rename b -> b/ ", sys::rename(d, "b", d, "b/"));
     show("rename e2/ -> e3/", sys::rename(d, "e2/", d, "e3/"));
+    show(
+        "rename b/ -> c (file with a slash)",
+        sys::rename(d, "b/", d, "c"),
+    );
+    show(
+        "rename b -> c/ (to a new name)",
+        sys::rename(d, "b", d, "c/"),
+    );
+    show(
+        "rename ld -> ld2/ (link to a dir)",
+        sys::rename(d, "ld", d, "ld2/"),
+    );
+    show("rename e3 -> e4/", sys::rename(d, "e3", d, "e4/"));
 
     // Hard links.
     show("link d/f -> hard", sys::link(d, 0, "d/f", d, "hard"));
