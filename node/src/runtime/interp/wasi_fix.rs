@@ -11,6 +11,8 @@
 //!   closed fd).
 //! - `path_rename` with a trailing slash on a name that is not a directory:
 //!   ENOTDIR (wasi-common drops the slash and renames the file).
+//! - `path_rename` and `path_link` from a writable directory into a
+//!   read-only one: EPERM, not EBADF.
 
 use std::future::Future;
 use std::pin::pin;
@@ -31,6 +33,7 @@ use crate::runtime::RuntimeError;
 /// The preview 1 errnos these fixes return themselves.
 const EBADF: i32 = types::Errno::Badf as i32;
 const ENOTDIR: i32 = types::Errno::Notdir as i32;
+const EPERM: i32 = types::Errno::Perm as i32;
 const ENOTSOCK: i32 = types::Errno::Notsock as i32;
 const ESPIPE: i32 = types::Errno::Spipe as i32;
 
@@ -169,9 +172,31 @@ pub(super) fn add_to_linker<T: Send + 'static>(
                     if slash_on_a_non_directory(ctx, mem, fd, (old, old_len), (new, new_len)) {
                         return Ok(ENOTDIR);
                     }
-                    done(abi::path_rename(
+                    let code = done(abi::path_rename(
                         ctx, mem, fd, old, old_len, new_fd, new, new_len,
-                    ))
+                    ))?;
+                    Ok(into_read_only(ctx, mem, code, fd, new_fd))
+                })?
+            },
+        )
+        .map_err(failed)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "path_link",
+            move |mut c: Caller<'_, T>,
+                  fd: i32,
+                  flags: i32,
+                  old: i32,
+                  old_len: i32,
+                  new_fd: i32,
+                  new: i32,
+                  new_len: i32| {
+                with_wasi(&mut c, get, |ctx, mem| {
+                    let code = done(abi::path_link(
+                        ctx, mem, fd, flags, old, old_len, new_fd, new, new_len,
+                    ))?;
+                    Ok(into_read_only(ctx, mem, code, fd, new_fd))
                 })?
             },
         )
@@ -303,6 +328,31 @@ fn wasmtime_fdstat(stat: Fdstat, stdio: Option<Stdio>, preopen: bool) -> Fdstat 
         }
     }
     fixed
+}
+
+/// wasmtime's EPERM for a rename or link from a writable directory into a
+/// read-only one. wasi-common's directory moves an entry only into another
+/// directory of its own type; corral's read-only wrapper is not, so it says
+/// EBADF though both fds are open directories. (A read-only source already
+/// answers EPERM itself.)
+fn into_read_only(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    code: i32,
+    fd: i32,
+    new_fd: i32,
+) -> i32 {
+    let is_dir = |ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, fd: i32| {
+        matches!(
+            block(ctx.fd_fdstat_get(mem, Fd::from(fd as u32))),
+            Ok(Ok(stat)) if stat.fs_filetype == Filetype::Directory
+        )
+    };
+    if code == EBADF && fd != new_fd && is_dir(ctx, mem, fd) && is_dir(ctx, mem, new_fd) {
+        EPERM
+    } else {
+        code
+    }
 }
 
 /// Whether a rename names `old` or `new` with a trailing slash while `old`
