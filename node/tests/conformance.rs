@@ -53,6 +53,12 @@ const GUESTS: &[Guest] = &[
         args: &[],
     },
     Guest {
+        id: "libc",
+        area: "libc (C)",
+        module: "conf-libc",
+        args: &[],
+    },
+    Guest {
         id: "stdio",
         area: "stdio+sock",
         module: "conf-stdio",
