@@ -34,7 +34,7 @@ cc -o "$out/collatz.wasm" "$here/c/collatz/collatz.c"
 
 # The WASI conformance guests corral's tests run (node/tests/conformance.rs).
 mkdir -p "$out/conformance"
-for name in conf-paths conf-files conf-readdir conf-readonly; do
+for name in conf-paths conf-files conf-readdir conf-readonly conf-edges; do
     cp "$CARGO_TARGET_DIR/wasm32-wasip1/release/$name.wasm" "$out/conformance/$name.wasm"
 done
 for src in "$here"/c/conformance/*.c; do

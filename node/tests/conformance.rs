@@ -53,6 +53,12 @@ const GUESTS: &[Guest] = &[
         args: &[],
     },
     Guest {
+        id: "edges",
+        area: "edges",
+        module: "conf-edges",
+        args: &[],
+    },
+    Guest {
         id: "libc",
         area: "libc (C)",
         module: "conf-libc",

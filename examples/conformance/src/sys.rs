@@ -9,6 +9,8 @@ unsafe extern "C" {
     fn raw_prestat_get(fd: u32, out: *mut u32) -> i32;
     #[link_name = "fd_prestat_dir_name"]
     fn raw_prestat_dir_name(fd: u32, buf: *mut u8, len: u32) -> i32;
+    #[link_name = "fd_read"]
+    fn raw_fd_read_many(fd: u32, iovs: *const Iovec, n: u32, out: *mut u32) -> i32;
     #[link_name = "path_open"]
     fn raw_path_open(
         fd: u32,
@@ -206,6 +208,48 @@ pub fn prestat_name(fd: u32) -> Option<String> {
         return None;
     }
     String::from_utf8(name).ok()
+}
+
+/// `fd_prestat_dir_name` into a buffer of `len` bytes.
+pub fn prestat_dir_name(fd: u32, len: usize) -> Result<String, u16> {
+    let mut buf = vec![0u8; len];
+    check(unsafe { raw_prestat_dir_name(fd, buf.as_mut_ptr(), len as u32) })?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// `path_readlink` into a buffer of `len` bytes: the bytes it says it used.
+pub fn readlink_into(dir: u32, path: &str, len: usize) -> Result<String, u16> {
+    let mut buf = vec![0u8; len];
+    let mut used = 0;
+    check(unsafe {
+        raw_path_readlink(
+            dir,
+            path.as_ptr(),
+            path.len() as u32,
+            buf.as_mut_ptr(),
+            len as u32,
+            &mut used,
+        )
+    })?;
+    Ok(format!(
+        "used={used} {:?}",
+        String::from_utf8_lossy(&buf[..(used as usize).min(len)])
+    ))
+}
+
+/// `fd_read` into buffers of the given sizes: the bytes read.
+pub fn read_many(fd: u32, sizes: &[usize]) -> Result<u32, u16> {
+    let mut bufs: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![0u8; n]).collect();
+    let iovs: Vec<Iovec> = bufs
+        .iter_mut()
+        .map(|b| Iovec {
+            buf: b.as_mut_ptr(),
+            len: b.len(),
+        })
+        .collect();
+    let mut n = 0;
+    check(unsafe { raw_fd_read_many(fd, iovs.as_ptr(), iovs.len() as u32, &mut n) })?;
+    Ok(n)
 }
 
 /// `path_open`.
