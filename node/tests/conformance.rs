@@ -129,7 +129,13 @@ const ENV: &[(&str, &str)] = &[("A", "1"), ("EMPTY", ""), ("SPACED", "x y")];
 const KNOWN_GAPS: &[(&str, &str, &str)] = &[
     ("readonly", "open file append", READ_ONLY_APPEND),
     ("readonly", "set_flags append", READ_ONLY_APPEND),
+    ("edges", "fd number reused after close", FD_REUSE),
 ];
+
+const FD_REUSE: &str = "wasmtime gives a closed fd's number to the next open (the highest \
+    freed one first) while wasi-common's table always takes a new number; copying wasmtime \
+    needs a per-run free list kept beside the WasiCtx (interp.rs's RunState, which this \
+    work does not own), since the table keeps no such list.";
 
 const READ_ONLY_APPEND: &str = "wasmtime lets a file of a read-only preopen be opened (and flagged) \
     APPEND and refuses only the writes, while corral's read-only wrapper for wasi-common \

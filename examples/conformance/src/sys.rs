@@ -98,6 +98,8 @@ unsafe extern "C" {
     fn raw_fd_fdstat_get(fd: u32, out: *mut u8) -> i32;
     #[link_name = "fd_fdstat_set_flags"]
     fn raw_fd_fdstat_set_flags(fd: u32, flags: u32) -> i32;
+    #[link_name = "fd_fdstat_set_rights"]
+    fn raw_fd_fdstat_set_rights(fd: u32, base: u64, inheriting: u64) -> i32;
     #[link_name = "fd_renumber"]
     fn raw_fd_renumber(from: u32, to: u32) -> i32;
     #[link_name = "fd_readdir"]
@@ -498,6 +500,11 @@ pub fn fdstat(fd: u32) -> Result<Fdstat, u16> {
 /// `fd_fdstat_set_flags`.
 pub fn set_flags(fd: u32, flags: u32) -> Result<(), u16> {
     check(unsafe { raw_fd_fdstat_set_flags(fd, flags) })
+}
+
+/// `fd_fdstat_set_rights`.
+pub fn set_rights(fd: u32, base: u64, inheriting: u64) -> Result<(), u16> {
+    check(unsafe { raw_fd_fdstat_set_rights(fd, base, inheriting) })
 }
 
 /// `fd_renumber`.

@@ -122,6 +122,80 @@ fn main() {
     show("sync stdin", sys::sync(0));
     show("prestat_dir_name 50 (closed)", sys::prestat_dir_name(50, 8));
 
+    // Rights asked for at open, and changed later.
+    let fdstat = |fd: u32| {
+        sys::fdstat(fd).map(|s| {
+            format!(
+                "flags={} base={:#x} inheriting={:#x}",
+                s.flags, s.base, s.inheriting
+            )
+        })
+    };
+    let made = sys::open(d, 0, "r", O_CREAT, ALL, 0).and_then(|fd| {
+        sys::write(fd, b"rights")?;
+        sys::close(fd)
+    });
+    show("create r", made);
+    show(
+        "open r O_TRUNC read-only",
+        sys::open(d, 0, "r", O_TRUNC, READ_ONLY, 0).map(|fd| sys::close(fd).is_ok()),
+    );
+    show("size of r after", sys::stat(d, 0, "r").map(|s| s.size));
+    const FD_READ: u64 = 2;
+    if let Ok(fd) = sys::open(d, 0, "r", 0, FD_READ, 0) {
+        show("fdstat (fd_read only)", fdstat(fd));
+        show("seek without the right", sys::seek(fd, 1, 0));
+        show("tell without the right", sys::tell(fd));
+        show("stat without the right", sys::fstat(fd).map(|s| s.size));
+        show("set_rights to fd_read", sys::set_rights(fd, FD_READ, 0));
+        show("set_rights to more", sys::set_rights(fd, ALL, ALL));
+        show("fdstat after", fdstat(fd));
+        show("close", sys::close(fd));
+    }
+    let refilled = sys::open(d, 0, "r", 0, ALL, 0).and_then(|fd| {
+        sys::write(fd, b"again")?;
+        sys::close(fd)
+    });
+    show("refill r", refilled);
+    if let Ok(fd) = sys::open(d, 0, "r", 0, 0, 0) {
+        show("fdstat (no rights)", fdstat(fd));
+        show("write with no rights", sys::write(fd, b"x"));
+        show("read with no rights", sys::read(fd, 2).map(|b| b.len()));
+        show("close", sys::close(fd));
+    }
+    show(
+        "open r DSYNC",
+        sys::open(d, 0, "r", 0, ALL, 2).map(|fd| sys::close(fd).is_ok()),
+    );
+    show(
+        "open r SYNC",
+        sys::open(d, 0, "r", 0, ALL, 16).map(|fd| sys::close(fd).is_ok()),
+    );
+    show(
+        "open r RSYNC",
+        sys::open(d, 0, "r", 0, ALL, 8).map(|fd| sys::close(fd).is_ok()),
+    );
+    show(
+        "open r NONBLOCK",
+        sys::open(d, 0, "r", 0, ALL, 4).map(|fd| {
+            let f = fdstat(fd);
+            let _ = sys::close(fd);
+            f.unwrap_or_default()
+        }),
+    );
+    show("set_rights stdout", sys::set_rights(1, 0, 0));
+    show("set_rights closed", sys::set_rights(77, 0, 0));
+    show("set_rights preopen", sys::set_rights(d, 0, 0));
+    // Whether a closed fd's number is given out again.
+    let first = sys::open(d, 0, "r", 0, READ_ONLY, 0);
+    let reused = first.and_then(|a| {
+        sys::close(a)?;
+        let b = sys::open(d, 0, "r", 0, READ_ONLY, 0)?;
+        sys::close(b)?;
+        Ok(a == b)
+    });
+    show("fd number reused after close", reused);
+
     // Renumber a preopen onto an open fd; close a preopen.
     if let Ok(g) = sys::open(d, 0, "g", O_CREAT, ALL, 0) {
         show("renumber sandbox -> g", sys::renumber(d, g));

@@ -16,8 +16,12 @@
 //! - `fd_sync`, `fd_datasync` on stdio, `fd_filestat_set_times` on a
 //!   preopen: EBADF; `fd_prestat_dir_name` of a closed fd EBADF, of an fd
 //!   that is not a preopen ENOTDIR.
-//! - `path_open` with O_TRUNC but no write right: the path's own errno
-//!   (ENOENT, EISDIR, ...) rather than EINVAL for every path.
+//! - `path_open` with O_TRUNC but no write right: the file truncated and
+//!   opened without it, or the path's own errno (ENOENT, EISDIR, ...),
+//!   rather than EINVAL for every path.
+//! - `path_open` with neither the read nor the write right: open for
+//!   reading, as wasmtime does (wasi-common opens a file no call can use).
+//! - `fd_fdstat_set_rights`: ENOTSUP (wasmtime keeps no rights to change).
 
 use wasmi::{Caller, Extern, Linker};
 use wasmi_wasi::WasiCtx;
@@ -31,7 +35,7 @@ use crate::runtime::RuntimeError;
 
 use answers::{
     EBADF, ENOTDIR, ENOTSUP, ESPIPE, Stdio, block, done, fd_fdstat_get, into_read_only,
-    not_a_socket, slash_on_a_non_directory, stdio, truncate_read_only,
+    not_a_socket, readable_by_default, slash_on_a_non_directory, stdio, truncate_read_only,
 };
 
 const MODULE: &str = "wasi_snapshot_preview1";
@@ -186,13 +190,31 @@ pub(super) fn add_to_linker<T: Send + 'static>(
                   fdflags: i32,
                   out: i32| {
                 with_wasi(&mut c, get, |ctx, mem| {
+                    let base = readable_by_default(base);
                     let code = done(abi::path_open(
                         ctx, mem, fd, dirflags, path, path_len, oflags, base, inheriting, fdflags,
                         out,
                     ))?;
                     let at = (fd, dirflags, path, path_len);
-                    Ok(truncate_read_only(ctx, mem, code, at, oflags, base))
+                    truncate_read_only(ctx, mem, code, at, (oflags, base, inheriting, fdflags, out))
                 })?
+            },
+        )
+        .map_err(failed)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "fd_fdstat_set_rights",
+            move |mut c: Caller<'_, T>, fd: i32, _: i64, _: i64| {
+                with_wasi(&mut c, get, |ctx, mem| {
+                    // wasmtime keeps no rights to change: ENOTSUP for any
+                    // file or directory, EBADF for stdio and closed fds.
+                    if !ctx.table().contains_key(fd as u32) || stdio(ctx, mem, fd).is_some() {
+                        EBADF
+                    } else {
+                        ENOTSUP
+                    }
+                })
             },
         )
         .map_err(failed)?;

@@ -118,33 +118,63 @@ pub(super) fn wasmtime_fdstat(stat: Fdstat, stdio: Option<Stdio>, preopen: bool)
     fixed
 }
 
+/// The rights `path_open` passes to wasi-common: wasmtime opens a file asked
+/// for with neither fd_read nor fd_write for reading (the host needs one
+/// mode), and reads and fdstat then work as for a read-only open.
+pub(super) fn readable_by_default(base: i64) -> i64 {
+    let read = Rights::FD_READ.bits() as i64;
+    let write = Rights::FD_WRITE.bits() as i64;
+    if base & (read | write) == 0 {
+        base | read
+    } else {
+        base
+    }
+}
+
 /// wasmtime's answer to `path_open` with O_TRUNC but without the right to
 /// write, where wasi-common (through std's OpenOptions) refuses every such
-/// open with EINVAL before looking at the path: wasmtime looks, and answers
-/// ENOENT, EPERM, ... as the path is, or EISDIR for a directory. (For a
-/// regular file wasmtime opens it; that case keeps EINVAL here.)
+/// open with EINVAL before looking at the path: wasmtime opens the file,
+/// truncated, with the rights asked for, or answers as the path is (ENOENT,
+/// EPERM, ..., EISDIR for a directory). A file is truncated by an open with
+/// the write right, closed, then opened again without O_TRUNC: the guest
+/// gets an fd without the write right, as under wasmtime. (Only a writable
+/// directory gets here: a read-only one refuses O_TRUNC with EPERM first.)
 pub(super) fn truncate_read_only(
     ctx: &mut WasiCtx,
     mem: &mut GuestMemory<'_>,
     code: i32,
     (fd, dirflags, path, path_len): (i32, i32, i32, i32),
-    oflags: i32,
-    base: i64,
-) -> i32 {
+    (oflags, base, inheriting, fdflags, out): (i32, i64, i64, i32, i32),
+) -> Result<i32, wasmi::Error> {
     const O_DIRECTORY: i32 = 2;
     const O_TRUNC: i32 = 8;
     let write = Rights::FD_WRITE.bits() as i64;
     if code != EINVAL || oflags & O_TRUNC == 0 || oflags & O_DIRECTORY != 0 || base & write != 0 {
-        return code;
+        return Ok(code);
     }
     let follow = Lookupflags::from_bits_truncate(dirflags as u32);
-    let path = GuestPtr::<str>::new((path as u32, path_len as u32));
-    match block(ctx.path_filestat_get(mem, Fd::from(fd as u32), follow, path)) {
-        Ok(Ok(stat)) if stat.filetype == Filetype::Directory => EISDIR,
-        Ok(Ok(_)) | Err(_) => code,
-        Ok(Err(error)) => error
+    let name = GuestPtr::<str>::new((path as u32, path_len as u32));
+    match block(ctx.path_filestat_get(mem, Fd::from(fd as u32), follow, name))? {
+        Ok(stat) if stat.filetype == Filetype::Directory => Ok(EISDIR),
+        Ok(_) => {
+            let open = |ctx: &mut WasiCtx, mem: &mut GuestMemory<'_>, oflags: i32, base: i64| {
+                done(abi::path_open(
+                    ctx, mem, fd, dirflags, path, path_len, oflags, base, inheriting, fdflags, out,
+                ))
+            };
+            let code = open(ctx, mem, oflags, base | write)?;
+            if code != 0 {
+                return Ok(code);
+            }
+            let truncated = mem
+                .read(GuestPtr::<u32>::new(out as u32))
+                .map_err(|e| wasmi::Error::new(e.to_string()))?;
+            let _ = block(ctx.fd_close(mem, Fd::from(truncated)))?;
+            open(ctx, mem, oflags & !O_TRUNC, base)
+        }
+        Err(error) => Ok(error
             .downcast_ref()
-            .map_or(code, |errno: &types::Errno| *errno as i32),
+            .map_or(code, |errno: &types::Errno| *errno as i32)),
     }
 }
 

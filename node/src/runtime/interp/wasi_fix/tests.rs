@@ -1,5 +1,5 @@
 //! Unit tests of the interpreter's preview 1 fixes: the fdstat wasmtime reports.
-use super::answers::{Stdio, wasmtime_fdstat};
+use super::answers::{Stdio, readable_by_default, wasmtime_fdstat};
 use wasmi_wasi::wasi_common::snapshots::preview_1::types::{Fdflags, Fdstat, Filetype, Rights};
 
 fn file(base: Rights) -> Fdstat {
@@ -42,4 +42,12 @@ fn a_preopen_keeps_its_rights() {
         wasmtime_fdstat(dir, None, true).fs_rights_base,
         Rights::PATH_OPEN
     );
+}
+
+#[test]
+fn an_open_with_no_mode_reads() {
+    assert_eq!(readable_by_default(0), 2);
+    assert_eq!(readable_by_default(1 << 13), (1 << 13) | 2);
+    assert_eq!(readable_by_default(64), 64);
+    assert_eq!(readable_by_default(2), 2);
 }
