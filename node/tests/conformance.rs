@@ -1,11 +1,14 @@
 //! WASI preview 1 conformance: every guest of examples/conformance (Rust) and
 //! examples/c/conformance (C) runs on both engines through
 //! `corral_node::runtime`, each run in a fresh temporary tree: `/sandbox`
-//! read-write, then `/ro` read-only. A run's transcript is its stdout, how it ended and the tree
-//! afterwards; it must equal the checked-in expected transcript (recorded
-//! from the JIT, i.e. wasmtime-wasi's own preview 1) on the JIT, and on the
-//! interpreter too except for the cases in [`KNOWN_GAPS`]. Where a wasmtime
-//! CLI is on PATH, its transcript must equal the expected one as well.
+//! read-write, `/ro` read-only, `/sandbox2` read-write. A run's transcript
+//! is its stdout, how it ended and the tree afterwards; it must equal the
+//! checked-in expected transcript (recorded from the JIT, i.e.
+//! wasmtime-wasi's own preview 1) on the JIT, and on the interpreter too
+//! except for the cases in [`KNOWN_GAPS`]. Where a wasmtime CLI is on PATH,
+//! its transcript must equal the expected one as well. The test prints the
+//! tally per area and engine (a case is a line of the transcript: a call's
+//! result, the ending, an entry of the tree).
 //!
 //! `CORRAL_BLESS=1 cargo test -p corral-node --test conformance` rewrites the
 //! expected transcripts from the JIT.
@@ -213,11 +216,12 @@ fn status_text(status: &TaskStatus) -> String {
 }
 
 /// A fresh tree for one run: `sandbox/` (preopened read-write at
-/// `/sandbox`) and `ro/` (read-only at `/ro`, holding `file` and
-/// `dir/inner`).
+/// `/sandbox`), `ro/` (read-only at `/ro`, holding `file` and `dir/inner`)
+/// and `sandbox2/` (read-write at `/sandbox2`), in that order.
 fn fixture() -> tempfile::TempDir {
     let root = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(root.path().join("sandbox")).expect("mkdir");
+    std::fs::create_dir(root.path().join("sandbox2")).expect("mkdir");
     std::fs::create_dir_all(root.path().join("ro/dir")).expect("mkdir");
     std::fs::write(root.path().join("ro/file"), "data").expect("write");
     std::fs::write(root.path().join("ro/dir/inner"), "in").expect("write");
@@ -248,6 +252,11 @@ fn run_engine(runtime: &Runtime, engine: EngineKind, guest: &Guest) -> String {
                 host: root.path().join("ro"),
                 guest: "/ro".into(),
                 writable: false,
+            },
+            Preopen {
+                host: root.path().join("sandbox2"),
+                guest: "/sandbox2".into(),
+                writable: true,
             },
         ],
         limits: Limits {
@@ -281,7 +290,12 @@ fn run_wasmtime_cli(guest: &Guest) -> Option<String> {
             root.path().join("sandbox").display()
         ))
         .arg("--dir")
-        .arg(format!("{}::/ro", root.path().join("ro").display()));
+        .arg(format!("{}::/ro", root.path().join("ro").display()))
+        .arg("--dir")
+        .arg(format!(
+            "{}::/sandbox2",
+            root.path().join("sandbox2").display()
+        ));
     for (k, v) in ENV {
         command.arg("--env").arg(format!("{k}={v}"));
     }

@@ -196,6 +196,24 @@ fn main() {
     });
     show("fd number reused after close", reused);
 
+    // Between two writable preopens.
+    let other = preopen("/sandbox2");
+    let made = sys::open(d, 0, "moving", O_CREAT, ALL, 0).and_then(|fd| {
+        sys::write(fd, b"moved")?;
+        sys::close(fd)
+    });
+    show("create moving", made);
+    show(
+        "link moving -> /sandbox2/linked",
+        sys::link(d, 0, "moving", other, "linked"),
+    );
+    show(
+        "rename moving -> /sandbox2/moved",
+        sys::rename(d, "moving", other, "moved"),
+    );
+    show("stat /sandbox2/moved", sys::stat(other, 0, "moved"));
+    show("rename it back", sys::rename(other, "moved", d, "back"));
+
     // Renumber a preopen onto an open fd; close a preopen.
     if let Ok(g) = sys::open(d, 0, "g", O_CREAT, ALL, 0) {
         show("renumber sandbox -> g", sys::renumber(d, g));
