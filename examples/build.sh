@@ -26,16 +26,23 @@ for name in primes mandelbrot wordfreq testkit; do
     cp "$CARGO_TARGET_DIR/wasm32-wasip1/release/$name.wasm" "$out/$name.wasm"
 done
 
-clang --target=wasm32-wasi -O2 -Wall -Wextra -Werror -g0 -Wl,--strip-all \
-    -ffile-prefix-map="$here"=/corral/examples \
-    -o "$out/collatz.wasm" "$here/c/collatz/collatz.c"
-clang --target=wasm32-wasi -O2 -Wall -Wextra -Werror -g0 -Wl,--strip-all \
-    -ffile-prefix-map="$here"=/corral/examples \
-    -o "$out/preopens.wasm" "$here/c/preopens/preopens.c"
-clang --target=wasm32-wasi -O2 -Wall -Wextra -Werror -g0 -Wl,--strip-all \
-    -ffile-prefix-map="$here"=/corral/examples \
-    -o "$out/diskfill.wasm" "$here/c/diskfill/diskfill.c"
+cc() {
+    clang --target=wasm32-wasi -O2 -Wall -Wextra -Werror -g0 -Wl,--strip-all \
+        -ffile-prefix-map="$here"=/corral/examples "$@"
+}
+cc -o "$out/collatz.wasm" "$here/c/collatz/collatz.c"
+cc -o "$out/preopens.wasm" "$here/c/preopens/preopens.c"
+cc -o "$out/diskfill.wasm" "$here/c/diskfill/diskfill.c"
 
-for f in "$out"/*.wasm; do
-    printf '%-16s %8d bytes\n' "$(basename "$f")" "$(stat -c %s "$f")"
+# The WASI conformance guests corral's tests run (node/tests/conformance.rs).
+mkdir -p "$out/conformance"
+for name in conf-paths conf-files conf-readdir conf-readonly conf-edges; do
+    cp "$CARGO_TARGET_DIR/wasm32-wasip1/release/$name.wasm" "$out/conformance/$name.wasm"
+done
+for src in "$here"/c/conformance/*.c; do
+    cc -o "$out/conformance/$(basename "$src" .c).wasm" "$src"
+done
+
+for f in "$out"/*.wasm "$out"/conformance/*.wasm; do
+    printf '%-28s %8d bytes\n' "${f#"$out"/}" "$(stat -c %s "$f")"
 done

@@ -23,6 +23,8 @@ use super::quota::Quota;
 use super::sink::OutputSink;
 use super::{Ended, Outcome, RunSpec, RuntimeError, WasmModule, classify, short_message};
 
+mod wasi_fix;
+
 /// Fuel per slice between deadline checks: a few milliseconds of work at
 /// wasmi's speed, small enough for a prompt timeout, large enough that the
 /// check costs nothing measurable.

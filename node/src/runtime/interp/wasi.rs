@@ -43,6 +43,8 @@ pub(super) fn linker(engine: &Engine) -> Result<Linker<RunState>, RuntimeError> 
     };
     let mut linker = Linker::new(engine);
     wasmi_wasi::add_to_linker(&mut linker, wasi_ctx).map_err(|e| fail(&e))?;
+    // Where wasi-common answers otherwise than wasmtime-wasi: corral's own.
+    super::wasi_fix::add_to_linker(&mut linker, wasi_ctx)?;
     linker.allow_shadowing(true);
     let poll_oneoff = wrapped::poll_oneoff::<RunState, WasiCtx>(wasi_ctx);
     linker

@@ -1,0 +1,321 @@
+//! Host functions of ours that shadow wasmi_wasi's (wasi-common's) preview 1
+//! where it answers differently from wasmtime-wasi 48.0.8's, the reference
+//! the JIT runs: each fix makes a case of node/tests/conformance.rs pass on
+//! the interpreter. They delegate to wasi-common for everything else.
+//!
+//! - `fd_fdstat_get`: the rights and flags wasmtime reports (every right a
+//!   file's open mode allows, not just read/write; stdio with no flags).
+//! - `fd_seek`, `fd_tell`, `fd_pread`, `fd_pwrite`, `fd_allocate` on stdio:
+//!   ESPIPE or EBADF as wasmtime says, not wasi-common's EBADF/ENOTSUP.
+//! - `sock_*` on an open fd that is not a socket: ENOTSOCK (EBADF only for a
+//!   closed fd).
+//! - `path_rename` with a trailing slash on a name that is not a directory:
+//!   ENOTDIR (wasi-common drops the slash and renames the file).
+//! - `path_rename` and `path_link` from a writable directory into a
+//!   read-only one: EPERM, not EBADF.
+//! - `fd_sync`, `fd_datasync` on stdio, `fd_filestat_set_times` on a
+//!   preopen: EBADF; `fd_prestat_dir_name` of a closed fd EBADF, of an fd
+//!   that is not a preopen ENOTDIR.
+//! - `path_open` with O_TRUNC but no write right: the file truncated and
+//!   opened without it, or the path's own errno (ENOENT, EISDIR, ...),
+//!   rather than EINVAL for every path.
+//! - `path_open` with neither the read nor the write right: open for
+//!   reading, as wasmtime does (wasi-common opens a file no call can use).
+//! - `fd_fdstat_set_rights`: ENOTSUP (wasmtime keeps no rights to change).
+
+use wasmi::{Caller, Extern, Linker};
+use wasmi_wasi::WasiCtx;
+use wasmi_wasi::wasi_common::snapshots::preview_1::types::Fd;
+use wasmi_wasi::wasi_common::snapshots::preview_1::wasi_snapshot_preview1::{
+    self as abi, WasiSnapshotPreview1,
+};
+use wiggle_wasi_common::GuestMemory;
+
+use crate::runtime::RuntimeError;
+
+use answers::{
+    EBADF, ENOTDIR, ENOTSUP, ESPIPE, Stdio, block, done, fd_fdstat_get, into_read_only,
+    not_a_socket, readable_by_default, slash_on_a_non_directory, stdio, truncate_read_only,
+};
+
+const MODULE: &str = "wasi_snapshot_preview1";
+
+/// Adds the fixes to `linker`, over the wasmi_wasi functions of the same
+/// names already in it.
+pub(super) fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut WasiCtx,
+) -> Result<(), RuntimeError> {
+    let failed = |e: wasmi::errors::LinkerError| RuntimeError::Engine {
+        engine: "wasmi",
+        reason: format!("cannot add the WASI fixes: {e}"),
+    };
+    linker.allow_shadowing(true);
+    linker
+        .func_wrap(
+            MODULE,
+            "fd_fdstat_get",
+            move |mut c: Caller<'_, T>, fd: i32, out: i32| {
+                with_wasi(&mut c, get, |ctx, mem| fd_fdstat_get(ctx, mem, fd, out))?
+            },
+        )
+        .map_err(failed)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "fd_seek",
+            move |mut c: Caller<'_, T>, fd: i32, offset: i64, whence: i32, out: i32| {
+                with_wasi(&mut c, get, |ctx, mem| match stdio(ctx, mem, fd) {
+                    Some(_) => Ok(ESPIPE),
+                    None => done(abi::fd_seek(ctx, mem, fd, offset, whence, out)),
+                })?
+            },
+        )
+        .map_err(failed)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "fd_tell",
+            move |mut c: Caller<'_, T>, fd: i32, out: i32| {
+                with_wasi(&mut c, get, |ctx, mem| match stdio(ctx, mem, fd) {
+                    Some(_) => Ok(ESPIPE),
+                    None => done(abi::fd_tell(ctx, mem, fd, out)),
+                })?
+            },
+        )
+        .map_err(failed)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "fd_pread",
+            move |mut c: Caller<'_, T>, fd: i32, iovs: i32, len: i32, offset: i64, out: i32| {
+                with_wasi(&mut c, get, |ctx, mem| match stdio(ctx, mem, fd) {
+                    Some(Stdio::In) => Ok(ESPIPE),
+                    Some(Stdio::Out) => Ok(EBADF),
+                    None => done(abi::fd_pread(ctx, mem, fd, iovs, len, offset, out)),
+                })?
+            },
+        )
+        .map_err(failed)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "fd_pwrite",
+            move |mut c: Caller<'_, T>, fd: i32, iovs: i32, len: i32, offset: i64, out: i32| {
+                with_wasi(&mut c, get, |ctx, mem| match stdio(ctx, mem, fd) {
+                    Some(Stdio::In) => Ok(EBADF),
+                    Some(Stdio::Out) => Ok(ESPIPE),
+                    None => done(abi::fd_pwrite(ctx, mem, fd, iovs, len, offset, out)),
+                })?
+            },
+        )
+        .map_err(failed)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "fd_allocate",
+            move |mut c: Caller<'_, T>, fd: i32, offset: i64, len: i64| {
+                with_wasi(&mut c, get, |ctx, mem| match stdio(ctx, mem, fd) {
+                    Some(_) => Ok(EBADF),
+                    None => done(abi::fd_allocate(ctx, mem, fd, offset, len)),
+                })?
+            },
+        )
+        .map_err(failed)?;
+    linker
+        .func_wrap(MODULE, "fd_sync", move |mut c: Caller<'_, T>, fd: i32| {
+            with_wasi(&mut c, get, |ctx, mem| match stdio(ctx, mem, fd) {
+                Some(_) => Ok(EBADF),
+                None => done(abi::fd_sync(ctx, mem, fd)),
+            })?
+        })
+        .map_err(failed)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "fd_datasync",
+            move |mut c: Caller<'_, T>, fd: i32| {
+                with_wasi(&mut c, get, |ctx, mem| match stdio(ctx, mem, fd) {
+                    Some(_) => Ok(EBADF),
+                    None => done(abi::fd_datasync(ctx, mem, fd)),
+                })?
+            },
+        )
+        .map_err(failed)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "fd_filestat_set_times",
+            move |mut c: Caller<'_, T>, fd: i32, atim: i64, mtim: i64, flags: i32| {
+                with_wasi(&mut c, get, |ctx, mem| {
+                    // wasmtime holds a preopen by a handle the host cannot
+                    // set times through: EBADF (other directories work).
+                    if block(ctx.fd_prestat_get(mem, Fd::from(fd as u32)))?.is_ok() {
+                        return Ok(EBADF);
+                    }
+                    done(abi::fd_filestat_set_times(ctx, mem, fd, atim, mtim, flags))
+                })?
+            },
+        )
+        .map_err(failed)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "fd_prestat_dir_name",
+            move |mut c: Caller<'_, T>, fd: i32, buf: i32, len: i32| {
+                with_wasi(&mut c, get, |ctx, mem| {
+                    if !ctx.table().contains_key(fd as u32) {
+                        return Ok(EBADF);
+                    }
+                    match done(abi::fd_prestat_dir_name(ctx, mem, fd, buf, len))? {
+                        ENOTSUP => Ok(ENOTDIR),
+                        code => Ok(code),
+                    }
+                })?
+            },
+        )
+        .map_err(failed)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "path_open",
+            move |mut c: Caller<'_, T>,
+                  fd: i32,
+                  dirflags: i32,
+                  path: i32,
+                  path_len: i32,
+                  oflags: i32,
+                  base: i64,
+                  inheriting: i64,
+                  fdflags: i32,
+                  out: i32| {
+                with_wasi(&mut c, get, |ctx, mem| {
+                    let base = readable_by_default(base);
+                    let code = done(abi::path_open(
+                        ctx, mem, fd, dirflags, path, path_len, oflags, base, inheriting, fdflags,
+                        out,
+                    ))?;
+                    let at = (fd, dirflags, path, path_len);
+                    truncate_read_only(ctx, mem, code, at, (oflags, base, inheriting, fdflags, out))
+                })?
+            },
+        )
+        .map_err(failed)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "fd_fdstat_set_rights",
+            move |mut c: Caller<'_, T>, fd: i32, _: i64, _: i64| {
+                with_wasi(&mut c, get, |ctx, mem| {
+                    // wasmtime keeps no rights to change: ENOTSUP for any
+                    // file or directory, EBADF for stdio and closed fds.
+                    if !ctx.table().contains_key(fd as u32) || stdio(ctx, mem, fd).is_some() {
+                        EBADF
+                    } else {
+                        ENOTSUP
+                    }
+                })
+            },
+        )
+        .map_err(failed)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "sock_accept",
+            move |mut c: Caller<'_, T>, fd: i32, _: i32, _: i32| {
+                with_wasi(&mut c, get, |ctx, _| Ok(not_a_socket(ctx, fd)))?
+            },
+        )
+        .map_err(failed)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "sock_recv",
+            move |mut c: Caller<'_, T>, fd: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
+                with_wasi(&mut c, get, |ctx, _| Ok(not_a_socket(ctx, fd)))?
+            },
+        )
+        .map_err(failed)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "sock_send",
+            move |mut c: Caller<'_, T>, fd: i32, _: i32, _: i32, _: i32, _: i32| {
+                with_wasi(&mut c, get, |ctx, _| Ok(not_a_socket(ctx, fd)))?
+            },
+        )
+        .map_err(failed)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "sock_shutdown",
+            move |mut c: Caller<'_, T>, fd: i32, _: i32| {
+                with_wasi(&mut c, get, |ctx, _| Ok(not_a_socket(ctx, fd)))?
+            },
+        )
+        .map_err(failed)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "path_rename",
+            move |mut c: Caller<'_, T>,
+                  fd: i32,
+                  old: i32,
+                  old_len: i32,
+                  new_fd: i32,
+                  new: i32,
+                  new_len: i32| {
+                with_wasi(&mut c, get, |ctx, mem| {
+                    if slash_on_a_non_directory(ctx, mem, fd, (old, old_len), (new, new_len)) {
+                        return Ok(ENOTDIR);
+                    }
+                    let code = done(abi::path_rename(
+                        ctx, mem, fd, old, old_len, new_fd, new, new_len,
+                    ))?;
+                    Ok(into_read_only(ctx, mem, code, fd, new_fd))
+                })?
+            },
+        )
+        .map_err(failed)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "path_link",
+            move |mut c: Caller<'_, T>,
+                  fd: i32,
+                  flags: i32,
+                  old: i32,
+                  old_len: i32,
+                  new_fd: i32,
+                  new: i32,
+                  new_len: i32| {
+                with_wasi(&mut c, get, |ctx, mem| {
+                    let code = done(abi::path_link(
+                        ctx, mem, fd, flags, old, old_len, new_fd, new, new_len,
+                    ))?;
+                    Ok(into_read_only(ctx, mem, code, fd, new_fd))
+                })?
+            },
+        )
+        .map_err(failed)?;
+    Ok(())
+}
+
+/// Runs `f` on the guest's memory and the run's WASI context, as wasmi_wasi
+/// does for its own functions.
+fn with_wasi<T, R>(
+    caller: &mut Caller<'_, T>,
+    get: fn(&mut T) -> &mut WasiCtx,
+    f: impl FnOnce(&mut WasiCtx, &mut GuestMemory<'_>) -> R,
+) -> Result<R, wasmi::Error> {
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        return Err(wasmi::Error::new("missing required WASI memory export"));
+    };
+    let (data, state) = memory.data_and_store_mut(caller);
+    let mut mem = GuestMemory::Unshared(data);
+    Ok(f(get(state), &mut mem))
+}
+
+mod answers;
+#[cfg(test)]
+mod tests;
