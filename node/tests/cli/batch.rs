@@ -173,16 +173,22 @@ fn a_task_filling_its_disk_is_stopped_and_recorded_as_disk_limit() {
             .sum();
         assert!(kept <= 4 << 20, "{engine}: {kept} bytes came back");
     }
-    // Without --out a single task says why, like the other limits.
+    // Without --out a single task (which has no /output: it writes in
+    // the read-write tree it was given) says why, like the other limits.
+    let scratch = sb.path("scratch");
+    std::fs::create_dir_all(&scratch).expect("mkdir");
+    let scratch = format!("{}::/scratch:rw", scratch.display());
     let out = sb.corral(&[
         "run",
         "--local",
         &module("diskfill"),
+        "--dir",
+        &scratch,
         "--files",
         "5",
         "--",
         "files",
-        "/output",
+        "/scratch",
     ]);
     assert_code(&out, 125);
     assert!(
