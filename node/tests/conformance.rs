@@ -129,21 +129,7 @@ const ENV: &[(&str, &str)] = &[("A", "1"), ("EMPTY", ""), ("SPACED", "x y")];
 /// Where the interpreter (wasmi_wasi, i.e. wasi-common) still differs from
 /// wasmtime-wasi's preview 1: (guest id, case, why it cannot be closed).
 /// A case listed here that passes fails the test, so the list only shrinks.
-const KNOWN_GAPS: &[(&str, &str, &str)] = &[
-    ("readonly", "open file append", READ_ONLY_APPEND),
-    ("readonly", "set_flags append", READ_ONLY_APPEND),
-    ("edges", "fd number reused after close", FD_REUSE),
-];
-
-const FD_REUSE: &str = "wasmtime gives a closed fd's number to the next open (the highest \
-    freed one first) while wasi-common's table always takes a new number; copying wasmtime \
-    needs a per-run free list kept beside the WasiCtx (interp.rs's RunState, which this \
-    work does not own), since the table keeps no such list.";
-
-const READ_ONLY_APPEND: &str = "wasmtime lets a file of a read-only preopen be opened (and flagged) \
-    APPEND and refuses only the writes, while corral's read-only wrapper for wasi-common \
-    (runtime/readonly.rs: not a WASI host function, outside this work) refuses the APPEND \
-    flag itself and does not pass fd_fdstat_set_flags on; it closes there, not in wasi_fix.";
+const KNOWN_GAPS: &[(&str, &str, &str)] = &[];
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")

@@ -2,7 +2,9 @@
 //! itself; wasi-common (under wasmi_wasi) has no such setting, so a `ro`
 //! directory is wrapped here: every operation that could create, change,
 //! rename, link or delete is refused with `EPERM`, including through files and
-//! subdirectories opened from it.
+//! subdirectories opened from it. The APPEND flag is let through, as
+//! wasmtime does: it changes no file by itself, and the writes it would
+//! steer are refused anyway.
 
 use std::any::Any;
 use std::io::{IoSliceMut, SeekFrom};
@@ -36,18 +38,32 @@ impl WasiDir for ReadOnlyDir {
     ) -> Result<OpenResult, Error> {
         // O_TRUNC truncates even a file opened for reading, so it is refused
         // with the flags that create or write.
-        if write
-            || oflags.intersects(OFlags::CREATE | OFlags::EXCLUSIVE | OFlags::TRUNCATE)
-            || fdflags.intersects(FdFlags::APPEND)
-        {
+        if write || oflags.intersects(OFlags::CREATE | OFlags::EXCLUSIVE | OFlags::TRUNCATE) {
             return Err(refused());
         }
-        match self
+        // The host opens an APPEND file for writing; the file is opened for
+        // reading only and the flag set on that handle afterwards (wasmtime
+        // ignores it on a directory).
+        let append = fdflags.contains(FdFlags::APPEND);
+        let opened = self
             .0
-            .open_file(symlink_follow, path, oflags, read, false, fdflags)
-            .await?
-        {
-            OpenResult::File(file) => Ok(OpenResult::File(Box::new(ReadOnlyFile(file)))),
+            .open_file(
+                symlink_follow,
+                path,
+                oflags,
+                read,
+                false,
+                fdflags - FdFlags::APPEND,
+            )
+            .await?;
+        match opened {
+            OpenResult::File(mut file) => {
+                if append {
+                    let flags = file.get_fdflags().await? | FdFlags::APPEND;
+                    file.set_fdflags(flags).await?;
+                }
+                Ok(OpenResult::File(Box::new(ReadOnlyFile(file))))
+            }
             OpenResult::Dir(dir) => Ok(OpenResult::Dir(Box::new(ReadOnlyDir(dir)))),
         }
     }
@@ -146,6 +162,12 @@ impl WasiFile for ReadOnlyFile {
         self.0.get_fdflags().await
     }
 
+    async fn set_fdflags(&mut self, flags: FdFlags) -> Result<(), Error> {
+        // APPEND and NONBLOCK only steer reads and writes; the writes stay
+        // refused by the handle's read-only mode.
+        self.0.set_fdflags(flags).await
+    }
+
     async fn get_filestat(&self) -> Result<Filestat, Error> {
         self.0.get_filestat().await
     }
@@ -192,5 +214,66 @@ impl WasiFile for ReadOnlyFile {
 
     async fn readable(&self) -> Result<(), Error> {
         self.0.readable().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::IoSlice;
+
+    use futures::executor::block_on;
+    use wasmi_wasi::ambient_authority;
+    use wasmi_wasi::wasi_common::dir::{OpenResult, WasiDir};
+    use wasmi_wasi::wasi_common::file::{FdFlags, OFlags, WasiFile};
+
+    use super::ReadOnlyDir;
+
+    fn read_only(dir: &std::path::Path) -> ReadOnlyDir {
+        let dir = wasmi_wasi::Dir::open_ambient_dir(dir, ambient_authority()).expect("open dir");
+        ReadOnlyDir(Box::new(wasmi_wasi::dir::Dir::from_cap_std(dir)))
+    }
+
+    fn open(dir: &ReadOnlyDir, oflags: OFlags, write: bool, flags: FdFlags) -> Box<dyn WasiFile> {
+        match block_on(dir.open_file(false, "file", oflags, true, write, flags)) {
+            Ok(OpenResult::File(file)) => file,
+            Ok(OpenResult::Dir(_)) => panic!("a directory"),
+            Err(e) => panic!("refused: {e}"),
+        }
+    }
+
+    #[test]
+    fn append_is_let_through_and_writes_stay_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::write(tmp.path().join("file"), "data").expect("write");
+        let dir = read_only(tmp.path());
+
+        let mut file = open(&dir, OFlags::empty(), false, FdFlags::APPEND);
+        let flags = block_on(file.get_fdflags()).expect("flags");
+        assert!(flags.contains(FdFlags::APPEND), "{flags:?}");
+        let wrote = block_on(file.write_vectored(&[IoSlice::new(b"more")]));
+        assert!(wrote.is_err(), "an APPEND write went through: {wrote:?}");
+        assert!(block_on(file.set_filestat_size(0)).is_err());
+
+        block_on(file.set_fdflags(FdFlags::empty())).expect("clear APPEND");
+        let flags = block_on(file.get_fdflags()).expect("flags");
+        assert!(!flags.contains(FdFlags::APPEND), "{flags:?}");
+        block_on(file.set_fdflags(FdFlags::APPEND)).expect("set APPEND");
+        assert!(block_on(file.write_vectored(&[IoSlice::new(b"more")])).is_err());
+
+        let mut plain = open(&dir, OFlags::empty(), false, FdFlags::empty());
+        block_on(plain.set_fdflags(FdFlags::APPEND)).expect("set APPEND");
+        assert!(block_on(plain.write_vectored(&[IoSlice::new(b"more")])).is_err());
+
+        for (oflags, write) in [
+            (OFlags::empty(), true),
+            (OFlags::TRUNCATE, false),
+            (OFlags::CREATE, false),
+        ] {
+            let opened =
+                block_on(dir.open_file(false, "file", oflags, true, write, FdFlags::APPEND));
+            assert!(opened.is_err(), "{oflags:?} write={write} opened");
+        }
+        let kept = std::fs::read_to_string(tmp.path().join("file")).expect("read");
+        assert_eq!(kept, "data");
     }
 }

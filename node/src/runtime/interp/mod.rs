@@ -85,6 +85,7 @@ impl InterpEngine {
         let mut store = Store::new(
             &self.engine,
             RunState {
+                fds: wasi_fix::FdNumbers::new(&wasi),
                 wasi,
                 limiter: MemoryLimiter::new(spec.limits.memory_bytes),
                 host,

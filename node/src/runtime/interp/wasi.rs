@@ -8,6 +8,7 @@ use wasmi_wasi::sync::snapshots::preview_1::wrapped;
 use wasmi_wasi::wasi_common::pipe::{ReadPipe, WritePipe};
 use wasmi_wasi::{WasiCtx, WasiCtxBuilder, ambient_authority};
 
+use super::wasi_fix::FdNumbers;
 use crate::runtime::hostcall::HostState;
 use crate::runtime::hostcall::poll::Poll;
 use crate::runtime::hostcall::read::Read;
@@ -21,6 +22,8 @@ use crate::runtime::{RunSpec, RuntimeError, Stdin};
 /// own host calls need.
 pub(super) struct RunState {
     pub(super) wasi: WasiCtx,
+    /// The fd numbers wasmtime would give out next (`wasi_fix::fds`).
+    pub(super) fds: FdNumbers,
     pub(super) limiter: MemoryLimiter,
     pub(super) host: HostState,
 }
@@ -29,6 +32,10 @@ const WASI: &str = "wasi_snapshot_preview1";
 
 fn wasi_ctx(state: &mut RunState) -> &mut WasiCtx {
     &mut state.wasi
+}
+
+fn wasi_and_fds(state: &mut RunState) -> (&mut WasiCtx, &mut FdNumbers) {
+    (&mut state.wasi, &mut state.fds)
 }
 
 fn memory(caller: &Caller<'_, RunState>) -> Option<Memory> {
@@ -44,7 +51,7 @@ pub(super) fn linker(engine: &Engine) -> Result<Linker<RunState>, RuntimeError> 
     let mut linker = Linker::new(engine);
     wasmi_wasi::add_to_linker(&mut linker, wasi_ctx).map_err(|e| fail(&e))?;
     // Where wasi-common answers otherwise than wasmtime-wasi: corral's own.
-    super::wasi_fix::add_to_linker(&mut linker, wasi_ctx)?;
+    super::wasi_fix::add_to_linker(&mut linker, wasi_ctx, wasi_and_fds)?;
     linker.allow_shadowing(true);
     let poll_oneoff = wrapped::poll_oneoff::<RunState, WasiCtx>(wasi_ctx);
     linker

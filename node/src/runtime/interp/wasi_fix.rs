@@ -22,6 +22,8 @@
 //! - `path_open` with neither the read nor the write right: open for
 //!   reading, as wasmtime does (wasi-common opens a file no call can use).
 //! - `fd_fdstat_set_rights`: ENOTSUP (wasmtime keeps no rights to change).
+//! - `path_open`, `fd_close`, `fd_renumber`: wasmtime's fd numbers, a
+//!   closed number given out again (see [`fds`]).
 
 use wasmi::{Caller, Extern, Linker};
 use wasmi_wasi::WasiCtx;
@@ -29,9 +31,11 @@ use wasmi_wasi::wasi_common::snapshots::preview_1::types::Fd;
 use wasmi_wasi::wasi_common::snapshots::preview_1::wasi_snapshot_preview1::{
     self as abi, WasiSnapshotPreview1,
 };
-use wiggle_wasi_common::GuestMemory;
+use wiggle_wasi_common::{GuestMemory, GuestPtr};
 
 use crate::runtime::RuntimeError;
+
+pub(super) use fds::FdNumbers;
 
 use answers::{
     EBADF, ENOTDIR, ENOTSUP, ESPIPE, Stdio, block, done, fd_fdstat_get, into_read_only,
@@ -41,10 +45,12 @@ use answers::{
 const MODULE: &str = "wasi_snapshot_preview1";
 
 /// Adds the fixes to `linker`, over the wasmi_wasi functions of the same
-/// names already in it.
+/// names already in it. `get` finds a run's WASI context, `numbers` the
+/// context with the run's fd numbering.
 pub(super) fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> &mut WasiCtx,
+    numbers: fn(&mut T) -> (&mut WasiCtx, &mut FdNumbers),
 ) -> Result<(), RuntimeError> {
     let failed = |e: wasmi::errors::LinkerError| RuntimeError::Engine {
         engine: "wasmi",
@@ -189,14 +195,44 @@ pub(super) fn add_to_linker<T: Send + 'static>(
                   inheriting: i64,
                   fdflags: i32,
                   out: i32| {
-                with_wasi(&mut c, get, |ctx, mem| {
+                with_numbers(&mut c, numbers, |(ctx, fds), mem| {
                     let base = readable_by_default(base);
                     let code = done(abi::path_open(
                         ctx, mem, fd, dirflags, path, path_len, oflags, base, inheriting, fdflags,
                         out,
                     ))?;
                     let at = (fd, dirflags, path, path_len);
-                    truncate_read_only(ctx, mem, code, at, (oflags, base, inheriting, fdflags, out))
+                    let opened = (oflags, base, inheriting, fdflags, out);
+                    match truncate_read_only(ctx, mem, code, at, opened)? {
+                        0 => renumber_opened(ctx, fds, mem, out),
+                        code => Ok(code),
+                    }
+                })?
+            },
+        )
+        .map_err(failed)?;
+    linker
+        .func_wrap(MODULE, "fd_close", move |mut c: Caller<'_, T>, fd: i32| {
+            with_numbers(&mut c, numbers, |(ctx, fds), mem| {
+                let code = done(abi::fd_close(ctx, mem, fd))?;
+                if code == 0 {
+                    fds.closed(fd as u32);
+                }
+                Ok(code)
+            })?
+        })
+        .map_err(failed)?;
+    linker
+        .func_wrap(
+            MODULE,
+            "fd_renumber",
+            move |mut c: Caller<'_, T>, from: i32, to: i32| {
+                with_numbers(&mut c, numbers, |(ctx, fds), mem| {
+                    let code = done(abi::fd_renumber(ctx, mem, from, to))?;
+                    if code == 0 {
+                        fds.renumbered(from as u32, to as u32);
+                    }
+                    Ok(code)
                 })?
             },
         )
@@ -308,14 +344,48 @@ fn with_wasi<T, R>(
     get: fn(&mut T) -> &mut WasiCtx,
     f: impl FnOnce(&mut WasiCtx, &mut GuestMemory<'_>) -> R,
 ) -> Result<R, wasmi::Error> {
+    let (data, state) = memory_and_state(caller)?;
+    Ok(f(get(state), &mut GuestMemory::Unshared(data)))
+}
+
+/// [`with_wasi`] with the run's fd numbering as well.
+fn with_numbers<T, R>(
+    caller: &mut Caller<'_, T>,
+    get: fn(&mut T) -> (&mut WasiCtx, &mut FdNumbers),
+    f: impl FnOnce((&mut WasiCtx, &mut FdNumbers), &mut GuestMemory<'_>) -> R,
+) -> Result<R, wasmi::Error> {
+    let (data, state) = memory_and_state(caller)?;
+    Ok(f(get(state), &mut GuestMemory::Unshared(data)))
+}
+
+fn memory_and_state<'a, T>(
+    caller: &'a mut Caller<'_, T>,
+) -> Result<(&'a mut [u8], &'a mut T), wasmi::Error> {
     let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
         return Err(wasmi::Error::new("missing required WASI memory export"));
     };
-    let (data, state) = memory.data_and_store_mut(caller);
-    let mut mem = GuestMemory::Unshared(data);
-    Ok(f(get(state), &mut mem))
+    Ok(memory.data_and_store_mut(caller))
+}
+
+/// Moves the fd `path_open` just wrote at `out` to wasmtime's number for
+/// it, and writes that number there instead.
+fn renumber_opened(
+    ctx: &mut WasiCtx,
+    fds: &mut FdNumbers,
+    mem: &mut GuestMemory<'_>,
+    out: i32,
+) -> Result<i32, wasmi::Error> {
+    let trap = |e: &dyn std::fmt::Display| wasmi::Error::new(e.to_string());
+    let at = GuestPtr::<u32>::new(out as u32);
+    let got = mem.read(at).map_err(|e| trap(&e))?;
+    let fd = fds.opened(ctx, got).map_err(|e| trap(&e))?;
+    mem.write(at, fd).map_err(|e| trap(&e))?;
+    Ok(0)
 }
 
 mod answers;
+mod fds;
+#[cfg(test)]
+mod numbers_tests;
 #[cfg(test)]
 mod tests;
