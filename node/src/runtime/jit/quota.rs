@@ -9,7 +9,7 @@
 //! read-only preopens cannot be written at all, so every file a guest can
 //! write is in a writable preopen.
 
-use wasmtime::{Caller, Extern, Linker};
+use wasmtime::{AsContextMut, Caller, Extern, Linker};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p1::types::{Fd, Fdflags, Filetype, Lookupflags};
 use wasmtime_wasi::p1::wasi_snapshot_preview1::{self as p1, WasiSnapshotPreview1};
@@ -44,8 +44,12 @@ fn with<T, R>(
         Some(Extern::Memory(memory)) => memory,
         _ => return Err(wasmtime::Error::msg("the module exports no memory")),
     };
+    // As wasmtime-wasi's own entry points do: the call may read as much
+    // guest data as the store allows a host call.
+    let fuel = caller.as_context_mut().hostcall_fuel();
     let (bytes, state) = memory.data_and_store_mut(caller);
     let (wasi, quota) = parts(state);
+    wasi.set_hostcall_fuel(fuel);
     f(wasi, quota, bytes)
 }
 

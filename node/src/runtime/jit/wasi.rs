@@ -10,8 +10,8 @@
 //! runtime on the runner threads, a cost on every run for the rare guest
 //! that waits; the shadows cost nothing until a guest calls them.
 
-use wasmtime::{Caller, Engine, Extern, Linker};
-use wasmtime_wasi::p1::wasi_snapshot_preview1 as p1;
+use wasmtime::{AsContextMut, Caller, Engine, Extern, Linker};
+use wasmtime_wasi::p1::wasi_snapshot_preview1::{self as p1, WasiSnapshotPreview1 as _};
 use wasmtime_wasi::runtime::in_tokio;
 
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -55,12 +55,16 @@ pub(super) fn linker(engine: &Engine) -> wasmtime::Result<Linker<RunState>> {
             let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
                 return Err(missing_memory());
             };
+            let fuel = caller.as_context_mut().hostcall_fuel();
             let (bytes, state) = memory.data_and_store_mut(&mut caller);
             let args = (subs as u32, events as u32, count as u32, nevents as u32);
             if let Some(call) = Poll::parse(bytes, args, &state.host) {
                 call.answer(bytes, &state.host)?;
                 return Ok(0);
             }
+            // As wasmtime-wasi's own entry point does: the call may read as
+            // much guest data as the store allows a host call.
+            state.wasi.set_hostcall_fuel(fuel);
             let mut memory = wiggle::GuestMemory::Unshared(bytes);
             in_tokio(p1::poll_oneoff(
                 &mut state.wasi,
@@ -84,12 +88,16 @@ pub(super) fn linker(engine: &Engine) -> wasmtime::Result<Linker<RunState>> {
             let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
                 return Err(missing_memory());
             };
+            let fuel = caller.as_context_mut().hostcall_fuel();
             let (bytes, state) = memory.data_and_store_mut(&mut caller);
             let args = (fd as u32, iovs as u32, count as u32, nread as u32);
             if let Some(call) = Read::parse(bytes, args, &state.host) {
                 call.answer(bytes, &state.host)?;
                 return Ok(0);
             }
+            // As wasmtime-wasi's own entry point does: the call may read as
+            // much guest data as the store allows a host call.
+            state.wasi.set_hostcall_fuel(fuel);
             let mut memory = wiggle::GuestMemory::Unshared(bytes);
             in_tokio(p1::fd_read(
                 &mut state.wasi,
