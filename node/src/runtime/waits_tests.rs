@@ -12,6 +12,8 @@ use corral_protocol::receipt::{EngineKind, TaskStatus};
 
 use super::*;
 
+mod stdin_fd;
+
 /// A `poll_oneoff` subscription, in WAT: userdata, tag (0 clock, 1
 /// fd_read, 2 fd_write), clock id or fd, timeout (a WAT i64 expression;
 /// `$now` is the clock's time read first), flags.

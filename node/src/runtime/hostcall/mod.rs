@@ -101,6 +101,10 @@ pub(crate) struct HostState {
     /// Whether `poll_oneoff` answers subscriptions on stdio itself (always
     /// ready): for a WASI implementation that cannot poll its pipes.
     pub(crate) ready_stdio: bool,
+    /// The fd the stdin stream is at: 0 until the guest closes or
+    /// renumbers it (the number may then be given to a file, which must
+    /// not read from the stream).
+    pub(crate) stdin_fd: Option<u32>,
 }
 
 impl HostState {
@@ -119,6 +123,32 @@ impl HostState {
             },
             monotonic_origin: Instant::now(),
             ready_stdio,
+            stdin_fd: Some(0),
+        }
+    }
+
+    /// The stdin stream, if the guest's `fd` is where it is now.
+    pub(crate) fn stdin_at(&self, fd: u32) -> Option<&StdinStream> {
+        self.stdin.as_ref().filter(|_| self.stdin_fd == Some(fd))
+    }
+
+    /// The guest closed `fd`: if it was stdin, the stream is no longer at any fd.
+    pub(crate) fn fd_closed(&mut self, fd: u32) {
+        if self.stdin_fd == Some(fd) {
+            self.stdin_fd = None;
+        }
+    }
+
+    /// The guest renumbered `from` onto `to`: stdin moves with it, or is
+    /// closed when another fd replaces it.
+    pub(crate) fn fd_renumbered(&mut self, from: u32, to: u32) {
+        if from == to {
+            return;
+        }
+        if self.stdin_fd == Some(from) {
+            self.stdin_fd = Some(to);
+        } else if self.stdin_fd == Some(to) {
+            self.stdin_fd = None;
         }
     }
 }

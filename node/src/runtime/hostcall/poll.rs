@@ -129,10 +129,11 @@ impl Poll {
                         };
                         Some(Sub::Clock { userdata, wake })
                     }
+                    TAG_FD_READ if host.stdin_at(u32_at(memory, at + 16)?).is_some() => {
+                        Some(Sub::Stdin { userdata })
+                    }
                     TAG_FD_READ if u32_at(memory, at + 16)? == 0 => {
-                        if host.stdin.is_some() {
-                            Some(Sub::Stdin { userdata })
-                        } else if host.ready_stdio {
+                        if host.ready_stdio && host.stdin.is_none() {
                             Some(Sub::Ready {
                                 userdata,
                                 kind: TAG_FD_READ,

@@ -30,7 +30,7 @@ impl Read {
         (fd, iovs, count, nread): (u32, u32, u32, u32),
         host: &HostState,
     ) -> Option<Self> {
-        if fd != 0 || host.stdin.is_none() || count > MAX_IOVECS {
+        if host.stdin_at(fd).is_none() || count > MAX_IOVECS {
             return None;
         }
         let [iovs, count, nread] = [iovs, count, nread].map(|v| v as usize);

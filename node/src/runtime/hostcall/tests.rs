@@ -18,6 +18,7 @@ fn host(stdin: Option<StdinStream>, deadline: Duration) -> HostState {
         stdin,
         monotonic_origin: Instant::now(),
         ready_stdio: false,
+        stdin_fd: Some(0),
     }
 }
 
@@ -91,4 +92,28 @@ fn a_wait_ends_at_the_deadline_or_the_stop_signal() {
     );
     giver.join().expect("giver");
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn the_stdin_stream_follows_closes_and_renumbers_of_its_fd() {
+    let stream = StdinStream::new(std::io::empty());
+    let mut h = host(Some(stream), Duration::from_secs(1));
+    assert!(h.stdin_at(0).is_some());
+    h.fd_renumbered(0, 7);
+    assert!(
+        h.stdin_at(0).is_none() && h.stdin_at(7).is_some(),
+        "moved with it"
+    );
+    h.fd_renumbered(7, 7);
+    assert!(h.stdin_at(7).is_some(), "onto itself changes nothing");
+    h.fd_renumbered(4, 7);
+    assert!(h.stdin_at(7).is_none(), "replaced by another fd");
+    let mut h = host(
+        Some(StdinStream::new(std::io::empty())),
+        Duration::from_secs(1),
+    );
+    h.fd_closed(3);
+    assert!(h.stdin_at(0).is_some());
+    h.fd_closed(0);
+    assert!(h.stdin_at(0).is_none(), "closed");
 }

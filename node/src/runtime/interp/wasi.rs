@@ -34,8 +34,8 @@ fn wasi_ctx(state: &mut RunState) -> &mut WasiCtx {
     &mut state.wasi
 }
 
-fn wasi_and_fds(state: &mut RunState) -> (&mut WasiCtx, &mut FdNumbers) {
-    (&mut state.wasi, &mut state.fds)
+fn wasi_and_fds(state: &mut RunState) -> super::wasi_fix::Numbers<'_> {
+    (&mut state.wasi, &mut state.fds, &mut state.host)
 }
 
 fn memory(caller: &Caller<'_, RunState>) -> Option<Memory> {

@@ -34,6 +34,7 @@ use wasmi_wasi::wasi_common::snapshots::preview_1::wasi_snapshot_preview1::{
 use wiggle_wasi_common::{GuestMemory, GuestPtr};
 
 use crate::runtime::RuntimeError;
+use crate::runtime::hostcall::HostState;
 
 pub(super) use fds::FdNumbers;
 
@@ -50,7 +51,7 @@ const MODULE: &str = "wasi_snapshot_preview1";
 pub(super) fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> &mut WasiCtx,
-    numbers: fn(&mut T) -> (&mut WasiCtx, &mut FdNumbers),
+    numbers: fn(&mut T) -> Numbers<'_>,
 ) -> Result<(), RuntimeError> {
     let failed = |e: wasmi::errors::LinkerError| RuntimeError::Engine {
         engine: "wasmi",
@@ -195,7 +196,7 @@ pub(super) fn add_to_linker<T: Send + 'static>(
                   inheriting: i64,
                   fdflags: i32,
                   out: i32| {
-                with_numbers(&mut c, numbers, |(ctx, fds), mem| {
+                with_numbers(&mut c, numbers, |(ctx, fds, _host), mem| {
                     let base = readable_by_default(base);
                     let code = done(abi::path_open(
                         ctx, mem, fd, dirflags, path, path_len, oflags, base, inheriting, fdflags,
@@ -213,10 +214,11 @@ pub(super) fn add_to_linker<T: Send + 'static>(
         .map_err(failed)?;
     linker
         .func_wrap(MODULE, "fd_close", move |mut c: Caller<'_, T>, fd: i32| {
-            with_numbers(&mut c, numbers, |(ctx, fds), mem| {
+            with_numbers(&mut c, numbers, |(ctx, fds, host), mem| {
                 let code = done(abi::fd_close(ctx, mem, fd))?;
                 if code == 0 {
                     fds.closed(fd as u32);
+                    host.fd_closed(fd as u32);
                 }
                 Ok(code)
             })?
@@ -227,10 +229,11 @@ pub(super) fn add_to_linker<T: Send + 'static>(
             MODULE,
             "fd_renumber",
             move |mut c: Caller<'_, T>, from: i32, to: i32| {
-                with_numbers(&mut c, numbers, |(ctx, fds), mem| {
+                with_numbers(&mut c, numbers, |(ctx, fds, host), mem| {
                     let code = done(abi::fd_renumber(ctx, mem, from, to))?;
                     if code == 0 {
                         fds.renumbered(from as u32, to as u32);
+                        host.fd_renumbered(from as u32, to as u32);
                     }
                     Ok(code)
                 })?
@@ -349,10 +352,14 @@ fn with_wasi<T, R>(
 }
 
 /// [`with_wasi`] with the run's fd numbering as well.
+/// What the fd-numbering calls change: the WASI context, the numbers given
+/// out, and where corral's stdin stream is.
+pub(super) type Numbers<'a> = (&'a mut WasiCtx, &'a mut FdNumbers, &'a mut HostState);
+
 fn with_numbers<T, R>(
     caller: &mut Caller<'_, T>,
-    get: fn(&mut T) -> (&mut WasiCtx, &mut FdNumbers),
-    f: impl FnOnce((&mut WasiCtx, &mut FdNumbers), &mut GuestMemory<'_>) -> R,
+    get: fn(&mut T) -> Numbers<'_>,
+    f: impl FnOnce(Numbers<'_>, &mut GuestMemory<'_>) -> R,
 ) -> Result<R, wasmi::Error> {
     let (data, state) = memory_and_state(caller)?;
     Ok(f(get(state), &mut GuestMemory::Unshared(data)))

@@ -109,9 +109,52 @@ pub(super) fn linker(engine: &Engine) -> wasmtime::Result<Linker<RunState>> {
             ))
         },
     )?;
+    // Where the stdin stream is follows the guest's closes and renumbers,
+    // so a file given its number is read as the file.
+    linker.func_wrap(
+        WASI,
+        "fd_close",
+        |mut caller: Caller<'_, RunState>, fd: i32| -> wasmtime::Result<i32> {
+            with_wasi(&mut caller, |state, memory| {
+                let code = in_tokio(p1::fd_close(&mut state.wasi, memory, fd))?;
+                if code == 0 {
+                    state.host.fd_closed(fd as u32);
+                }
+                Ok(code)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_renumber",
+        |mut caller: Caller<'_, RunState>, from: i32, to: i32| -> wasmtime::Result<i32> {
+            with_wasi(&mut caller, |state, memory| {
+                let code = in_tokio(p1::fd_renumber(&mut state.wasi, memory, from, to))?;
+                if code == 0 {
+                    state.host.fd_renumbered(from as u32, to as u32);
+                }
+                Ok(code)
+            })
+        },
+    )?;
     linker.allow_shadowing(false);
     // Writes to the task's writable preopens are charged to its disk quota
     // before they are made.
     super::quota::shadow(&mut linker, |s: &mut RunState| (&mut s.wasi, &s.quota))?;
     Ok(linker)
+}
+
+/// Runs `f` on the run's state and the guest's memory, with wasmtime-wasi
+/// given the store's host-call allowance as its own entry points do.
+fn with_wasi<R>(
+    caller: &mut Caller<'_, RunState>,
+    f: impl FnOnce(&mut RunState, &mut wiggle::GuestMemory<'_>) -> wasmtime::Result<R>,
+) -> wasmtime::Result<R> {
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+        return Err(missing_memory());
+    };
+    let fuel = caller.as_context_mut().hostcall_fuel();
+    let (bytes, state) = memory.data_and_store_mut(caller);
+    state.wasi.set_hostcall_fuel(fuel);
+    f(state, &mut wiggle::GuestMemory::Unshared(bytes))
 }
