@@ -188,7 +188,8 @@ pub struct RunArgs {
     pub out: Option<PathBuf>,
 
     /// Ship a directory with the job: HOST[::GUEST][:ro|:rw] (GUEST defaults to
-    /// /data; ro is the default; with rw each task gets a private copy and
+    /// /data and may be relative, e.g. `.` or `data`, as `wasmtime run --dir`
+    /// names it; ro is the default; with rw each task gets a private copy and
     /// the files it creates or changes come back in OUT/<task>/files/).
     #[arg(long = "dir", value_name = "SPEC")]
     pub dirs: Vec<String>,

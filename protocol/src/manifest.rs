@@ -233,6 +233,47 @@ pub fn check_guest_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a preopen's guest name as `wasmtime run --dir HOST::GUEST` takes
+/// it: an absolute path (see [`check_guest_path`]) or a relative name such
+/// as `data`, `.` or `fs-tests.dir` (what `--dir X` gives). Bounded, no NUL,
+/// no empty and no `..` part: what a task writes under a relative name
+/// comes back under `files/<name>`, which must stay inside the task's
+/// directory.
+pub fn check_preopen_name(name: &str) -> Result<(), String> {
+    if name.starts_with('/') {
+        return check_guest_path(name);
+    }
+    if name.len() > MAX_PATH_BYTES {
+        return Err(format!("longer than {MAX_PATH_BYTES} bytes"));
+    }
+    if name.contains('\0') {
+        return Err("holds a NUL byte".into());
+    }
+    if name.is_empty() {
+        return Err("is empty".into());
+    }
+    let parts: Vec<&str> = name.strip_suffix('/').unwrap_or(name).split('/').collect();
+    if parts.iter().any(|p| p.is_empty() || *p == "..") {
+        return Err(format!("{name:?} has an empty or `..` part"));
+    }
+    Ok(())
+}
+
+/// Where a preopen's files are kept when they come back: its guest path
+/// for an absolute name, `/` + the name without `.` parts for a relative
+/// one (`.` is `/`, `fs-tests.dir` is `/fs-tests.dir`). Two preopens with
+/// one key cannot both be mounted. `name` must pass [`check_preopen_name`].
+pub fn preopen_key(name: &str) -> String {
+    if name.starts_with('/') {
+        return name.to_string();
+    }
+    let parts: Vec<&str> = name
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    format!("/{}", parts.join("/"))
+}
+
 impl JobManifest {
     /// Number of tasks.
     pub fn task_count(&self) -> u32 {
@@ -307,7 +348,7 @@ impl JobManifest {
             ));
         }
         for (i, dir) in self.dirs.iter().enumerate() {
-            check_guest_path(&dir.guest_path).map_err(|why| bad("dirs", why))?;
+            check_preopen_name(&dir.guest_path).map_err(|why| bad("dirs", why))?;
             if (inputs && dir.guest_path == GUEST_INPUT)
                 || (self.output && dir.guest_path == GUEST_OUTPUT)
             {
@@ -316,9 +357,10 @@ impl JobManifest {
                     format!("{} is the batch's own preopen", dir.guest_path),
                 ));
             }
+            let key = preopen_key(&dir.guest_path);
             if self.dirs[..i]
                 .iter()
-                .any(|d| d.guest_path == dir.guest_path)
+                .any(|d| preopen_key(&d.guest_path) == key)
             {
                 return Err(bad("dirs", format!("{} is mounted twice", dir.guest_path)));
             }

@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::Context;
 use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::JobId;
+use corral_protocol::manifest::preopen_key;
 use corral_protocol::receipt::TaskStatus;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -118,10 +119,11 @@ impl<'a> Mounts<'a> {
             .zip(&self.snapshots)
             .zip(copies)
             .collect();
-        trees.sort_by_key(|((mount, _), _)| mount.guest.len());
+        trees.sort_by_key(|((mount, _), _)| preopen_key(&mount.guest).len());
         for ((mount, snapshot), copy) in trees {
             if let (Some(snapshot), Some(copy)) = (snapshot, copy) {
-                changed += snapshot.collect_changes(copy.path(), &dest_for(&mount.guest)?, keep)?;
+                let dest = dest_for(&preopen_key(&mount.guest))?;
+                changed += snapshot.collect_changes(copy.path(), &dest, keep)?;
             }
         }
         Ok(changed)

@@ -17,6 +17,7 @@ const MAX_ENV_BYTES: usize = 1024 * 1024;
 
 // Where the guest finds its output directory and its inputs: part of the
 // protocol, since the worker lays them out as the submitter planned.
+use corral_protocol::manifest::preopen_key;
 pub use corral_protocol::manifest::{GUEST_INPUT, GUEST_OUTPUT};
 /// The default guest path of `--dir`.
 pub const GUEST_DATA: &str = "/data";
@@ -249,12 +250,21 @@ pub fn parse_dir(spec: &str) -> Result<DirMount, UsageError> {
     })
 }
 
-/// A guest path must be absolute and plain: no `..`, no `.`. `/` itself is
-/// allowed (a tree at the guest's root); a trailing `/` is dropped.
+/// A guest name is what `wasmtime run --dir HOST::GUEST` takes: an absolute
+/// path, plain (no `..`, no `.`; `/` itself is a tree at the guest's root;
+/// a trailing `/` is dropped), or a relative name such as `data`, `.` or
+/// `fs-tests.dir`, kept as given (the guest's libc matches it as written),
+/// bounded, without NUL, empty or `..` parts.
 fn check_guest_path(guest: &str) -> Result<String, String> {
     let path = Path::new(guest);
     if !path.is_absolute() {
-        return Err(format!("guest path {guest:?} must be absolute, e.g. /data"));
+        return match corral_protocol::manifest::check_preopen_name(guest) {
+            Ok(()) => Ok(guest.to_string()),
+            Err(_) if guest.split('/').any(|part| part == "..") => Err(format!(
+                "guest name {guest:?} may not contain `..` (e.g. data, ., or /data)"
+            )),
+            Err(why) => Err(format!("guest name {guest:?} {why}")),
+        };
     }
     // `Path::components` hides `.` in the middle and repeated slashes.
     if guest.split('/').any(|part| part == "." || part == "..") {
@@ -281,7 +291,9 @@ fn check_guest_path(guest: &str) -> Result<String, String> {
 /// by the longest matching preopen.
 pub fn check_mounts(dirs: &[DirMount], batch: bool, inputs: bool) -> Result<(), UsageError> {
     for (i, a) in dirs.iter().enumerate() {
-        if dirs[..i].iter().any(|b| b.guest == a.guest) {
+        // `data` and `/data` would bring files back to one place.
+        let key = preopen_key(&a.guest);
+        if dirs[..i].iter().any(|b| preopen_key(&b.guest) == key) {
             return Err(UsageError(format!(
                 "two --dir mounts at {}; give each its own ::GUEST path",
                 a.guest
@@ -320,7 +332,14 @@ mod tests {
         let d = parse_dir(&format!("{host}:://a//b/")).expect("slashes");
         assert_eq!(d.guest, "/a/b");
         let d = parse_dir(&format!("{host}::/output")).expect("parsed; judged with the job");
-        assert_eq!(d.guest, "/output");
+        assert_eq!(d.guest, "/output"); // Relative names as `wasmtime run` gives them, kept as written.
+        for name in ["data", ".", "fs-tests.dir", "a/b/", "./x"] {
+            let d = parse_dir(&format!("{host}::{name}:rw")).expect(name);
+            assert_eq!(d.guest, name);
+        }
+        for bad in ["..", "a/../b", "", "a//b"] {
+            assert!(parse_dir(&format!("{host}::{bad}")).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -336,6 +355,8 @@ mod tests {
         for (dirs, batch, inputs, needle) in [
             (vec![dir("/x"), dir("/x/")], false, false, "two --dir"),
             (vec![dir("/"), dir("/")], false, false, "two --dir"),
+            (vec![dir("data"), dir("/data")], false, false, "two --dir"),
+            (vec![dir("."), dir("/")], false, false, "two --dir"),
             (vec![dir("/output")], true, false, "their own /output"),
             (vec![dir("/input")], true, true, "their own /input"),
         ] {
@@ -349,7 +370,8 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let host = tmp.path().display().to_string();
         for (spec, needle) in [
-            (format!("{host}::data"), "absolute"),
+            (format!("{host}::../data"), "`..`"),
+            (format!("{host}::"), "empty"),
             (format!("{host}::/a/../b"), "`..`"),
             (format!("{host}::/a/./b"), "`..`"),
             (format!("{host}::/a/.."), "`..`"),

@@ -139,6 +139,23 @@ fn check_listings(sb: &Sandbox, daemon: &[&str], tag: &str) {
         "3 /\n4 /output\n",
         "{tag}"
     );
+
+    // (e) A relative guest name (`wasmtime run --dir X`): preopened as
+    // given; its files come back under files/<name>.
+    let out_dir = format!("out-{tag}-rel");
+    let named = format!("{b}::fs-tests.dir:rw");
+    let out = run(
+        sb,
+        daemon,
+        &["--out", &out_dir, "--dir", &named, "--", "@3:new.txt=rel"],
+    );
+    assert_code(&out, 0);
+    assert_eq!(
+        std::fs::read_to_string(sb.path(&out_dir).join("0/files/fs-tests.dir/new.txt"))
+            .expect("new.txt came back"),
+        "rel",
+        "{tag}"
+    );
 }
 
 #[test]
@@ -213,8 +230,18 @@ fn preopens_that_cannot_work_are_refused_naming_the_flag() {
             ],
             "/input",
         ),
-        (vec!["--dir".into(), format!("{a}::data")], "absolute"),
         (vec!["--dir".into(), format!("{a}::/a/../b")], "`..`"),
+        (vec!["--dir".into(), format!("{a}::../b")], "`..`"),
+        (vec!["--dir".into(), format!("{a}::")], "empty"),
+        (
+            vec![
+                "--dir".into(),
+                format!("{a}::data"),
+                "--dir".into(),
+                format!("{b}::data/"),
+            ],
+            "two --dir",
+        ),
         (vec!["--dir".into(), missing], "not a directory"),
     ];
     for (flags, needle) in cases {
@@ -225,6 +252,43 @@ fn preopens_that_cannot_work_are_refused_naming_the_flag() {
         assert!(
             err.contains("--dir") && err.contains(needle),
             "{flags:?}: {err}"
+        );
+    }
+}
+
+/// Relative guest names, as `wasmtime run --dir X` (guest `X`) and `--dir
+/// .` give them: preopened under the name as given, on both engines; what a
+/// task writes in a relative rw tree comes back under files/<name>.
+#[test]
+fn relative_guest_names_are_preopened_as_given() {
+    let sb = Sandbox::new();
+    let a = tree(&sb, "a");
+    let b = tree(&sb, "b");
+    for engine in ["jit", "interp"] {
+        let local = ["run", "--local", "--engine", engine];
+        let dot = format!("{b}::.");
+        let named = format!("{a}::fs-tests.dir:rw");
+        let out = run(&sb, &local, &["--dir", &named, "--dir", &dot]);
+        assert_code(&out, 0);
+        assert_eq!(text(&out.stdout), "3 fs-tests.dir\n4 .\n", "{engine}");
+
+        let out_dir = format!("out-rel-{engine}");
+        let out = run(
+            &sb,
+            &local,
+            &["--out", &out_dir, "--dir", &named, "--", "@3:new.txt=rel"],
+        );
+        assert_code(&out, 0);
+        let task = sb.path(&out_dir).join("0");
+        assert_eq!(
+            std::fs::read_to_string(task.join("stdout")).expect("stdout"),
+            "3 fs-tests.dir\n4 /output\n",
+            "{engine}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(task.join("files/fs-tests.dir/new.txt")).expect("came back"),
+            "rel",
+            "{engine}"
         );
     }
 }

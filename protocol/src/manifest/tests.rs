@@ -56,6 +56,19 @@ fn preopens_at_the_root_and_the_batch_paths_are_judged_by_the_job() {
 }
 
 #[test]
+fn relative_guest_names_are_preopens_as_wasmtime_gives_them() {
+    let mut m = sample(PeerKey::from_bytes([2; 32]));
+    for name in ["data", ".", "fs-tests.dir", "a/b", "./x"] {
+        m.dirs[0].guest_path = name.into();
+        assert_eq!(m.validate(), Ok(()), "{name}");
+    }
+    assert_eq!(preopen_key("."), "/");
+    assert_eq!(preopen_key("fs-tests.dir"), "/fs-tests.dir");
+    assert_eq!(preopen_key("./a/./b/"), "/a/b");
+    assert_eq!(preopen_key("/data"), "/data");
+}
+
+#[test]
 fn args_are_rendered_per_task() {
     let mut m = sample(PeerKey::from_bytes([2; 32]));
     assert_eq!(m.task_args(3), vec!["tile", "3", "16"]);
@@ -86,7 +99,27 @@ fn each_bound_is_enforced_and_named() {
                 m.env.insert("A=B".into(), "x".into());
             }),
         ),
-        ("dirs", Box::new(|m| m.dirs[0].guest_path = "data".into())),
+        (
+            "dirs",
+            Box::new(|m| m.dirs[0].guest_path = "../data".into()),
+        ),
+        ("dirs", Box::new(|m| m.dirs[0].guest_path = "a/../b".into())),
+        ("dirs", Box::new(|m| m.dirs[0].guest_path = String::new())),
+        ("dirs", Box::new(|m| m.dirs[0].guest_path = "a\0b".into())),
+        (
+            "dirs",
+            Box::new(|m| m.dirs[0].guest_path = "a".repeat(MAX_PATH_BYTES + 1)),
+        ),
+        (
+            "dirs",
+            Box::new(|m| {
+                m.dirs[0].guest_path = "data".into();
+                m.dirs.push(DirSpec {
+                    guest_path: "/data".into(),
+                    ..m.dirs[0].clone()
+                });
+            }),
+        ),
         (
             "dirs",
             Box::new(|m| m.dirs[0].guest_path = "/a/../etc".into()),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use corral_protocol::envelope::Signed;
 use corral_protocol::hash::ContentHash;
-use corral_protocol::manifest::{GUEST_INPUT, GUEST_OUTPUT};
+use corral_protocol::manifest::{GUEST_INPUT, GUEST_OUTPUT, preopen_key};
 use corral_protocol::messages::RejectReason;
 use corral_protocol::receipt::{Captured, MAX_FILES, OutputFile, TaskReceipt, TaskStatus};
 use corral_protocol::tree::{MAX_TREE_BYTES, TreeListing};
@@ -143,8 +143,10 @@ fn run_blocking(
         if dir.writable {
             let copy = work.root.join(format!("dir{i}"));
             ctx.blobs.materialize(&dir.tree_hash, &copy, true)?;
+            // Files come back at the preopen's key: a relative name's
+            // under `/<name>`, as receipts carry absolute guest paths.
             writable.push((
-                dir.guest_path.clone(),
+                preopen_key(&dir.guest_path),
                 copy.clone(),
                 ctx.blobs.listing(&dir.tree_hash)?,
             ));
