@@ -39,8 +39,9 @@ use crate::runtime::hostcall::HostState;
 pub(super) use fds::FdNumbers;
 
 use answers::{
-    EBADF, ENOTDIR, ENOTSUP, ESPIPE, Stdio, block, done, fd_fdstat_get, into_read_only,
-    not_a_socket, readable_by_default, slash_on_a_non_directory, stdio, truncate_read_only,
+    EBADF, ENOTDIR, ENOTSUP, ESPIPE, Stdio, append_after_truncate, block, done, fd_fdstat_get,
+    into_read_only, not_a_socket, readable_by_default, slash_on_a_non_directory, stdio,
+    truncate_read_only,
 };
 
 const MODULE: &str = "wasi_snapshot_preview1";
@@ -204,7 +205,8 @@ pub(super) fn add_to_linker<T: Send + 'static>(
                     ))?;
                     let at = (fd, dirflags, path, path_len);
                     let opened = (oflags, base, inheriting, fdflags, out);
-                    match truncate_read_only(ctx, mem, code, at, opened)? {
+                    let code = truncate_read_only(ctx, mem, code, at, opened)?;
+                    match append_after_truncate(ctx, mem, code, at, opened)? {
                         0 => renumber_opened(ctx, fds, mem, out),
                         code => Ok(code),
                     }

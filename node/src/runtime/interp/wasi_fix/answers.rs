@@ -178,6 +178,52 @@ pub(super) fn truncate_read_only(
     }
 }
 
+/// wasmtime opens a file with O_TRUNC and the APPEND flag together
+/// (truncate, then append); wasi-common's open options refuse the pair
+/// (EINVAL). Opened without APPEND, then APPEND set on the open file.
+pub(super) fn append_after_truncate(
+    ctx: &mut WasiCtx,
+    mem: &mut GuestMemory<'_>,
+    code: i32,
+    (fd, dirflags, path, path_len): (i32, i32, i32, i32),
+    (oflags, base, inheriting, fdflags, out): (i32, i64, i64, i32, i32),
+) -> Result<i32, wasmi::Error> {
+    const O_TRUNC: i32 = 8;
+    let append = Fdflags::APPEND.bits() as i32;
+    if code != EINVAL || oflags & O_TRUNC == 0 || fdflags & append == 0 {
+        return Ok(code);
+    }
+    let code = done(abi::path_open(
+        ctx,
+        mem,
+        fd,
+        dirflags,
+        path,
+        path_len,
+        oflags,
+        base,
+        inheriting,
+        fdflags & !append,
+        out,
+    ))?;
+    if code != 0 {
+        return Ok(code);
+    }
+    let opened = mem
+        .read(GuestPtr::<u32>::new(out as u32))
+        .map_err(|e| wasmi::Error::new(e.to_string()))?;
+    let flags = Fdflags::from_bits_truncate(fdflags as u16);
+    match block(ctx.fd_fdstat_set_flags(mem, Fd::from(opened), flags))? {
+        Ok(()) => Ok(0),
+        Err(error) => {
+            let _ = block(ctx.fd_close(mem, Fd::from(opened)))?;
+            Ok(error
+                .downcast_ref()
+                .map_or(EINVAL, |errno: &types::Errno| *errno as i32))
+        }
+    }
+}
+
 /// wasmtime's EPERM for a rename or link from a writable directory into a
 /// read-only one. wasi-common's directory moves an entry only into another
 /// directory of its own type; corral's read-only wrapper is not, so it says
