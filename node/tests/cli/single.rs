@@ -75,8 +75,10 @@ fn usage_errors_exit_2_and_say_what_is_wrong() {
             "not a directory",
         ),
         (
-            vec!["run", "--local", &tk, "--dir", ".::relative"],
-            "absolute",
+            // A relative guest name is allowed (as `wasmtime run --dir`
+            // gives one); one climbing out with `..` is not.
+            vec!["run", "--local", &tk, "--dir", ".::a/../b"],
+            "`..`",
         ),
         (vec!["run", "--local", &tk, "--env", "NOVALUE"], "K=V"),
         (
