@@ -35,6 +35,9 @@ pub(crate) struct Quota(Arc<Inner>);
 
 #[derive(Debug)]
 struct Inner {
+    /// Whether the run has a writable preopen at all: without one nothing
+    /// can be charged, and the engines skip the quota's bookkeeping.
+    watching: bool,
     max_bytes: u64,
     max_files: u64,
     bytes: AtomicU64,
@@ -43,15 +46,22 @@ struct Inner {
 }
 
 impl Quota {
-    /// A fresh quota for a run with these limits.
-    pub(crate) fn new(limits: &Limits) -> Self {
+    /// A fresh quota for a run with these limits, which has a writable
+    /// preopen or not (`watching`).
+    pub(crate) fn new(limits: &Limits, watching: bool) -> Self {
         Self(Arc::new(Inner {
+            watching,
             max_bytes: limits.disk_bytes,
             max_files: limits.files,
             bytes: AtomicU64::new(0),
             files: AtomicU64::new(0),
             hit: AtomicBool::new(false),
         }))
+    }
+
+    /// Whether the run has a writable preopen, so that writes may be charged.
+    pub(crate) fn watching(&self) -> bool {
+        self.0.watching
     }
 
     /// Whether a call of this run was refused: the run ends as `disk_limit`.
@@ -111,11 +121,14 @@ mod tests {
     use super::*;
 
     fn quota(bytes: u64, files: u64) -> Quota {
-        Quota::new(&Limits {
-            disk_bytes: bytes,
-            files,
-            ..Limits::default()
-        })
+        Quota::new(
+            &Limits {
+                disk_bytes: bytes,
+                files,
+                ..Limits::default()
+            },
+            true,
+        )
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl InterpEngine {
         let started = Instant::now();
         let deadline = started + spec.limits.timeout;
         let (stdout, stderr) = OutputSink::pair(spec);
-        let quota = Quota::new(&spec.limits);
+        let quota = Quota::new(&spec.limits, spec.preopens.iter().any(|p| p.writable));
         let wasi = wasi::build_wasi(spec, &stdout, &stderr, &quota)?;
         let host = HostState::new(spec, deadline, true);
         let mut store = Store::new(

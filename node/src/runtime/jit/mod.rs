@@ -150,7 +150,7 @@ impl JitEngine {
                 wasi,
                 limiter: MemoryLimiter::new(spec.limits.memory_bytes),
                 host: HostState::new(spec, deadline, false),
-                quota: Quota::new(&spec.limits),
+                quota: Quota::new(&spec.limits, spec.preopens.iter().any(|p| p.writable)),
             },
         );
         store.limiter(|state| &mut state.limiter);
