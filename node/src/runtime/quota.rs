@@ -36,7 +36,8 @@ pub(crate) struct Quota(Arc<Inner>);
 #[derive(Debug)]
 struct Inner {
     /// Whether the run has a writable preopen at all: without one nothing
-    /// can be charged, and the engines skip the quota's bookkeeping.
+    /// can be charged, and the JIT skips the quota's bookkeeping. (The
+    /// interpreter wraps only writable trees, so it never needs to ask.)
     watching: bool,
     max_bytes: u64,
     max_files: u64,
@@ -60,6 +61,7 @@ impl Quota {
     }
 
     /// Whether the run has a writable preopen, so that writes may be charged.
+    #[cfg_attr(not(feature = "jit"), expect(dead_code))]
     pub(crate) fn watching(&self) -> bool {
         self.0.watching
     }

@@ -52,28 +52,22 @@ pub(super) fn linker(engine: &Engine) -> wasmtime::Result<Linker<RunState>> {
          count: i32,
          nevents: i32|
          -> wasmtime::Result<i32> {
-            let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
-                return Err(missing_memory());
-            };
-            let fuel = caller.as_context_mut().hostcall_fuel();
-            let (bytes, state) = memory.data_and_store_mut(&mut caller);
-            let args = (subs as u32, events as u32, count as u32, nevents as u32);
-            if let Some(call) = Poll::parse(bytes, args, &state.host) {
-                call.answer(bytes, &state.host)?;
-                return Ok(0);
-            }
-            // As wasmtime-wasi's own entry point does: the call may read as
-            // much guest data as the store allows a host call.
-            state.wasi.set_hostcall_fuel(fuel);
-            let mut memory = wiggle::GuestMemory::Unshared(bytes);
-            in_tokio(p1::poll_oneoff(
-                &mut state.wasi,
-                &mut memory,
-                subs,
-                events,
-                count,
-                nevents,
-            ))
+            with_wasi(&mut caller, |state, bytes| {
+                let args = (subs as u32, events as u32, count as u32, nevents as u32);
+                if let Some(call) = Poll::parse(bytes, args, &state.host) {
+                    call.answer(bytes, &state.host)?;
+                    return Ok(0);
+                }
+                let memory = &mut wiggle::GuestMemory::Unshared(bytes);
+                in_tokio(p1::poll_oneoff(
+                    &mut state.wasi,
+                    memory,
+                    subs,
+                    events,
+                    count,
+                    nevents,
+                ))
+            })
         },
     )?;
     linker.func_wrap(
@@ -85,28 +79,15 @@ pub(super) fn linker(engine: &Engine) -> wasmtime::Result<Linker<RunState>> {
          count: i32,
          nread: i32|
          -> wasmtime::Result<i32> {
-            let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
-                return Err(missing_memory());
-            };
-            let fuel = caller.as_context_mut().hostcall_fuel();
-            let (bytes, state) = memory.data_and_store_mut(&mut caller);
-            let args = (fd as u32, iovs as u32, count as u32, nread as u32);
-            if let Some(call) = Read::parse(bytes, args, &state.host) {
-                call.answer(bytes, &state.host)?;
-                return Ok(0);
-            }
-            // As wasmtime-wasi's own entry point does: the call may read as
-            // much guest data as the store allows a host call.
-            state.wasi.set_hostcall_fuel(fuel);
-            let mut memory = wiggle::GuestMemory::Unshared(bytes);
-            in_tokio(p1::fd_read(
-                &mut state.wasi,
-                &mut memory,
-                fd,
-                iovs,
-                count,
-                nread,
-            ))
+            with_wasi(&mut caller, |state, bytes| {
+                let args = (fd as u32, iovs as u32, count as u32, nread as u32);
+                if let Some(call) = Read::parse(bytes, args, &state.host) {
+                    call.answer(bytes, &state.host)?;
+                    return Ok(0);
+                }
+                let memory = &mut wiggle::GuestMemory::Unshared(bytes);
+                in_tokio(p1::fd_read(&mut state.wasi, memory, fd, iovs, count, nread))
+            })
         },
     )?;
     // Where the stdin stream is follows the guest's closes and renumbers,
@@ -115,7 +96,8 @@ pub(super) fn linker(engine: &Engine) -> wasmtime::Result<Linker<RunState>> {
         WASI,
         "fd_close",
         |mut caller: Caller<'_, RunState>, fd: i32| -> wasmtime::Result<i32> {
-            with_wasi(&mut caller, |state, memory| {
+            with_wasi(&mut caller, |state, bytes| {
+                let memory = &mut wiggle::GuestMemory::Unshared(bytes);
                 let code = in_tokio(p1::fd_close(&mut state.wasi, memory, fd))?;
                 if code == 0 {
                     state.host.fd_closed(fd as u32);
@@ -128,7 +110,8 @@ pub(super) fn linker(engine: &Engine) -> wasmtime::Result<Linker<RunState>> {
         WASI,
         "fd_renumber",
         |mut caller: Caller<'_, RunState>, from: i32, to: i32| -> wasmtime::Result<i32> {
-            with_wasi(&mut caller, |state, memory| {
+            with_wasi(&mut caller, |state, bytes| {
+                let memory = &mut wiggle::GuestMemory::Unshared(bytes);
                 let code = in_tokio(p1::fd_renumber(&mut state.wasi, memory, from, to))?;
                 if code == 0 {
                     state.host.fd_renumbered(from as u32, to as u32);
@@ -145,10 +128,11 @@ pub(super) fn linker(engine: &Engine) -> wasmtime::Result<Linker<RunState>> {
 }
 
 /// Runs `f` on the run's state and the guest's memory, with wasmtime-wasi
-/// given the store's host-call allowance as its own entry points do.
+/// given the store's host-call allowance for reading guest data, as its own
+/// entry points do (without it a first call that reads a path fails ENOMEM).
 fn with_wasi<R>(
     caller: &mut Caller<'_, RunState>,
-    f: impl FnOnce(&mut RunState, &mut wiggle::GuestMemory<'_>) -> wasmtime::Result<R>,
+    f: impl FnOnce(&mut RunState, &mut [u8]) -> wasmtime::Result<R>,
 ) -> wasmtime::Result<R> {
     let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
         return Err(missing_memory());
@@ -156,5 +140,5 @@ fn with_wasi<R>(
     let fuel = caller.as_context_mut().hostcall_fuel();
     let (bytes, state) = memory.data_and_store_mut(caller);
     state.wasi.set_hostcall_fuel(fuel);
-    f(state, &mut wiggle::GuestMemory::Unshared(bytes))
+    f(state, bytes)
 }
