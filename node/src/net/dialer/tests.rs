@@ -255,3 +255,22 @@ fn a_dial_refused_for_a_connected_peer_costs_nothing() {
     assert_eq!(d.found[&peer].failures, 0);
     assert_eq!(d.dialling(), 0);
 }
+
+#[test]
+fn a_full_address_list_makes_room_only_by_dropping_a_failing_address() {
+    let (mut d, _) = dialer();
+    let peer = PeerId::random();
+    let first: Vec<Multiaddr> = (1..=MAX_ADDRS as u16).map(|p| addr(1, p)).collect();
+    d.on_found(peer, first, true);
+    d.on_found(peer, vec![addr(2, 1)], true);
+    assert!(
+        !d.found[&peer].addrs.iter().any(|a| a.addr == addr(2, 1)),
+        "no working address is pushed out"
+    );
+    // Every address failed once: a new one takes a failing one's place.
+    start(&mut d);
+    fail_all(&mut d);
+    d.on_found(peer, vec![addr(2, 1)], true);
+    assert_eq!(d.found[&peer].addrs.len(), MAX_ADDRS);
+    assert!(d.found[&peer].addrs.iter().any(|a| a.addr == addr(2, 1)));
+}
