@@ -40,7 +40,7 @@ pub(super) struct Inputs {
 pub(super) async fn run(node: &mut Node, mut inputs: Inputs) -> anyhow::Result<()> {
     let mut advert_timer = tokio::time::interval(super::node::ADVERT_INTERVAL);
     let mut expiry_timer = tokio::time::interval(Duration::from_millis(250));
-    let mut redial_timer = tokio::time::interval(Duration::from_secs(2));
+    let mut redial_timer = tokio::time::interval(Duration::from_secs(1));
     let mut schedule_timer = tokio::time::interval(Duration::from_millis(500));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
@@ -103,11 +103,20 @@ impl Node {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => self.on_listening(address),
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
-            } => self.on_connected(peer_id, endpoint.get_remote_address().to_string()),
-            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                tracing::warn!(?peer_id, "cannot connect: {error}");
-            }
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => self.on_connected(
+                peer_id,
+                connection_id,
+                endpoint.get_remote_address().to_string(),
+            ),
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => self.on_dial_failed(connection_id, peer_id, &error),
             SwarmEvent::IncomingConnectionError {
                 send_back_addr,
                 error,

@@ -6,6 +6,7 @@ use corral_protocol::capacity::CapacityAdvert;
 use corral_protocol::codec;
 use corral_protocol::ids::PeerKey;
 use corral_scheduler::view::Change;
+use libp2p::swarm::{ConnectionId, DialError};
 use libp2p::{Multiaddr, PeerId, gossipsub, identify};
 
 use super::node::Node;
@@ -40,25 +41,44 @@ impl Node {
         }
     }
 
-    /// What mDNS found or lost.
+    /// What mDNS found or lost. mDNS is a hint (DESIGN §4): anyone on the
+    /// LAN can announce or say goodbye for any instance, so a removal only
+    /// stops redialling; leaving is decided by the authenticated
+    /// connection, the goodbye message and the adverts.
     pub(super) fn on_found(&mut self, found: Found) {
         match found {
             Found::Peer { peer, addresses } => {
-                self.dialer.on_found(&mut self.swarm, peer, addresses);
+                tracing::debug!(%peer, ?addresses, "discovered by mDNS");
+                let connected = self.swarm.is_connected(&peer);
+                self.dialer.on_found(peer, addresses, connected);
             }
             Found::Gone { peer } => {
-                self.dialer.forget(&peer);
-                if let Some(key) = peer_key_of(&peer) {
-                    let change = self.view.on_goodbye(key);
-                    self.on_change(change);
-                }
-                let _ = self.swarm.disconnect_peer_id(peer);
+                tracing::info!(
+                    %peer,
+                    connected = self.swarm.is_connected(&peer),
+                    "mDNS removal: no longer redialled (a hint: a connected peer stays)"
+                );
+                self.dialer.on_gone(&peer);
             }
         }
+        self.dialer.pump(&mut self.swarm);
+    }
+
+    /// A dial of ours failed: the dialer backs off and may start another.
+    pub(super) fn on_dial_failed(
+        &mut self,
+        id: ConnectionId,
+        peer: Option<PeerId>,
+        error: &DialError,
+    ) {
+        tracing::info!(?peer, "cannot connect: {error}");
+        self.dialer.on_dial_failed(id);
+        self.dialer.pump(&mut self.swarm);
     }
 
     /// A connection is up (the PSK, Noise and the peer's key checked).
-    pub(super) fn on_connected(&mut self, peer_id: PeerId, remote: String) {
+    pub(super) fn on_connected(&mut self, peer_id: PeerId, id: ConnectionId, remote: String) {
+        self.dialer.on_connected(peer_id, id);
         let Some(key) = peer_key_of(&peer_id) else {
             let _ = self.swarm.disconnect_peer_id(peer_id);
             return;

@@ -3,7 +3,9 @@
 //! libp2p port and TXT `peer=`, `mesh=`, `v=`, and browses the same type.
 //! Standard browsers (avahi-browse, Bonjour) list corral devices, and it runs
 //! beside the system's own responder. A peer of the same mesh is reported as
-//! soon as it resolves; the event loop dials it.
+//! soon as it resolves; the event loop hands it to the dialer. Anyone on the
+//! LAN can announce an instance of the mesh (its fingerprint is public) or
+//! send a goodbye for one: what this reports is a hint (DESIGN §4).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -26,7 +28,9 @@ pub enum Found {
         /// Where it listens.
         addresses: Vec<Multiaddr>,
     },
-    /// A peer's service went away (graceful leave).
+    /// A peer's service went away, or someone on the LAN says so: mDNS
+    /// has no authentication, so this is a hint (stop redialling it), never
+    /// proof that the peer left.
     Gone {
         /// Its peer id, if it was known.
         peer: PeerId,
@@ -40,8 +44,12 @@ pub struct Discovery {
 }
 
 /// Bound on how many distinct instances are remembered (a LAN full of
-/// strangers' adverts must not grow memory without end).
+/// strangers' adverts must not grow memory without end). The dialer bounds
+/// whom it dials much tighter ([`super::dialer`]).
 const MAX_INSTANCES: usize = 4096;
+
+/// Most addresses passed on from one resolution.
+const MAX_ADDRS: usize = super::dialer::MAX_ADDRS;
 
 impl Discovery {
     /// Announces this node and starts browsing. `found` receives peers of the
@@ -118,6 +126,7 @@ impl Discovery {
                             .filter(usable)
                             .map(|ip| tcp_addr(ip, service.port))
                             .filter(|addr| sent.insert((peer, addr.clone())))
+                            .take(MAX_ADDRS)
                             .collect();
                         if sent.len() > MAX_INSTANCES * 4 {
                             sent.clear();

@@ -11,5 +11,6 @@
 mod bench;
 mod harness;
 mod membership;
+mod membership_spoof;
 mod mixed;
 mod offload;
