@@ -13,3 +13,4 @@ mod harness;
 mod membership;
 mod mixed;
 mod offload;
+mod rogue;
