@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use corral_node::identity::NodeKey;
@@ -119,6 +121,8 @@ pub(crate) struct RawFrame {
     header: Vec<u8>,
     fill: usize,
     stall: bool,
+    /// Bytes written so far (the victim may cut the stream early).
+    written: Arc<AtomicU64>,
 }
 
 /// The raw writers' codec: writes [`RawFrame`]s, reads at most 1 KiB back.
@@ -161,6 +165,7 @@ impl request_response::Codec for RawCodec {
         while left > 0 {
             let n = left.min(chunk.len());
             io.write_all(&chunk[..n]).await?;
+            req.written.fetch_add(n as u64, Ordering::Relaxed);
             left -= n;
         }
         if req.stall {
@@ -195,10 +200,11 @@ pub(crate) struct Flood {
     key: SigningKey,
     me: corral_protocol::ids::PeerKey,
     target: Option<PeerId>,
-    raw: HashMap<(bool, OutboundRequestId), Kind>,
+    raw: HashMap<(bool, OutboundRequestId), (Kind, Arc<AtomicU64>)>,
     offers_in_flight: usize,
     inputs: Vec<InputSpec>,
     sent: HashMap<&'static str, u64>,
+    ended: HashMap<&'static str, u64>,
 }
 
 impl Flood {
@@ -213,6 +219,7 @@ impl Flood {
             offers_in_flight: 0,
             inputs: Vec::new(),
             sent: HashMap::new(),
+            ended: HashMap::new(),
         }
     }
 
@@ -230,8 +237,16 @@ impl Flood {
         }
     }
 
+    fn written(&self, kind: Kind) -> u64 {
+        self.raw
+            .values()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, w)| w.load(Ordering::Relaxed))
+            .sum()
+    }
+
     fn in_flight(&self, kind: Kind) -> usize {
-        self.raw.values().filter(|k| **k == kind).count()
+        self.raw.values().filter(|(k, _)| *k == kind).count()
     }
 
     /// Opens what is missing of every kind of flood.
@@ -263,10 +278,12 @@ impl Flood {
         ];
         for (kind, want, header, fill, stall) in plans {
             for _ in self.in_flight(kind)..want {
+                let written = Arc::new(AtomicU64::new(0));
                 let frame = RawFrame {
                     header: header.clone(),
                     fill,
                     stall,
+                    written: written.clone(),
                 };
                 let blob = kind == Kind::Blob;
                 let behaviour = swarm.behaviour_mut();
@@ -276,7 +293,7 @@ impl Flood {
                     &mut behaviour.raw_task
                 };
                 let id = raw.send_request(&peer, frame);
-                self.raw.insert((blob, id), kind);
+                self.raw.insert((blob, id), (kind, written));
                 *self.sent.entry(kind_name(kind)).or_default() += 1;
             }
         }
@@ -290,24 +307,56 @@ impl Flood {
 
     /// A raw request ended (answered, refused or cut).
     pub(crate) fn on_raw(&mut self, blob: bool, event: request_response::Event<RawFrame, Vec<u8>>) {
-        let id = match event {
+        let (id, why) = match event {
             request_response::Event::Message {
                 message: request_response::Message::Response { request_id, .. },
                 ..
-            } => request_id,
-            request_response::Event::OutboundFailure { request_id, .. } => request_id,
+            } => (request_id, "answered".to_string()),
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => (request_id, error.to_string()),
             _ => return,
         };
-        if let Some(kind) = self.raw.remove(&(blob, id))
-            && kind != Kind::Stall
-        {
-            let sent = self.sent.get(kind_name(kind)).copied().unwrap_or(0);
-            if sent.is_power_of_two() {
-                say(&format!(
-                    "FLOOD sent {sent} {} frames so far",
-                    kind_name(kind)
-                ));
-            }
+        let Some((kind, written)) = self.raw.remove(&(blob, id)) else {
+            return;
+        };
+        // The line the flood test reads: how much of a frame over the bound
+        // the victim took before it cut the stream.
+        say(&format!(
+            "ENDED {} after {} bytes ({why})",
+            kind_name(kind),
+            written.load(Ordering::Relaxed)
+        ));
+        *self.ended.entry(kind_name(kind)).or_default() += 1;
+    }
+
+    /// The line the flood test reads: the most bytes the victim has taken
+    /// so far on one oversize task frame still open.
+    pub(crate) fn report_oversize(&self) {
+        let most = self
+            .raw
+            .values()
+            .filter(|(k, _)| *k == Kind::Frame)
+            .map(|(_, w)| w.load(Ordering::Relaxed))
+            .max();
+        if let Some(most) = most {
+            say(&format!("OVERSIZE_OPEN {most} bytes"));
+        }
+    }
+
+    /// One line on what is in flight and sent so far.
+    pub(crate) fn report(&self) {
+        if self.target.is_some() {
+            say(&format!(
+                "FLOOD in flight: {} oversize-task ({} bytes written), {} oversize-blob, {} stalled, {} offers; sent {:?}; ended {:?}",
+                self.in_flight(Kind::Frame),
+                self.written(Kind::Frame),
+                self.in_flight(Kind::Blob),
+                self.in_flight(Kind::Stall),
+                self.offers_in_flight,
+                self.sent,
+                self.ended
+            ));
         }
     }
 

@@ -94,6 +94,8 @@ async fn main() -> anyhow::Result<()> {
         mode: args.mode,
         advert: advert::Adverts::new(&key, &args.name),
         forger: Forger::new(&key),
+        ticks: 0,
+        peers: args.peers.clone(),
         flood: Flood::new(&key, &args.flood),
         topic,
     };
@@ -122,10 +124,19 @@ struct Rogue {
     forger: Forger,
     flood: Flood,
     topic: IdentTopic,
+    ticks: u64,
+    peers: Vec<Multiaddr>,
 }
 
 impl Rogue {
     fn on_tick(&mut self, swarm: &mut Swarm<RogueBehaviour>) {
+        self.ticks += 1;
+        // Dropped by the victim: come back (every 2 s), as an attacker would.
+        if self.ticks.is_multiple_of(4) && swarm.connected_peers().next().is_none() {
+            for peer in &self.peers {
+                let _ = swarm.dial(peer.clone());
+            }
+        }
         let data = self.advert.next();
         let _ = swarm
             .behaviour_mut()
@@ -134,7 +145,15 @@ impl Rogue {
             .publish(self.topic.clone(), data);
         match self.mode {
             Mode::Forge => self.forger.replay_due(swarm),
-            Mode::Flood => self.flood.top_up(swarm),
+            Mode::Flood => {
+                self.flood.top_up(swarm);
+                if self.ticks.is_multiple_of(10) {
+                    self.flood.report();
+                }
+                if self.ticks.is_multiple_of(2) {
+                    self.flood.report_oversize();
+                }
+            }
             Mode::Silent => {}
         }
     }
