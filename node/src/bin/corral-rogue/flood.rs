@@ -54,6 +54,10 @@ pub(crate) struct FloodArgs {
     /// Bytes of each such frame (default: the task request bound plus one).
     #[arg(long, default_value_t = TaskRequest::MAX_BYTES + 1)]
     frame_bytes: usize,
+    /// Which task request the frames claim to be, by its variant number in
+    /// the encoding (0 an offer, 1 a cancel, 5 a batch of results, …).
+    #[arg(long, default_value_t = 0)]
+    frame_variant: u8,
     /// Concurrent blob-protocol frames of 1 MiB (kept up).
     #[arg(long, default_value_t = 0)]
     blob_frames: usize,
@@ -253,11 +257,12 @@ impl Flood {
     pub(crate) fn top_up(&mut self, swarm: &mut Swarm<RogueBehaviour>) {
         let Some(peer) = self.target else { return };
         let offer = [PROTOCOL_VERSION, TaskRequest::KIND, 0];
+        let frame = [PROTOCOL_VERSION, TaskRequest::KIND, self.args.frame_variant];
         let plans = [
             (
                 Kind::Frame,
                 self.args.frames,
-                offer.to_vec(),
+                frame.to_vec(),
                 self.args.frame_bytes.saturating_sub(3),
                 false,
             ),

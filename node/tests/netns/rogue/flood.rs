@@ -1,7 +1,7 @@
-//! Memory and CPU (issue 18, "Why" 3), from the network. First a frame one
+//! Memory and CPU (issue 18, "Why" 3), from the network. First a cancel one
 //! byte over the task request bound, alone on a connection: the victim must
-//! cut it early, not read it whole (today it reads up to ~130 MiB before
-//! it decodes anything). Then everything at once against a worker: such
+//! cut it early (a size limit per message kind), not read it whole (today
+//! it reads up to ~130 MiB before it decodes anything). Then everything at once against a worker: such
 //! frames, blob frames, 400 streams that never finish (Yamux drops a
 //! connection over 512), offers of big manifests signed by the rogue's own
 //! (untrusted) key, and, from another process, a hundred extra members
@@ -21,8 +21,8 @@ use crate::offload::{done_by, local_run, mesh_of, same_results, testkit};
 /// Peak resident memory the victim may reach under the flood. An idle
 /// debug daemon that has run tasks sits well under 100 MiB.
 const RSS_BOUND_KIB: u64 = 512 * 1024;
-/// Most bytes of an oversize frame the victim may take before cutting it
-/// (an offer's manifest is small; its module travels by hash).
+/// Most bytes of an oversize cancel the victim may take before cutting it
+/// (a cancel is a job id and an index).
 const CUT_BOUND: u64 = 16 * 1024 * 1024;
 /// How long the whole flood runs before the batch is submitted.
 const WARM_UP: Duration = Duration::from_secs(30);
@@ -55,13 +55,21 @@ fn figures(log: &str, prefix: &str) -> Vec<(u64, String)> {
 /// victim took before it cut the first one, or the most it took of an
 /// open one when none was cut within the limit.
 fn oversize_frame_is_cut(lan: &mut Lan) -> Result<u64, u64> {
-    let rogue = Rogue::start(lan, "flood", 1, "rogue-frames", &["--frames", "1"]);
+    // A cancel is a few dozen bytes; this one claims the task request
+    // bound plus one.
+    let rogue = Rogue::start(
+        lan,
+        "flood",
+        1,
+        "rogue-frames",
+        &["--frames", "1", "--frame-variant", "1"],
+    );
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(60) {
         let log = rogue.log();
         if let Some((n, why)) = figures(&log, "ENDED oversize-task after ").first() {
             eprintln!(
-                "measured: oversize task frame cut after {n} bytes in {:?}: {why}",
+                "measured: oversize cancel frame cut after {n} bytes in {:?}: {why}",
                 started.elapsed()
             );
             return Ok(*n);
@@ -73,7 +81,7 @@ fn oversize_frame_is_cut(lan: &mut Lan) -> Result<u64, u64> {
             .unwrap_or(0);
         if most > CUT_BOUND {
             eprintln!(
-                "measured: the victim took {most} bytes of an oversize task frame in {:?} without cutting it",
+                "measured: the victim took {most} bytes of an oversize cancel frame in {:?} without cutting it",
                 started.elapsed()
             );
             return Err(most);
@@ -165,7 +173,7 @@ fn a_flooding_member_does_not_exhaust_a_worker() {
     assert!(alive, "the victim died under the flood:\n{}", lan.log(1));
     assert!(
         matches!(cut, Ok(n) if n <= CUT_BOUND),
-        "an oversize task frame was not cut within {CUT_BOUND} bytes: {cut:?}"
+        "an oversize cancel frame was not cut within {CUT_BOUND} bytes: {cut:?}"
     );
     assert!(
         took.is_some(),
