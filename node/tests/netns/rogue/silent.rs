@@ -11,8 +11,8 @@ use super::*;
 use crate::harness::netns_available;
 use crate::offload::{done_by, local_run, mesh_of, same_results, testkit};
 
-/// The tasks take milliseconds; a lease, its copy and the rest of the batch
-/// fit many times over.
+/// The tasks take milliseconds and may take 20 s at most; a lease, its
+/// copy and the rest of the batch fit many times over.
 const BOUND: Duration = Duration::from_secs(90);
 
 #[test]
@@ -27,7 +27,10 @@ fn a_member_holding_tasks_in_silence_stalls_no_job() {
     let rogue = Rogue::start(&mut lan, "silent", 0, "rogue-silent", &[]);
     rogue.wait_seen_by(&lan, 0);
     let args = ["--tasks", "12", "--", "args", "{task}"];
-    let id = submit(&lan, &args);
+    // The job's own figures bound a lease: a task may run 20 s at most.
+    let mut submitted = vec!["--timeout", "20s"];
+    submitted.extend(args);
+    let id = submit(&lan, &submitted);
     let took = finish_within(&lan, &id, BOUND);
     let state = job_state(&lan, 0, &id);
     let held = state["devices"][&rogue.name]["running"]
