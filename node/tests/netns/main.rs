@@ -14,3 +14,4 @@ mod membership;
 mod membership_spoof;
 mod mixed;
 mod offload;
+mod rogue;

@@ -106,11 +106,11 @@ pub fn job_json(dir: &Path) -> serde_json::Value {
 }
 
 /// Tasks done per host name, from a job record.
-fn done_by(job: &serde_json::Value, name: &str) -> u64 {
+pub fn done_by(job: &serde_json::Value, name: &str) -> u64 {
     job["devices"][name]["done"].as_u64().unwrap_or(0)
 }
 
-fn mesh_of(n: usize, extra: &[&[&str]]) -> Lan {
+pub fn mesh_of(n: usize, extra: &[&[&str]]) -> Lan {
     let mut lan = Lan::new(n);
     let hosts: Vec<usize> = (0..n).collect();
     make_mesh(&lan, &hosts);
@@ -128,7 +128,7 @@ fn mesh_of(n: usize, extra: &[&[&str]]) -> Lan {
     lan
 }
 
-fn job_state(lan: &Lan, host: usize, id: &str) -> serde_json::Value {
+pub fn job_state(lan: &Lan, host: usize, id: &str) -> serde_json::Value {
     let out = lan.cli(host, &["job", id, "--json"]);
     serde_json::from_slice(&out.stdout).unwrap_or_default()
 }
