@@ -142,7 +142,11 @@ impl Intake {
     /// the loop, then hands the results back to it.
     fn store_then_send(self, mut ready: ResultReady, permit: OwnedSemaphorePermit) {
         let needs_fetch = ready.results.iter().any(|(_, receipt, fits)| {
-            fits.is_ok() && receipt.files.iter().any(|f| !self.blobs.has(&f.hash))
+            fits.is_ok()
+                && receipt
+                    .files
+                    .iter()
+                    .any(|f| !self.blobs.known_intact(&f.hash))
         });
         if !needs_fetch {
             // The common case: one hop to a blocking thread and back.
@@ -199,13 +203,13 @@ const CHECK_ON_LOOP_BYTES: usize = 4 * 1024;
 fn already_stored(blobs: &BlobStore, results: &[(usize, TaskReceipt, Result<(), String>)]) -> bool {
     results.iter().all(|(_, receipt, fits)| {
         fits.is_err()
-            || (receipt.files.iter().all(|f| blobs.has(&f.hash))
+            || (receipt.files.iter().all(|f| blobs.known_intact(&f.hash))
                 && [&receipt.stdout, &receipt.stderr]
                     .into_iter()
                     .all(|captured| {
                         captured.bytes.len() <= CHECK_ON_LOOP_BYTES
                             && ContentHash::of(&captured.bytes) == captured.hash
-                            && blobs.has(&captured.hash)
+                            && blobs.known_intact(&captured.hash)
                     }))
     })
 }
