@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::node::Node;
 use super::probe::Reading;
-use super::state::{ResultReady, Served};
+use super::state::{Durable, ResultReady, Served};
 use crate::clock::now_ms;
 use crate::control::Request;
 use crate::control::server::Call;
@@ -31,6 +31,7 @@ pub(super) struct Inputs {
     pub(super) worker_events: mpsc::Receiver<WorkerEvent>,
     pub(super) results: mpsc::Receiver<ResultReady>,
     pub(super) served: mpsc::Receiver<Served>,
+    pub(super) durable: mpsc::Receiver<Durable>,
     pub(super) readings: mpsc::Receiver<Reading>,
 }
 
@@ -69,6 +70,7 @@ pub(super) async fn run(node: &mut Node, mut inputs: Inputs) -> anyhow::Result<(
             }
             Some(ready) = inputs.results.recv() => node.on_result_ready(ready),
             Some(served) = inputs.served.recv() => node.on_served(served),
+            Some(done) = inputs.durable.recv() => node.respond(done.reply, done.response),
             Some(cmd) = inputs.net_rx.recv() => node.on_net_cmd(cmd),
             Some(reading) = inputs.readings.recv() => node.on_reading(reading),
             _ = advert_timer.tick() => node.advertise(),

@@ -46,7 +46,7 @@ use self::event_loop::Inputs;
 pub use self::node::{ADVERT_INTERVAL, DaemonConfig, MISSED_ADVERTS};
 use self::node::{MAX_INTAKE, MAX_SERVING, Node};
 use self::probe::Reading;
-use self::state::{ResultReady, Served};
+use self::state::{Durable, ResultReady, Served};
 
 /// Runs the daemon until `corral leave`, SIGTERM or Ctrl-C.
 /// `store` is the node's store, opened by the caller (which holds its lock).
@@ -80,6 +80,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
     let (events_tx, worker_events) = mpsc::channel(events_capacity(config.slots));
     let (results_tx, results) = mpsc::channel::<ResultReady>(MAX_INTAKE);
     let (served_tx, served) = mpsc::channel::<Served>(MAX_SERVING * 4);
+    let (durable_tx, durable) = mpsc::channel::<Durable>(MAX_INTAKE);
     let (readings_tx, readings) = mpsc::channel::<Reading>(4);
     let runtime = Arc::new(crate::runtime::Runtime::new(Some(
         config.data_dir.join("cache").join("modules"),
@@ -151,6 +152,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         pending_blobs: HashMap::new(),
         results_tx,
         served_tx,
+        durable_tx,
         serving: Arc::new(Semaphore::new(MAX_SERVING)),
         intake: Arc::new(Semaphore::new(MAX_INTAKE)),
         watchers: Watchers::default(),
@@ -166,6 +168,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         worker_events,
         results,
         served,
+        durable,
         readings,
     };
     event_loop::run(&mut node, inputs).await?;

@@ -17,7 +17,7 @@ use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::probe::Reading;
-use super::state::{Leaving, Pending, ResultReady, Served};
+use super::state::{Durable, Leaving, Pending, ResultReady, Served};
 use crate::blobs::BlobStore;
 use crate::capacity::{OwnerPolicy, Share};
 use crate::control::watch::Watchers;
@@ -103,6 +103,8 @@ pub(super) struct Node {
         HashMap<OutboundRequestId, oneshot::Sender<Result<BlobResponse, String>>>,
     pub(super) results_tx: mpsc::Sender<ResultReady>,
     pub(super) served_tx: mpsc::Sender<Served>,
+    /// Answers to results, once the store holds them.
+    pub(super) durable_tx: mpsc::Sender<Durable>,
     /// Bounds the blob chunks read for peers at once.
     pub(super) serving: Arc<Semaphore>,
     /// Bounds the results being taken in at once.

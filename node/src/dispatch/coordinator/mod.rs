@@ -29,6 +29,7 @@ use corral_protocol::receipt::{EngineKind, TaskReceipt, TaskStatus};
 use corral_scheduler::batch::{Batch, Decision, Pool, TaskState, Worker};
 
 pub use archive::{Archive, Listing};
+pub use events::ResultNotStored;
 use live::LiveRun;
 pub use live::MAX_LIVE_READ;
 use records::{JobRecord, JobState, TaskRecord, TaskRunState, task_key};
