@@ -59,3 +59,31 @@ fn a_result_the_coordinator_cannot_store_is_kept_by_the_worker_and_sent_again() 
     let _ = a.wait();
     let _ = b.wait();
 }
+
+#[test]
+fn a_submitted_job_survives_a_crash_right_after_submit_returns() {
+    let sb = Sandbox::new();
+    assert_code(
+        &sb.corral(&["--data-dir", "a", "init", "--name", "laptop"]),
+        0,
+    );
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        // Nobody shares: the job waits, and its record is all there is.
+        let mut a = sb.daemon("a", &["--share", "never"], &[], &[]);
+        let id = sb.detach(&["--tasks", "2", "--", "args", "{task}"]);
+        // A power cut, as near as a test gets: SIGKILL the moment the id
+        // is out, before sled's own flusher (every 500 ms) runs.
+        a.kill().expect("SIGKILL");
+        a.wait().expect("reaped");
+        ids.push(id);
+    }
+    let mut a = sb.daemon("a", &["--share", "never"], &[], &[]);
+    for id in &ids {
+        let job = sb.job(id);
+        assert_eq!(job["state"], "running", "job {id} was lost: {job:#}");
+        assert_eq!(job["tasks_total"], 2, "{job:#}");
+    }
+    let _ = a.kill();
+    let _ = a.wait();
+}
