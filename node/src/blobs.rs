@@ -9,6 +9,9 @@
 //! removed so that it is fetched again.
 
 mod intact;
+mod sweep;
+
+pub use sweep::{DEFAULT_CACHE_BYTES, RECENT, Swept};
 #[cfg(test)]
 mod tests;
 

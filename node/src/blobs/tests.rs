@@ -151,3 +151,72 @@ fn a_blob_changed_after_it_was_checked_is_not_here() {
     assert!(!store.has(&hash), "not the length it was written at");
     assert!(!path.exists());
 }
+
+/// Sets when `path` was last used, `ago` before `now`.
+fn used(path: &Path, now: std::time::SystemTime, ago: u64) {
+    let file = File::open(path).expect("open");
+    file.set_modified(now - std::time::Duration::from_secs(ago))
+        .expect("set mtime");
+}
+
+#[test]
+fn the_sweep_removes_the_least_recently_used_until_under_the_bound() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = BlobStore::open(tmp.path()).expect("open");
+    let now = std::time::SystemTime::now();
+    let old = store.put_bytes(&[1u8; 1000]).expect("put");
+    let middle = store.put_bytes(&[2u8; 1000]).expect("put");
+    let young = store.put_bytes(&[3u8; 1000]).expect("put");
+    used(&store.path(&old), now, 3 * 3600);
+    used(&store.path(&middle), now, 2 * 3600);
+    used(&store.path(&young), now, 3600);
+    let compiled = tmp.path().join("cache/modules");
+    std::fs::create_dir_all(&compiled).expect("mkdir");
+    let cwasm = compiled.join(format!("{}-wasmtime-x86_64-00.cwasm", old.to_hex()));
+    std::fs::write(&cwasm, [0u8; 500]).expect("write");
+    used(&cwasm, now, 4 * 3600);
+    // Under the bound: nothing goes.
+    let swept = store.sweep(Some(&compiled), &Default::default(), 10_000, now);
+    assert_eq!((swept.before, swept.removed), (3500, 0), "{swept:?}");
+    // 2000 bytes allowed: the compiled module and the oldest blob go.
+    let swept = store.sweep(Some(&compiled), &Default::default(), 2000, now);
+    assert_eq!((swept.after, swept.removed), (2000, 2), "{swept:?}");
+    assert!(!cwasm.exists());
+    assert!(!store.has(&old));
+    assert!(store.has(&middle) && store.has(&young));
+}
+
+#[test]
+fn the_sweep_never_removes_a_pinned_or_recently_used_blob() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = BlobStore::open(tmp.path()).expect("open");
+    let now = std::time::SystemTime::now();
+    let pinned = store.put_bytes(&[1u8; 1000]).expect("put");
+    let tree_src = tmp.path().join("src");
+    std::fs::create_dir_all(&tree_src).expect("mkdir");
+    std::fs::write(tree_src.join("f"), [4u8; 1000]).expect("write");
+    let tree = store.put_tree(&tree_src).expect("tree");
+    let in_tree = store.listing(&tree).expect("listing").files[0].hash;
+    let loose = store.put_bytes(&[2u8; 1000]).expect("put");
+    let recent = store.put_bytes(&[3u8; 1000]).expect("put");
+    for (hash, ago) in [
+        (pinned, 5 * 3600),
+        (tree, 5 * 3600),
+        (in_tree, 5 * 3600),
+        (loose, 3600),
+        (recent, 60),
+    ] {
+        used(&store.path(&hash), now, ago);
+    }
+    let pins = [pinned, tree].into_iter().collect();
+    // A bound nothing can meet: only the loose old blob may go.
+    let swept = store.sweep(None, &pins, 1, now);
+    assert_eq!(swept.removed, 1, "{swept:?}");
+    assert!(!store.has(&loose));
+    assert!(store.has(&pinned), "a live job's blob stays");
+    assert!(
+        store.has(&tree) && store.has(&in_tree),
+        "its tree's files too"
+    );
+    assert!(store.has(&recent), "what was just used stays");
+}
