@@ -11,7 +11,7 @@
 mod intact;
 mod sweep;
 
-pub use sweep::{DEFAULT_CACHE_BYTES, RECENT, Swept};
+pub use sweep::{RECENT, Swept, needed_by};
 #[cfg(test)]
 mod tests;
 

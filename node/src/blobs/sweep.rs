@@ -20,9 +20,6 @@ use super::BlobStore;
 /// under way, a module a task just started with), even over the bound.
 pub const RECENT: Duration = Duration::from_secs(10 * 60);
 
-/// The default bound: 2 GiB.
-pub const DEFAULT_CACHE_BYTES: u64 = 2 << 30;
-
 /// What one sweep found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -243,4 +240,23 @@ fn read_dir(dir: &Path) -> impl Iterator<Item = std::fs::DirEntry> {
         .into_iter()
         .flatten()
         .filter_map(Result::ok)
+}
+
+/// The blobs a job needs to run (task `index` alone, or every task): its
+/// module, inputs, stdin and the trees it ships (a tree pins the files it
+/// lists, see [`BlobStore::sweep`]).
+pub fn needed_by(
+    manifest: &corral_protocol::manifest::JobManifest,
+    index: Option<u32>,
+) -> Vec<ContentHash> {
+    let mut out = vec![manifest.module_hash];
+    if let corral_protocol::manifest::TaskSet::Inputs(inputs) = &manifest.tasks {
+        match index {
+            Some(i) => out.extend(inputs.get(i as usize).map(|i| i.hash)),
+            None => out.extend(inputs.iter().map(|i| i.hash)),
+        }
+    }
+    out.extend(manifest.stdin.as_ref().map(|s| s.hash));
+    out.extend(manifest.dirs.iter().map(|d| d.tree_hash));
+    out
 }

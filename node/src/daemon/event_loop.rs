@@ -43,6 +43,7 @@ pub(super) async fn run(node: &mut Node, mut inputs: Inputs) -> anyhow::Result<(
     let mut expiry_timer = tokio::time::interval(Duration::from_millis(250));
     let mut redial_timer = tokio::time::interval(Duration::from_secs(2));
     let mut schedule_timer = tokio::time::interval(Duration::from_millis(500));
+    let mut sweep_timer = tokio::time::interval(super::sweep::SWEEP_EVERY);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
 
@@ -80,6 +81,7 @@ pub(super) async fn run(node: &mut Node, mut inputs: Inputs) -> anyhow::Result<(
                 }
             }
             _ = redial_timer.tick() => node.dialer.redial(&mut node.swarm),
+            _ = sweep_timer.tick() => node.sweep_cache(),
             _ = schedule_timer.tick() => node.dirty |= node.coord.has_live_jobs(),
             _ = tokio::time::sleep_until(watch_deadline), if !node.watchers.is_empty() => {}
             _ = tokio::time::sleep_until(leave_deadline), if node.is_leaving() => {}

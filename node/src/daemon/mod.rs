@@ -20,6 +20,7 @@ mod offers;
 mod probe;
 mod results;
 mod state;
+mod sweep;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -157,6 +158,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         intake: Arc::new(Semaphore::new(MAX_INTAKE)),
         watchers: Watchers::default(),
         leaving: None,
+        sweeping: Default::default(),
     };
     node.dialer.dial_bootstrap(&mut node.swarm);
     tracing::info!(peer = %node.peer_id, name = %node.name, mesh = %node.mesh, "corral is up");

@@ -63,6 +63,9 @@ pub struct DaemonConfig {
     pub max_memory: Option<u64>,
     /// `--grace`: how long running tasks may go on once the owner is back.
     pub grace: Duration,
+    /// `--cache-size`: most bytes the blob store, trees, work dirs and
+    /// compiled modules may take (see [`crate::blobs::BlobStore::sweep`]).
+    pub cache_size: u64,
 }
 
 /// Everything the event loop's handlers work on. It owns the `Swarm` and
@@ -115,4 +118,6 @@ pub(super) struct Node {
     pub(super) watchers: Watchers,
     /// The drain, once leaving.
     pub(super) leaving: Option<Leaving>,
+    /// A sweep of the cache under way.
+    pub(super) sweeping: super::sweep::Sweeping,
 }

@@ -9,6 +9,7 @@ mod events;
 #[cfg(test)]
 mod invariants;
 mod live;
+mod pins;
 #[cfg(test)]
 mod proptest;
 mod records;
