@@ -17,7 +17,7 @@ use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::probe::Reading;
-use super::state::{Durable, Leaving, Pending, ResultReady, Served};
+use super::state::{Durable, Leaving, Pending, ResultReady, Served, Sweeping};
 use crate::blobs::BlobStore;
 use crate::capacity::{OwnerPolicy, Share};
 use crate::control::watch::Watchers;
@@ -119,5 +119,5 @@ pub(super) struct Node {
     /// The drain, once leaving.
     pub(super) leaving: Option<Leaving>,
     /// A sweep of the cache under way.
-    pub(super) sweeping: super::sweep::Sweeping,
+    pub(super) sweeping: Sweeping,
 }

@@ -70,6 +70,10 @@ pub(super) struct Durable {
     pub(super) response: TaskResponse,
 }
 
+/// Whether a sweep of the cache is under way (one at a time).
+#[derive(Clone, Default)]
+pub(super) struct Sweeping(pub(super) std::sync::Arc<std::sync::atomic::AtomicBool>);
+
 /// A drain under way.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Leaving {

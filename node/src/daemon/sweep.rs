@@ -3,18 +3,13 @@
 //! under the bound, least recently used first, keeping every blob a job
 //! this node coordinates or a task it holds needs.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use super::node::Node;
 
 /// How often the sweep runs.
 pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(60);
-
-/// Whether a sweep is under way (one at a time).
-#[derive(Clone, Default)]
-pub(super) struct Sweeping(Arc<AtomicBool>);
 
 impl Node {
     /// Starts a sweep on a blocking thread, unless one still runs.
