@@ -166,7 +166,7 @@ impl BlobStore {
         match intact::hash_file(&path) {
             Ok((got, len)) if got == *hash => {
                 self.verdicts.intact(*hash, len);
-                self.mark_used(hash);
+                intact::touch(&path);
                 true
             }
             Ok((got, _)) => {

@@ -220,3 +220,24 @@ fn the_sweep_never_removes_a_pinned_or_recently_used_blob() {
     );
     assert!(store.has(&recent), "what was just used stays");
 }
+
+#[test]
+fn a_blob_used_is_marked_used_for_the_sweep() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let now = std::time::SystemTime::now();
+    let hash = {
+        let store = BlobStore::open(tmp.path()).expect("open");
+        let hash = store.put_bytes(&[9u8; 1000]).expect("put");
+        used(&store.path(&hash), now, 5 * 3600);
+        hash
+    };
+    // The next process uses it: it is no longer the oldest.
+    let store = BlobStore::open(tmp.path()).expect("open");
+    let other = store.put_bytes(&[8u8; 1000]).expect("put");
+    used(&store.path(&other), now, 3600);
+    assert!(store.is_intact(&hash));
+    let swept = store.sweep(None, &Default::default(), 1000, now + RECENT);
+    assert_eq!(swept.removed, 1, "{swept:?}");
+    assert!(store.has(&hash), "the blob just used stays");
+    assert!(!store.has(&other));
+}
