@@ -2,7 +2,18 @@
 //! shipped trees and their listings, inputs, and task outputs. A blob is
 //! written to a temporary file, hashed on the way, and renamed into place
 //! only when its hash is the one expected, so a reader never sees half a
-//! blob or the wrong bytes.
+//! blob or the wrong bytes. The file is synced before the rename and its
+//! directory after, so a power cut cannot leave a short blob under its
+//! final name; and a blob is checked before it is used all the same (its
+//! size at once, its hash on first use in a process), a corrupt one
+//! removed so that it is fetched again.
+
+mod intact;
+mod sweep;
+
+pub use sweep::{RECENT, Swept, needed_by};
+#[cfg(test)]
+mod tests;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -17,6 +28,8 @@ use corral_protocol::tree::{MAX_LISTING_BYTES, TreeFile, TreeListing};
 #[derive(Clone, Debug)]
 pub struct BlobStore {
     dir: PathBuf,
+    /// Blobs this process wrote or hashed, and their lengths.
+    verdicts: intact::Verdicts,
 }
 
 /// A blob being received.
@@ -58,14 +71,25 @@ impl BlobWriter {
             );
         }
         let path = store.path(expected);
-        if let Some(parent) = path.parent() {
+        let parent = path.parent().unwrap_or(&store.dir);
+        if !parent.is_dir() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
+            intact::sync_dir(&store.dir)
+                .with_context(|| format!("cannot sync {}", store.dir.display()))?;
         }
         set_read_only(self.file.path())?;
+        // The bytes reach the disk before the name does, and the name
+        // before the caller is told the blob is stored.
+        self.file
+            .as_file()
+            .sync_all()
+            .with_context(|| format!("cannot sync blob {}", expected.short()))?;
         self.file
             .persist(&path)
             .with_context(|| format!("cannot store blob {}", expected.short()))?;
+        intact::sync_dir(parent).with_context(|| format!("cannot sync {}", parent.display()))?;
+        store.verdicts.intact(*expected, self.len);
         Ok(path)
     }
 }
@@ -82,7 +106,10 @@ impl BlobStore {
         let dir = data_dir.join("blobs");
         std::fs::create_dir_all(dir.join("tmp"))
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            verdicts: Default::default(),
+        })
     }
 
     /// Where blob `hash` lives (whether or not it is there).
@@ -102,14 +129,89 @@ impl BlobStore {
         self.dir.join("trees")
     }
 
-    /// Whether the blob is here.
+    /// Whether the blob is here, as far as its size tells (a metadata
+    /// look-up, no reading): a file whose size cannot be the blob's (zero
+    /// bytes, or not the length this process found it intact at) is
+    /// removed and is not here. Its bytes are checked by
+    /// [`BlobStore::is_intact`] before it is used.
     pub fn has(&self, hash: &ContentHash) -> bool {
-        self.path(hash).is_file()
+        self.size(hash).is_some()
     }
 
-    /// Size of a stored blob.
+    /// Size of a stored blob (`None` if it is not here, or cannot be the
+    /// blob: see [`BlobStore::has`]).
     pub fn size(&self, hash: &ContentHash) -> Option<u64> {
-        std::fs::metadata(self.path(hash)).ok().map(|m| m.len())
+        let meta = std::fs::metadata(self.path(hash)).ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        if !intact::plausible(&self.verdicts, hash, meta.len()) {
+            self.discard(hash, &format!("it is {} bytes", meta.len()));
+            return None;
+        }
+        Some(meta.len())
+    }
+
+    /// Whether the blob is here and intact: hashed to its name once per
+    /// process (blocking; the first call reads it all), the verdict kept;
+    /// a corrupt blob is removed. Marks it used.
+    pub fn is_intact(&self, hash: &ContentHash) -> bool {
+        if self.known_intact(hash) {
+            return true;
+        }
+        if !self.has(hash) {
+            return false;
+        }
+        let path = self.path(hash);
+        match intact::hash_file(&path) {
+            Ok((got, len)) if got == *hash => {
+                self.verdicts.intact(*hash, len);
+                intact::touch(&path);
+                true
+            }
+            Ok((got, _)) => {
+                self.discard(hash, &format!("its bytes hash to {}", got.short()));
+                false
+            }
+            Err(e) => {
+                tracing::warn!("blob {} cannot be read: {e}", hash.short());
+                false
+            }
+        }
+    }
+
+    /// Whether the blob is here and this process already found it intact
+    /// (a metadata look-up, never a read: for the event loop). Marks it
+    /// used.
+    pub fn known_intact(&self, hash: &ContentHash) -> bool {
+        if self.verdicts.len_of(hash).is_some() && self.has(hash) {
+            self.mark_used(hash);
+            return true;
+        }
+        false
+    }
+
+    /// Brings a blob's "last used" (its modification time) forward.
+    fn mark_used(&self, hash: &ContentHash) {
+        if self.verdicts.due_for_touch(hash) {
+            intact::touch(&self.path(hash));
+        }
+    }
+
+    /// Removes a blob found corrupt, so it is fetched (or stored) again.
+    fn discard(&self, hash: &ContentHash, why: &str) {
+        self.verdicts.forget(hash);
+        match std::fs::remove_file(self.path(hash)) {
+            Ok(()) => tracing::warn!(
+                "blob {} is corrupt ({why}): removed, to be fetched again",
+                hash.short()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(
+                "blob {} is corrupt ({why}) and cannot be removed: {e}",
+                hash.short()
+            ),
+        }
     }
 
     /// Starts receiving a blob.
@@ -126,7 +228,7 @@ impl BlobStore {
     /// Stores bytes; returns their hash.
     pub fn put_bytes(&self, bytes: &[u8]) -> anyhow::Result<ContentHash> {
         let hash = ContentHash::of(bytes);
-        if !self.has(&hash) {
+        if !self.is_intact(&hash) {
             let mut writer = self.writer()?;
             writer.write(bytes)?;
             writer.commit(self, &hash)?;
@@ -151,20 +253,23 @@ impl BlobStore {
         }
         let hash = writer.hasher.clone().finish();
         let len = writer.len;
-        if !self.has(&hash) {
+        if !self.is_intact(&hash) {
             writer.commit(self, &hash)?;
         }
         Ok((hash, len))
     }
 
-    /// Reads a whole blob of at most `limit` bytes.
+    /// Reads a whole blob of at most `limit` bytes (checked intact first).
     pub fn read(&self, hash: &ContentHash, limit: u64) -> anyhow::Result<Vec<u8>> {
         let path = self.path(hash);
-        let size = std::fs::metadata(&path)
-            .with_context(|| format!("blob {} is not here", hash.short()))?
-            .len();
+        let size = self
+            .size(hash)
+            .with_context(|| format!("blob {} is not here", hash.short()))?;
         if size > limit {
             anyhow::bail!("blob {} is {size} bytes; at most {limit}", hash.short());
+        }
+        if !self.is_intact(hash) {
+            anyhow::bail!("blob {} is not here (it was corrupt)", hash.short());
         }
         std::fs::read(&path).with_context(|| format!("cannot read blob {}", hash.short()))
     }
@@ -173,6 +278,10 @@ impl BlobStore {
     pub fn chunk(&self, request: &BlobRequest) -> BlobResponse {
         if !request.is_valid() {
             return BlobResponse::Invalid;
+        }
+        // A peer is never served a corrupt blob (hashed once per process).
+        if !self.is_intact(&request.hash) {
+            return BlobResponse::NotFound;
         }
         let Ok(mut file) = File::open(self.path(&request.hash)) else {
             return BlobResponse::NotFound;
@@ -249,6 +358,13 @@ impl BlobStore {
                 std::fs::create_dir_all(parent)
                     .with_context(|| format!("cannot create {}", parent.display()))?;
             }
+            if !self.is_intact(&file.hash) {
+                anyhow::bail!(
+                    "{} (blob {}) is missing or was corrupt",
+                    file.path,
+                    file.hash.short()
+                );
+            }
             let source = self.path(&file.hash);
             if writable || std::fs::hard_link(&source, &target).is_err() {
                 std::fs::copy(&source, &target).with_context(|| {
@@ -265,90 +381,5 @@ impl BlobStore {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blobs_are_stored_by_hash_and_chunks_are_bounded() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let store = BlobStore::open(tmp.path()).expect("open");
-        let hash = store.put_bytes(b"hello blob").expect("put");
-        assert!(store.has(&hash));
-        assert_eq!(store.read(&hash, 100).expect("read"), b"hello blob");
-        assert!(store.read(&hash, 3).is_err(), "the limit holds");
-        match store.chunk(&BlobRequest {
-            hash,
-            offset: 6,
-            len: 100,
-        }) {
-            BlobResponse::Chunk {
-                total,
-                offset,
-                bytes,
-            } => {
-                assert_eq!((total, offset, bytes.as_slice()), (10, 6, &b"blob"[..]));
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(
-            store.chunk(&BlobRequest {
-                hash,
-                offset: 11,
-                len: 1
-            }),
-            BlobResponse::Invalid
-        );
-        assert_eq!(
-            store.chunk(&BlobRequest {
-                hash: ContentHash::of(b"nope"),
-                offset: 0,
-                len: 1
-            }),
-            BlobResponse::NotFound
-        );
-    }
-
-    #[test]
-    fn a_blob_with_the_wrong_contents_is_not_stored() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let store = BlobStore::open(tmp.path()).expect("open");
-        let mut writer = store.writer().expect("writer");
-        writer.write(b"evil").expect("write");
-        let wanted = ContentHash::of(b"good");
-        let err = writer.commit(&store, &wanted).expect_err("mismatch");
-        assert!(err.to_string().contains("wrong contents"), "{err}");
-        assert!(!store.has(&wanted));
-    }
-
-    #[test]
-    fn trees_round_trip_through_the_store() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let src = tmp.path().join("src");
-        std::fs::create_dir_all(src.join("sub")).expect("mkdir");
-        std::fs::write(src.join("a.txt"), "A").expect("write");
-        std::fs::write(src.join("sub/b.txt"), "B").expect("write");
-        let store = BlobStore::open(&tmp.path().join("data")).expect("open");
-        let tree = store.put_tree(&src).expect("put tree");
-        let listing = store.listing(&tree).expect("listing");
-        assert_eq!(
-            listing
-                .files
-                .iter()
-                .map(|f| f.path.as_str())
-                .collect::<Vec<_>>(),
-            ["a.txt", "sub/b.txt"]
-        );
-        let dest = tmp.path().join("dest");
-        store.materialize(&tree, &dest, true).expect("materialize");
-        assert_eq!(
-            std::fs::read_to_string(dest.join("sub/b.txt")).expect("read"),
-            "B"
-        );
-        std::fs::write(dest.join("a.txt"), "changed").expect("a writable copy is writable");
-        assert_eq!(store.read(&listing.files[0].hash, 10).expect("blob"), b"A");
     }
 }

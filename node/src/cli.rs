@@ -164,6 +164,13 @@ pub struct UpArgs {
     /// (default: whatever is free).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_memory: Option<u64>,
+    /// Most disk the blob store (modules, inputs, results), the laid-out
+    /// trees, the work dirs and the compiled modules may take together,
+    /// e.g. 500MiB. Swept every minute, least recently used first; never
+    /// what a job this device coordinates or runs needs, nor anything used
+    /// in the last 10 minutes.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "2GiB")]
+    pub cache_size: u64,
 }
 
 /// `corral run`.

@@ -160,7 +160,10 @@ pub enum RejectReason {
     LimitsTooLarge = 5,
     /// The worker has no engine of the kind required.
     EngineUnavailable = 6,
-    /// No free slot.
+    /// No free slot, or no room on disk for the task's disk limit (a full
+    /// disk refuses every offer with it). As the answer to a result: the
+    /// coordinator could not store it yet; the worker keeps it and sends it
+    /// again.
     Busy = 7,
     /// The owner is using the device.
     OwnerBusy = 8,
@@ -207,7 +210,7 @@ impl RejectReason {
             RejectReason::Replay => "job already seen (replay)",
             RejectReason::LimitsTooLarge => "job limits exceed this device's policy",
             RejectReason::EngineUnavailable => "no engine of the required kind",
-            RejectReason::Busy => "no free slot",
+            RejectReason::Busy => "no free slot (or no room on disk)",
             RejectReason::OwnerBusy => "owner is using the device",
             RejectReason::Draining => "device is leaving",
             RejectReason::ModuleHashMismatch => "module does not match its hash",

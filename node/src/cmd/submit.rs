@@ -429,6 +429,13 @@ fn copy_blob(blobs: &BlobStore, hash: &str, dest: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
+    if !blobs.is_intact(&hash) {
+        anyhow::bail!(
+            "result blob {} for {} is missing or was corrupt",
+            hash.short(),
+            dest.display()
+        );
+    }
     std::fs::copy(blobs.path(&hash), dest).with_context(|| {
         format!(
             "result blob {} is missing for {}",

@@ -105,6 +105,7 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
         slot_share: engines.2,
         max_memory: args.max_memory,
         grace: args.grace,
+        cache_size: args.cache_size,
     };
     // One thread for the event loop and every connection: a message from a
     // peer reaches the loop without waking another thread (a multi-threaded

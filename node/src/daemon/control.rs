@@ -52,6 +52,25 @@ impl Node {
                         .ok_or_else(|| no_job(&id))
                 })),
             },
+            // The job's id goes out only once its record is durable: the
+            // store is flushed off the loop first.
+            Request::Submit { spec } => match self.coord.submit(*spec, now_ms()) {
+                Ok(job) => {
+                    tracing::info!(%job, "job submitted");
+                    self.dirty = true;
+                    let store = self.store.clone();
+                    Answered::OffLoop(Box::new(move || {
+                        store.flush().map_err(|e| {
+                            ControlError::internal(format!(
+                                "job {job} could not be made durable ({e:#}): it runs, but a \
+                                 restart of this daemon would lose it"
+                            ))
+                        })?;
+                        Ok(json!({ "job": job.to_string() }))
+                    }))
+                }
+                Err(e) => Answered::Now(Err(e)),
+            },
             request => Answered::Now(self.answer_now(request)),
         }
     }
@@ -61,9 +80,12 @@ impl Node {
         match request {
             // Answered by `answer` (off the loop, or from a job in memory)
             // and `watch`.
-            Request::Jobs | Request::Job { .. } | Request::Watch { .. } => Err(
-                ControlError::internal("this request is not answered here".to_string()),
-            ),
+            Request::Jobs
+            | Request::Job { .. }
+            | Request::Submit { .. }
+            | Request::Watch { .. } => Err(ControlError::internal(
+                "this request is not answered here".to_string(),
+            )),
             Request::Status => Ok(self.status()),
             Request::Peers => Ok(self.peers()),
             Request::Leave => Ok(json!({"leaving": true})),
@@ -84,12 +106,6 @@ impl Node {
                 .trust_list()
                 .map(|list| json!(list))
                 .map_err(internal),
-            Request::Submit { spec } => {
-                let job = self.coord.submit(*spec, now_ms())?;
-                tracing::info!(%job, "job submitted");
-                self.dirty = true;
-                Ok(json!({ "job": job.to_string() }))
-            }
             Request::Output {
                 id,
                 stdout_from,

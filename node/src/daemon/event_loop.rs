@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::node::Node;
 use super::probe::Reading;
-use super::state::{ResultReady, Served};
+use super::state::{Durable, ResultReady, Served};
 use crate::clock::now_ms;
 use crate::control::Request;
 use crate::control::server::Call;
@@ -31,6 +31,7 @@ pub(super) struct Inputs {
     pub(super) worker_events: mpsc::Receiver<WorkerEvent>,
     pub(super) results: mpsc::Receiver<ResultReady>,
     pub(super) served: mpsc::Receiver<Served>,
+    pub(super) durable: mpsc::Receiver<Durable>,
     pub(super) readings: mpsc::Receiver<Reading>,
 }
 
@@ -42,6 +43,7 @@ pub(super) async fn run(node: &mut Node, mut inputs: Inputs) -> anyhow::Result<(
     let mut expiry_timer = tokio::time::interval(Duration::from_millis(250));
     let mut redial_timer = tokio::time::interval(Duration::from_secs(1));
     let mut schedule_timer = tokio::time::interval(Duration::from_millis(500));
+    let mut sweep_timer = tokio::time::interval(super::sweep::SWEEP_EVERY);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
 
@@ -69,6 +71,7 @@ pub(super) async fn run(node: &mut Node, mut inputs: Inputs) -> anyhow::Result<(
             }
             Some(ready) = inputs.results.recv() => node.on_result_ready(ready),
             Some(served) = inputs.served.recv() => node.on_served(served),
+            Some(done) = inputs.durable.recv() => node.respond(done.reply, done.response),
             Some(cmd) = inputs.net_rx.recv() => node.on_net_cmd(cmd),
             Some(reading) = inputs.readings.recv() => node.on_reading(reading),
             _ = advert_timer.tick() => node.advertise(),
@@ -78,6 +81,7 @@ pub(super) async fn run(node: &mut Node, mut inputs: Inputs) -> anyhow::Result<(
                 }
             }
             _ = redial_timer.tick() => node.dialer.redial(&mut node.swarm),
+            _ = sweep_timer.tick() => node.sweep_cache(),
             _ = schedule_timer.tick() => node.dirty |= node.coord.has_live_jobs(),
             _ = tokio::time::sleep_until(watch_deadline), if !node.watchers.is_empty() => {}
             _ = tokio::time::sleep_until(leave_deadline), if node.is_leaving() => {}

@@ -20,6 +20,7 @@ mod offers;
 mod probe;
 mod results;
 mod state;
+mod sweep;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,7 +47,7 @@ use self::event_loop::Inputs;
 pub use self::node::{ADVERT_INTERVAL, DaemonConfig, MISSED_ADVERTS};
 use self::node::{MAX_INTAKE, MAX_SERVING, Node};
 use self::probe::Reading;
-use self::state::{ResultReady, Served};
+use self::state::{Durable, ResultReady, Served};
 
 /// Runs the daemon until `corral leave`, SIGTERM or Ctrl-C.
 /// `store` is the node's store, opened by the caller (which holds its lock).
@@ -80,6 +81,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
     let (events_tx, worker_events) = mpsc::channel(events_capacity(config.slots));
     let (results_tx, results) = mpsc::channel::<ResultReady>(MAX_INTAKE);
     let (served_tx, served) = mpsc::channel::<Served>(MAX_SERVING * 4);
+    let (durable_tx, durable) = mpsc::channel::<Durable>(MAX_INTAKE);
     let (readings_tx, readings) = mpsc::channel::<Reading>(4);
     let runtime = Arc::new(crate::runtime::Runtime::new(Some(
         config.data_dir.join("cache").join("modules"),
@@ -151,10 +153,12 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         pending_blobs: HashMap::new(),
         results_tx,
         served_tx,
+        durable_tx,
         serving: Arc::new(Semaphore::new(MAX_SERVING)),
         intake: Arc::new(Semaphore::new(MAX_INTAKE)),
         watchers: Watchers::default(),
         leaving: None,
+        sweeping: Default::default(),
     };
     node.dialer.dial_bootstrap(&mut node.swarm);
     tracing::info!(peer = %node.peer_id, name = %node.name, mesh = %node.mesh, "corral is up");
@@ -166,6 +170,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         worker_events,
         results,
         served,
+        durable,
         readings,
     };
     event_loop::run(&mut node, inputs).await?;

@@ -17,7 +17,7 @@ use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::probe::Reading;
-use super::state::{Leaving, Pending, ResultReady, Served};
+use super::state::{Durable, Leaving, Pending, ResultReady, Served, Sweeping};
 use crate::blobs::BlobStore;
 use crate::capacity::{OwnerPolicy, Share};
 use crate::control::watch::Watchers;
@@ -63,6 +63,9 @@ pub struct DaemonConfig {
     pub max_memory: Option<u64>,
     /// `--grace`: how long running tasks may go on once the owner is back.
     pub grace: Duration,
+    /// `--cache-size`: most bytes the blob store, trees, work dirs and
+    /// compiled modules may take (see [`crate::blobs::BlobStore::sweep`]).
+    pub cache_size: u64,
 }
 
 /// Everything the event loop's handlers work on. It owns the `Swarm` and
@@ -103,6 +106,8 @@ pub(super) struct Node {
         HashMap<OutboundRequestId, oneshot::Sender<Result<BlobResponse, String>>>,
     pub(super) results_tx: mpsc::Sender<ResultReady>,
     pub(super) served_tx: mpsc::Sender<Served>,
+    /// Answers to results, once the store holds them.
+    pub(super) durable_tx: mpsc::Sender<Durable>,
     /// Bounds the blob chunks read for peers at once.
     pub(super) serving: Arc<Semaphore>,
     /// Bounds the results being taken in at once.
@@ -113,4 +118,6 @@ pub(super) struct Node {
     pub(super) watchers: Watchers,
     /// The drain, once leaving.
     pub(super) leaving: Option<Leaving>,
+    /// A sweep of the cache under way.
+    pub(super) sweeping: Sweeping,
 }

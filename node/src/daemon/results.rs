@@ -1,8 +1,10 @@
 //! Results coming in: each receipt is checked (signature, and whether the
 //! coordinator still wants it), then — off the loop, a bounded number at
 //! once — its output files are fetched and its stdout and stderr stored and
-//! hash-checked, and only then the coordinator takes it and the worker that
-//! sent it gets its answer.
+//! hash-checked, and only then the coordinator takes it; the worker that
+//! sent it is acknowledged only once the store has flushed it (off the
+//! loop). A result this node cannot store is not acknowledged: its worker
+//! keeps it and sends it again.
 
 use corral_protocol::envelope::Signed;
 use corral_protocol::hash::ContentHash;
@@ -13,7 +15,7 @@ use corral_protocol::receipt::TaskReceipt;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::node::Node;
-use super::state::{Reply, ResultReady};
+use super::state::{Durable, NotTaken, Reply, ResultReady};
 use crate::blobs::BlobStore;
 use crate::dispatch::{FetchLocks, NetHandle, fetch_blob};
 
@@ -46,7 +48,10 @@ impl Node {
                 Ok(Some(receipt)) => {
                     let limit = self.coord.file_limit(&receipt.job);
                     let fits = match receipt.files.iter().find(|f| f.size > limit) {
-                        Some(f) => Err(format!("output file {} is too large", f.path)),
+                        Some(f) => Err(NotTaken::Refused(format!(
+                            "output file {} is too large",
+                            f.path
+                        ))),
                         None => Ok(()),
                     };
                     results.push((i, receipt, fits));
@@ -104,8 +109,18 @@ impl Node {
         let mut actions = Vec::new();
         for (i, receipt, fetched) in results {
             match fetched {
-                Ok(()) => actions.extend(self.coord.on_result(from, &name, receipt)),
-                Err(e) => {
+                Ok(()) => match self.coord.on_result(from, &name, receipt) {
+                    Ok(taken) => actions.extend(taken),
+                    Err(e) => {
+                        tracing::warn!(peer = %name, "{e}: not acknowledged, {name} keeps it and sends it again");
+                        verdicts[i] = Some(RejectReason::Busy);
+                    }
+                },
+                Err(NotTaken::NotStored(e)) => {
+                    tracing::warn!(peer = %name, "the output of task {} could not be stored here: {e}; not acknowledged, {name} keeps it and sends it again", receipt.index);
+                    verdicts[i] = Some(RejectReason::Busy);
+                }
+                Err(NotTaken::Refused(e)) => {
                     tracing::warn!(peer = %name, "the output of task {} could not be taken in: {e}", receipt.index);
                     verdicts[i] = Some(RejectReason::Malformed);
                     actions.extend(self.coord.on_failed(
@@ -117,14 +132,64 @@ impl Node {
                 }
             }
         }
-        let response = match (single, verdicts.as_slice()) {
-            (true, [None]) => TaskResponse::Ack,
-            (true, [Some(reason)]) => TaskResponse::Rejected(*reason),
-            _ => TaskResponse::Each(verdicts),
-        };
-        self.respond(reply, response);
         self.execute(actions);
         self.dirty = true;
+        self.answer_when_durable(reply, verdicts, single);
+    }
+
+    /// Answers a request of results: at once when it acknowledges none;
+    /// otherwise once the store is flushed (on a blocking thread), so an
+    /// acknowledged result survives a crash. A flush that fails
+    /// acknowledges nothing: the sender keeps its results and sends them
+    /// again (a result taken already is then acknowledged after the next
+    /// flush that holds).
+    fn answer_when_durable(
+        &mut self,
+        reply: Reply,
+        mut verdicts: Vec<Option<RejectReason>>,
+        single: bool,
+    ) {
+        if verdicts.iter().all(Option::is_some) {
+            self.respond(reply, response_of(verdicts, single));
+            return;
+        }
+        let store = self.store.clone();
+        let durable = self.durable_tx.clone();
+        tokio::spawn(async move {
+            let flushed = tokio::task::spawn_blocking(move || store.flush())
+                .await
+                .map_err(|e| anyhow::anyhow!("the flush did not finish: {e}"))
+                .and_then(|flushed| flushed);
+            if let Err(e) = flushed {
+                tracing::warn!("results not acknowledged, the store cannot be flushed: {e:#}");
+                for verdict in verdicts.iter_mut().filter(|v| v.is_none()) {
+                    *verdict = Some(RejectReason::Busy);
+                }
+            }
+            let response = response_of(verdicts, single);
+            match reply {
+                Reply::Local(tx) => {
+                    let _ = tx.send(Ok(response));
+                }
+                remote => {
+                    let _ = durable
+                        .send(Durable {
+                            reply: remote,
+                            response,
+                        })
+                        .await;
+                }
+            }
+        });
+    }
+}
+
+/// The answer to a request of results with these verdicts (`None`: taken).
+fn response_of(verdicts: Vec<Option<RejectReason>>, single: bool) -> TaskResponse {
+    match (single, verdicts.as_slice()) {
+        (true, [None]) => TaskResponse::Ack,
+        (true, [Some(reason)]) => TaskResponse::Rejected(*reason),
+        _ => TaskResponse::Each(verdicts),
     }
 }
 
@@ -142,7 +207,11 @@ impl Intake {
     /// the loop, then hands the results back to it.
     fn store_then_send(self, mut ready: ResultReady, permit: OwnedSemaphorePermit) {
         let needs_fetch = ready.results.iter().any(|(_, receipt, fits)| {
-            fits.is_ok() && receipt.files.iter().any(|f| !self.blobs.has(&f.hash))
+            fits.is_ok()
+                && receipt
+                    .files
+                    .iter()
+                    .any(|f| !self.blobs.known_intact(&f.hash))
         });
         if !needs_fetch {
             // The common case: one hop to a blocking thread and back.
@@ -170,7 +239,11 @@ impl Intake {
                     )
                     .await
                     {
-                        *fetched = Err(format!("{e:#}"));
+                        *fetched = Err(if written_here(&e) {
+                            NotTaken::NotStored(format!("{e:#}"))
+                        } else {
+                            NotTaken::Refused(format!("{e:#}"))
+                        });
                         break;
                     }
                 }
@@ -189,6 +262,13 @@ impl Intake {
     }
 }
 
+/// Whether a failed fetch failed on this node's disk (the error holds an
+/// I/O error: making, writing, syncing or renaming the blob) rather than on
+/// the sender (what it sent, or the way to it).
+fn written_here(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| cause.is::<std::io::Error>())
+}
+
 /// Captured output at most this long is hash-checked on the loop.
 const CHECK_ON_LOOP_BYTES: usize = 4 * 1024;
 
@@ -196,16 +276,19 @@ const CHECK_ON_LOOP_BYTES: usize = 4 * 1024;
 /// store (a metadata look-up each), stdout and stderr short and matching
 /// their hashes: then nothing is fetched or written and the results can be
 /// taken on the loop.
-fn already_stored(blobs: &BlobStore, results: &[(usize, TaskReceipt, Result<(), String>)]) -> bool {
+fn already_stored(
+    blobs: &BlobStore,
+    results: &[(usize, TaskReceipt, Result<(), NotTaken>)],
+) -> bool {
     results.iter().all(|(_, receipt, fits)| {
         fits.is_err()
-            || (receipt.files.iter().all(|f| blobs.has(&f.hash))
+            || (receipt.files.iter().all(|f| blobs.known_intact(&f.hash))
                 && [&receipt.stdout, &receipt.stderr]
                     .into_iter()
                     .all(|captured| {
                         captured.bytes.len() <= CHECK_ON_LOOP_BYTES
                             && ContentHash::of(&captured.bytes) == captured.hash
-                            && blobs.has(&captured.hash)
+                            && blobs.known_intact(&captured.hash)
                     }))
     })
 }
@@ -213,7 +296,7 @@ fn already_stored(blobs: &BlobStore, results: &[(usize, TaskReceipt, Result<(), 
 /// Writes each result's stdout and stderr to the blob store, checking that
 /// they hash to what the receipt says; a result whose output cannot be
 /// stored (or does not match) is marked so.
-fn store_output(blobs: &BlobStore, results: &mut [(usize, TaskReceipt, Result<(), String>)]) {
+fn store_output(blobs: &BlobStore, results: &mut [(usize, TaskReceipt, Result<(), NotTaken>)]) {
     for (_, receipt, stored) in results.iter_mut() {
         if stored.is_err() {
             continue;
@@ -222,11 +305,15 @@ fn store_output(blobs: &BlobStore, results: &mut [(usize, TaskReceipt, Result<()
             match blobs.put_bytes(&captured.bytes) {
                 Ok(hash) if hash == captured.hash => {}
                 Ok(_) => {
-                    *stored = Err(format!("its {name} does not match the hash in its receipt"));
+                    *stored = Err(NotTaken::Refused(format!(
+                        "its {name} does not match the hash in its receipt"
+                    )));
                     break;
                 }
                 Err(e) => {
-                    *stored = Err(format!("its {name} could not be stored: {e:#}"));
+                    *stored = Err(NotTaken::NotStored(format!(
+                        "its {name} could not be stored: {e:#}"
+                    )));
                     break;
                 }
             }

@@ -38,19 +38,41 @@ pub(super) struct Served {
     pub(super) response: BlobResponse,
 }
 
+/// Why a result's output was not taken in.
+#[derive(Debug)]
+pub(super) enum NotTaken {
+    /// The sender's fault (output that does not match its receipt, is too
+    /// large, or could not be fetched from it): the result is refused.
+    Refused(String),
+    /// This node's (its disk): the result is not acknowledged, so its
+    /// sender keeps it and sends it again.
+    NotStored(String),
+}
+
 /// Results from one request whose output is in the blob store (or could
 /// not be fetched or stored), ready for the coordinator.
 pub(super) struct ResultReady {
     pub(super) from: PeerKey,
     /// Each wanted receipt, its place in the request, and whether its
     /// output is here.
-    pub(super) results: Vec<(usize, TaskReceipt, Result<(), String>)>,
+    pub(super) results: Vec<(usize, TaskReceipt, Result<(), NotTaken>)>,
     /// The answer to each receipt of the request so far.
     pub(super) verdicts: Vec<Option<RejectReason>>,
     /// A single `Result` (answered `Ack`) rather than a batch.
     pub(super) single: bool,
     pub(super) reply: Reply,
 }
+
+/// The answer to a request of results, sent once what it acknowledges is
+/// durable (the store flushed off the loop).
+pub(super) struct Durable {
+    pub(super) reply: Reply,
+    pub(super) response: TaskResponse,
+}
+
+/// Whether a sweep of the cache is under way (one at a time).
+#[derive(Clone, Default)]
+pub(super) struct Sweeping(pub(super) std::sync::Arc<std::sync::atomic::AtomicBool>);
 
 /// A drain under way.
 #[derive(Clone, Copy, Debug)]

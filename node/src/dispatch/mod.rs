@@ -111,6 +111,19 @@ impl FetchLocks {
     }
 }
 
+/// Whether blob `hash` is here and intact (hashed on a blocking thread the
+/// first time this process uses it; a corrupt copy is removed, so it is
+/// fetched again).
+async fn intact(blobs: &BlobStore, hash: ContentHash) -> bool {
+    if blobs.known_intact(&hash) {
+        return true;
+    }
+    let blobs = blobs.clone();
+    tokio::task::spawn_blocking(move || blobs.is_intact(&hash))
+        .await
+        .unwrap_or(false)
+}
+
 /// Makes sure blob `hash` (at most `max` bytes) is in the store, fetching it
 /// from `peer` chunk by chunk if not; the bytes are hash-checked before they
 /// are kept. Returns its path.
@@ -122,12 +135,12 @@ pub async fn fetch_blob(
     hash: ContentHash,
     max: u64,
 ) -> anyhow::Result<PathBuf> {
-    if blobs.has(&hash) {
+    if intact(blobs, hash).await {
         return Ok(blobs.path(&hash));
     }
     let lock = locks.lock_for(&hash);
     let _held = lock.lock().await;
-    if blobs.has(&hash) {
+    if intact(blobs, hash).await {
         return Ok(blobs.path(&hash));
     }
     let mut writer = blobs.writer()?;

@@ -95,7 +95,14 @@ fn load(engine: &Engine, path: &Path) -> Option<Module> {
     // wasmtime checks the header, version and compatibility again and returns
     // an error, not undefined behaviour, for a mismatch.
     match unsafe { Module::deserialize_file(engine, path) } {
-        Ok(module) => Some(module),
+        Ok(module) => {
+            // Its last use, for the size bound's sweep (least recently
+            // used first); best effort.
+            if let Ok(file) = std::fs::File::open(path) {
+                let _ = file.set_modified(std::time::SystemTime::now());
+            }
+            Some(module)
+        }
         Err(e) => {
             tracing::warn!(path = %path.display(), "discarding unusable compiled module: {e:#}");
             let _ = std::fs::remove_file(path);

@@ -161,20 +161,57 @@ impl<C: Clock> Coordinator<C> {
     /// A result whose output is in the blob store: its files, and its
     /// stdout and stderr under the hashes its receipt gives (the daemon
     /// stores and checks them off its event loop before calling this).
-    pub fn on_result(&mut self, from: PeerKey, name: &str, receipt: TaskReceipt) -> Vec<Action> {
+    /// The run is written to the store before anything is counted: a
+    /// result that cannot be written is not taken (an error, so that it is
+    /// not acknowledged and its worker sends it again). The caller flushes
+    /// the store before it acknowledges.
+    pub fn on_result(
+        &mut self,
+        from: PeerKey,
+        name: &str,
+        receipt: TaskReceipt,
+    ) -> Result<Vec<Action>, ResultNotStored> {
         let id = receipt.job;
         let index = receipt.index;
         // Another result of the task may have been taken (or the job
         // cancelled) while this one's files were fetched.
         if !self.still_wanted(&from, &id, index) {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let Some(job) = self.jobs.get_mut(&id) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         // Stored and hash-checked by the caller, off the event loop.
         let (stdout, stderr) = (receipt.stdout.hash, receipt.stderr.hash);
         let digest = result_digest(&receipt);
+        let run = RunRecord {
+            peer: from,
+            name: name.to_string(),
+            arch: receipt.arch.clone(),
+            engine: receipt.engine,
+            attempt: receipt.attempt,
+            status: receipt.status.clone(),
+            duration_ms: receipt.duration_ms,
+            stdout,
+            stderr,
+            truncated: receipt.stdout.truncated || receipt.stderr.truncated,
+            files: receipt.files.clone(),
+            digest,
+        };
+        let Some(record) = job.tasks.get(index as usize) else {
+            return Ok(Vec::new());
+        };
+        // The run first, as the task stood: a restart replays the runs of
+        // a task that is not finished, so this alone loses nothing.
+        let mut provisional = record.clone();
+        provisional.runs.push(run.clone());
+        self.store
+            .put_record(Records::Tasks, &task_key(&id, index), &provisional)
+            .map_err(|e| ResultNotStored {
+                job: id,
+                index,
+                why: format!("{e:#}"),
+            })?;
         job.seq += 1;
         job.results_seen = job.results_seen.saturating_add(1);
         if receipt.duration_ms < SHORT_TASK_MS {
@@ -188,22 +225,9 @@ impl<C: Clock> Coordinator<C> {
         let decisions = job.batch.on_result(index, &from, digest);
         let task = &job.batch.tasks()[index as usize];
         let Some(record) = job.tasks.get_mut(index as usize) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
-        record.runs.push(RunRecord {
-            peer: from,
-            name: name.to_string(),
-            arch: receipt.arch.clone(),
-            engine: receipt.engine,
-            attempt: receipt.attempt,
-            status: receipt.status.clone(),
-            duration_ms: receipt.duration_ms,
-            stdout,
-            stderr,
-            truncated: receipt.stdout.truncated || receipt.stderr.truncated,
-            files: receipt.files.clone(),
-            digest,
-        });
+        record.runs.push(run);
         record.attempts = task.attempts;
         record.mismatch = task.mismatch;
         match &task.state {
@@ -221,8 +245,22 @@ impl<C: Clock> Coordinator<C> {
             .store
             .put_record(Records::Tasks, &task_key(&id, index), &*record)
         {
-            tracing::warn!("cannot store the result of task {index} of {id}: {e:#}");
+            // The run itself is written (above); a restart replays it.
+            tracing::warn!("cannot store the state of task {index} of {id}: {e:#}");
         }
-        self.apply(id, decisions)
+        Ok(self.apply(id, decisions))
     }
+}
+
+/// A result whose run could not be written to the store: it was not
+/// taken (nothing counted), and must not be acknowledged.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot store the result of task {index} of job {job}: {why}")]
+pub struct ResultNotStored {
+    /// The job.
+    pub job: JobId,
+    /// The task.
+    pub index: u32,
+    /// What the store said.
+    pub why: String,
 }

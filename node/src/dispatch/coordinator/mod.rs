@@ -9,6 +9,7 @@ mod events;
 #[cfg(test)]
 mod invariants;
 mod live;
+mod pins;
 #[cfg(test)]
 mod proptest;
 mod records;
@@ -29,6 +30,7 @@ use corral_protocol::receipt::{EngineKind, TaskReceipt, TaskStatus};
 use corral_scheduler::batch::{Batch, Decision, Pool, TaskState, Worker};
 
 pub use archive::{Archive, Listing};
+pub use events::ResultNotStored;
 use live::LiveRun;
 pub use live::MAX_LIVE_READ;
 use records::{JobRecord, JobState, TaskRecord, TaskRunState, task_key};

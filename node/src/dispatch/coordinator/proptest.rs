@@ -183,7 +183,10 @@ impl World {
             Step::Result { offer, exit, out } => {
                 if let Some(i) = Self::pick(self.offers.len(), offer) {
                     let o = self.offers.remove(i);
-                    let actions = self.coord.on_result(o.peer, "p", receipt(&o, exit, out));
+                    let actions = self
+                        .coord
+                        .on_result(o.peer, "p", receipt(&o, exit, out))
+                        .expect("stored");
                     self.answered.push((o, exit, out));
                     self.take_offers(actions);
                 }
@@ -191,7 +194,10 @@ impl World {
             Step::Duplicate { answered } => {
                 if let Some(i) = Self::pick(self.answered.len(), answered) {
                     let (o, exit, out) = self.answered[i];
-                    let actions = self.coord.on_result(o.peer, "p", receipt(&o, exit, out));
+                    let actions = self
+                        .coord
+                        .on_result(o.peer, "p", receipt(&o, exit, out))
+                        .expect("stored");
                     self.take_offers(actions);
                 }
             }
@@ -207,7 +213,10 @@ impl World {
                         peer: peer(p),
                         attempt: 0,
                     };
-                    let actions = self.coord.on_result(o.peer, "p", receipt(&o, 0, 0));
+                    let actions = self
+                        .coord
+                        .on_result(o.peer, "p", receipt(&o, 0, 0))
+                        .expect("stored");
                     self.take_offers(actions);
                 }
             }

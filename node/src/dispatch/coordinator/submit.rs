@@ -19,6 +19,8 @@ pub(super) const JOB_LIFETIME_MS: u64 = 2 * 24 * 3600 * 1000;
 
 impl<C: Clock> Coordinator<C> {
     /// Builds, signs and stores a job; it is scheduled on the next round.
+    /// Its record is written before it is taken into memory; the caller
+    /// flushes the store (off its event loop) before it hands out the id.
     pub fn submit(&mut self, spec: SubmitSpec, now_ms: u64) -> Result<JobId, ControlError> {
         let module_size = self.blobs.size(&spec.module).ok_or_else(|| {
             ControlError::not_found(format!(

@@ -268,13 +268,13 @@ fn a_restarted_coordinator_keeps_the_votes_of_a_verified_task() {
         arch: "x86_64".into(),
         duration_ms: 5,
     };
-    c.on_result(a, "a", receipt.clone());
+    c.on_result(a, "a", receipt.clone()).expect("stored");
     assert_eq!(c.jobs[&id].tasks[0].runs.len(), 1);
     drop(c);
     // After a restart, the same device's result again is not a second vote.
     let mut c = load();
     let wanted = c.still_wanted(&a, &id, 0);
-    c.on_result(a, "a", receipt);
+    c.on_result(a, "a", receipt).expect("stored");
     assert!(!wanted, "a's result is wanted again after a restart");
     assert_eq!(c.jobs[&id].tasks[0].runs.len(), 1);
     assert_eq!(c.jobs[&id].tasks[0].state, TaskRunState::Queued);

@@ -62,6 +62,8 @@ struct Running {
     started: Arc<AtomicBool>,
     /// Its disk limit: room on the work dir promised to it.
     disk_bytes: u64,
+    /// What its job needs, kept by the size bound while it is held.
+    needs: Vec<corral_protocol::hash::ContentHash>,
 }
 
 /// The worker's state, owned by the event loop.
@@ -103,6 +105,11 @@ impl Worker {
             .values()
             .filter(|r| !r.started.load(Ordering::Relaxed))
             .count()
+    }
+
+    /// The blobs the tasks held here need (kept by the size bound).
+    pub fn pinned_blobs(&self) -> impl Iterator<Item = corral_protocol::hash::ContentHash> + '_ {
+        self.running.values().flat_map(|r| r.needs.iter().copied())
     }
 
     /// Free slots, as advertised.
@@ -167,6 +174,7 @@ impl Worker {
                 hand_back: hand_back.clone(),
                 started: started.clone(),
                 disk_bytes: manifest.limits.disk_bytes,
+                needs: crate::blobs::needed_by(&manifest, Some(index)),
             },
         );
         // The only task of a job is what `corral run` shows as it

@@ -221,10 +221,22 @@ async fn deliver_to(deliveries: Deliveries, net: NetHandle, store: Store, coordi
                 continue;
             }
         };
-        backoff = Duration::from_millis(250);
+        let mut again = Vec::new();
         for (item, verdict) in batch.drain(..).zip(verdicts) {
             match verdict {
                 None => tracing::debug!(job = %item.job, index = item.index, "result acknowledged"),
+                // Not taken for now (the coordinator could not store it):
+                // kept, and sent again after a while.
+                Some(reason) if reason.is_transient() && now_ms() <= item.expires_ms => {
+                    tracing::debug!(
+                        job = %item.job,
+                        index = item.index,
+                        "the coordinator did not take the result yet ({}); kept",
+                        reason.describe()
+                    );
+                    again.push(item);
+                    continue;
+                }
                 Some(reason) => tracing::warn!(
                     job = %item.job,
                     index = item.index,
@@ -233,6 +245,13 @@ async fn deliver_to(deliveries: Deliveries, net: NetHandle, store: Store, coordi
                 ),
             }
             forget(&store, &item);
+        }
+        if again.is_empty() {
+            backoff = Duration::from_millis(250);
+        } else {
+            batch = again;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(3));
         }
     }
 }

@@ -1,0 +1,122 @@
+//! Whether a stored blob can be trusted: the verdicts this process reached
+//! (a blob it wrote, or one it hashed on first use), the cheap check of a
+//! blob's size against them, and the durable steps of putting a blob in
+//! place (file synced before the rename, directory synced after).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use corral_protocol::hash::{ContentHash, ContentHasher};
+
+/// Most verdicts remembered (a blob forgotten is hashed again on its next
+/// use, no more).
+const MAX_VERDICTS: usize = 65_536;
+
+/// A blob's modification time is its "last used" for the size bound's
+/// sweep; it is brought forward at most this often.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+/// What this process knows of a stored blob: it hashed to its name, at
+/// this length.
+#[derive(Clone, Copy, Debug)]
+struct Verdict {
+    len: u64,
+    touched: Instant,
+}
+
+/// The verdicts of this process, shared by every clone of a store.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Verdicts(Arc<Mutex<HashMap<ContentHash, Verdict>>>);
+
+impl Verdicts {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<ContentHash, Verdict>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The length blob `hash` was found intact at, if it was.
+    pub(super) fn len_of(&self, hash: &ContentHash) -> Option<u64> {
+        self.map().get(hash).map(|v| v.len)
+    }
+
+    /// Blob `hash` is intact at `len` bytes (written or hashed now).
+    pub(super) fn intact(&self, hash: ContentHash, len: u64) {
+        let mut map = self.map();
+        if map.len() >= MAX_VERDICTS && !map.contains_key(&hash) {
+            map.clear();
+        }
+        map.insert(
+            hash,
+            Verdict {
+                len,
+                touched: Instant::now(),
+            },
+        );
+    }
+
+    /// Forgets blob `hash` (removed, or found corrupt).
+    pub(super) fn forget(&self, hash: &ContentHash) {
+        self.map().remove(hash);
+    }
+
+    /// Whether blob `hash` was last marked used long enough ago to be
+    /// marked again (and notes that it is being marked now).
+    pub(super) fn due_for_touch(&self, hash: &ContentHash) -> bool {
+        let mut map = self.map();
+        match map.get_mut(hash) {
+            Some(v) if v.touched.elapsed() < TOUCH_EVERY => false,
+            Some(v) => {
+                v.touched = Instant::now();
+                true
+            }
+            None => true,
+        }
+    }
+}
+
+/// Whether a file of `len` bytes could be the blob named `hash` without
+/// reading it: the length this process found it intact at, or, for a blob
+/// it has not checked, any length but zero (a power cut after a rename that
+/// was not synced leaves a zero-length file under the final name) unless
+/// `hash` is the empty blob's.
+pub(super) fn plausible(verdicts: &Verdicts, hash: &ContentHash, len: u64) -> bool {
+    match verdicts.len_of(hash) {
+        Some(known) => known == len,
+        None => len > 0 || *hash == ContentHash::of(b""),
+    }
+}
+
+/// Hashes the file at `path`; its hash and length.
+pub(super) fn hash_file(path: &Path) -> std::io::Result<(ContentHash, u64)> {
+    let mut file = File::open(path)?;
+    let mut hasher = ContentHasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut len = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((hasher.finish(), len))
+}
+
+/// Syncs directory `dir`, so a rename or a new entry in it survives a
+/// power cut.
+pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Marks the file at `path` used now (its modification time, which the
+/// size bound's sweep reads). Best effort: a blob that cannot be marked is
+/// only swept a little earlier.
+pub(super) fn touch(path: &Path) {
+    if let Ok(file) = File::open(path) {
+        let _ = file.set_modified(SystemTime::now());
+    }
+}
