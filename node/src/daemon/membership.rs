@@ -78,9 +78,15 @@ impl Node {
         }
     }
 
-    /// A gossiped capacity advert.
+    /// A gossiped capacity advert: taken only from a peer with a connection
+    /// open here (checked before it is decoded), so adverts signed by fresh
+    /// keys and relayed by one member cannot fill the view (DESIGN §7).
     pub(super) fn on_gossip(&mut self, message: gossipsub::Message) {
         let Some(source) = message.source else { return };
+        if !self.swarm.is_connected(&source) {
+            tracing::trace!(%source, "advert from a peer not connected here: dropped");
+            return;
+        }
         let Some(from) = peer_key_of(&source) else {
             return;
         };
