@@ -13,7 +13,7 @@ use libp2p::{connection_limits, gossipsub, identify, identity, memory_connection
 
 use super::PROTOCOL_NAME;
 use super::limits::{self, MAX_BLOB_STREAMS, MAX_TASK_STREAMS};
-use super::wire::{BLOB_PROTOCOL, FrameCodec, TASK_PROTOCOL};
+use super::wire::{BLOB_PROTOCOL, Budget, FrameCodec, MAX_INBOUND_BYTES, TASK_PROTOCOL};
 
 /// The task protocol's behaviour.
 pub type TaskBehaviour = request_response::Behaviour<FrameCodec<TaskRequest, TaskResponse>>;
@@ -75,7 +75,10 @@ impl Behaviour {
                     .with_timeout(Duration::from_secs(5)),
             ),
             gossipsub,
-            task: request_response::Behaviour::new(
+            // Inbound task requests may be large (an offer's manifest, a
+            // result's streams): read within one budget for all peers.
+            task: request_response::Behaviour::with_codec(
+                FrameCodec::with_budget(Budget::new(MAX_INBOUND_BYTES)),
                 [(TASK_PROTOCOL, ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(TASK_TIMEOUT)
