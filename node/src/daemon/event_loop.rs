@@ -31,6 +31,7 @@ pub(super) struct Inputs {
     pub(super) worker_events: mpsc::Receiver<WorkerEvent>,
     pub(super) results: mpsc::Receiver<ResultReady>,
     pub(super) served: mpsc::Receiver<Served>,
+    pub(super) verified: mpsc::Receiver<super::screening::OfferVerified>,
     pub(super) readings: mpsc::Receiver<Reading>,
 }
 
@@ -69,6 +70,7 @@ pub(super) async fn run(node: &mut Node, mut inputs: Inputs) -> anyhow::Result<(
             }
             Some(ready) = inputs.results.recv() => node.on_result_ready(ready),
             Some(served) = inputs.served.recv() => node.on_served(served),
+            Some(verified) = inputs.verified.recv() => node.on_offer_verified(verified),
             Some(cmd) = inputs.net_rx.recv() => node.on_net_cmd(cmd),
             Some(reading) = inputs.readings.recv() => node.on_reading(reading),
             _ = advert_timer.tick() => node.advertise(),

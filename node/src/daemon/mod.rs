@@ -19,6 +19,7 @@ mod node;
 mod offers;
 mod probe;
 mod results;
+mod screening;
 mod state;
 
 use std::collections::HashMap;
@@ -80,6 +81,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
     let (events_tx, worker_events) = mpsc::channel(events_capacity(config.slots));
     let (results_tx, results) = mpsc::channel::<ResultReady>(MAX_INTAKE);
     let (served_tx, served) = mpsc::channel::<Served>(MAX_SERVING * 4);
+    let (verified_tx, verified) = screening::channel();
     let (readings_tx, readings) = mpsc::channel::<Reading>(4);
     let runtime = Arc::new(crate::runtime::Runtime::new(Some(
         config.data_dir.join("cache").join("modules"),
@@ -153,6 +155,8 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         served_tx,
         serving: Arc::new(Semaphore::new(MAX_SERVING)),
         intake: Arc::new(Semaphore::new(MAX_INTAKE)),
+        verified_tx,
+        verifying: Arc::new(Semaphore::new(screening::MAX_VERIFYING)),
         watchers: Watchers::default(),
         leaving: None,
     };
@@ -166,6 +170,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         worker_events,
         results,
         served,
+        verified,
         readings,
     };
     event_loop::run(&mut node, inputs).await?;
