@@ -31,7 +31,7 @@ pub(super) struct Inputs {
     pub(super) worker_events: mpsc::Receiver<WorkerEvent>,
     pub(super) results: mpsc::Receiver<ResultReady>,
     pub(super) served: mpsc::Receiver<Served>,
-    pub(super) verified: mpsc::Receiver<super::screening::OfferVerified>,
+    pub(super) verified: mpsc::Receiver<super::state::OfferVerified>,
     pub(super) readings: mpsc::Receiver<Reading>,
 }
 

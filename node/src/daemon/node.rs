@@ -108,7 +108,7 @@ pub(super) struct Node {
     /// Bounds the results being taken in at once.
     pub(super) intake: Arc<Semaphore>,
     /// Offers whose manifest was verified off the loop come back here.
-    pub(super) verified_tx: mpsc::Sender<super::screening::OfferVerified>,
+    pub(super) verified_tx: mpsc::Sender<super::state::OfferVerified>,
     /// Bounds the manifests being verified at once.
     pub(super) verifying: Arc<Semaphore>,
     /// Placement should run again (something changed).

@@ -13,25 +13,13 @@ use corral_protocol::messages::{RejectReason, TaskRef, TaskResponse};
 use tokio::sync::mpsc;
 
 use super::node::Node;
-use super::state::Reply;
+use super::state::{OfferVerified, Reply};
 use crate::clock::now_ms;
-use crate::dispatch::worker::{Gate, Screened, VerifiedManifest, verify_manifest};
+use crate::dispatch::worker::{Gate, Screened, verify_manifest};
 
 /// Most manifests being verified at once; an offer past it is refused as
 /// `Busy` (it costs the task no attempt, and is offered again).
 pub(super) const MAX_VERIFYING: usize = 4;
-
-/// An offer whose manifest was verified off the loop.
-pub(super) struct OfferVerified {
-    from: PeerKey,
-    manifest: Signed<JobManifest>,
-    verdict: Result<VerifiedManifest, RejectReason>,
-    tasks: Vec<TaskRef>,
-    /// A single `Offer` (answered `Accepted` or `Rejected`) rather than a
-    /// batch (answered `Each`).
-    single: bool,
-    reply: Reply,
-}
 
 impl Node {
     /// The gate an offer is judged by now.
