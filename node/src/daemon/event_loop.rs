@@ -120,9 +120,10 @@ impl Node {
             }
             SwarmEvent::ConnectionClosed { peer_id, .. } => self.on_disconnected(peer_id),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
                 message,
-                ..
-            })) => self.on_gossip(message),
+            })) => self.on_gossip(propagation_source, message_id, message),
             SwarmEvent::Behaviour(BehaviourEvent::Task(event)) => self.on_task_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Blob(event)) => self.on_blob_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(

@@ -55,6 +55,9 @@ impl Behaviour {
             .heartbeat_interval(Duration::from_secs(1))
             .validation_mode(gossipsub::ValidationMode::Strict)
             .max_transmit_size(MAX_GOSSIP_BYTES)
+            // Forwarded only once the daemon took it (an advert from a
+            // connected peer); anything else leaves the cache at once.
+            .validate_messages()
             .build()
             .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
         let gossipsub =
