@@ -23,6 +23,16 @@ pub trait WireMessage: Serialize + DeserializeOwned {
     const KIND: u8;
     /// Most bytes of a frame of this kind.
     const MAX_BYTES: usize;
+
+    /// Most bytes of a frame whose body starts with `body` (at least its
+    /// first byte when there is one: for an enum, the variant's index), so
+    /// a kind whose variants differ widely in size bounds each on its own
+    /// and a reader stops at the variant's bound, not the kind's. At most
+    /// [`WireMessage::MAX_BYTES`].
+    fn max_frame_bytes(body: &[u8]) -> usize {
+        let _ = body;
+        Self::MAX_BYTES
+    }
 }
 
 /// Why bytes did not decode.
@@ -105,7 +115,8 @@ pub fn encode<T: WireMessage>(message: &T) -> Vec<u8> {
     frame
 }
 
-/// Decodes a frame of kind `T`, refusing anything over `T::MAX_BYTES`.
+/// Decodes a frame of kind `T`, refusing anything over `T::MAX_BYTES`, or
+/// over its variant's bound ([`WireMessage::max_frame_bytes`]).
 pub fn decode<T: WireMessage>(frame: &[u8]) -> Result<T, CodecError> {
     if frame.len() > T::MAX_BYTES {
         return Err(CodecError::TooLarge {
@@ -125,7 +136,14 @@ pub fn decode<T: WireMessage>(frame: &[u8]) -> Result<T, CodecError> {
             got: *kind,
         });
     }
-    from_canonical_bytes(body, T::MAX_BYTES)
+    let limit = T::max_frame_bytes(body).min(T::MAX_BYTES);
+    if frame.len() > limit {
+        return Err(CodecError::TooLarge {
+            len: frame.len(),
+            limit,
+        });
+    }
+    from_canonical_bytes(body, limit)
 }
 
 #[cfg(test)]

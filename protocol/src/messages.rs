@@ -115,6 +115,10 @@ impl TaskRequest {
     }
 }
 
+/// Room in a frame beside a variant's large fields: the header, the
+/// variant index, ids, counters and an envelope's key and signature.
+const FRAME_SLACK: usize = 256;
+
 impl WireMessage for TaskRequest {
     const KIND: u8 = 1;
     const MAX_BYTES: usize =
@@ -122,7 +126,31 @@ impl WireMessage for TaskRequest {
             MAX_MANIFEST_BYTES
         } else {
             MAX_RECEIPT_BYTES
-        } + 256;
+        } + FRAME_SLACK;
+
+    /// Each variant's own bound (DESIGN §7: a size limit per message kind),
+    /// chosen by its index, the body's first byte:
+    /// - an offer (one task or a batch) carries the signed manifest; the
+    ///   module is fetched apart by hash, so the manifest is the bulk:
+    ///   [`MAX_MANIFEST_BYTES`] (a million inputs);
+    /// - a lone result carries one receipt, both captured streams inline:
+    ///   [`MAX_RECEIPT_BYTES`];
+    /// - a result batch is filled to [`MAX_BATCH_RECEIPT_BYTES`] (1 MiB);
+    /// - live output is two chunks of [`MAX_LIVE_CHUNK`];
+    /// - a cancel or hand-back is a job id and two small numbers.
+    fn max_frame_bytes(body: &[u8]) -> usize {
+        let batch_refs = MAX_BATCH * 2 * 5;
+        match body.first() {
+            Some(0) => 2 + MAX_MANIFEST_BYTES + FRAME_SLACK,
+            Some(4) => 2 + MAX_MANIFEST_BYTES + FRAME_SLACK + batch_refs,
+            Some(2) => 2 + MAX_RECEIPT_BYTES + FRAME_SLACK,
+            Some(5) => 2 + MAX_BATCH_RECEIPT_BYTES + 4 * FRAME_SLACK,
+            Some(6) => 2 + 2 * MAX_LIVE_CHUNK + FRAME_SLACK,
+            Some(1 | 3) => 2 + FRAME_SLACK,
+            // Not a variant: the header and the byte, which do not decode.
+            _ => 3,
+        }
+    }
 }
 
 /// The answer to a [`TaskRequest`].
@@ -294,107 +322,4 @@ impl BlobRequest {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reason_codes_are_stable() {
-        assert_eq!(RejectReason::BadSignature.code(), 1);
-        assert_eq!(RejectReason::NotTrusted.code(), 2);
-        assert_eq!(RejectReason::Malformed.code(), 11);
-        assert_eq!(RejectReason::InputsUnavailable.code(), 12);
-        assert_eq!(RejectReason::NotTrusted.describe(), "submitter not trusted");
-    }
-
-    #[test]
-    fn a_refusal_is_lasting_transient_or_neither_never_both() {
-        use RejectReason as R;
-        for (i, r) in R::ALL.into_iter().enumerate() {
-            assert_eq!(usize::from(r.code()), i + 1, "ALL is in code order");
-        }
-        for r in R::ALL {
-            assert!(!(r.is_lasting() && r.is_transient()), "{r:?}");
-        }
-        assert!(R::NotTrusted.is_lasting() && R::ModuleHashMismatch.is_lasting());
-        assert!(R::Busy.is_transient() && R::Draining.is_transient());
-        assert!(!R::Replay.is_lasting() && !R::InputsUnavailable.is_transient());
-    }
-
-    #[test]
-    fn batches_hold_one_to_max_batch_items() {
-        let cancel = TaskRequest::Cancel {
-            job: JobId::from_bytes([1; 16]),
-            index: 0,
-        };
-        assert!(cancel.is_bounded());
-        assert!(!TaskRequest::Results(Vec::new()).is_bounded());
-        let receipts = |n: usize| {
-            let key = crate::envelope::signing_key(&[5; 32]);
-            let receipt = crate::receipt::TaskReceipt {
-                job: JobId::from_bytes([1; 16]),
-                index: 0,
-                attempt: 1,
-                worker: crate::envelope::peer_key(&key),
-                status: crate::receipt::TaskStatus::Exited { code: 0 },
-                stdout: crate::receipt::Captured::new(Vec::new(), false),
-                stderr: crate::receipt::Captured::new(Vec::new(), false),
-                files: Vec::new(),
-                engine: crate::receipt::EngineKind::Jit,
-                arch: "x86_64".into(),
-                duration_ms: 1,
-            };
-            TaskRequest::Results(vec![Signed::sign(&receipt, &key); n])
-        };
-        assert!(receipts(1).is_bounded());
-        assert!(receipts(MAX_BATCH).is_bounded());
-        assert!(!receipts(MAX_BATCH + 1).is_bounded());
-        let output = |n: usize| TaskRequest::Output {
-            job: JobId::from_bytes([1; 16]),
-            index: 0,
-            attempt: 1,
-            stdout_at: 0,
-            stdout: vec![b'x'; n],
-            stderr_at: 0,
-            stderr: Vec::new(),
-        };
-        assert!(output(MAX_LIVE_CHUNK).is_bounded());
-        assert!(!output(MAX_LIVE_CHUNK + 1).is_bounded());
-    }
-
-    #[test]
-    fn blob_requests_are_bounded() {
-        let hash = ContentHash::of(b"");
-        assert!(
-            BlobRequest {
-                hash,
-                offset: 0,
-                len: MAX_CHUNK_BYTES
-            }
-            .is_valid()
-        );
-        assert!(
-            !BlobRequest {
-                hash,
-                offset: 0,
-                len: MAX_CHUNK_BYTES + 1
-            }
-            .is_valid()
-        );
-        assert!(
-            !BlobRequest {
-                hash,
-                offset: u64::MAX,
-                len: 2
-            }
-            .is_valid()
-        );
-        assert!(
-            !BlobRequest {
-                hash,
-                offset: 0,
-                len: 0
-            }
-            .is_valid()
-        );
-    }
-}
+mod tests;

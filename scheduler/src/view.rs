@@ -1,6 +1,6 @@
 //! The peer view of one node (DESIGN §4): who is in the mesh and what each
-//! advertises. A peer joins when a connection opens or its first advert
-//! arrives; adverts merge by sequence number; it leaves after a goodbye, when
+//! advertises. A peer joins when a connection opens (an advert from a
+//! peer with none is dropped); adverts merge by sequence number; it leaves after a goodbye, when
 //! its last connection closes, or after too many missed adverts. Time is
 //! passed in, so the view is deterministic and the simulator can drive it.
 
@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use corral_protocol::capacity::CapacityAdvert;
 use corral_protocol::ids::PeerKey;
 
-/// Most peers a view holds; more are ignored (a LAN cannot flood memory).
+/// Most peers a view holds; more are ignored. Peers join only by a
+/// connection, so the node's connection limits bind first; this is a backstop.
 pub const MAX_PEERS: usize = 4096;
 /// Most addresses remembered per peer.
 pub const MAX_ADDRESSES: usize = 8;
@@ -70,6 +71,8 @@ pub enum IgnoreReason {
     WrongSender,
     /// An event about a peer not in the view.
     Unknown,
+    /// An advert from a peer with no connection open to this node.
+    NotConnected,
     /// The view is full.
     Full,
 }
@@ -166,7 +169,8 @@ impl PeerView {
         }
     }
 
-    /// An advert arrived from `from` (the gossip message's signed author).
+    /// An advert arrived from `from` (the gossip message's signed author):
+    /// taken only from a peer in the view, i.e. connected.
     pub fn on_advert(&mut self, from: PeerKey, advert: CapacityAdvert, now_ms: u64) -> Change {
         if advert.peer != from {
             return Change::Ignored(IgnoreReason::WrongSender);
@@ -174,12 +178,15 @@ impl PeerView {
         if let Err(e) = advert.validate() {
             return Change::Ignored(IgnoreReason::Invalid(e.to_string()));
         }
-        let new = match self.admit(from, now_ms) {
-            Ok(new) => new,
-            Err(reason) => return Change::Ignored(reason),
-        };
+        if from == self.me {
+            return Change::Ignored(IgnoreReason::OwnAdvert);
+        }
+        // Only a peer with a connection open is in the view: an advert
+        // signed by a key nobody connected with (a flood of fresh keys
+        // relayed by one peer) never takes a place, so the view holds at
+        // most as many peers as connections are allowed.
         let Some(entry) = self.peers.get_mut(&from) else {
-            return Change::Ignored(IgnoreReason::Unknown);
+            return Change::Ignored(IgnoreReason::NotConnected);
         };
         if let Some(held) = &entry.advert
             && held.seq >= advert.seq
@@ -188,11 +195,7 @@ impl PeerView {
         }
         entry.advert = Some(advert);
         entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
-        if new {
-            Change::Joined(from)
-        } else {
-            Change::Updated(from)
-        }
+        Change::Updated(from)
     }
 
     /// `peer` said goodbye.
@@ -284,23 +287,43 @@ mod tests {
     }
 
     #[test]
-    fn joins_by_connection_or_by_advert() {
+    fn joins_by_connection_and_adverts_only_update() {
         let mut view = PeerView::new(key(0), CONFIG);
         assert_eq!(
             view.on_connected(key(1), Some("/ip4/10.0.0.1/tcp/1".into()), 0),
             Change::Joined(key(1))
         );
         assert_eq!(
-            view.on_advert(key(2), advert(key(2), 1), 0),
-            Change::Joined(key(2))
+            view.on_advert(key(1), advert(key(1), 1), 0),
+            Change::Updated(key(1))
         );
-        assert_eq!(view.len(), 2);
+        assert_eq!(view.len(), 1);
         assert_eq!(view.get(&key(1)).map(|e| e.addresses.len()), Some(1));
+    }
+
+    #[test]
+    fn a_flood_of_adverts_from_unconnected_keys_leaves_room_for_a_newcomer() {
+        let mut view = PeerView::new(PeerKey::from_bytes([255; 32]), CONFIG);
+        for i in 0..MAX_PEERS as u32 + 10 {
+            let mut bytes = [0u8; 32];
+            bytes[..4].copy_from_slice(&i.to_be_bytes());
+            let fresh = PeerKey::from_bytes(bytes);
+            assert_eq!(
+                view.on_advert(fresh, advert(fresh, 1), 0),
+                Change::Ignored(IgnoreReason::NotConnected)
+            );
+        }
+        assert!(view.is_empty());
+        assert_eq!(
+            view.on_connected(key(200), None, 0),
+            Change::Joined(key(200))
+        );
     }
 
     #[test]
     fn adverts_merge_by_sequence_number() {
         let mut view = PeerView::new(key(0), CONFIG);
+        view.on_connected(key(1), None, 0);
         view.on_advert(key(1), advert(key(1), 5), 0);
         assert_eq!(
             view.on_advert(key(1), advert(key(1), 5), 1),
@@ -372,6 +395,7 @@ mod tests {
     #[test]
     fn expiry_is_after_the_configured_silence_exactly() {
         let mut view = PeerView::new(key(0), CONFIG);
+        view.on_connected(key(1), None, 1000);
         view.on_advert(key(1), advert(key(1), 1), 1000);
         assert!(
             view.expire(4000).is_empty(),

@@ -32,6 +32,7 @@ pub(super) struct Inputs {
     pub(super) results: mpsc::Receiver<ResultReady>,
     pub(super) served: mpsc::Receiver<Served>,
     pub(super) durable: mpsc::Receiver<Durable>,
+    pub(super) verified: mpsc::Receiver<super::state::OfferVerified>,
     pub(super) readings: mpsc::Receiver<Reading>,
 }
 
@@ -72,6 +73,7 @@ pub(super) async fn run(node: &mut Node, mut inputs: Inputs) -> anyhow::Result<(
             Some(ready) = inputs.results.recv() => node.on_result_ready(ready),
             Some(served) = inputs.served.recv() => node.on_served(served),
             Some(done) = inputs.durable.recv() => node.respond(done.reply, done.response),
+            Some(verified) = inputs.verified.recv() => node.on_offer_verified(verified),
             Some(cmd) = inputs.net_rx.recv() => node.on_net_cmd(cmd),
             Some(reading) = inputs.readings.recv() => node.on_reading(reading),
             _ = advert_timer.tick() => node.advertise(),
@@ -131,9 +133,10 @@ impl Node {
             }
             SwarmEvent::ConnectionClosed { peer_id, .. } => self.on_disconnected(peer_id),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
                 message,
-                ..
-            })) => self.on_gossip(message),
+            })) => self.on_gossip(propagation_source, message_id, message),
             SwarmEvent::Behaviour(BehaviourEvent::Task(event)) => self.on_task_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Blob(event)) => self.on_blob_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(

@@ -1,12 +1,13 @@
 //! Requests from peers and from this node's own spawned tasks: the task
 //! protocol's offers, cancels, hand-backs, live output and results (routed
-//! to the worker, the coordinator or [`super::results`]), the blob
+//! to [`super::screening`], the worker, the coordinator or
+//! [`super::results`]), the blob
 //! protocol's chunk requests (read from disk off the loop), and the answers
 //! to requests this node sent, matched by request id.
 
 use corral_protocol::ids::PeerKey;
 use corral_protocol::messages::{
-    BlobRequest, BlobResponse, RejectReason, TaskRequest, TaskResponse,
+    BlobRequest, BlobResponse, RejectReason, TaskRef, TaskRequest, TaskResponse,
 };
 use libp2p::request_response::{self, ResponseChannel};
 
@@ -45,13 +46,13 @@ impl Node {
                 manifest,
                 index,
                 attempt,
-            } => {
-                let response = match self.judge_offer(from, &manifest, index, attempt) {
-                    Ok(()) => TaskResponse::Accepted,
-                    Err(reason) => TaskResponse::Rejected(reason),
-                };
-                self.respond(reply, response);
-            }
+            } => self.on_offer(
+                from,
+                manifest,
+                vec![TaskRef { index, attempt }],
+                true,
+                reply,
+            ),
             TaskRequest::Cancel { job, index } => {
                 // From the task's coordinator: stop it (the worker ignores
                 // anyone else). A worker that cannot run a task sends
@@ -75,11 +76,7 @@ impl Node {
                 self.respond(reply, TaskResponse::Ack);
             }
             TaskRequest::Offers { manifest, tasks } => {
-                let verdicts = tasks
-                    .iter()
-                    .map(|t| self.judge_offer(from, &manifest, t.index, t.attempt).err())
-                    .collect();
-                self.respond(reply, TaskResponse::Each(verdicts));
+                self.on_offer(from, manifest, tasks, false, reply);
             }
             TaskRequest::Output {
                 job,

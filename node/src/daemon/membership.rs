@@ -98,18 +98,52 @@ impl Node {
         }
     }
 
-    /// A gossiped capacity advert.
-    pub(super) fn on_gossip(&mut self, message: gossipsub::Message) {
-        let Some(source) = message.source else { return };
+    /// A gossiped capacity advert, relayed by `via`: taken only from a peer
+    /// with a connection open here (checked before it is decoded), so
+    /// adverts signed by fresh keys and relayed by one member cannot fill
+    /// the view (DESIGN §7). Gossipsub forwards only what is taken, and
+    /// drops the rest from its cache at once.
+    pub(super) fn on_gossip(
+        &mut self,
+        via: PeerId,
+        id: gossipsub::MessageId,
+        message: gossipsub::Message,
+    ) {
+        let verdict = self.take_advert(message);
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&id, &via, verdict);
+    }
+
+    fn take_advert(&mut self, message: gossipsub::Message) -> gossipsub::MessageAcceptance {
+        use gossipsub::MessageAcceptance::{Accept, Ignore, Reject};
+        let Some(source) = message.source else {
+            return Reject;
+        };
+        if !self.swarm.is_connected(&source) {
+            tracing::trace!(%source, "advert from a peer not connected here: dropped");
+            return Ignore;
+        }
         let Some(from) = peer_key_of(&source) else {
-            return;
+            return Reject;
         };
         match codec::decode::<CapacityAdvert>(&message.data) {
             Ok(advert) => {
                 let change = self.view.on_advert(from, advert, now_ms());
+                let verdict = if matches!(change, Change::Ignored(_)) {
+                    Ignore
+                } else {
+                    Accept
+                };
                 self.on_change(change);
+                verdict
             }
-            Err(e) => tracing::debug!(%source, "bad capacity advert: {e}"),
+            Err(e) => {
+                tracing::debug!(%source, "bad capacity advert: {e}");
+                Reject
+            }
         }
     }
 

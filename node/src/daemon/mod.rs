@@ -19,6 +19,7 @@ mod node;
 mod offers;
 mod probe;
 mod results;
+mod screening;
 mod state;
 mod sweep;
 
@@ -82,6 +83,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
     let (results_tx, results) = mpsc::channel::<ResultReady>(MAX_INTAKE);
     let (served_tx, served) = mpsc::channel::<Served>(MAX_SERVING * 4);
     let (durable_tx, durable) = mpsc::channel::<Durable>(MAX_INTAKE);
+    let (verified_tx, verified) = screening::channel();
     let (readings_tx, readings) = mpsc::channel::<Reading>(4);
     let runtime = Arc::new(crate::runtime::Runtime::new(Some(
         config.data_dir.join("cache").join("modules"),
@@ -156,6 +158,8 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         durable_tx,
         serving: Arc::new(Semaphore::new(MAX_SERVING)),
         intake: Arc::new(Semaphore::new(MAX_INTAKE)),
+        verified_tx,
+        verifying: Arc::new(Semaphore::new(screening::MAX_VERIFYING)),
         watchers: Watchers::default(),
         leaving: None,
         sweeping: Default::default(),
@@ -171,6 +175,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         results,
         served,
         durable,
+        verified,
         readings,
     };
     event_loop::run(&mut node, inputs).await?;

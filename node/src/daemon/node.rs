@@ -112,6 +112,10 @@ pub(super) struct Node {
     pub(super) serving: Arc<Semaphore>,
     /// Bounds the results being taken in at once.
     pub(super) intake: Arc<Semaphore>,
+    /// Offers whose manifest was verified off the loop come back here.
+    pub(super) verified_tx: mpsc::Sender<super::state::OfferVerified>,
+    /// Bounds the manifests being verified at once.
+    pub(super) verifying: Arc<Semaphore>,
     /// Placement should run again (something changed).
     pub(super) dirty: bool,
     /// CLIs waiting for a job to change.

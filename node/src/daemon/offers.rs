@@ -2,8 +2,9 @@
 //! decisions carried out (offers of one job to one device travel together,
 //! cancels), and what the offered devices answer.
 
+use std::sync::Arc;
+
 use corral_protocol::capacity::OwnerState;
-use corral_protocol::envelope::Signed;
 use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::manifest::JobManifest;
 use corral_protocol::messages::{MAX_BATCH, RejectReason, TaskRef, TaskRequest, TaskResponse};
@@ -108,8 +109,11 @@ impl Node {
             return;
         };
         if peer == self.me {
+            let checked = self.own_manifest(&manifest);
             for task in tasks {
-                let verdict = self.judge_offer(self.me, &manifest, task.index, task.attempt);
+                let verdict = checked
+                    .clone()
+                    .and_then(|m| self.judge_offer(self.me, m, task.index, task.attempt));
                 self.on_offer_answer(job, task.index, peer, Ok(verdict));
             }
             return;
@@ -162,11 +166,12 @@ impl Node {
         }
     }
 
-    /// This node's worker judges an offer (from a peer, or its own).
+    /// This node's worker judges an offer (from a peer, or its own) of a
+    /// manifest screened and verified ([`super::screening`]).
     pub(super) fn judge_offer(
         &mut self,
         from: PeerKey,
-        manifest: &Signed<JobManifest>,
+        manifest: Arc<JobManifest>,
         index: u32,
         attempt: u32,
     ) -> Result<(), RejectReason> {
@@ -177,7 +182,9 @@ impl Node {
             trusted: &trusted,
             owner: self.policy.state(),
         };
-        let verdict = self.worker.on_offer(from, manifest, index, attempt, &gate);
+        let verdict = self
+            .worker
+            .on_offer_checked(from, manifest, index, attempt, &gate);
         if verdict.is_ok() {
             // Free slots changed: peers learn it with the next advert.
             self.dirty = true;

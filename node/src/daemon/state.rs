@@ -1,14 +1,18 @@
 //! Small types the daemon's state holds: requests waiting for answers,
-//! where an answer goes, results and blob chunks coming back from work done
-//! off the loop, and a drain under way. Plain data, imported by the
-//! daemon's state and its handlers alike.
+//! where an answer goes, results, blob chunks and verified offers coming
+//! back from work done off the loop, and a drain under way. Plain data,
+//! imported by the daemon's state and its handlers alike.
 
+use corral_protocol::envelope::Signed;
 use corral_protocol::ids::{JobId, PeerKey};
-use corral_protocol::messages::{BlobResponse, RejectReason, TaskResponse};
+use corral_protocol::manifest::JobManifest;
+use corral_protocol::messages::{BlobResponse, RejectReason, TaskRef, TaskResponse};
 use corral_protocol::receipt::TaskReceipt;
 use libp2p::request_response::ResponseChannel;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+
+use crate::dispatch::worker::VerifiedManifest;
 
 /// An outbound task request waiting for its answer.
 pub(super) enum Pending {
@@ -73,6 +77,18 @@ pub(super) struct Durable {
 /// Whether a sweep of the cache is under way (one at a time).
 #[derive(Clone, Default)]
 pub(super) struct Sweeping(pub(super) std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+/// An offer whose manifest was verified off the loop.
+pub(super) struct OfferVerified {
+    pub(super) from: PeerKey,
+    pub(super) manifest: Signed<JobManifest>,
+    pub(super) verdict: Result<VerifiedManifest, RejectReason>,
+    pub(super) tasks: Vec<TaskRef>,
+    /// A single `Offer` (answered `Accepted` or `Rejected`) rather than a
+    /// batch (answered `Each`).
+    pub(super) single: bool,
+    pub(super) reply: Reply,
+}
 
 /// A drain under way.
 #[derive(Clone, Copy, Debug)]

@@ -1,17 +1,19 @@
-//! The libp2p behaviours of a node, composed: identify and ping for liveness
+//! The libp2p behaviours of a node, composed: the connection and memory
 #![allow(missing_docs)] // the derive generates an undocumented event enum
-//! and addresses, gossipsub for capacity adverts, and the two
-//! request-response protocols that carry tasks and blobs point to point.
+//! limits ([`super::limits`]), identify and ping for liveness and
+//! addresses, gossipsub for capacity adverts, and the two request-response
+//! protocols that carry tasks and blobs point to point.
 
 use std::time::Duration;
 
 use corral_protocol::messages::{BlobRequest, BlobResponse, TaskRequest, TaskResponse};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{gossipsub, identify, identity, ping};
+use libp2p::{connection_limits, gossipsub, identify, identity, memory_connection_limits, ping};
 
 use super::PROTOCOL_NAME;
-use super::wire::{BLOB_PROTOCOL, FrameCodec, TASK_PROTOCOL};
+use super::limits::{self, MAX_BLOB_STREAMS, MAX_TASK_STREAMS};
+use super::wire::{BLOB_PROTOCOL, Budget, FrameCodec, MAX_INBOUND_BYTES, TASK_PROTOCOL};
 
 /// The task protocol's behaviour.
 pub type TaskBehaviour = request_response::Behaviour<FrameCodec<TaskRequest, TaskResponse>>;
@@ -23,15 +25,17 @@ pub type BlobBehaviour = request_response::Behaviour<FrameCodec<BlobRequest, Blo
 pub const TASK_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long one blob chunk may take.
 pub const BLOB_TIMEOUT: Duration = Duration::from_secs(30);
-/// Concurrent streams per connection and protocol.
-const MAX_STREAMS: usize = 1024;
-
 /// Largest gossip message: an advert is a few hundred bytes.
 const MAX_GOSSIP_BYTES: usize = 4 * 1024;
 
 /// Everything a node speaks.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// Connections per peer, pending and established (checked first: a
+    /// connection refused here costs nothing more).
+    pub limits: connection_limits::Behaviour,
+    /// No new connection while the process's memory is high.
+    pub memory: memory_connection_limits::Behaviour,
     /// Peer addresses and versions.
     pub identify: identify::Behaviour,
     /// Liveness.
@@ -51,12 +55,17 @@ impl Behaviour {
             .heartbeat_interval(Duration::from_secs(1))
             .validation_mode(gossipsub::ValidationMode::Strict)
             .max_transmit_size(MAX_GOSSIP_BYTES)
+            // Forwarded only once the daemon took it (an advert from a
+            // connected peer); anything else leaves the cache at once.
+            .validate_messages()
             .build()
             .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
         let gossipsub =
             gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
                 .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
         Ok(Self {
+            limits: limits::connections(),
+            memory: limits::memory(),
             identify: identify::Behaviour::new(
                 identify::Config::new(PROTOCOL_NAME.into(), key.public())
                     .with_agent_version(format!("corral/{}", env!("CARGO_PKG_VERSION"))),
@@ -69,17 +78,20 @@ impl Behaviour {
                     .with_timeout(Duration::from_secs(5)),
             ),
             gossipsub,
-            task: request_response::Behaviour::new(
+            // Inbound task requests may be large (an offer's manifest, a
+            // result's streams): read within one budget for all peers.
+            task: request_response::Behaviour::with_codec(
+                FrameCodec::with_budget(Budget::new(MAX_INBOUND_BYTES)),
                 [(TASK_PROTOCOL, ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(TASK_TIMEOUT)
-                    .with_max_concurrent_streams(MAX_STREAMS),
+                    .with_max_concurrent_streams(MAX_TASK_STREAMS),
             ),
             blob: request_response::Behaviour::new(
                 [(BLOB_PROTOCOL, ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(BLOB_TIMEOUT)
-                    .with_max_concurrent_streams(MAX_STREAMS),
+                    .with_max_concurrent_streams(MAX_BLOB_STREAMS),
             ),
         })
     }

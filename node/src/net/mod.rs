@@ -6,6 +6,7 @@
 pub mod behaviour;
 pub mod dialer;
 pub mod discovery;
+pub mod limits;
 pub mod swarm;
 pub mod transport;
 pub mod wire;

@@ -225,3 +225,20 @@ fn a_point_that_is_not_a_key_is_refused() {
     let code = signed.verify(NOW).expect_err("bad key").code();
     assert!(code == "bad_key" || code == "bad_signature", "{code}");
 }
+
+#[test]
+fn a_receipt_from_another_signer_is_refused_before_its_signature_is_checked() {
+    let (k, other) = (key(4), key(5));
+    let me = peer_key(&k);
+    // Signed by someone else, and its signature broken too: the cheap
+    // compare of signers answers first, so no signature is checked.
+    let mut theirs = Signed::sign(&receipt(peer_key(&other)), &other);
+    theirs.payload_bytes_mut()[0] ^= 1;
+    for result in Signed::verify_all_from(&[theirs.clone(), theirs.clone()], &me, 0) {
+        assert_eq!(result.map_err(|e| e.code()), Err("wrong_signer"));
+    }
+    assert_eq!(
+        theirs.verify_from(&me, 0).map_err(|e| e.code()),
+        Err("wrong_signer")
+    );
+}

@@ -1,10 +1,11 @@
-//! Judging an offer: the manifest's signature (verified manifests cached),
-//! the submitter trusted and offering its own job, replays, limits, engine,
-//! owner policy, free slots and room on disk — refused with a reason code
-//! the submitter sees.
+//! Judging an offer: the cheap checks first (the submitter offering its
+//! own job, and trusted), then the manifest's signature (verified off the
+//! event loop; which signatures held is remembered, the manifests only as
+//! long as a task holds them), replays, limits, engine, owner policy, free
+//! slots and room on disk — refused with a reason code the submitter sees.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use corral_protocol::capacity::OwnerState;
 use corral_protocol::envelope::{EnvelopeError, Signed};
@@ -19,8 +20,14 @@ use crate::runtime::MAX_MODULE_BYTES;
 
 /// Most (job, task, attempt) offers remembered to refuse replays.
 pub(super) const MAX_SEEN: usize = 200_000;
-/// Most verified manifests kept to skip re-verifying every offer of a job.
-pub(super) const MAX_VERIFIED: usize = 64;
+/// Most verified signatures remembered to skip re-verifying every offer of
+/// a job (each a signature, a key, a digest and a weak reference: about
+/// 200 bytes).
+pub(super) const MAX_VERIFIED: usize = 1024;
+/// Largest manifest whose digest is checked on the event loop when its
+/// signature is known (hashing it costs less than the hop to a blocking
+/// thread); a larger one is verified off the loop again.
+const DIGEST_ON_LOOP_BYTES: usize = 64 * 1024;
 
 /// What the worker needs to know about this node to judge an offer.
 pub struct Gate<'a> {
@@ -116,9 +123,21 @@ pub(super) struct Admission {
     max_memory: Option<u64>,
     seen: HashSet<(JobId, u32, u32)>,
     seen_order: VecDeque<(JobId, u32, u32)>,
-    /// By signature: the digest of the payload it signed (not the payload:
-    /// a manifest with a million inputs is megabytes) and the manifest.
-    verified: HashMap<[u8; 64], (ContentHash, Arc<JobManifest>)>,
+    /// By signature: its signer, the digest of the payload it signed and
+    /// the manifest, as long as a task holds it (not the manifest itself:
+    /// one with a million inputs is megabytes, and an offer refused leaves
+    /// nothing behind).
+    verified: HashMap<[u8; 64], Verified>,
+    /// The manifest verified last, kept while no task holds it: a job
+    /// offered in rounds to a full worker is not verified every round.
+    last: Option<Arc<JobManifest>>,
+}
+
+/// A signature that held.
+struct Verified {
+    signer: PeerKey,
+    digest: ContentHash,
+    manifest: Weak<JobManifest>,
 }
 
 impl Admission {
@@ -131,6 +150,7 @@ impl Admission {
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             verified: HashMap::new(),
+            last: None,
         }
     }
 
@@ -166,62 +186,85 @@ impl Admission {
         self.slots
     }
 
-    fn verify(
-        &mut self,
-        signed: &Signed<JobManifest>,
-        now_ms: u64,
-    ) -> Result<Arc<JobManifest>, RejectReason> {
-        let digest = ContentHash::of(signed.payload_bytes());
-        if let Some((signed_digest, manifest)) = self.verified.get(signed.signature())
-            && *signed_digest == digest
-            && &manifest.submitter == signed.signer()
-        {
-            if now_ms >= manifest.expires_ms {
-                return Err(RejectReason::Expired);
-            }
-            return Ok(manifest.clone());
-        }
-        let manifest = signed.verify(now_ms).map_err(|e| match e {
-            EnvelopeError::Expired { .. } | EnvelopeError::NotYetValid { .. } => {
-                RejectReason::Expired
-            }
-            EnvelopeError::BadKey
-            | EnvelopeError::BadSignature(_)
-            | EnvelopeError::WrongSigner { .. }
-            | EnvelopeError::SignerMismatch { .. } => RejectReason::BadSignature,
-            _ => RejectReason::Malformed,
-        })?;
-        let manifest = Arc::new(manifest);
-        if self.verified.len() >= MAX_VERIFIED {
-            self.verified.clear();
-        }
-        self.verified
-            .insert(*signed.signature(), (digest, manifest.clone()));
-        Ok(manifest)
-    }
-
-    /// Judges an offer of task `index` (attempt `attempt`) from `from`:
-    /// the verified manifest, or why it is refused.
-    pub(super) fn check(
-        &mut self,
+    /// The cheap checks of an offer from `from`, before any signature is
+    /// verified: only the submitter's own daemon coordinates its jobs (a
+    /// signed manifest relayed by someone else is not an offer), and the
+    /// submitter must be trusted. The manifest, if its signature was
+    /// verified before and a task still holds it; `None` if it must be
+    /// verified ([`verify_manifest`], off the event loop).
+    pub(super) fn screen(
+        &self,
         ctx: &WorkerCtx,
         from: PeerKey,
         signed: &Signed<JobManifest>,
-        (index, attempt): (u32, u32),
         gate: &Gate<'_>,
-        held: impl Fn(&JobManifest) -> Held,
-    ) -> Result<Arc<JobManifest>, RejectReason> {
-        // The cheap checks first, so an untrusted peer costs no signature
-        // check and cannot fill the cache of verified manifests. Only the
-        // submitter's own daemon coordinates its jobs: a signed manifest
-        // relayed by someone else is not an offer. The signer is only
-        // claimed here; verifying binds it (the manifest's submitter must be
-        // its signer, also for a cached one).
+    ) -> Result<Option<Arc<JobManifest>>, RejectReason> {
+        // The signer is only claimed here; verifying binds it.
         let signer = *signed.signer();
         if from != signer || (signer != ctx.me && !(gate.trusted)(&signer)) {
             return Err(RejectReason::NotTrusted);
         }
-        let manifest = self.verify(signed, gate.now_ms)?;
+        // Known by its signature, signer and payload (hashed here only if
+        // small: else verified again off the loop).
+        let known = self
+            .verified
+            .get(signed.signature())
+            .filter(|v| &v.signer == signed.signer())
+            .filter(|_| signed.payload_bytes().len() <= DIGEST_ON_LOOP_BYTES)
+            .filter(|v| v.digest == ContentHash::of(signed.payload_bytes()))
+            .and_then(|v| v.manifest.upgrade());
+        Ok(known)
+    }
+
+    /// Remembers that `signed`'s signature holds for `manifest`, whose
+    /// payload has `digest`.
+    pub(super) fn verified(
+        &mut self,
+        signed: &Signed<JobManifest>,
+        digest: ContentHash,
+        manifest: &Arc<JobManifest>,
+    ) {
+        if self.verified.len() >= MAX_VERIFIED {
+            self.verified.retain(|_, v| v.manifest.strong_count() > 0);
+        }
+        if self.verified.len() >= MAX_VERIFIED {
+            self.verified.clear();
+        }
+        self.verified.insert(
+            *signed.signature(),
+            Verified {
+                signer: *signed.signer(),
+                digest,
+                manifest: Arc::downgrade(manifest),
+            },
+        );
+        self.last = Some(manifest.clone());
+    }
+
+    /// How many verified manifests are held by a task (and so kept).
+    #[cfg(test)]
+    pub(super) fn manifests_held(&self) -> usize {
+        self.verified
+            .values()
+            .filter(|v| v.manifest.strong_count() > 0)
+            .count()
+    }
+
+    /// Judges an offer of task `index` (attempt `attempt`) of `manifest`,
+    /// screened ([`Admission::screen`]) and verified: the manifest, or why
+    /// it is refused.
+    pub(super) fn check(
+        &mut self,
+        ctx: &WorkerCtx,
+        manifest: Arc<JobManifest>,
+        (index, attempt): (u32, u32),
+        gate: &Gate<'_>,
+        held: impl Fn(&JobManifest) -> Held,
+    ) -> Result<Arc<JobManifest>, RejectReason> {
+        // Verified a while ago, maybe: its time may be up since.
+        if gate.now_ms >= manifest.expires_ms {
+            return Err(RejectReason::Expired);
+        }
         if index >= manifest.task_count() || attempt == 0 {
             return Err(RejectReason::Malformed);
         }
@@ -279,6 +322,34 @@ impl Admission {
     pub(super) fn forget(&mut self, job: JobId, index: u32, attempt: u32) {
         self.seen.remove(&(job, index, attempt));
     }
+}
+
+/// A manifest whose signature held, with the digest of its payload.
+#[derive(Debug)]
+pub struct VerifiedManifest {
+    pub(super) manifest: JobManifest,
+    pub(super) digest: ContentHash,
+}
+
+/// Verifies an offered manifest's signature and contents (its submitter
+/// must be its signer; not expired) and hashes its payload: the costly
+/// checks, for a blocking thread. Why it is refused, else.
+pub fn verify_manifest(
+    signed: &Signed<JobManifest>,
+    now_ms: u64,
+) -> Result<VerifiedManifest, RejectReason> {
+    let manifest = signed.verify(now_ms).map_err(|e| match e {
+        EnvelopeError::Expired { .. } | EnvelopeError::NotYetValid { .. } => RejectReason::Expired,
+        EnvelopeError::BadKey
+        | EnvelopeError::BadSignature(_)
+        | EnvelopeError::WrongSigner { .. }
+        | EnvelopeError::SignerMismatch { .. } => RejectReason::BadSignature,
+        _ => RejectReason::Malformed,
+    })?;
+    Ok(VerifiedManifest {
+        manifest,
+        digest: ContentHash::of(signed.payload_bytes()),
+    })
 }
 
 #[cfg(test)]

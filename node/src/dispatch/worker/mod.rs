@@ -1,5 +1,6 @@
 //! The worker side of `/corral/task/1`: every offer is checked (offered by
-//! its submitter, submitter trusted, signature, expiry, replay, limits,
+//! its submitter, submitter trusted — before any signature is verified —
+//! then the signature, off the event loop, expiry, replay, limits,
 //! engine, owner policy, leaving, free slots) and refused with a reason
 //! code the submitter sees; an accepted task fetches its module, trees and input by
 //! hash (hash-checked, cached), runs in a fresh sandbox on one of the
@@ -43,8 +44,8 @@ use corral_protocol::messages::RejectReason;
 
 use crate::runtime::{StopReason, StopSignal};
 
-pub use admission::Gate;
 use admission::{Admission, DiskRoom, Held};
+pub use admission::{Gate, VerifiedManifest, verify_manifest};
 pub use ctx::{WorkerCtx, WorkerEvent, events_capacity};
 pub use outbox::Deliveries;
 use task::Assignment;
@@ -64,6 +65,19 @@ struct Running {
     disk_bytes: u64,
     /// What its job needs, kept by the size bound while it is held.
     needs: Vec<corral_protocol::hash::ContentHash>,
+}
+
+/// What the cheap checks made of an offer ([`Worker::screen`]).
+#[derive(Debug)]
+pub enum Screened {
+    /// Refused before any signature was verified.
+    Refused(RejectReason),
+    /// Its manifest was verified before and a task holds it: judge it now
+    /// with [`Worker::on_offer_checked`].
+    Known(Arc<JobManifest>),
+    /// Its signature must be verified first, off the event loop
+    /// ([`verify_manifest`]), then given to [`Worker::on_verified`].
+    Verify,
 }
 
 /// The worker's state, owned by the event loop.
@@ -119,9 +133,39 @@ impl Worker {
             .saturating_sub(u16::try_from(self.running.len()).unwrap_or(u16::MAX))
     }
 
-    /// Judges an offer from `from`; an accepted task starts at once, a
-    /// refused one gets the reason.
-    pub fn on_offer(
+    /// The cheap checks of an offer from `from` (it offers its own job, and
+    /// is trusted), with no signature verified: refused, known, or to be
+    /// verified off the loop.
+    pub fn screen(&self, from: PeerKey, signed: &Signed<JobManifest>, gate: &Gate<'_>) -> Screened {
+        match self.admission.screen(&self.ctx, from, signed, gate) {
+            Err(reason) => {
+                tracing::info!(from = %from.short(), reason = reason.describe(), "offer refused");
+                Screened::Refused(reason)
+            }
+            Ok(Some(manifest)) => Screened::Known(manifest),
+            Ok(None) => Screened::Verify,
+        }
+    }
+
+    /// What [`verify_manifest`] made of a screened offer's manifest: the
+    /// manifest to judge its tasks with (its signature remembered), or why
+    /// every task of the offer is refused.
+    pub fn on_verified(
+        &mut self,
+        signed: &Signed<JobManifest>,
+        verdict: Result<VerifiedManifest, RejectReason>,
+    ) -> Result<Arc<JobManifest>, RejectReason> {
+        let VerifiedManifest { manifest, digest } = verdict?;
+        let manifest = Arc::new(manifest);
+        self.admission.verified(signed, digest, &manifest);
+        Ok(manifest)
+    }
+
+    /// Judges an offer from `from`, verifying its manifest here: what the
+    /// event loop does in three steps ([`Worker::screen`],
+    /// [`verify_manifest`] off the loop, [`Worker::on_offer_checked`]).
+    #[cfg(test)]
+    pub(super) fn on_offer(
         &mut self,
         from: PeerKey,
         signed: &Signed<JobManifest>,
@@ -129,22 +173,41 @@ impl Worker {
         attempt: u32,
         gate: &Gate<'_>,
     ) -> Result<(), RejectReason> {
+        let manifest = match self.screen(from, signed, gate) {
+            Screened::Refused(reason) => return Err(reason),
+            Screened::Known(manifest) => manifest,
+            Screened::Verify => self.on_verified(signed, verify_manifest(signed, gate.now_ms))?,
+        };
+        self.on_offer_checked(from, manifest, index, attempt, gate)
+    }
+
+    /// Judges an offer from `from` of task `index` of `manifest`, screened
+    /// and verified; an accepted task starts at once, a refused one gets
+    /// the reason.
+    pub fn on_offer_checked(
+        &mut self,
+        from: PeerKey,
+        manifest: Arc<JobManifest>,
+        index: u32,
+        attempt: u32,
+        gate: &Gate<'_>,
+    ) -> Result<(), RejectReason> {
         let running = &self.running;
         let ctx = &self.ctx;
         let slots = self.admission.slots();
-        let checked = self.admission.check(
-            &self.ctx,
-            from,
-            signed,
-            (index, attempt),
-            gate,
-            |manifest| Held {
-                this: running.contains_key(&(manifest.job, index)),
-                count: running.len(),
-                disk_promised: admission::promised(running.values().map(|r| r.disk_bytes), slots),
-                disk: DiskRoom::of(&ctx.blobs.tmp_dir()),
-            },
-        );
+        let checked =
+            self.admission
+                .check(&self.ctx, manifest, (index, attempt), gate, |manifest| {
+                    Held {
+                        this: running.contains_key(&(manifest.job, index)),
+                        count: running.len(),
+                        disk_promised: admission::promised(
+                            running.values().map(|r| r.disk_bytes),
+                            slots,
+                        ),
+                        disk: DiskRoom::of(&ctx.blobs.tmp_dir()),
+                    }
+                });
         match checked {
             Ok(manifest) => {
                 tracing::debug!(job = %manifest.job, index, attempt, "offer accepted");

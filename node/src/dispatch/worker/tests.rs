@@ -390,3 +390,53 @@ async fn offers_from_untrusted_or_relaying_peers_are_refused_before_any_verifyin
         .expect("from its trusted submitter");
     assert_eq!(h.worker.admission.verified_count(), 1);
 }
+
+#[tokio::test]
+async fn screening_verifies_nothing_and_the_cache_keeps_no_manifest_no_task_holds() {
+    let mut h = harness(1);
+    let alice = signing_key(&[1; 32]);
+    let gate = gate(OwnerState::Idle);
+    let first = job(&alice, 1, 2, missing_module(), &["m"]);
+    // An unknown manifest is not verified by screening: the loop is told
+    // to have it verified (off the loop).
+    assert!(matches!(
+        h.worker.screen(peer_key(&alice), &first, &gate),
+        Screened::Verify
+    ));
+    assert_eq!(h.worker.admission.verified_count(), 0);
+    let manifest = h
+        .worker
+        .on_verified(&first, verify_manifest(&first, gate.now_ms))
+        .expect("a valid manifest");
+    h.worker
+        .on_offer_checked(peer_key(&alice), manifest, 0, 1, &gate)
+        .expect("taken");
+    // Its task holds it: known by its signature and payload, so not
+    // verified again; another payload under the signature is.
+    let Screened::Known(known) = h.worker.screen(peer_key(&alice), &first, &gate) else {
+        panic!("a manifest a task holds is known");
+    };
+    assert_eq!(known.job, job_of(&first));
+    let mut tampered = first.clone();
+    tampered.payload_bytes_mut()[0] ^= 1;
+    assert!(matches!(
+        h.worker.screen(peer_key(&alice), &tampered, &gate),
+        Screened::Verify
+    ));
+    // Manifests verified for offers refused keep their signatures, not
+    // themselves: only the last one is kept beside the held one.
+    for n in 2..40 {
+        let other = job(&alice, n, 2, missing_module(), &["m"]);
+        assert_eq!(
+            h.worker.on_offer(peer_key(&alice), &other, 5, 1, &gate),
+            Err(RejectReason::Malformed)
+        );
+    }
+    assert_eq!(h.worker.admission.verified_count(), 39);
+    assert_eq!(h.worker.admission.manifests_held(), 2);
+    let again = job(&alice, 2, 2, missing_module(), &["m"]);
+    assert!(matches!(
+        h.worker.screen(peer_key(&alice), &again, &gate),
+        Screened::Verify
+    ));
+}
