@@ -4,6 +4,7 @@
 //! before a restart that still delivers.
 
 use corral_protocol::envelope::{Signed, SigningKey, peer_key, signing_key};
+use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::messages::RejectReason;
 use corral_protocol::receipt::{Captured, EngineKind, TaskReceipt, TaskStatus};
@@ -244,4 +245,93 @@ fn a_worker_placed_before_a_restart_still_delivers_and_a_refusal_is_kept() {
     );
     assert_eq!(c.jobs[&id].tasks[ran.0 as usize].state, TaskRunState::Done);
     c.check_invariants().expect("invariants");
+}
+
+/// Issue 18's measure: a 12-task batch on 3 honest devices with 2 rogues
+/// (fresh identities, the mesh key only) that refuse every offer and, after
+/// each round of offers, send a self-signed receipt printing FORGED for
+/// every task of the job at attempts 1 to 3: how many kept results are
+/// forged, of how many, and how the job ended.
+fn forged_kept(verify: u8) -> (usize, usize, JobState) {
+    let fx = Fixture::new();
+    let now = crate::clock::now_ms();
+    let mut c = fx.load();
+    let id = c.submit(fx.spec(12, verify), now).expect("submit");
+    let keys: Vec<_> = (1..=5u8).map(|n| signing_key(&[n; 32])).collect();
+    let peers: Vec<PeerKey> = keys.iter().map(peer_key).collect();
+    let rogue = |p: &PeerKey| peers[3..].contains(p);
+    let cands: Vec<_> = peers.iter().map(|p| candidate(*p)).collect();
+    let sign = |n: usize, index: u32, attempt: u32, out: &[u8]| {
+        let receipt = TaskReceipt {
+            job: id,
+            index,
+            attempt,
+            worker: peers[n],
+            status: TaskStatus::Exited { code: 0 },
+            stdout: Captured::new(out.to_vec(), false),
+            stderr: Captured::new(Vec::new(), false),
+            files: Vec::new(),
+            engine: EngineKind::Interp,
+            arch: "x86_64".into(),
+            duration_ms: 5,
+        };
+        Signed::sign(&receipt, &keys[n])
+    };
+    for round in 0..200u64 {
+        if c.progress(&id).is_some_and(|(_, live)| !live) {
+            break;
+        }
+        let actions = c.schedule(&cands, &peers, now + round * 2000);
+        let offers: Vec<(u32, PeerKey, u32)> = offers(&actions);
+        // The rogues answer their offers first: each refused.
+        let mut forgers = Vec::new();
+        for &(index, peer, _) in offers.iter().filter(|(_, p, _)| rogue(p)) {
+            c.on_rejected(id, index, peer, "rogue", RejectReason::Busy);
+            if !forgers.contains(&peer) {
+                forgers.push(peer);
+            }
+        }
+        // Then each sends a FORGED receipt for every task of the job.
+        for peer in forgers {
+            let n = peers.iter().position(|p| *p == peer).expect("a device");
+            for task in 0..12u32 {
+                for attempt in 1..=3u32 {
+                    for wanted in c.wants_results(&peer, &[sign(n, task, attempt, b"FORGED")]) {
+                        if let Ok(Some(r)) = wanted {
+                            c.on_result(peer, "rogue", r);
+                        }
+                    }
+                }
+            }
+        }
+        // The honest devices run their tasks.
+        for &(index, peer, attempt) in offers.iter().filter(|(_, p, _)| !rogue(p)) {
+            let n = peers.iter().position(|p| *p == peer).expect("a device");
+            for wanted in c.wants_results(&peer, &[sign(n, index, attempt, b"42")]) {
+                if let Ok(Some(r)) = wanted {
+                    c.on_result(peer, "honest", r);
+                }
+            }
+        }
+    }
+    let job = &c.jobs[&id];
+    let forged = ContentHash::of(b"FORGED");
+    let kept: Vec<_> = job
+        .tasks
+        .iter()
+        .filter_map(|t| t.winner.and_then(|w| t.runs.get(w)))
+        .collect();
+    let bad = kept.iter().filter(|r| r.stdout == forged).count();
+    (bad, kept.len(), job.record.state)
+}
+
+#[test]
+fn a_job_under_forged_receipts_keeps_only_right_results() {
+    // Before placements were checked: 12 of 12 FORGED, with and without
+    // --verify 2.
+    for verify in [1u8, 2] {
+        let (bad, kept, state) = forged_kept(verify);
+        eprintln!("--verify {verify}: {bad} of {kept} kept results FORGED, job {state}");
+        assert_eq!((bad, kept, state), (0, 12, JobState::Completed));
+    }
 }
