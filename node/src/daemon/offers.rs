@@ -150,17 +150,7 @@ impl Node {
         peer: PeerKey,
         answer: Result<TaskResponse, String>,
     ) {
-        let n = indices.len();
-        let each: Vec<Result<Result<(), RejectReason>, String>> = match answer {
-            Ok(TaskResponse::Each(verdicts)) if verdicts.len() == n => verdicts
-                .into_iter()
-                .map(|v| Ok(v.map_or(Ok(()), Err)))
-                .collect(),
-            Ok(TaskResponse::Accepted) if n == 1 => vec![Ok(Ok(()))],
-            Ok(TaskResponse::Rejected(reason)) => vec![Ok(Err(reason)); n],
-            Ok(other) => vec![Err(format!("it answered an offer with {other:?}")); n],
-            Err(e) => vec![Err(e); n],
-        };
+        let each = verdicts(answer, indices.len());
         for (index, answer) in indices.into_iter().zip(each) {
             self.on_offer_answer(job, index, peer, answer);
         }
@@ -217,5 +207,61 @@ impl Node {
         };
         self.execute(actions);
         self.dirty = true;
+    }
+}
+
+/// One task's answer to an offer: accepted, refused (with the reason), or
+/// no answer (the error: the offer may have been taken, so the run stays
+/// placed and counts as lost).
+type Verdict = Result<Result<(), RejectReason>, String>;
+
+/// The answer to offers of `n` tasks, one verdict per task.
+fn verdicts(answer: Result<TaskResponse, String>, n: usize) -> Vec<Verdict> {
+    match answer {
+        Ok(TaskResponse::Each(verdicts)) if verdicts.len() == n => verdicts
+            .into_iter()
+            .map(|v| Ok(v.map_or(Ok(()), Err)))
+            .collect(),
+        Ok(TaskResponse::Accepted) if n == 1 => vec![Ok(Ok(()))],
+        Ok(TaskResponse::Rejected(reason)) => vec![Ok(Err(reason)); n],
+        // Not an acceptance: a refusal, so no receipt of that run counts
+        // (an offer lost on the way would have no answer at all).
+        Ok(other) => {
+            tracing::warn!("an offer was answered with {other:?}: taken as a refusal");
+            vec![Ok(Err(RejectReason::Malformed)); n]
+        }
+        Err(e) => vec![Err(e); n],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offer_answered_with_anything_but_an_acceptance_is_refused() {
+        // A peer that answers an offer with something else (an Ack, or a
+        // verdict list of the wrong length) did not accept it: a refusal,
+        // so that no receipt of that run counts later.
+        for answer in [TaskResponse::Ack, TaskResponse::Each(vec![None; 3])] {
+            assert_eq!(
+                verdicts(Ok(answer), 2),
+                vec![Ok(Err(RejectReason::Malformed)); 2]
+            );
+        }
+        assert_eq!(verdicts(Ok(TaskResponse::Accepted), 1), vec![Ok(Ok(()))]);
+        assert_eq!(
+            verdicts(
+                Ok(TaskResponse::Each(vec![None, Some(RejectReason::Busy)])),
+                2
+            ),
+            vec![Ok(Ok(())), Ok(Err(RejectReason::Busy))]
+        );
+        // No answer at all: the offer may have been taken; it counts as
+        // lost (its result is still taken if it comes).
+        assert_eq!(
+            verdicts(Err("timeout".into()), 1),
+            vec![Err("timeout".into())]
+        );
     }
 }

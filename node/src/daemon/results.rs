@@ -1,5 +1,8 @@
 //! Results coming in: each receipt is checked (signature, and whether the
-//! coordinator still wants it), then — off the loop, a bounded number at
+//! coordinator still wants it: a run it placed on the sender at the
+//! receipt's attempt, open and without a result of that sender; a receipt
+//! of any other run is refused here, its files never fetched, and its
+//! sender rested and logged), then — off the loop, a bounded number at
 //! once — its output files are fetched and its stdout and stderr stored and
 //! hash-checked, and only then the coordinator takes it; the worker that
 //! sent it is acknowledged only once the store has flushed it (off the

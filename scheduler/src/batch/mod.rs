@@ -20,15 +20,19 @@
 //! preferring workers of another class (arch and engine) than the runs it
 //! already has; their result digests are compared. When they all agree the
 //! task is done; on a mismatch one more run is made and the majority wins
-//! (no majority: the task fails). Mismatches are kept on the task.
+//! (no majority: the task fails). Mismatches are kept on the task. A
+//! result counts only from a (worker, attempt) the batch placed and that
+//! did not refuse it, so `--verify K` counts K distinct placed workers.
 //!
 //! The rooms: this file holds the batch and its bookkeeping; `task.rs` a
 //! task's state, `worker.rs` the workers and the mesh's pool as placement
 //! sees them, `transitions.rs` what happens to a task on each event,
 //! `verify.rs` the `--verify` vote as a pure tally, `placement.rs` where
 //! queued tasks go (and the slow-worker rule), `straggler.rs` the copies of
-//! stragglers at the end of a batch.
+//! stragglers at the end of a batch, `placed.rs` the runs each task was
+//! placed on — a result counts only from one of them.
 
+mod placed;
 mod placement;
 mod straggler;
 mod task;
@@ -43,6 +47,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::PeerKey;
 
+pub use self::placed::{Fit, MAX_PLACEMENTS, PlacedState, Placement, Unplaced};
 pub use self::task::{Task, TaskState};
 pub use self::worker::{MAX_AHEAD, Pool, Worker};
 
@@ -143,6 +148,7 @@ impl Batch {
             needed: config.redundancy,
             mismatch: false,
             losses: 0,
+            placed: Vec::new(),
         };
         Self {
             config,
@@ -197,8 +203,11 @@ impl Batch {
         r
     }
 
-    /// Puts task `index` in or out of the straggler candidates.
+    /// Puts task `index` in or out of the straggler candidates, and keeps
+    /// its placements in step with its holders (every change of a task's
+    /// holders ends here: `tracked`, a start, a straggler copy).
     fn sync_single(&mut self, index: u32) {
+        self.sync_placements(index);
         let Some(task) = self.tasks.get(index as usize) else {
             return;
         };

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::PeerKey;
 
+use super::placed::Placement;
+
 /// Where a task stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TaskState {
@@ -38,6 +40,10 @@ pub struct Task {
     /// Runs lost with their worker (it left or crashed), which do not count
     /// as attempts up to the batch's `max_losses`.
     pub losses: u32,
+    /// Every run placed (worker and attempt, straggler copies and
+    /// verification runs included): only these may give a result (see
+    /// `placed.rs`).
+    pub placed: Vec<Placement>,
 }
 
 impl Task {

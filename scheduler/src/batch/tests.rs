@@ -254,6 +254,14 @@ fn digest(n: u8) -> ContentHash {
     ContentHash::from_bytes([n; 32])
 }
 
+/// A result of task `index` from `peer`'s run of it, whatever its attempt.
+fn vote(batch: &mut Batch, index: u32, peer: &PeerKey, digest: ContentHash) -> Vec<Decision> {
+    let attempt = batch.attempt_of(index, peer).expect("a placed worker");
+    batch
+        .on_result(index, peer, attempt, digest)
+        .expect("a result from a placed run")
+}
+
 #[test]
 fn verification_runs_each_task_on_distinct_workers_of_different_classes() {
     let mut batch = Batch::new(1, verify(2));
@@ -266,13 +274,13 @@ fn verification_runs_each_task_on_distinct_workers_of_different_classes() {
         placed.iter().any(|(_, p)| *p == key(3)),
         "the second run prefers the other class even though it is slower: {placed:?}"
     );
-    assert!(batch.on_result(0, &placed[0].1, digest(7)).is_empty());
+    assert!(vote(&mut batch, 0, &placed[0].1, digest(7)).is_empty());
     assert_eq!(
         batch.tasks()[0].wanted(),
         0,
         "the other run is still in flight"
     );
-    batch.on_result(0, &placed[1].1, digest(7));
+    vote(&mut batch, 0, &placed[1].1, digest(7));
     assert!(matches!(batch.tasks()[0].state, TaskState::Done(_)));
     assert!(!batch.tasks()[0].mismatch);
 }
@@ -283,8 +291,8 @@ fn a_mismatch_gets_one_more_run_and_the_majority_wins() {
     let workers = [worker(1, 1, 100), worker(2, 1, 100), worker(3, 1, 100)];
     let placed = offers(&batch.schedule(&workers, 0));
     assert_eq!(placed.len(), 2);
-    batch.on_result(0, &key(1), digest(1));
-    batch.on_result(0, &key(2), digest(66)); // a liar
+    vote(&mut batch, 0, &key(1), digest(1));
+    vote(&mut batch, 0, &key(2), digest(66)); // a liar
     assert!(batch.tasks()[0].mismatch);
     let third = offers(&batch.schedule(&workers, 1));
     assert_eq!(
@@ -292,7 +300,7 @@ fn a_mismatch_gets_one_more_run_and_the_majority_wins() {
         vec![(0, key(3))],
         "the tie-breaker runs on the third worker"
     );
-    batch.on_result(0, &key(3), digest(1));
+    vote(&mut batch, 0, &key(3), digest(1));
     assert_eq!(batch.tasks()[0].state, TaskState::Done(key(1)));
 }
 
@@ -301,10 +309,10 @@ fn three_different_answers_fail_the_task() {
     let mut batch = Batch::new(1, verify(2));
     let workers = [worker(1, 1, 100), worker(2, 1, 100), worker(3, 1, 100)];
     batch.schedule(&workers, 0);
-    batch.on_result(0, &key(1), digest(1));
-    batch.on_result(0, &key(2), digest(2));
+    vote(&mut batch, 0, &key(1), digest(1));
+    vote(&mut batch, 0, &key(2), digest(2));
     batch.schedule(&workers, 1);
-    let decisions = batch.on_result(0, &key(3), digest(3));
+    let decisions = vote(&mut batch, 0, &key(3), digest(3));
     assert!(
         matches!(&decisions[..], [Decision::GiveUp { reason, .. }] if reason.contains("disagree")),
         "{decisions:?}"
@@ -318,7 +326,7 @@ fn a_late_result_from_an_earlier_holder_is_taken_while_the_task_is_open() {
     batch.on_peer_lost(&key(1));
     batch.schedule(&[worker(2, 1, 10)], 1);
     // Worker 1 was not dead after all: its result arrives first.
-    let decisions = batch.on_result(0, &key(1), digest(1));
+    let decisions = vote(&mut batch, 0, &key(1), digest(1));
     assert_eq!(
         decisions,
         vec![Decision::Cancel {

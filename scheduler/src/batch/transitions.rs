@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::PeerKey;
 
+use super::placed::{Fit, Unplaced};
 use super::verify::{Tally, tally};
 use super::{Batch, Decision, TaskState};
 
@@ -46,14 +47,17 @@ impl Batch {
         }
     }
 
-    /// `peer` refused task `index`.
+    /// `peer` refused task `index` (no result of that run is taken).
     pub fn on_rejected(&mut self, index: u32, peer: &PeerKey, reason: &str) -> Vec<Decision> {
+        self.refuse_placement(index, peer);
         self.release(index, peer, &format!("{} refused: {reason}", peer.short()))
     }
 
     /// `peer` cannot take task `index` just now (no free slot, its owner is
     /// back, it is leaving): back to the queue without using up an attempt.
+    /// It refused the run: no result of it is taken.
     pub fn on_busy(&mut self, index: u32, peer: &PeerKey, reason: &str) -> Vec<Decision> {
+        self.refuse_placement(index, peer);
         if let Some(task) = self.tasks.get_mut(index as usize)
             && matches!(&task.state, TaskState::Running(on) if on.len() == 1 && on.contains_key(peer))
         {
@@ -110,19 +114,41 @@ impl Batch {
         self.release(index, peer, reason)
     }
 
-    /// A result of task `index` from `peer` (without verification).
+    /// A result of task `index` from `peer`'s run of it (the one it
+    /// holds, else its last; see [`Batch::attempt_of`]), with no output to
+    /// compare (without verification). A peer never placed there changes
+    /// nothing.
     pub fn on_done(&mut self, index: u32, peer: &PeerKey) -> Vec<Decision> {
-        self.on_result(index, peer, ContentHash::from_bytes([0; 32]))
+        let Some(attempt) = self.attempt_of(index, peer) else {
+            return Vec::new();
+        };
+        self.on_result(index, peer, attempt, ContentHash::from_bytes([0; 32]))
+            .unwrap_or_default()
     }
 
-    /// A result of task `index` from `peer`, with the digest of what it
-    /// produced. Without verification the first result wins and the other
-    /// copies are cancelled. A result from a worker that no longer holds the
+    /// A result of task `index` from `peer`'s run at `attempt`, with the
+    /// digest of what it produced. It counts only from a run this batch
+    /// placed there that its worker did not refuse and that gave no result
+    /// yet: anything else changes nothing, and a result from a run never
+    /// placed (or refused) is an [`Unplaced`] error, the sender's doing.
+    /// Without verification the first result wins and the other copies are
+    /// cancelled. A result from a placed worker that no longer holds the
     /// task (a late result, or one held across a coordinator restart) is
     /// taken while the task is unfinished; once it is finished, or from a
     /// worker that already gave one, a result changes nothing.
-    pub fn on_result(&mut self, index: u32, peer: &PeerKey, digest: ContentHash) -> Vec<Decision> {
-        self.tracked(index, |b| b.on_result_untracked(index, peer, digest))
+    pub fn on_result(
+        &mut self,
+        index: u32,
+        peer: &PeerKey,
+        attempt: u32,
+        digest: ContentHash,
+    ) -> Result<Vec<Decision>, Unplaced> {
+        match self.check_result(index, peer, attempt)? {
+            Fit::Counts => {}
+            Fit::Repeat | Fit::Late => return Ok(Vec::new()),
+        }
+        self.answer_placement(index, peer, attempt);
+        Ok(self.tracked(index, |b| b.on_result_untracked(index, peer, digest)))
     }
 
     fn on_result_untracked(

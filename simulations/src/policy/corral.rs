@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::PeerKey;
 use corral_scheduler::batch::{Batch, BatchConfig, Decision, Pool, TaskState, Worker};
 
@@ -264,9 +263,7 @@ impl Policy for Corral {
             TaskState::Done(_) | TaskState::Failed(_)
         );
         let before = j.batch.load_of(&peer);
-        let decisions = j
-            .batch
-            .on_result(task, &peer, ContentHash::from_bytes([0; 32]));
+        let decisions = j.batch.on_done(task, &peer);
         let after = j.batch.load_of(&peer);
         let now_done =
             matches!(j.batch.tasks()[task as usize].state, TaskState::Done(p) if p == peer);

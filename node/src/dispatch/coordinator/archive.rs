@@ -72,6 +72,14 @@ impl Archive {
             if index >= count {
                 continue;
             }
+            // The runs placed before the restart may still deliver; so
+            // may (again) those that did.
+            for placed in &task.placed {
+                batch.restore_placed(index, placed.peer, placed.attempt);
+            }
+            for run in &task.runs {
+                batch.restore_placed(index, run.peer, run.attempt);
+            }
             match task.state {
                 TaskRunState::Done => {
                     if let Some(run) = task.winner.and_then(|w| task.runs.get(w)) {
@@ -89,7 +97,7 @@ impl Archive {
                     // device that gave one, and counts the others (with
                     // no attempt made yet, a replay gives nothing up).
                     for run in &task.runs {
-                        let _ = batch.on_result(index, &run.peer, run.digest);
+                        let _ = batch.on_result(index, &run.peer, run.attempt, run.digest);
                     }
                     batch.restore_attempts(index, task.attempts);
                 }

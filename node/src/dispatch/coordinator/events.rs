@@ -8,7 +8,7 @@ use corral_protocol::receipt::TaskReceipt;
 use corral_scheduler::ahead::SHORT_TASK_MS;
 use corral_scheduler::batch::{Decision, TaskState};
 
-use super::records::{RunRecord, TaskRunState, task_key};
+use super::records::{RunRecord, TaskRunState, placed_of, task_key};
 use super::{
     Action, BUSY_COOLDOWN_MS, Coordinator, LOST_COOLDOWN_MS, MAX_REFUSALS, MAX_WARM, result_digest,
 };
@@ -58,6 +58,8 @@ impl<C: Clock> Coordinator<C> {
         } else {
             job.batch.on_rejected(index, &peer, reason)
         };
+        // A refused run gives no result, even after a restart.
+        self.keep_placements(id, index);
         self.after_release(id, index, decisions)
     }
 
@@ -119,36 +121,34 @@ impl<C: Clock> Coordinator<C> {
 
     /// Checks results before their files are fetched, one answer each in
     /// order: `Some` with the receipt when it is wanted, `None` when it can
-    /// be acknowledged and dropped (a job this node does not coordinate, a
-    /// finished task). The signatures of a batch are checked together.
+    /// be acknowledged and dropped (a job this node does not coordinate or
+    /// that ended, a finished task, a result sent again), an error to log
+    /// when it is bad: its signature, or a run this node never placed on
+    /// its sender (forged, or replayed for another attempt; the sender is
+    /// rested, see `placed.rs`). The signatures of a batch are checked
+    /// together.
     pub fn wants_results(
-        &self,
+        &mut self,
         from: &PeerKey,
         signed: &[Signed<TaskReceipt>],
     ) -> Vec<Result<Option<TaskReceipt>, String>> {
-        Signed::verify_all_from(signed, from, self.clock.now_ms())
-            .into_iter()
-            .map(|verified| {
-                let receipt =
-                    verified.map_err(|e| format!("bad receipt from {}: {e}", from.short()))?;
-                Ok(self
-                    .still_wanted(from, &receipt.job, receipt.index)
-                    .then_some(receipt))
-            })
-            .collect()
-    }
-
-    /// Whether a result of task `index` of job `id` from `from` is wanted:
-    /// the job runs here, and the task is neither finished nor holding a
-    /// result of that device already.
-    pub(super) fn still_wanted(&self, from: &PeerKey, id: &JobId, index: u32) -> bool {
-        self.jobs.get(id).is_some_and(|job| {
-            job.is_live()
-                && job.batch.tasks().get(index as usize).is_some_and(|t| {
-                    !matches!(t.state, TaskState::Done(_) | TaskState::Failed(_))
-                        && !t.results.iter().any(|(p, _)| p == from)
-                })
-        })
+        let mut answers = Vec::with_capacity(signed.len());
+        for verified in Signed::verify_all_from(signed, from, self.clock.now_ms()) {
+            let receipt = match verified {
+                Ok(receipt) => receipt,
+                Err(e) => {
+                    answers.push(Err(format!("bad receipt from {}: {e}", from.short())));
+                    continue;
+                }
+            };
+            answers.push(
+                match self.still_wanted(from, &receipt.job, receipt.index, receipt.attempt) {
+                    Ok(wanted) => Ok(wanted.then_some(receipt)),
+                    Err(unplaced) => Err(self.refuse_unplaced(*from, receipt.job, &unplaced)),
+                },
+            );
+        }
+        answers
     }
 
     /// Output bound for the files of a result of `job`.
@@ -174,9 +174,16 @@ impl<C: Clock> Coordinator<C> {
         let id = receipt.job;
         let index = receipt.index;
         // Another result of the task may have been taken (or the job
-        // cancelled) while this one's files were fetched.
-        if !self.still_wanted(&from, &id, index) {
-            return Ok(Vec::new());
+        // cancelled) while this one's files were fetched; and a caller
+        // that did not ask `wants_results` first is checked here.
+        match self.still_wanted(&from, &id, index, receipt.attempt) {
+            Ok(true) => {}
+            Ok(false) => return Ok(Vec::new()),
+            Err(unplaced) => {
+                let why = self.refuse_unplaced(from, id, &unplaced);
+                tracing::warn!("{why}");
+                return Ok(Vec::new());
+            }
         }
         let Some(job) = self.jobs.get_mut(&id) else {
             return Ok(Vec::new());
@@ -222,14 +229,19 @@ impl<C: Clock> Coordinator<C> {
             self.warm.clear();
         }
         self.warm.insert((from, job.manifest.module_hash));
-        let decisions = job.batch.on_result(index, &from, digest);
+        // Checked above: the run was placed and its result counts.
+        let decisions = job
+            .batch
+            .on_result(index, &from, receipt.attempt, digest)
+            .unwrap_or_default();
         let task = &job.batch.tasks()[index as usize];
         let Some(record) = job.tasks.get_mut(index as usize) else {
             return Ok(Vec::new());
         };
         record.runs.push(run);
-        record.attempts = task.attempts;
+        record.attempts = record.attempts.max(task.attempts);
         record.mismatch = task.mismatch;
+        record.placed = placed_of(task);
         match &task.state {
             TaskState::Done(winner) => {
                 record.state = TaskRunState::Done;

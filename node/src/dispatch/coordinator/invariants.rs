@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use corral_protocol::receipt::TaskStatus;
-use corral_scheduler::batch::TaskState;
+use corral_scheduler::batch::{PlacedState, TaskState};
 
 use super::records::{JobRecord, JobState, TaskRecord, TaskRunState, task_key};
 use super::{Coordinator, Job};
@@ -92,6 +92,16 @@ fn check_job(job: &Job) -> Result<(), String> {
             return Err(format!(
                 "task {i}: {:?} in the batch, {:?} recorded (winner {:?})",
                 task.state, record.state, record.winner
+            ));
+        }
+        if let Some(run) = record.runs.iter().find(|r| {
+            task.placement(&r.peer, r.attempt)
+                .is_none_or(|p| p.state == PlacedState::Refused)
+        }) {
+            return Err(format!(
+                "task {i}: a result of a run never placed kept ({} attempt {})",
+                run.peer.short(),
+                run.attempt
             ));
         }
         let peers: BTreeSet<_> = record.runs.iter().map(|r| r.peer).collect();

@@ -10,6 +10,7 @@ mod events;
 mod invariants;
 mod live;
 mod pins;
+mod placed;
 #[cfg(test)]
 mod proptest;
 mod records;
@@ -370,14 +371,14 @@ impl<C: Clock> Coordinator<C> {
                     tracing::debug!(job = %id, index, peer = %peer.short(), attempt, %reason, "offer");
                     if let Some(t) = job.tasks.get_mut(index as usize) {
                         t.state = TaskRunState::Running;
-                        if attempt > t.attempts {
-                            // Kept, so a restarted coordinator numbers its
-                            // next attempt past every one a worker has seen.
-                            t.attempts = attempt;
-                            let _ =
-                                self.store
-                                    .put_record(Records::Tasks, &task_key(&id, index), &*t);
-                        }
+                        // Kept, so a restarted coordinator numbers its next
+                        // attempt past every one a worker has seen, and
+                        // takes the results of the runs it placed.
+                        t.attempts = t.attempts.max(attempt);
+                        t.placed = records::placed_of(&job.batch.tasks()[index as usize]);
+                        let _ = self
+                            .store
+                            .put_record(Records::Tasks, &task_key(&id, index), &*t);
                     }
                     actions.push(Action::Offer {
                         job: id,

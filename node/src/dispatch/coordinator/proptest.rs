@@ -2,14 +2,19 @@
 //! placements, refusals, results (right, duplicated, stray), losses,
 //! cancels and restarts, on a real temporary store with a manual clock, no
 //! network. After every step the invariants hold (see `invariants.rs`), no
-//! finished task changes again, and the store agrees with memory.
+//! finished task changes again, and the store agrees with memory. A stray
+//! result — from a (device, attempt) never offered the task, or refused —
+//! changes nothing; a device offered a task before a restart still
+//! delivers after it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::messages::RejectReason;
 use corral_protocol::receipt::{Captured, EngineKind, TaskReceipt, TaskStatus};
 use proptest::prelude::*;
+
+use corral_scheduler::batch::TaskState;
 
 use super::records::{JobRecord, JobState, TaskRecord, TaskRunState};
 use super::tests::{Fixture, candidate};
@@ -22,17 +27,47 @@ const PEERS: u8 = 3;
 
 #[derive(Clone, Debug)]
 enum Step {
-    Submit { tasks: u32, verify: u8 },
-    Schedule { peers: u8 },
-    Reject { offer: usize, reason: u16 },
-    Result { offer: usize, exit: i32, out: u8 },
-    Duplicate { answered: usize },
-    Stray { job: usize, index: u32, peer: u8 },
-    Lost { offer: usize },
-    PeerLost { peer: u8 },
-    Cancel { job: usize },
+    Submit {
+        tasks: u32,
+        verify: u8,
+    },
+    Schedule {
+        peers: u8,
+    },
+    Reject {
+        offer: usize,
+        reason: u16,
+    },
+    Result {
+        offer: usize,
+        exit: i32,
+        out: u8,
+    },
+    Duplicate {
+        answered: usize,
+    },
+    Stray {
+        job: usize,
+        index: u32,
+        peer: u8,
+        attempt: u32,
+    },
+    Late {
+        carried: usize,
+    },
+    Lost {
+        offer: usize,
+    },
+    PeerLost {
+        peer: u8,
+    },
+    Cancel {
+        job: usize,
+    },
     Restart,
-    Tick { ms: u64 },
+    Tick {
+        ms: u64,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -43,8 +78,9 @@ fn step() -> impl Strategy<Value = Step> {
         5 => (any::<usize>(), 0i32..2, 0u8..2)
             .prop_map(|(offer, exit, out)| Step::Result { offer, exit, out }),
         1 => any::<usize>().prop_map(|answered| Step::Duplicate { answered }),
-        1 => (any::<usize>(), 0u32..4, 0u8..PEERS)
-            .prop_map(|(job, index, peer)| Step::Stray { job, index, peer }),
+        2 => (any::<usize>(), 0u32..4, 0u8..PEERS, 0u32..5)
+            .prop_map(|(job, index, peer, attempt)| Step::Stray { job, index, peer, attempt }),
+        1 => any::<usize>().prop_map(|carried| Step::Late { carried }),
         1 => any::<usize>().prop_map(|offer| Step::Lost { offer }),
         1 => (0u8..PEERS).prop_map(|peer| Step::PeerLost { peer }),
         1 => any::<usize>().prop_map(|job| Step::Cancel { job }),
@@ -95,6 +131,10 @@ struct World {
     jobs: Vec<JobId>,
     offers: Vec<Offer>,
     answered: Vec<(Offer, i32, u8)>,
+    /// Every (job, task, device, attempt) offered and not refused.
+    placed: BTreeSet<(JobId, u32, PeerKey, u32)>,
+    /// Offers running on their devices when the coordinator restarted.
+    carried: Vec<Offer>,
     /// Every finished task as first seen in the store: state and the kept
     /// run's digest.
     finished: BTreeMap<(JobId, u32), (TaskRunState, Option<String>)>,
@@ -122,6 +162,8 @@ impl World {
             jobs: Vec::new(),
             offers: Vec::new(),
             answered: Vec::new(),
+            placed: BTreeSet::new(),
+            carried: Vec::new(),
             finished: BTreeMap::new(),
         }
     }
@@ -134,12 +176,15 @@ impl World {
                     index,
                     peer,
                     attempt,
-                } => self.offers.push(Offer {
-                    job,
-                    index,
-                    peer,
-                    attempt,
-                }),
+                } => {
+                    self.placed.insert((job, index, peer, attempt));
+                    self.offers.push(Offer {
+                        job,
+                        index,
+                        peer,
+                        attempt,
+                    });
+                }
                 // The device stops it: its offer is answered no more.
                 Action::Cancel { job, index, peer } => self
                     .offers
@@ -174,6 +219,7 @@ impl World {
             Step::Reject { offer, reason: r } => {
                 if let Some(i) = Self::pick(self.offers.len(), offer) {
                     let o = self.offers.remove(i);
+                    self.placed.remove(&(o.job, o.index, o.peer, o.attempt));
                     let actions = self
                         .coord
                         .on_rejected(o.job, o.index, o.peer, "p", reason(r));
@@ -205,18 +251,53 @@ impl World {
                 job,
                 index,
                 peer: p,
+                attempt,
             } => {
                 if let Some(i) = Self::pick(self.jobs.len(), job) {
                     let o = Offer {
                         job: self.jobs[i],
                         index,
                         peer: peer(p),
-                        attempt: 0,
+                        attempt,
                     };
+                    let placed = self.placed.contains(&(o.job, index, o.peer, attempt));
+                    let before = self.snapshot(&o);
                     let actions = self
                         .coord
                         .on_result(o.peer, "p", receipt(&o, 0, 0))
                         .expect("stored");
+                    if !placed {
+                        assert!(actions.is_empty(), "a stray result made {actions:?}");
+                        assert_eq!(self.snapshot(&o), before, "a stray result changed a task");
+                    }
+                    self.take_offers(actions);
+                }
+            }
+            Step::Late { carried } => {
+                if let Some(i) = Self::pick(self.carried.len(), carried) {
+                    let o = self.carried.remove(i);
+                    let counts = self.placed.contains(&(o.job, o.index, o.peer, o.attempt))
+                        && self.coord.jobs.get(&o.job).is_some_and(|j| {
+                            j.is_live()
+                                && j.batch.tasks().get(o.index as usize).is_some_and(|t| {
+                                    !matches!(t.state, TaskState::Done(_) | TaskState::Failed(_))
+                                        && !t.results.iter().any(|(p, _)| *p == o.peer)
+                                })
+                        });
+                    let runs = |w: &Self| w.snapshot(&o).map_or(0, |(runs, _)| runs);
+                    let before = runs(self);
+                    let actions = self
+                        .coord
+                        .on_result(o.peer, "p", receipt(&o, 0, 0))
+                        .expect("stored");
+                    if counts {
+                        assert_eq!(
+                            runs(self),
+                            before + 1,
+                            "a run offered before the restart was not taken"
+                        );
+                        self.answered.push((o, 0, 0));
+                    }
                     self.take_offers(actions);
                 }
             }
@@ -255,8 +336,9 @@ impl World {
                     self.store.clone(),
                     self.blobs.clone(),
                 );
-                // The devices' runs are forgotten with the old process.
-                self.offers.clear();
+                // The devices keep running what they were offered, and
+                // may deliver it to the new process.
+                self.carried.append(&mut self.offers);
                 for id in live_before {
                     assert!(
                         self.coord.progress(&id).is_some_and(|(_, live)| live),
@@ -266,6 +348,15 @@ impl World {
             }
             Step::Tick { ms } => self.clock.advance(ms),
         }
+    }
+
+    /// What a result of `o` could change: its task's recorded runs and its
+    /// state in the batch.
+    fn snapshot(&self, o: &Offer) -> Option<(usize, String)> {
+        let job = self.coord.jobs.get(&o.job)?;
+        let runs = job.tasks.get(o.index as usize)?.runs.len();
+        let task = job.batch.tasks().get(o.index as usize)?;
+        Some((runs, format!("{task:?}")))
     }
 
     /// After every step.

@@ -4,6 +4,7 @@
 use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::receipt::{EngineKind, OutputFile, TaskStatus};
+use corral_scheduler::batch::{PlacedState, Task};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use crate::job::report::{JobState, TaskRunState};
@@ -29,6 +30,30 @@ pub(super) struct TaskRecord {
     pub(super) runs: Vec<RunRecord>,
     pub(super) winner: Option<usize>,
     pub(super) mismatch: bool,
+    /// The runs placed and not refused: a worker placed before a restart
+    /// of the coordinator may still deliver (absent in records written
+    /// before placements were kept).
+    #[serde(default)]
+    pub(super) placed: Vec<PlacedRecord>,
+}
+
+/// A run of a task placed on a worker that did not refuse it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct PlacedRecord {
+    pub(super) peer: PeerKey,
+    pub(super) attempt: u32,
+}
+
+/// The runs of `task` to keep in its record: those placed and not refused.
+pub(super) fn placed_of(task: &Task) -> Vec<PlacedRecord> {
+    task.placed
+        .iter()
+        .filter(|p| p.state != PlacedState::Refused)
+        .map(|p| PlacedRecord {
+            peer: p.peer,
+            attempt: p.attempt,
+        })
+        .collect()
 }
 
 /// One result of a task.

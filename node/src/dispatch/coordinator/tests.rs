@@ -273,7 +273,7 @@ fn a_restarted_coordinator_keeps_the_votes_of_a_verified_task() {
     drop(c);
     // After a restart, the same device's result again is not a second vote.
     let mut c = load();
-    let wanted = c.still_wanted(&a, &id, 0);
+    let wanted = c.still_wanted(&a, &id, 0, *attempt) == Ok(true);
     c.on_result(a, "a", receipt).expect("stored");
     assert!(!wanted, "a's result is wanted again after a restart");
     assert_eq!(c.jobs[&id].tasks[0].runs.len(), 1);
