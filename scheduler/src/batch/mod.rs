@@ -29,6 +29,7 @@
 //! queued tasks go (and the slow-worker rule), `straggler.rs` the copies of
 //! stragglers at the end of a batch.
 
+mod lease;
 mod placement;
 mod straggler;
 mod task;
@@ -43,6 +44,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::PeerKey;
 
+pub use self::lease::{
+    HARD_SLACK_MS, LEASE_COOLDOWN_MS, LEASE_FACTOR, LEASE_SLACK_MS, MAX_CLAIMED_SPEED,
+    MAX_LEASE_COOLDOWN_MS, UNSHOWN_FACTOR,
+};
 pub use self::task::{Task, TaskState};
 pub use self::worker::{MAX_AHEAD, Pool, Worker};
 
@@ -66,6 +71,16 @@ pub enum Decision {
         index: u32,
         /// The worker.
         peer: PeerKey,
+    },
+    /// Offer `peer` no task of this job for `for_ms`: it let a lease
+    /// lapse (see [`Batch::set_hard_lease`]).
+    Cooldown {
+        /// The worker.
+        peer: PeerKey,
+        /// How long (ms).
+        for_ms: u64,
+        /// Why.
+        reason: String,
     },
     /// Task `index` failed for good.
     GiveUp {
@@ -126,6 +141,8 @@ pub struct Batch {
     singles: BTreeSet<(u64, u32)>,
     /// Each task's key in `singles`, if it is there.
     single_key: Vec<Option<u64>>,
+    /// Leases on runs, and what receipts show of speeds (`lease/`).
+    leases: lease::Leases,
 }
 
 impl Batch {
@@ -154,6 +171,7 @@ impl Batch {
             finished: 0,
             singles: BTreeSet::new(),
             single_key: vec![None; count as usize],
+            leases: lease::Leases::default(),
         }
     }
 

@@ -185,6 +185,7 @@ impl<C: Clock> Coordinator<C> {
             self.warm.clear();
         }
         self.warm.insert((from, job.manifest.module_hash));
+        job.batch.observe_run(&from, receipt.duration_ms);
         let decisions = job.batch.on_result(index, &from, digest);
         let task = &job.batch.tasks()[index as usize];
         let Some(record) = job.tasks.get_mut(index as usize) else {

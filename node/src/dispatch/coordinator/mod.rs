@@ -8,6 +8,9 @@ mod archive;
 mod events;
 #[cfg(test)]
 mod invariants;
+mod lease;
+#[cfg(test)]
+mod lease_tests;
 mod live;
 #[cfg(test)]
 mod proptest;
@@ -24,11 +27,12 @@ use corral_protocol::capacity::EngineSpeed;
 use corral_protocol::envelope::{Signed, SigningKey};
 use corral_protocol::hash::{ContentHash, ContentHasher};
 use corral_protocol::ids::{JobId, PeerKey};
-use corral_protocol::manifest::{EngineReq, JobManifest};
-use corral_protocol::receipt::{EngineKind, TaskReceipt, TaskStatus};
+use corral_protocol::manifest::JobManifest;
+use corral_protocol::receipt::{TaskReceipt, TaskStatus};
 use corral_scheduler::batch::{Batch, Decision, Pool, TaskState, Worker};
 
 pub use archive::{Archive, Listing};
+use lease::speed_for;
 use live::LiveRun;
 pub use live::MAX_LIVE_READ;
 use records::{JobRecord, JobState, TaskRecord, TaskRunState, task_key};
@@ -384,6 +388,17 @@ impl<C: Clock> Coordinator<C> {
                         attempt,
                     });
                 }
+                Decision::Cooldown {
+                    peer,
+                    for_ms,
+                    reason,
+                } => lease::cool_off(
+                    job,
+                    &id,
+                    peer,
+                    self.clock.now_ms().saturating_add(for_ms),
+                    &reason,
+                ),
                 Decision::Cancel { index, peer } => actions.push(Action::Cancel {
                     job: id,
                     index,
@@ -496,16 +511,4 @@ impl<C: Clock> Coordinator<C> {
             .filter(|t| matches!(t.state, TaskState::Running(_)))
             .count()
     }
-}
-
-/// The speed and engine name a peer would use for a job.
-fn speed_for(engines: &[EngineSpeed], req: EngineReq) -> (u64, &'static str) {
-    let pick = |kind: EngineKind| engines.iter().find(|e| e.engine == kind);
-    let chosen = match req {
-        EngineReq::Jit => pick(EngineKind::Jit),
-        EngineReq::Interp => pick(EngineKind::Interp),
-        // The worker's own choice: its fastest engine (adverts list it first).
-        EngineReq::Any => engines.iter().max_by_key(|e| e.ops_per_s),
-    };
-    chosen.map_or((0, "none"), |e| (e.ops_per_s.max(1), e.engine.name()))
 }
