@@ -97,16 +97,34 @@ pub enum TaskRequest {
         /// The next stderr bytes (at most [`MAX_LIVE_CHUNK`]).
         stderr: Vec<u8>,
     },
+    /// From a worker, every [`HEARTBEAT_INTERVAL_MS`] while it holds tasks
+    /// of a job (queued behind its slots or running): it still has them,
+    /// so their leases go on (never past the hard bound). Added last, so
+    /// the other requests encode as before; answered by
+    /// [`TaskResponse::Ack`].
+    Alive {
+        /// The job.
+        job: JobId,
+        /// The tasks held, with their attempts (1 to [`MAX_BATCH`]).
+        tasks: Vec<TaskRef>,
+    },
 }
 
+/// How often a worker says it still holds its tasks
+/// ([`TaskRequest::Alive`]); well under a coordinator's shortest soft
+/// lease, so one lost message does not let a lease lapse.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 5000;
+
 impl TaskRequest {
-    /// Whether a batch holds between one and [`MAX_BATCH`] items, and live
-    /// output at most [`MAX_LIVE_CHUNK`] bytes of each stream (single
-    /// requests always are).
+    /// Whether a batch (offers, results, a heartbeat's tasks) holds between
+    /// one and [`MAX_BATCH`] items, and live output at most
+    /// [`MAX_LIVE_CHUNK`] bytes of each stream (single requests always
+    /// are).
     pub fn is_bounded(&self) -> bool {
         match self {
             TaskRequest::Offers { tasks, .. } => (1..=MAX_BATCH).contains(&tasks.len()),
             TaskRequest::Results(receipts) => (1..=MAX_BATCH).contains(&receipts.len()),
+            TaskRequest::Alive { tasks, .. } => (1..=MAX_BATCH).contains(&tasks.len()),
             TaskRequest::Output { stdout, stderr, .. } => {
                 stdout.len() <= MAX_LIVE_CHUNK && stderr.len() <= MAX_LIVE_CHUNK
             }
@@ -325,6 +343,18 @@ mod tests {
         };
         assert!(cancel.is_bounded());
         assert!(!TaskRequest::Results(Vec::new()).is_bounded());
+        let alive = |n: usize| TaskRequest::Alive {
+            job: JobId::from_bytes([1; 16]),
+            tasks: vec![
+                TaskRef {
+                    index: 0,
+                    attempt: 1
+                };
+                n
+            ],
+        };
+        assert!(alive(1).is_bounded() && alive(MAX_BATCH).is_bounded());
+        assert!(!alive(0).is_bounded() && !alive(MAX_BATCH + 1).is_bounded());
         let receipts = |n: usize| {
             let key = crate::envelope::signing_key(&[5; 32]);
             let receipt = crate::receipt::TaskReceipt {
