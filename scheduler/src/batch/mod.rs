@@ -45,8 +45,8 @@ use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::PeerKey;
 
 pub use self::lease::{
-    HARD_SLACK_MS, LEASE_COOLDOWN_MS, LEASE_FACTOR, LEASE_SLACK_MS, MAX_CLAIMED_SPEED,
-    MAX_LEASE_COOLDOWN_MS, UNSHOWN_FACTOR,
+    HARD_SLACK_MS, HEDGE_FACTOR, LEASE_COOLDOWN_MS, LEASE_FACTOR, LEASE_SLACK_MS,
+    MAX_CLAIMED_SPEED, MAX_LEASE_COOLDOWN_MS, UNSHOWN_FACTOR,
 };
 pub use self::task::{Task, TaskState};
 pub use self::worker::{MAX_AHEAD, Pool, Worker};

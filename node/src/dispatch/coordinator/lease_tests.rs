@@ -142,9 +142,10 @@ fn a_worker_that_says_it_is_alive_keeps_its_lease() {
     let (short, _, attempt) = *offers.iter().find(|o| o.1 == fast).expect("one each");
     clock.advance(1000);
     coord.on_result(fast, "fast", receipt(id, short, attempt, fast, 1000));
-    // The other task runs for ten minutes, its worker alive all along:
-    // never copied, never cooled off.
-    for _ in 0..(600_000 / STEP_MS) {
+    // The other task runs on, its worker alive all along: not copied
+    // before sixteen times the job's run time (plus slack), never cooled
+    // off.
+    for _ in 0..(30_000 / STEP_MS) {
         if clock.now_ms().is_multiple_of(5000) {
             coord.on_alive(slow, id, &[long]);
         }
@@ -153,7 +154,8 @@ fn a_worker_that_says_it_is_alive_keeps_its_lease() {
         clock.advance(STEP_MS);
     }
     assert!(!coord.jobs[&id].cooldown.contains_key(&slow));
-    // Silent from now on: copied to the idle worker within its lease.
+    // Silent from now on: copied to the idle worker, and cooled off once
+    // its lease lapses.
     let mut copied = false;
     for _ in 0..(120_000 / STEP_MS) {
         let actions = coord.schedule(&candidates, &present, clock.now_ms());
@@ -169,5 +171,9 @@ fn a_worker_that_says_it_is_alive_keeps_its_lease() {
         clock.advance(STEP_MS);
     }
     assert!(copied);
+    for _ in 0..(120_000 / STEP_MS) {
+        coord.schedule(&candidates, &present, clock.now_ms());
+        clock.advance(STEP_MS);
+    }
     assert!(coord.jobs[&id].cooldown.contains_key(&slow));
 }

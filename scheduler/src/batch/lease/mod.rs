@@ -12,7 +12,9 @@
 //!   holder's bounded speed; past [`LEASE_FACTOR`] times that plus
 //!   [`LEASE_SLACK_MS`] since it started or last said it was alive, the
 //!   task is copied to another worker (first result wins) and the holder
-//!   cooled off. A heartbeat extends the soft lease, never the hard one.
+//!   cooled off. A heartbeat extends the soft lease, never the hard one;
+//!   a run kept alive past [`HEDGE_FACTOR`] times its expected duration
+//!   plus the slack is copied once nothing waits, without a cool-off.
 //! - Bounded speeds: a worker's speed is at most what its own receipts
 //!   show; one with no receipt in this job ranks no higher than the
 //!   fastest shown speed, or, before any receipt, than
@@ -44,6 +46,15 @@ pub const MAX_CLAIMED_SPEED: u64 = 10_000_000_000;
 /// How many times its expected duration a run may take before its task is
 /// copied elsewhere.
 pub const LEASE_FACTOR: u64 = 4;
+
+/// How many times its expected duration a run kept alive by heartbeats
+/// may take, once no task of the batch waits, before its task is copied
+/// too (the holder is not cooled off: it says it is working).
+pub const HEDGE_FACTOR: u64 = 16;
+
+/// Leases are checked at most this often (the batch is scheduled on
+/// every event).
+const LEASE_CHECK_MS: u64 = 250;
 
 /// Slack added to every soft lease: the module's transfer and compilation
 /// on a worker that does not hold it yet.
@@ -94,10 +105,13 @@ pub(in crate::batch) struct Leases {
     fastest_shown: Option<u64>,
     /// When each (task, holder) last said it was alive.
     alive: BTreeMap<(u32, PeerKey), u64>,
-    /// Runs whose soft lease ran out (their task is copied).
-    lapsed: BTreeSet<(u32, PeerKey)>,
+    /// Runs whose task was copied: their soft lease ran out (`true`, the
+    /// holder cooled off) or they ran far long while alive (`false`).
+    lapsed: BTreeMap<(u32, PeerKey), bool>,
     /// Leases each worker let lapse.
     strikes: BTreeMap<PeerKey, u32>,
+    /// When leases were last checked.
+    checked_ms: Option<u64>,
 }
 
 impl Leases {
@@ -247,6 +261,14 @@ impl Batch {
         let Some(hard) = self.leases.hard_ms else {
             return Vec::new();
         };
+        if self
+            .leases
+            .checked_ms
+            .is_some_and(|at| now_ms < at.saturating_add(LEASE_CHECK_MS))
+        {
+            return Vec::new();
+        }
+        self.leases.checked_ms = Some(now_ms);
         let mut lapsed = Vec::new();
         let mut expired = Vec::new();
         let mut want_copy = Vec::new();
@@ -262,7 +284,10 @@ impl Batch {
                     expired.push((index, *holder));
                     continue;
                 }
-                if self.leases.lapsed.contains(&(index, *holder)) {
+                // Its lease lapsed (`Some(true)`: cooled off already) or
+                // its task was copied while it said it was alive.
+                let past = self.leases.lapsed.get(&(index, *holder)).copied();
+                if past == Some(true) {
                     any_lapsed = true;
                     continue;
                 }
@@ -280,10 +305,23 @@ impl Batch {
                     .copied()
                     .unwrap_or(start)
                     .max(start);
-                match soft {
-                    Some(soft) if now_ms >= since.saturating_add(soft) => {
+                let hedge = self.leases.expected_ms(speed).map(|ms| {
+                    ms.saturating_mul(HEDGE_FACTOR)
+                        .saturating_add(LEASE_SLACK_MS)
+                });
+                match (soft, hedge) {
+                    (Some(soft), _) if now_ms >= since.saturating_add(soft) => {
                         any_lapsed = true;
-                        lapsed.push((index, *holder, now_ms - start));
+                        lapsed.push((index, *holder, now_ms - start, true));
+                    }
+                    _ if past.is_some() => any_lapsed = true,
+                    // Alive, but far past what the job's runs take, at the
+                    // end of the batch: a copy, with no cool-off.
+                    (_, Some(hedge))
+                        if self.waiting == 0 && now_ms >= start.saturating_add(hedge) =>
+                    {
+                        any_lapsed = true;
+                        lapsed.push((index, *holder, now_ms - start, false));
                     }
                     _ => live += 1,
                 }
@@ -294,9 +332,9 @@ impl Batch {
         }
         let mut decisions = Vec::new();
         let mut cooled = BTreeSet::new();
-        for (index, holder, held_ms) in lapsed {
-            self.leases.lapsed.insert((index, holder));
-            if cooled.insert(holder) {
+        for (index, holder, held_ms, cool) in lapsed {
+            self.leases.lapsed.insert((index, holder), cool);
+            if cool && cooled.insert(holder) {
                 decisions.push(self.cool_off(
                     holder,
                     format!("task {index}: no result after {held_ms} ms, past its lease"),
@@ -378,9 +416,8 @@ impl Batch {
             index,
             peer: best.peer,
             attempt: self.tasks[index as usize].attempts,
-            reason:
-                "lease: its holder let the lease lapse; a copy runs here, the first result wins"
-                    .into(),
+            reason: "lease: its holder is past its lease; a copy runs here, the first result wins"
+                .into(),
         })
     }
 
@@ -394,6 +431,6 @@ impl Batch {
             )
         };
         self.leases.alive.retain(|k, _| held(k));
-        self.leases.lapsed.retain(held);
+        self.leases.lapsed.retain(|k, _| held(k));
     }
 }

@@ -188,10 +188,10 @@ fn an_honest_slow_worker_is_not_cooled_off_before_its_lease() {
 }
 
 #[test]
-fn a_heartbeat_keeps_an_honest_long_run_from_being_copied() {
-    // One task runs thirty times as long as the job's others; its worker
-    // says it is alive every five seconds, so it is neither copied nor
-    // cooled off, until the hard bound.
+fn a_heartbeat_keeps_an_honest_long_run_from_being_copied_and_its_worker_from_cooling_off() {
+    // One task runs far longer than the job's others; its worker says it
+    // is alive every five seconds, so it is not copied before sixteen times
+    // the others' time, and never cooled off.
     let mut batch = Batch::new(3, BatchConfig::default());
     batch.set_hard_lease(TIMEOUT_MS);
     let workers = [worker(1, 1, 1_000_000), worker(2, 2, 1_000_000)];
@@ -221,24 +221,26 @@ fn a_heartbeat_keeps_an_honest_long_run_from_being_copied() {
         assert!(decisions.is_empty(), "at {now}: {decisions:?}");
         now += 5000;
     }
-    // Silent from now on: copied within its soft lease, holder cooled off.
+    // Still alive, but past sixteen times what the job's runs take with
+    // nothing left waiting: a copy is made, and the holder is not cooled
+    // off.
     let mut copied = false;
-    while now < 120_000 && !copied {
+    while now < 60_000 && !copied {
+        batch.on_alive(long, &holder, now);
         let decisions = batch.schedule(&workers[1..], now);
         copied = decisions
             .iter()
             .any(|d| matches!(d, Decision::Offer { index, .. } if *index == long));
-        if copied {
-            assert!(
-                decisions
-                    .iter()
-                    .any(|d| matches!(d, Decision::Cooldown { peer, .. } if *peer == holder)),
-                "{decisions:?}"
-            );
-        }
+        assert!(
+            !decisions
+                .iter()
+                .any(|d| matches!(d, Decision::Cooldown { .. })),
+            "{decisions:?}"
+        );
         now += STEP_MS;
     }
     assert!(copied);
+    assert!(now > 16 * 1000 + LEASE_SLACK_MS, "copied at {now}");
 }
 
 #[test]
