@@ -8,7 +8,7 @@
 //!   run lost with its worker) and the holder cooled off.
 //! - The soft lease: once receipts show what a task of this job costs
 //!   (the median over the workers that returned one of claimed speed ×
-//!   their mean duration), a run is expected to take that cost over its
+//!   their recent run time), a run is expected to take that cost over its
 //!   holder's bounded speed; past [`LEASE_FACTOR`] times that plus
 //!   [`LEASE_SLACK_MS`] since it started or last said it was alive, the
 //!   task is copied to another worker (first result wins) and the holder
@@ -80,15 +80,16 @@ pub const UNSHOWN_FACTOR: u64 = 2;
 struct Shown {
     /// Runs it returned.
     runs: u32,
-    /// Their time in all (ms).
-    total_ms: u64,
+    /// Its recent run time (ms): each run moves it halfway to that run's
+    /// time, so a device given its CPU back shows it after a few runs.
+    recent_ms: u64,
     /// Its speed when it was last given a task (its bounded claim).
     claim: u64,
 }
 
 impl Shown {
-    fn mean_ms(&self) -> u64 {
-        (self.total_ms / u64::from(self.runs.max(1))).max(1)
+    fn recent_ms(&self) -> u64 {
+        self.recent_ms.max(1)
     }
 }
 
@@ -127,7 +128,7 @@ impl Leases {
         let mut costs: Vec<u128> = self
             .shown
             .values()
-            .map(|s| u128::from(s.claim) * u128::from(s.mean_ms()) / 1000)
+            .map(|s| u128::from(s.claim) * u128::from(s.recent_ms()) / 1000)
             .collect();
         if costs.is_empty() {
             return;
@@ -139,9 +140,9 @@ impl Leases {
     }
 }
 
-/// The speed a worker's receipts show: the task's cost over its mean time.
+/// The speed a worker's receipts show: the task's cost over its recent run time.
 fn shown_speed(cost: u128, s: &Shown) -> u64 {
-    u64::try_from(cost * 1000 / u128::from(s.mean_ms()))
+    u64::try_from(cost * 1000 / u128::from(s.recent_ms()))
         .unwrap_or(u64::MAX)
         .max(1)
 }
@@ -163,8 +164,12 @@ impl Batch {
     pub fn observe_run(&mut self, peer: &PeerKey, duration_ms: u64) {
         let claim = self.speeds.get(peer).copied().unwrap_or(0);
         let shown = self.leases.shown.entry(*peer).or_default();
+        shown.recent_ms = if shown.runs == 0 {
+            duration_ms
+        } else {
+            shown.recent_ms / 2 + duration_ms / 2
+        };
         shown.runs = shown.runs.saturating_add(1);
-        shown.total_ms = shown.total_ms.saturating_add(duration_ms);
         if claim > 0 {
             shown.claim = claim;
         }

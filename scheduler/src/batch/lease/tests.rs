@@ -276,3 +276,19 @@ fn a_claim_is_bounded_by_what_receipts_show() {
     // An honest claim below what it shows stands.
     assert_eq!(batch.speed_bound(&key(1), 500_000), 500_000);
 }
+
+#[test]
+fn a_device_given_its_cpu_back_shows_it_after_a_few_runs() {
+    let mut batch = Batch::new(100, BatchConfig::default());
+    batch.set_hard_lease(TIMEOUT_MS);
+    batch.schedule(&[worker(1, 1, 1_000_000), worker(2, 1, 1_000_000)], 0);
+    for _ in 0..10 {
+        batch.observe_run(&key(1), 1000);
+        batch.observe_run(&key(2), 10_000);
+    }
+    assert!(batch.speed_bound(&key(2), 1_000_000) <= 200_000);
+    for _ in 0..6 {
+        batch.observe_run(&key(2), 1000);
+    }
+    assert!(batch.speed_bound(&key(2), 1_000_000) >= 800_000);
+}
