@@ -9,7 +9,7 @@ use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::manifest::EngineReq;
 use corral_protocol::receipt::EngineKind;
 
-use super::{Coordinator, Job};
+use super::{Coordinator, Job, MAX_REFUSALS};
 use crate::clock::Clock;
 
 /// Gives `peer` no task of the job before `until_ms` (it let a lease
@@ -18,6 +18,11 @@ pub(super) fn cool_off(job: &mut Job, id: &JobId, peer: PeerKey, until_ms: u64, 
     tracing::warn!(job = %id, peer = %peer.short(), until_ms, %reason, "cooling a device off");
     let until = job.cooldown.entry(peer).or_insert(0);
     *until = (*until).max(until_ms);
+    if job.lapses.len() < MAX_REFUSALS || job.lapses.contains_key(&peer) {
+        let (count, why) = job.lapses.entry(peer).or_default();
+        *count = count.saturating_add(1);
+        *why = reason.to_string();
+    }
 }
 
 impl<C: Clock> Coordinator<C> {

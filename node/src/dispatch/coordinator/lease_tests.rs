@@ -111,6 +111,15 @@ fn a_silent_holder_claiming_a_huge_speed_is_cooled_off_and_the_job_finishes() {
         "the rogue was cooled off"
     );
     assert!(honest.iter().all(|p| !job.cooldown.contains_key(p)));
+    // `corral job` names it.
+    let report = coord
+        .report(&id, &|p: &PeerKey| p.short())
+        .expect("a report");
+    assert!(
+        matches!(&report.cooled_off[..], [r] if r.reason.contains("past its lease")),
+        "{:?}",
+        report.cooled_off
+    );
 }
 
 #[test]

@@ -105,6 +105,8 @@ struct Job {
     excluded: std::collections::BTreeSet<PeerKey>,
     /// Peers that were busy, not offered again before the time given.
     cooldown: BTreeMap<PeerKey, u64>,
+    /// Peers cooled off for lapsed leases: how often, and the last why.
+    lapses: BTreeMap<PeerKey, (u32, String)>,
     /// When it was submitted and when it ended, on this process's clock.
     started: Option<std::time::Instant>,
     ended: Option<std::time::Instant>,
@@ -140,6 +142,7 @@ impl Job {
             refusals: Vec::new(),
             excluded: Default::default(),
             cooldown: BTreeMap::new(),
+            lapses: BTreeMap::new(),
             started: None,
             ended: None,
             seq: 0,
