@@ -19,7 +19,9 @@
 //!   show; one with no receipt in this job ranks no higher than the
 //!   fastest shown speed, or, before any receipt, than
 //!   [`UNSHOWN_FACTOR`] times the lower median claim of the workers at
-//!   hand; no claim counts above [`MAX_CLAIMED_SPEED`].
+//!   hand; no claim counts above [`MAX_CLAIMED_SPEED`]. Its task slots
+//!   count for at most [`UNSHOWN_FACTOR`] times the lower median of the
+//!   workers' until a receipt of this job shows it runs tasks at all.
 //!
 //! Leases hold only for a batch given a hard bound
 //! ([`Batch::set_hard_lease`]): the coordinator gives every job one; the
@@ -72,7 +74,9 @@ pub const LEASE_COOLDOWN_MS: u64 = 60_000;
 pub const MAX_LEASE_COOLDOWN_MS: u64 = 3_600_000;
 
 /// Before any receipt of the job, a claim counts for at most this many
-/// times the lower median claim of the workers at hand.
+/// times the lower median claim of the workers at hand; and a worker with
+/// no receipt of the job, for at most this many times the lower median
+/// of their task slots.
 pub const UNSHOWN_FACTOR: u64 = 2;
 
 /// What one worker's receipts of the job show.
@@ -138,6 +142,13 @@ impl Leases {
         self.cost = Some(cost);
         self.fastest_shown = self.shown.values().map(|s| shown_speed(cost, s)).max();
     }
+}
+
+/// The lower median of `values`, if there are any.
+fn lower_median<T: Ord + Copy>(values: impl Iterator<Item = T>) -> Option<T> {
+    let mut v: Vec<T> = values.collect();
+    v.sort_unstable();
+    v.get(v.len().saturating_sub(1) / 2).copied()
 }
 
 /// The speed a worker's receipts show: the task's cost over its recent run time.
@@ -220,26 +231,40 @@ impl Batch {
             return (Cow::Borrowed(workers), pool);
         }
         let unshown_cap = if self.leases.fastest_shown.is_none() {
-            let mut claims: Vec<u64> = workers
-                .iter()
-                .map(|w| w.speed.min(MAX_CLAIMED_SPEED))
-                .filter(|&s| s > 0)
-                .collect();
-            claims.sort_unstable();
-            claims
-                .get(claims.len().saturating_sub(1) / 2)
-                .map(|m| m.saturating_mul(UNSHOWN_FACTOR))
+            lower_median(
+                workers
+                    .iter()
+                    .map(|w| w.speed.min(MAX_CLAIMED_SPEED))
+                    .filter(|&s| s > 0),
+            )
+            .map(|m| m.saturating_mul(UNSHOWN_FACTOR))
         } else {
             None
         };
+        let slots_cap = lower_median(
+            workers
+                .iter()
+                .filter(|w| w.speed > 0)
+                .map(|w| w.slots_total),
+        )
+        .map_or(u16::MAX, |m| m.max(1).saturating_mul(UNSHOWN_FACTOR as u16));
         let mut out: Option<Vec<Worker>> = None;
         let mut rate = pool.rate;
         for (i, w) in workers.iter().enumerate() {
             let speed = self.bound_with(&w.peer, w.speed, unshown_cap);
-            if speed < w.speed {
-                let slots = u128::from(w.slots_total.max(1));
-                rate = rate.saturating_sub(u128::from(w.speed - speed) * slots);
-                out.get_or_insert_with(|| workers.to_vec())[i].speed = speed;
+            let slots = if self.leases.shown.contains_key(&w.peer) {
+                w.slots_total
+            } else {
+                w.slots_total.min(slots_cap)
+            };
+            if speed < w.speed || slots < w.slots_total {
+                let before = u128::from(w.speed) * u128::from(w.slots_total.max(1));
+                let after = u128::from(speed) * u128::from(slots.max(1));
+                rate = rate.saturating_sub(before.saturating_sub(after));
+                let bounded = &mut out.get_or_insert_with(|| workers.to_vec())[i];
+                bounded.speed = speed;
+                bounded.slots_total = slots;
+                bounded.slots_free = bounded.slots_free.min(slots);
             }
         }
         let Some(out) = out else {
