@@ -321,9 +321,15 @@ impl Batch {
                     any_lapsed = true;
                     continue;
                 }
-                let speed = self
-                    .speed_bound(holder, self.speeds.get(holder).copied().unwrap_or(1))
-                    .max(1);
+                // A holder now shown at speed 0 (cooled off, or busy with
+                // other work) is judged by what receipts show, not by 0.
+                let claim = self
+                    .speeds
+                    .get(holder)
+                    .copied()
+                    .filter(|&s| s > 0)
+                    .unwrap_or(u64::MAX);
+                let speed = self.speed_bound(holder, claim).max(1);
                 let soft = self.leases.expected_ms(speed).map(|ms| {
                     ms.saturating_mul(LEASE_FACTOR)
                         .saturating_add(LEASE_SLACK_MS)

@@ -301,3 +301,28 @@ fn a_device_given_its_cpu_back_shows_it_after_a_few_runs() {
     }
     assert!(batch.speed_bound(&key(2), 1_000_000) >= 800_000);
 }
+
+#[test]
+fn a_holder_shown_at_speed_0_keeps_a_lease_on_the_job_s_figures() {
+    // A holder cooled off (or busy with other work) is passed at speed 0
+    // and its speed at placement follows (`refresh_holder_speeds`): its
+    // lease must still lapse on what receipts show, not on a speed of 0
+    // (which would make it endless, up to the hard bound).
+    let mut batch = Batch::new(2, BatchConfig::default());
+    batch.set_hard_lease(TIMEOUT_MS);
+    batch.schedule(&[worker(9, 1, 1_000_000), worker(1, 0, 1_000_000)], 0);
+    batch.speeds.insert(key(1), 1_000_000);
+    batch.observe_run(&key(1), 1000);
+    batch.speeds.insert(key(9), 0);
+    let mut now = 0;
+    let mut lapsed = false;
+    while now < 60_000 && !lapsed {
+        lapsed = batch
+            .schedule(&[worker(1, 1, 1_000_000)], now)
+            .iter()
+            .any(|d| matches!(d, Decision::Cooldown { peer, .. } if *peer == key(9)));
+        now += STEP_MS;
+    }
+    assert!(lapsed, "the lease of a holder at speed 0 never lapsed");
+    assert!(now <= 4 * 1000 + LEASE_SLACK_MS + STEP_MS, "{now}");
+}
