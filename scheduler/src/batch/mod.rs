@@ -27,7 +27,8 @@
 //! sees them, `transitions.rs` what happens to a task on each event,
 //! `verify.rs` the `--verify` vote as a pure tally, `placement.rs` where
 //! queued tasks go (and the slow-worker rule), `straggler.rs` the copies of
-//! stragglers at the end of a batch.
+//! stragglers at the end of a batch, `lease/` the lease on every placed
+//! run and the bounds on claimed speeds and slots.
 
 mod lease;
 mod placement;

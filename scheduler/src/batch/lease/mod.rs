@@ -28,7 +28,7 @@
 //! simulator, whose devices are honest, does not.
 //!
 //! Kept apart from [`Task`](super::Task): the lease state lives in
-//! [`Leases`], one field of the batch.
+//! `Leases`, one field of the batch.
 
 #[cfg(test)]
 mod tests;
