@@ -97,16 +97,34 @@ pub enum TaskRequest {
         /// The next stderr bytes (at most [`MAX_LIVE_CHUNK`]).
         stderr: Vec<u8>,
     },
+    /// From a worker, every [`HEARTBEAT_INTERVAL_MS`] while it holds tasks
+    /// of a job (queued behind its slots or running): it still has them,
+    /// so their leases go on (never past the hard bound). Added last, so
+    /// the other requests encode as before; answered by
+    /// [`TaskResponse::Ack`].
+    Alive {
+        /// The job.
+        job: JobId,
+        /// The tasks held, with their attempts (1 to [`MAX_BATCH`]).
+        tasks: Vec<TaskRef>,
+    },
 }
 
+/// How often a worker says it still holds its tasks
+/// ([`TaskRequest::Alive`]); well under a coordinator's shortest soft
+/// lease, so one lost message does not let a lease lapse.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 5000;
+
 impl TaskRequest {
-    /// Whether a batch holds between one and [`MAX_BATCH`] items, and live
-    /// output at most [`MAX_LIVE_CHUNK`] bytes of each stream (single
-    /// requests always are).
+    /// Whether a batch (offers, results, a heartbeat's tasks) holds between
+    /// one and [`MAX_BATCH`] items, and live output at most
+    /// [`MAX_LIVE_CHUNK`] bytes of each stream (single requests always
+    /// are).
     pub fn is_bounded(&self) -> bool {
         match self {
             TaskRequest::Offers { tasks, .. } => (1..=MAX_BATCH).contains(&tasks.len()),
             TaskRequest::Results(receipts) => (1..=MAX_BATCH).contains(&receipts.len()),
+            TaskRequest::Alive { tasks, .. } => (1..=MAX_BATCH).contains(&tasks.len()),
             TaskRequest::Output { stdout, stderr, .. } => {
                 stdout.len() <= MAX_LIVE_CHUNK && stderr.len() <= MAX_LIVE_CHUNK
             }
@@ -137,7 +155,8 @@ impl WireMessage for TaskRequest {
     ///   [`MAX_RECEIPT_BYTES`];
     /// - a result batch is filled to [`MAX_BATCH_RECEIPT_BYTES`] (1 MiB);
     /// - live output is two chunks of [`MAX_LIVE_CHUNK`];
-    /// - a cancel or hand-back is a job id and two small numbers.
+    /// - a cancel or hand-back is a job id and two small numbers;
+    /// - a heartbeat is a job id and up to [`MAX_BATCH`] task references.
     fn max_frame_bytes(body: &[u8]) -> usize {
         let batch_refs = MAX_BATCH * 2 * 5;
         match body.first() {
@@ -147,6 +166,7 @@ impl WireMessage for TaskRequest {
             Some(5) => 2 + MAX_BATCH_RECEIPT_BYTES + 4 * FRAME_SLACK,
             Some(6) => 2 + 2 * MAX_LIVE_CHUNK + FRAME_SLACK,
             Some(1 | 3) => 2 + FRAME_SLACK,
+            Some(7) => 2 + FRAME_SLACK + batch_refs,
             // Not a variant: the header and the byte, which do not decode.
             _ => 3,
         }

@@ -1,6 +1,6 @@
 //! Requests from peers and from this node's own spawned tasks: the task
-//! protocol's offers, cancels, hand-backs, live output and results (routed
-//! to [`super::screening`], the worker, the coordinator or
+//! protocol's offers, cancels, hand-backs, live output, heartbeats and
+//! results (routed to [`super::screening`], the worker, the coordinator or
 //! [`super::results`]), the blob
 //! protocol's chunk requests (read from disk off the loop), and the answers
 //! to requests this node sent, matched by request id.
@@ -90,6 +90,11 @@ impl Node {
                 tracing::trace!(%job, index, attempt, "live output");
                 self.coord
                     .on_output(from, job, index, (stdout_at, &stdout), (stderr_at, &stderr));
+                self.respond(reply, TaskResponse::Ack);
+            }
+            TaskRequest::Alive { job, tasks } => {
+                let indices: Vec<u32> = tasks.iter().map(|t| t.index).collect();
+                self.coord.on_alive(from, job, &indices);
                 self.respond(reply, TaskResponse::Ack);
             }
             TaskRequest::Result(signed) => self.on_results(from, vec![signed], true, reply),

@@ -100,6 +100,10 @@ pub struct JobReport {
     /// Tasks whose runs disagreed (with `--verify`).
     #[serde(default)]
     pub mismatches: u32,
+    /// Devices cooled off for letting a task's lease lapse (no result in
+    /// the time the job's runs show), with the last reason and how often.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cooled_off: Vec<Refusal>,
     /// Submit to end on the coordinator's monotonic clock, microseconds
     /// (jobs submitted since the daemon started).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -233,6 +237,7 @@ impl JobReport {
             devices: Default::default(),
             refusals: Vec::new(),
             mismatches: 0,
+            cooled_off: Vec::new(),
             wall_us: None,
             seq: 0,
         }

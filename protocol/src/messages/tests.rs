@@ -34,6 +34,18 @@ fn batches_hold_one_to_max_batch_items() {
     };
     assert!(cancel.is_bounded());
     assert!(!TaskRequest::Results(Vec::new()).is_bounded());
+    let alive = |n: usize| TaskRequest::Alive {
+        job: JobId::from_bytes([1; 16]),
+        tasks: vec![
+            TaskRef {
+                index: 0,
+                attempt: 1
+            };
+            n
+        ],
+    };
+    assert!(alive(1).is_bounded() && alive(MAX_BATCH).is_bounded());
+    assert!(!alive(0).is_bounded() && !alive(MAX_BATCH + 1).is_bounded());
     let receipts = |n: usize| {
         let key = crate::envelope::signing_key(&[5; 32]);
         let receipt = crate::receipt::TaskReceipt {
@@ -153,6 +165,16 @@ fn largest_small_requests() -> Vec<TaskRequest> {
         },
         TaskRequest::Results(vec![receipt; count.min(MAX_BATCH)]),
         TaskRequest::Result(receipt_of(1024)),
+        TaskRequest::Alive {
+            job: job(),
+            tasks: vec![
+                TaskRef {
+                    index: u32::MAX,
+                    attempt: u32::MAX
+                };
+                MAX_BATCH
+            ],
+        },
     ]
 }
 
@@ -177,12 +199,13 @@ fn a_small_request_variant_cannot_bring_a_large_frame() {
         .iter()
         .map(|r| crate::codec::encode(r)[2])
         .collect();
-    assert_eq!(tags, [1, 3, 6, 5, 2]);
+    assert_eq!(tags, [1, 3, 6, 5, 2, 7]);
     for (tag, most) in [
         (1u8, 512),
         (3, 512),
         (6, 2 * MAX_LIVE_CHUNK + 512),
         (5, MAX_BATCH_RECEIPT_BYTES + 2048),
+        (7, MAX_BATCH * 10 + 512),
         (99, 16),
     ] {
         let mut frame = crate::codec::encode(&TaskRequest::Cancel {

@@ -30,8 +30,10 @@
 //! `verify.rs` the `--verify` vote as a pure tally, `placement.rs` where
 //! queued tasks go (and the slow-worker rule), `straggler.rs` the copies of
 //! stragglers at the end of a batch, `placed.rs` the runs each task was
-//! placed on — a result counts only from one of them.
+//! placed on — a result counts only from one of them, `lease/` the lease on
+//! every placed run and the bounds on claimed speeds and slots.
 
+mod lease;
 mod placed;
 mod placement;
 mod straggler;
@@ -47,6 +49,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::PeerKey;
 
+pub use self::lease::{
+    HARD_SLACK_MS, HEDGE_FACTOR, LEASE_COOLDOWN_MS, LEASE_FACTOR, LEASE_SLACK_MS,
+    MAX_CLAIMED_SPEED, MAX_LEASE_COOLDOWN_MS, UNSHOWN_FACTOR,
+};
 pub use self::placed::{Fit, MAX_PLACEMENTS, PlacedState, Placement, Unplaced};
 pub use self::task::{Task, TaskState};
 pub use self::worker::{MAX_AHEAD, Pool, Worker};
@@ -71,6 +77,16 @@ pub enum Decision {
         index: u32,
         /// The worker.
         peer: PeerKey,
+    },
+    /// Offer `peer` no task of this job for `for_ms`: it let a lease
+    /// lapse (see [`Batch::set_hard_lease`]).
+    Cooldown {
+        /// The worker.
+        peer: PeerKey,
+        /// How long (ms).
+        for_ms: u64,
+        /// Why.
+        reason: String,
     },
     /// Task `index` failed for good.
     GiveUp {
@@ -131,6 +147,8 @@ pub struct Batch {
     singles: BTreeSet<(u64, u32)>,
     /// Each task's key in `singles`, if it is there.
     single_key: Vec<Option<u64>>,
+    /// Leases on runs, and what receipts show of speeds (`lease/`).
+    leases: lease::Leases,
 }
 
 impl Batch {
@@ -160,6 +178,7 @@ impl Batch {
             finished: 0,
             singles: BTreeSet::new(),
             single_key: vec![None; count as usize],
+            leases: lease::Leases::default(),
         }
     }
 

@@ -18,12 +18,25 @@ impl Batch {
 
     /// As [`Batch::schedule`], with the mesh's pool given rather than worked
     /// out from `workers` (which may then be only those with room).
+    /// Speeds are bounded by what receipts show, and runs past their
+    /// leases are copied first (see `lease/`).
     pub fn schedule_in(&mut self, workers: &[Worker], pool: Pool, now_ms: u64) -> Vec<Decision> {
-        let mut decisions = if self.config.redundancy == 1 {
+        let (mut bounded, pool) = self.bounded(workers, pool);
+        let mut decisions = self.check_leases(&bounded, now_ms);
+        // A holder cooled off just now takes nothing more this round.
+        for d in &decisions {
+            if let Decision::Cooldown { peer, .. } = d
+                && let Some(i) = bounded.iter().position(|w| w.peer == *peer && w.speed > 0)
+            {
+                bounded.to_mut()[i].speed = 0;
+            }
+        }
+        let workers: &[Worker] = &bounded;
+        decisions.extend(if self.config.redundancy == 1 {
             self.place_single(workers, pool, now_ms)
         } else {
             self.place_verified(workers, now_ms)
-        };
+        });
         if self.config.duplicates
             && self.config.redundancy == 1
             && !self.tasks[self.first_open.min(self.tasks.len())..]

@@ -126,6 +126,8 @@ impl Corral {
                         device,
                     });
                 }
+                // Leases are not set in the simulator (its devices are honest).
+                Decision::Cooldown { .. } => {}
                 Decision::GiveUp { index, .. } => {
                     out.given_up.push((job, index));
                     self.close(job);

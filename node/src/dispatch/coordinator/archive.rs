@@ -51,6 +51,7 @@ impl Archive {
                 ..BatchConfig::default()
             },
         );
+        batch.set_hard_lease(manifest.limits.timeout_ms);
         let mut tasks = vec![
             TaskRecord {
                 state: TaskRunState::Queued,

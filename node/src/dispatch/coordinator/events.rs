@@ -229,6 +229,7 @@ impl<C: Clock> Coordinator<C> {
             self.warm.clear();
         }
         self.warm.insert((from, job.manifest.module_hash));
+        job.batch.observe_run(&from, receipt.duration_ms);
         // Checked above: the run was placed and its result counts.
         let decisions = job
             .batch

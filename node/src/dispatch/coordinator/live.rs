@@ -46,6 +46,9 @@ impl<C: Clock> Coordinator<C> {
         if !job.is_live() || job.manifest.task_count() != 1 || index != 0 {
             return;
         }
+        // Output is a sign of life: the run's lease starts again (a
+        // device that does not hold the task is ignored).
+        job.batch.on_alive(0, &from, self.clock.now_ms());
         let started = |peer: &PeerKey| match &job.batch.tasks()[0].state {
             TaskState::Running(on) => on.get(peer).copied(),
             _ => None,

@@ -8,6 +8,9 @@ mod archive;
 mod events;
 #[cfg(test)]
 mod invariants;
+mod lease;
+#[cfg(test)]
+mod lease_tests;
 mod live;
 mod pins;
 mod placed;
@@ -26,12 +29,13 @@ use corral_protocol::capacity::EngineSpeed;
 use corral_protocol::envelope::{Signed, SigningKey};
 use corral_protocol::hash::{ContentHash, ContentHasher};
 use corral_protocol::ids::{JobId, PeerKey};
-use corral_protocol::manifest::{EngineReq, JobManifest};
-use corral_protocol::receipt::{EngineKind, TaskReceipt, TaskStatus};
+use corral_protocol::manifest::JobManifest;
+use corral_protocol::receipt::{TaskReceipt, TaskStatus};
 use corral_scheduler::batch::{Batch, Decision, Pool, TaskState, Worker};
 
 pub use archive::{Archive, Listing};
 pub use events::ResultNotStored;
+use lease::speed_for;
 use live::LiveRun;
 pub use live::MAX_LIVE_READ;
 use records::{JobRecord, JobState, TaskRecord, TaskRunState, task_key};
@@ -104,6 +108,8 @@ struct Job {
     excluded: std::collections::BTreeSet<PeerKey>,
     /// Peers that were busy, not offered again before the time given.
     cooldown: BTreeMap<PeerKey, u64>,
+    /// Peers cooled off for lapsed leases: how often, and the last why.
+    lapses: BTreeMap<PeerKey, (u32, String)>,
     /// When it was submitted and when it ended, on this process's clock.
     started: Option<std::time::Instant>,
     ended: Option<std::time::Instant>,
@@ -139,6 +145,7 @@ impl Job {
             refusals: Vec::new(),
             excluded: Default::default(),
             cooldown: BTreeMap::new(),
+            lapses: BTreeMap::new(),
             started: None,
             ended: None,
             seq: 0,
@@ -387,6 +394,17 @@ impl<C: Clock> Coordinator<C> {
                         attempt,
                     });
                 }
+                Decision::Cooldown {
+                    peer,
+                    for_ms,
+                    reason,
+                } => lease::cool_off(
+                    job,
+                    &id,
+                    peer,
+                    self.clock.now_ms().saturating_add(for_ms),
+                    &reason,
+                ),
                 Decision::Cancel { index, peer } => actions.push(Action::Cancel {
                     job: id,
                     index,
@@ -499,16 +517,4 @@ impl<C: Clock> Coordinator<C> {
             .filter(|t| matches!(t.state, TaskState::Running(_)))
             .count()
     }
-}
-
-/// The speed and engine name a peer would use for a job.
-fn speed_for(engines: &[EngineSpeed], req: EngineReq) -> (u64, &'static str) {
-    let pick = |kind: EngineKind| engines.iter().find(|e| e.engine == kind);
-    let chosen = match req {
-        EngineReq::Jit => pick(EngineKind::Jit),
-        EngineReq::Interp => pick(EngineKind::Interp),
-        // The worker's own choice: its fastest engine (adverts list it first).
-        EngineReq::Any => engines.iter().max_by_key(|e| e.ops_per_s),
-    };
-    chosen.map_or((0, "none"), |e| (e.ops_per_s.max(1), e.engine.name()))
 }

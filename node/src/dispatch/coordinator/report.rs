@@ -10,7 +10,7 @@ use corral_scheduler::batch::TaskState;
 
 use super::Job;
 use super::records::TaskRunState;
-use crate::job::report::{DeviceCount, FileReport, JobReport, RunReport, TaskReport};
+use crate::job::report::{DeviceCount, FileReport, JobReport, Refusal, RunReport, TaskReport};
 
 /// progress bar does not need every task of a large job on every change).
 pub(super) fn report_of(
@@ -138,6 +138,15 @@ pub(super) fn report_of(
     report.state = job.record.state;
     report.devices = devices;
     report.refusals = job.refusals.clone();
+    report.cooled_off = job
+        .lapses
+        .iter()
+        .map(|(peer, (count, reason))| Refusal {
+            peer: name(peer),
+            reason: reason.clone(),
+            count: *count,
+        })
+        .collect();
     report.mismatches = job.tasks.iter().filter(|t| t.mismatch).count() as u32;
     report.seq = job.seq;
     report.wall_us = job

@@ -108,13 +108,14 @@ impl<C: Clock> Coordinator<C> {
             .put_record(Records::Jobs, job.as_bytes(), &record)
             .map_err(|e| ControlError::internal(format!("{e:#}")))?;
         let count = manifest.task_count();
-        let batch = Batch::new(
+        let mut batch = Batch::new(
             count,
             BatchConfig {
                 redundancy: manifest.redundancy,
                 ..BatchConfig::default()
             },
         );
+        batch.set_hard_lease(manifest.limits.timeout_ms);
         self.jobs.insert(
             job,
             Job {

@@ -4,6 +4,7 @@
 use corral_protocol::capacity::EngineSpeed;
 use corral_protocol::envelope::{peer_key, signing_key};
 use corral_protocol::manifest::{EngineReq, Limits};
+use corral_protocol::receipt::EngineKind;
 use serde::{Deserialize, Serialize};
 
 use super::records::{JobState, TaskRunState};

@@ -9,7 +9,9 @@
 //! coordinator acknowledges it. A job's only task streams its output while
 //! it runs. A task that cannot run here, or that the device gives up (the
 //! owner came back, `corral leave`), goes back to its coordinator with a
-//! `HandBack` and its reason.
+//! `HandBack` and its reason. While it holds a task it says so to the
+//! coordinator every few seconds (`heartbeat`), which keeps the task's
+//! lease.
 //!
 //! The rooms: [`Worker`] (here) is the event loop's side; `admission`
 //! judges offers; `inputs` finds or fetches what a task reads; `runner`
@@ -19,6 +21,7 @@
 
 mod admission;
 mod ctx;
+mod heartbeat;
 mod inputs;
 mod invariants;
 mod live;
@@ -240,6 +243,14 @@ impl Worker {
                 needs: crate::blobs::needed_by(&manifest, Some(index)),
             },
         );
+        // Its lease at the coordinator goes on while it is held here.
+        self.ctx.handle.spawn(heartbeat::beat(
+            self.ctx.net.clone(),
+            (manifest.job, index, attempt),
+            from,
+            Arc::downgrade(&started),
+            heartbeat::INTERVAL,
+        ));
         // The only task of a job is what `corral run` shows as it
         // runs: its output goes to the coordinator as it comes.
         let live = (manifest.task_count() == 1).then(|| {

@@ -249,7 +249,7 @@ impl Model {
                 Decision::Cancel { index, peer } => {
                     self.holding.remove(&(*index, *peer));
                 }
-                Decision::GiveUp { .. } => {}
+                Decision::GiveUp { .. } | Decision::Cooldown { .. } => {}
             }
         }
     }

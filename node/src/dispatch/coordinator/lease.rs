@@ -1,0 +1,52 @@
+//! Leases on the coordinator's side: a holder that let a lease lapse is
+//! cooled off, and a worker's word that it still runs a task keeps its
+//! lease alive (the scheduler's `batch/lease` decides; DESIGN §7); and
+//! the speed a device claims for a job (the scheduler bounds it by what
+//! its receipts show).
+
+use corral_protocol::capacity::EngineSpeed;
+use corral_protocol::ids::{JobId, PeerKey};
+use corral_protocol::manifest::EngineReq;
+use corral_protocol::receipt::EngineKind;
+
+use super::{Coordinator, Job, MAX_REFUSALS};
+use crate::clock::Clock;
+
+/// Gives `peer` no task of the job before `until_ms` (it let a lease
+/// lapse), keeping a longer cooldown it already has.
+pub(super) fn cool_off(job: &mut Job, id: &JobId, peer: PeerKey, until_ms: u64, reason: &str) {
+    tracing::warn!(job = %id, peer = %peer.short(), until_ms, %reason, "cooling a device off");
+    let until = job.cooldown.entry(peer).or_insert(0);
+    *until = (*until).max(until_ms);
+    if job.lapses.len() < MAX_REFUSALS || job.lapses.contains_key(&peer) {
+        let (count, why) = job.lapses.entry(peer).or_default();
+        *count = count.saturating_add(1);
+        *why = reason.to_string();
+    }
+}
+
+impl<C: Clock> Coordinator<C> {
+    /// `from` says it still runs these tasks of job `id`: their soft leases
+    /// start again (never past the hard bound). Tasks it does not hold are
+    /// ignored.
+    pub fn on_alive(&mut self, from: PeerKey, id: JobId, indices: &[u32]) {
+        let now = self.clock.now_ms();
+        if let Some(job) = self.jobs.get_mut(&id).filter(|j| j.is_live()) {
+            for &index in indices {
+                job.batch.on_alive(index, &from, now);
+            }
+        }
+    }
+}
+
+/// The speed and engine name a peer would use for a job.
+pub(super) fn speed_for(engines: &[EngineSpeed], req: EngineReq) -> (u64, &'static str) {
+    let pick = |kind: EngineKind| engines.iter().find(|e| e.engine == kind);
+    let chosen = match req {
+        EngineReq::Jit => pick(EngineKind::Jit),
+        EngineReq::Interp => pick(EngineKind::Interp),
+        // The worker's own choice: its fastest engine (adverts list it first).
+        EngineReq::Any => engines.iter().max_by_key(|e| e.ops_per_s),
+    };
+    chosen.map_or((0, "none"), |e| (e.ops_per_s.max(1), e.engine.name()))
+}
