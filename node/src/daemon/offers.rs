@@ -193,7 +193,10 @@ impl Node {
     ) {
         let name = self.name_of(&peer);
         let actions = match answer {
-            Ok(Ok(())) => return,
+            Ok(Ok(())) => {
+                self.coord.on_accepted(job, index, peer);
+                return;
+            }
             Ok(Err(reason)) => {
                 tracing::info!(%job, index, peer = %name, "refused: {}", reason.describe());
                 self.coord.on_rejected(job, index, peer, &name, reason)

@@ -20,6 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use super::node::Node;
 use super::state::{Durable, NotTaken, Reply, ResultReady};
 use crate::blobs::BlobStore;
+use crate::dispatch::coordinator::Unwanted;
 use crate::dispatch::{FetchLocks, NetHandle, fetch_blob};
 
 impl Node {
@@ -43,9 +44,13 @@ impl Node {
             .enumerate()
         {
             match wanted {
-                Err(e) => {
+                Err(Unwanted::Refused(e)) => {
                     tracing::warn!("{e}");
                     verdicts[i] = Some(RejectReason::Malformed);
+                }
+                Err(Unwanted::NotYet(e)) => {
+                    tracing::info!("{e}");
+                    verdicts[i] = Some(RejectReason::Busy);
                 }
                 Ok(None) => {}
                 Ok(Some(receipt)) => {

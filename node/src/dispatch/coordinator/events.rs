@@ -8,6 +8,7 @@ use corral_protocol::receipt::TaskReceipt;
 use corral_scheduler::ahead::SHORT_TASK_MS;
 use corral_scheduler::batch::{Decision, TaskState};
 
+use super::placed::Unwanted;
 use super::records::{RunRecord, TaskRunState, placed_of, task_key};
 use super::{
     Action, BUSY_COOLDOWN_MS, Coordinator, LOST_COOLDOWN_MS, MAX_REFUSALS, MAX_WARM, result_digest,
@@ -32,6 +33,7 @@ impl<C: Clock> Coordinator<C> {
         let Some(job) = self.jobs.get_mut(&id) else {
             return Vec::new();
         };
+        job.awaiting.remove(&(index, peer));
         if reason.is_lasting() {
             job.excluded.insert(peer);
         }
@@ -69,6 +71,7 @@ impl<C: Clock> Coordinator<C> {
         let Some(job) = self.jobs.get_mut(&id) else {
             return Vec::new();
         };
+        job.awaiting.remove(&(index, peer));
         job.cooldown
             .insert(peer, self.clock.now_ms() + LOST_COOLDOWN_MS);
         let decisions = job.batch.on_lost(index, &peer, reason);
@@ -131,20 +134,34 @@ impl<C: Clock> Coordinator<C> {
         &mut self,
         from: &PeerKey,
         signed: &[Signed<TaskReceipt>],
-    ) -> Vec<Result<Option<TaskReceipt>, String>> {
+    ) -> Vec<Result<Option<TaskReceipt>, Unwanted>> {
         let mut answers = Vec::with_capacity(signed.len());
         for verified in Signed::verify_all_from(signed, from, self.clock.now_ms()) {
             let receipt = match verified {
                 Ok(receipt) => receipt,
                 Err(e) => {
-                    answers.push(Err(format!("bad receipt from {}: {e}", from.short())));
+                    let why = format!("bad receipt from {}: {e}", from.short());
+                    answers.push(Err(Unwanted::Refused(why)));
                     continue;
                 }
             };
             answers.push(
                 match self.still_wanted(from, &receipt.job, receipt.index, receipt.attempt) {
+                    Ok(true) if self.awaits_answer(from, &receipt.job, receipt.index) => {
+                        Err(Unwanted::NotYet(format!(
+                            "a result of task {} of job {} from {} came before its answer \
+                             to the offer: not taken yet",
+                            receipt.index,
+                            receipt.job,
+                            from.short()
+                        )))
+                    }
                     Ok(wanted) => Ok(wanted.then_some(receipt)),
-                    Err(unplaced) => Err(self.refuse_unplaced(*from, receipt.job, &unplaced)),
+                    Err(unplaced) => Err(Unwanted::Refused(self.refuse_unplaced(
+                        *from,
+                        receipt.job,
+                        &unplaced,
+                    ))),
                 },
             );
         }

@@ -8,6 +8,7 @@ mod archive;
 mod events;
 #[cfg(test)]
 mod invariants;
+mod job;
 mod lease;
 #[cfg(test)]
 mod lease_tests;
@@ -23,7 +24,6 @@ mod submit;
 mod tests;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use corral_protocol::capacity::EngineSpeed;
 use corral_protocol::envelope::{Signed, SigningKey};
@@ -31,19 +31,19 @@ use corral_protocol::hash::{ContentHash, ContentHasher};
 use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::manifest::JobManifest;
 use corral_protocol::receipt::{TaskReceipt, TaskStatus};
-use corral_scheduler::batch::{Batch, Decision, Pool, TaskState, Worker};
+use corral_scheduler::batch::{Decision, Pool, TaskState, Worker};
 
 pub use archive::{Archive, Listing};
 pub use events::ResultNotStored;
+use job::Job;
 use lease::speed_for;
-use live::LiveRun;
 pub use live::MAX_LIVE_READ;
-use records::{JobRecord, JobState, TaskRecord, TaskRunState, task_key};
+pub use placed::Unwanted;
+use records::{JobRecord, JobState, TaskRunState, task_key};
 
 use crate::blobs::BlobStore;
 use crate::clock::{Clock, SystemClock};
 use crate::control::ControlError;
-use crate::job::report::Refusal;
 use crate::store::{Records, Store};
 
 /// Most jobs kept in memory (finished ones are read back from the store).
@@ -94,77 +94,6 @@ pub enum Action {
         /// On whom.
         peer: PeerKey,
     },
-}
-
-struct Job {
-    signed: Signed<JobManifest>,
-    manifest: Arc<JobManifest>,
-    batch: Batch,
-    record: JobRecord,
-    tasks: Vec<TaskRecord>,
-    refusals: Vec<Refusal>,
-    /// Peers that refused for a reason that will not change during the job
-    /// (not trusted, no engine, limits): not offered again.
-    excluded: std::collections::BTreeSet<PeerKey>,
-    /// Peers that were busy, not offered again before the time given.
-    cooldown: BTreeMap<PeerKey, u64>,
-    /// Peers cooled off for lapsed leases: how often, and the last why.
-    lapses: BTreeMap<PeerKey, (u32, String)>,
-    /// When it was submitted and when it ended, on this process's clock.
-    started: Option<std::time::Instant>,
-    ended: Option<std::time::Instant>,
-    /// Bumped on every change.
-    seq: u64,
-    /// Results seen, how many of them ran under
-    /// [`SHORT_TASK_MS`](corral_scheduler::ahead::SHORT_TASK_MS), and
-    /// those short runs' time in all (ms).
-    results_seen: u32,
-    short_results: u32,
-    short_ms: u64,
-    /// A single-task job's output so far, as its run streams it.
-    live: Option<LiveRun>,
-}
-
-impl Job {
-    /// A job held in memory, from its manifest, batch and records, with
-    /// nothing yet known of this run of the coordinator (no refusals,
-    /// cooldowns, results or live output).
-    fn new(
-        signed: Signed<JobManifest>,
-        manifest: JobManifest,
-        batch: Batch,
-        record: JobRecord,
-        tasks: Vec<TaskRecord>,
-    ) -> Self {
-        Self {
-            signed,
-            manifest: Arc::new(manifest),
-            batch,
-            record,
-            tasks,
-            refusals: Vec::new(),
-            excluded: Default::default(),
-            cooldown: BTreeMap::new(),
-            lapses: BTreeMap::new(),
-            started: None,
-            ended: None,
-            seq: 0,
-            results_seen: 0,
-            short_results: 0,
-            short_ms: 0,
-            live: None,
-        }
-    }
-
-    fn is_live(&self) -> bool {
-        self.record.state == JobState::Running
-    }
-
-    /// Tasks queued ahead on each device (see
-    /// [`ahead`](corral_scheduler::ahead::ahead)).
-    fn ahead(&self) -> u16 {
-        corral_scheduler::ahead::ahead(self.results_seen, self.short_results, self.short_ms)
-    }
 }
 
 /// The jobs this node coordinates. Its clock `C` is read for every time it
@@ -387,6 +316,7 @@ impl<C: Clock> Coordinator<C> {
                             .store
                             .put_record(Records::Tasks, &task_key(&id, index), &*t);
                     }
+                    job.awaiting.insert((index, peer));
                     actions.push(Action::Offer {
                         job: id,
                         index,

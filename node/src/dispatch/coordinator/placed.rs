@@ -5,7 +5,11 @@
 //! hold — is refused before its files are fetched, and its sender gets no
 //! offers of the job for a while and a warning in the log. The placements
 //! are kept in the task records, so a worker placed before a restart of
-//! the coordinator can still deliver.
+//! the coordinator can still deliver. A result of a run whose offer has
+//! not been answered yet is not taken yet: a worker answers an offer before
+//! it runs the task, so only a peer that means to refuse it (and forge its
+//! result) sends one that early; an honest worker that raced its own
+//! answer sends it again, as it does for any transient refusal.
 
 #[cfg(test)]
 mod tests;
@@ -25,7 +29,42 @@ pub(super) const UNPLACED_COOLDOWN_MS: u64 = 60_000;
 /// (and a new one is not recorded while every rest is still running).
 const MAX_COOLDOWNS: usize = 1024;
 
+/// Why a result is not taken.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unwanted {
+    /// Forged, replayed, badly signed: refused (`Malformed`), and its
+    /// sender blamed.
+    #[error("{0}")]
+    Refused(String),
+    /// Its run's offer is not answered yet: not taken now (`Busy`), so its
+    /// worker keeps it and sends it again.
+    #[error("{0}")]
+    NotYet(String),
+}
+
+impl From<Unwanted> for String {
+    fn from(u: Unwanted) -> Self {
+        u.to_string()
+    }
+}
+
 impl<C: Clock> Coordinator<C> {
+    /// `peer` took the offer of task `index` of job `id`: its result may
+    /// come now.
+    pub fn on_accepted(&mut self, id: JobId, index: u32, peer: PeerKey) {
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.awaiting.remove(&(index, peer));
+        }
+    }
+
+    /// Whether the offer of task `index` of job `id` to `peer` waits for
+    /// its answer.
+    pub(super) fn awaits_answer(&self, peer: &PeerKey, id: &JobId, index: u32) -> bool {
+        self.jobs
+            .get(id)
+            .is_some_and(|job| job.awaiting.contains(&(index, *peer)))
+    }
+
     /// Whether a result of task `index` of job `id` from `from` at
     /// `attempt` is wanted: the job runs here, and the run was placed on
     /// `from`, the task is open and `from` gave no result of it yet. An

@@ -80,6 +80,77 @@ fn offers(actions: &[Action]) -> Vec<(u32, PeerKey, u32)> {
         .collect()
 }
 
+impl Coordinator {
+    /// Schedules as [`Coordinator::schedule`], and every device offered a
+    /// task takes it (as the daemon hears its answer) before any result.
+    fn schedule_accepted(
+        &mut self,
+        candidates: &[super::super::Candidate],
+        present: &[PeerKey],
+        now_ms: u64,
+    ) -> Vec<Action> {
+        let actions = self.schedule(candidates, present, now_ms);
+        for a in &actions {
+            if let Action::Offer {
+                job, index, peer, ..
+            } = a
+            {
+                self.on_accepted(*job, *index, *peer);
+            }
+        }
+        actions
+    }
+}
+
+#[test]
+fn a_receipt_before_the_answer_to_its_offer_is_not_taken_yet() {
+    // The measured attack: a member refuses the offer it got, but sends a
+    // receipt for the task first (the run is then placed on it, not yet
+    // refused). Not taken yet; once refused, refused for good.
+    let fx = Fixture::new();
+    let now = crate::clock::now_ms();
+    let mut c = fx.load();
+    let id = c.submit(fx.spec(1, 1), now).expect("submit");
+    let (rogue_key, rogue) = device(66);
+    let (a_key, a) = device(1);
+    assert_eq!(
+        offers(&c.schedule(&[candidate(rogue)], &[a, rogue], now)),
+        vec![(0, rogue, 1)]
+    );
+    let early = c
+        .wants_results(&rogue, &[receipt(&rogue_key, id, 0, 1, b"FORGED")])
+        .pop()
+        .expect("one answer");
+    assert!(
+        matches!(&early, Err(super::Unwanted::NotYet(why)) if why.contains("before its answer")),
+        "{early:?}"
+    );
+    c.on_rejected(id, 0, rogue, "rogue", RejectReason::Busy);
+    let err = deliver(&mut c, rogue, receipt(&rogue_key, id, 0, 1, b"FORGED"))
+        .expect_err("refused once the offer was refused");
+    assert!(err.contains("refused attempt"), "{err}");
+    assert!(c.jobs[&id].tasks[0].runs.is_empty());
+    // An honest worker's result that raced its own acceptance is taken
+    // when sent again after it.
+    let offered = offers(&c.schedule(&[candidate(a)], &[a, rogue], now + 2000));
+    // A busy refusal costs the task no attempt.
+    assert_eq!(offered, vec![(0, a, 1)]);
+    let raced = c
+        .wants_results(&a, &[receipt(&a_key, id, 0, 1, b"42")])
+        .pop()
+        .expect("one answer");
+    assert!(
+        matches!(raced, Err(super::Unwanted::NotYet(_))),
+        "{raced:?}"
+    );
+    c.on_accepted(id, 0, a);
+    assert_eq!(
+        deliver(&mut c, a, receipt(&a_key, id, 0, 1, b"42")),
+        Ok(true)
+    );
+    assert_eq!(c.jobs[&id].record.state, JobState::Completed);
+}
+
 #[test]
 fn a_forged_receipt_from_a_peer_never_placed_is_refused_and_its_sender_rested() {
     let fx = Fixture::new();
@@ -89,7 +160,7 @@ fn a_forged_receipt_from_a_peer_never_placed_is_refused_and_its_sender_rested() 
     let (a_key, a) = device(1);
     let (rogue_key, rogue) = device(66);
     assert_eq!(
-        offers(&c.schedule(&[candidate(a)], &[a, rogue], now)),
+        offers(&c.schedule_accepted(&[candidate(a)], &[a, rogue], now)),
         vec![(0, a, 1)]
     );
     // The rogue's signature is valid; the run was never placed on it.
@@ -148,7 +219,7 @@ fn two_fresh_identities_refusing_their_offers_cannot_agree_under_verify_2() {
     // The rogues advertise room and refuse every offer; then each sends a
     // receipt for every run it was offered.
     let cands: Vec<_> = rogues.iter().map(|(_, p)| candidate(*p)).collect();
-    let actions = c.schedule(&cands, &present, now);
+    let actions = c.schedule_accepted(&cands, &present, now);
     let runs = offers(&actions);
     assert_eq!(runs.len(), 4, "two runs of each task: {runs:?}");
     for (index, peer, _) in &runs {
@@ -164,7 +235,7 @@ fn two_fresh_identities_refusing_their_offers_cannot_agree_under_verify_2() {
     assert!(job.tasks.iter().all(|t| t.runs.is_empty()));
     assert!(job.batch.tasks().iter().all(|t| t.results.is_empty()));
     // Two honest devices then give the right answer.
-    let actions = c.schedule(&[candidate(a), candidate(b)], &present, now);
+    let actions = c.schedule_accepted(&[candidate(a), candidate(b)], &present, now);
     for (index, peer, attempt) in offers(&actions) {
         let key = if peer == a { &a_key } else { &b_key };
         assert_eq!(
@@ -192,12 +263,12 @@ fn a_replayed_receipt_of_an_attempt_its_sender_did_not_hold_is_refused() {
     let (a_key, a) = device(1);
     // Attempt 1 goes to b, which refuses it for good; attempt 2 to a.
     assert_eq!(
-        offers(&c.schedule(&[candidate(b)], &[a, b], now)),
+        offers(&c.schedule_accepted(&[candidate(b)], &[a, b], now)),
         vec![(0, b, 1)]
     );
     c.on_rejected(id, 0, b, "b", RejectReason::NotTrusted);
     assert_eq!(
-        offers(&c.schedule(&[candidate(a)], &[a, b], now)),
+        offers(&c.schedule_accepted(&[candidate(a)], &[a, b], now)),
         vec![(0, a, 2)]
     );
     let err = deliver(&mut c, a, receipt(&a_key, id, 0, 1, b"OLD"))
@@ -222,7 +293,7 @@ fn a_worker_placed_before_a_restart_still_delivers_and_a_refusal_is_kept() {
         let mut c = fx.load();
         let id = c.submit(fx.spec(2, 1), now).expect("submit");
         let cands = [candidate(a), candidate(b)];
-        let offers = offers(&c.schedule(&cands, &[a, b], now));
+        let offers = offers(&c.schedule_accepted(&cands, &[a, b], now));
         let on = |peer| *offers.iter().find(|o| o.1 == peer).expect("an offer each");
         let (ran, refused) = (on(a), on(b));
         // b refuses its task; a runs its own.
@@ -285,7 +356,7 @@ fn forged_kept(verify: u8) -> (usize, usize, JobState) {
         if c.progress(&id).is_some_and(|(_, live)| !live) {
             break;
         }
-        let actions = c.schedule(&cands, &peers, now + round * 2000);
+        let actions = c.schedule_accepted(&cands, &peers, now + round * 2000);
         let offers: Vec<(u32, PeerKey, u32)> = offers(&actions);
         // The rogues answer their offers first: each refused.
         let mut forgers = Vec::new();

@@ -1,0 +1,91 @@
+//! A job held in memory by its coordinator: the signed manifest, the
+//! batch, the records as stored, and what this run of the coordinator has
+//! learnt of it (refusals, cooldowns, offers awaiting their answer, lapsed
+//! leases, live output).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use corral_protocol::envelope::Signed;
+use corral_protocol::ids::PeerKey;
+use corral_protocol::manifest::JobManifest;
+use corral_scheduler::batch::Batch;
+
+use super::live::LiveRun;
+use super::records::{JobRecord, JobState, TaskRecord};
+use crate::job::report::Refusal;
+
+pub(super) struct Job {
+    pub(super) signed: Signed<JobManifest>,
+    pub(super) manifest: Arc<JobManifest>,
+    pub(super) batch: Batch,
+    pub(super) record: JobRecord,
+    pub(super) tasks: Vec<TaskRecord>,
+    pub(super) refusals: Vec<Refusal>,
+    /// Peers that refused for a reason that will not change during the job
+    /// (not trusted, no engine, limits): not offered again.
+    pub(super) excluded: BTreeSet<PeerKey>,
+    /// Peers that were busy, not offered again before the time given.
+    pub(super) cooldown: BTreeMap<PeerKey, u64>,
+    /// Offers sent whose answer has not come (task, peer): a result of
+    /// such a run is not taken yet (see `placed.rs`).
+    pub(super) awaiting: BTreeSet<(u32, PeerKey)>,
+    /// Peers cooled off for lapsed leases: how often, and the last why.
+    pub(super) lapses: BTreeMap<PeerKey, (u32, String)>,
+    /// When it was submitted and when it ended, on this process's clock.
+    pub(super) started: Option<std::time::Instant>,
+    pub(super) ended: Option<std::time::Instant>,
+    /// Bumped on every change.
+    pub(super) seq: u64,
+    /// Results seen, how many of them ran under
+    /// [`SHORT_TASK_MS`](corral_scheduler::ahead::SHORT_TASK_MS), and
+    /// those short runs' time in all (ms).
+    pub(super) results_seen: u32,
+    pub(super) short_results: u32,
+    pub(super) short_ms: u64,
+    /// A single-task job's output so far, as its run streams it.
+    pub(super) live: Option<LiveRun>,
+}
+
+impl Job {
+    /// A job held in memory, from its manifest, batch and records, with
+    /// nothing yet known of this run of the coordinator (no refusals,
+    /// cooldowns, results or live output).
+    pub(super) fn new(
+        signed: Signed<JobManifest>,
+        manifest: JobManifest,
+        batch: Batch,
+        record: JobRecord,
+        tasks: Vec<TaskRecord>,
+    ) -> Self {
+        Self {
+            signed,
+            manifest: Arc::new(manifest),
+            batch,
+            record,
+            tasks,
+            refusals: Vec::new(),
+            excluded: Default::default(),
+            cooldown: BTreeMap::new(),
+            awaiting: BTreeSet::new(),
+            lapses: BTreeMap::new(),
+            started: None,
+            ended: None,
+            seq: 0,
+            results_seen: 0,
+            short_results: 0,
+            short_ms: 0,
+            live: None,
+        }
+    }
+
+    pub(super) fn is_live(&self) -> bool {
+        self.record.state == JobState::Running
+    }
+
+    /// Tasks queued ahead on each device (see
+    /// [`ahead`](corral_scheduler::ahead::ahead)).
+    pub(super) fn ahead(&self) -> u16 {
+        corral_scheduler::ahead::ahead(self.results_seen, self.short_results, self.short_ms)
+    }
+}
