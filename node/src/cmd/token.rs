@@ -375,6 +375,27 @@ mod tests {
         ));
     }
 
+    /// The seeds of the `invite_token` fuzz target (node/fuzz/corpus), valid
+    /// at its clock (`NOW`); run by hand after a change to the token:
+    /// `cargo test -p corral-node --lib -- --ignored invite_fuzz_seeds`.
+    #[test]
+    #[ignore = "writes files; run by hand to refresh the fuzz seeds"]
+    fn invite_fuzz_seeds() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/invite_token");
+        std::fs::create_dir_all(&dir).expect("corpus dir");
+        let key = signer(1);
+        let token = invite(&key).encode(&key);
+        std::fs::write(dir.join("valid"), format!("{token}\n")).expect("seed");
+        std::fs::write(dir.join("pasted"), format!("\n  {token}  \n\n")).expect("seed");
+        let mut many = invite(&key);
+        many.addresses = (0..MAX_ADDRESSES)
+            .map(|i| format!("/ip6/2001:db8::{i}/tcp/4001"))
+            .collect();
+        many.name = "n".repeat(MAX_NAME_BYTES);
+        std::fs::write(dir.join("largest"), many.encode(&key)).expect("seed");
+        std::fs::write(dir.join("old"), "corral1a4006d00\n").expect("seed");
+    }
+
     #[test]
     fn validity_is_positive_and_bounded() {
         assert_eq!(parse_validity("2h"), Ok(Duration::from_secs(7200)));
