@@ -392,7 +392,9 @@ mod tests {
             .map(|i| format!("/ip6/2001:db8::{i}/tcp/4001"))
             .collect();
         many.name = "n".repeat(MAX_NAME_BYTES);
-        std::fs::write(dir.join("largest"), many.encode(&key)).expect("seed");
+        let largest = many.encode(&key);
+        assert_eq!(Invite::decode(&largest, NOW), Ok(many));
+        std::fs::write(dir.join("largest"), largest).expect("seed");
         std::fs::write(dir.join("old"), "corral1a4006d00\n").expect("seed");
     }
 
