@@ -43,11 +43,21 @@ pub enum Command {
         name: Option<String>,
     },
     /// Print a join token for another device (only the token goes to stdout).
-    Invite,
+    Invite {
+        /// How long the token stays valid (at most 30 days).
+        #[arg(long, value_name = "DURATION", default_value = "24h",
+              value_parser = crate::cmd::token::parse_validity)]
+        expires: Duration,
+    },
     /// Join the mesh of an invite token; trusts the inviter as a job submitter.
     Join {
-        /// The token printed by `corral invite`.
-        token: String,
+        /// The token printed by `corral invite`, or `-` to read it from stdin
+        /// (keeps it out of shell history and the process list).
+        #[arg(required_unless_present = "token_file", conflicts_with = "token_file")]
+        token: Option<String>,
+        /// Read the token from this file.
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
         /// This device's name in the mesh (default: the host name).
         #[arg(long)]
         name: Option<String>,

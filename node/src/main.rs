@@ -26,8 +26,13 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(cli.data_dir, args),
         Command::Demo(args) => demo::run(cli.data_dir, args),
         Command::Init { name } => mesh::init(cli.data_dir, name),
-        Command::Invite => mesh::invite(cli.data_dir),
-        Command::Join { token, name } => mesh::join(cli.data_dir, &token, name),
+        Command::Invite { expires } => mesh::invite(cli.data_dir, expires),
+        Command::Join {
+            token,
+            token_file,
+            name,
+        } => mesh::TokenSource::from_args(token, token_file)
+            .and_then(|source| mesh::join(cli.data_dir, &source, name)),
         Command::Up(args) => mesh::up(cli.data_dir, args),
         Command::Status { json } => mesh::query(cli.data_dir, Request::Status, json),
         Command::Peers { json } => mesh::query(cli.data_dir, Request::Peers, json),

@@ -166,6 +166,18 @@ pub(crate) mod tests {
         assert_eq!(codec::decode::<CapacityAdvert>(&frame), Ok(advert));
     }
 
+    /// The seed of the `capacity_advert` fuzz target (protocol/fuzz/corpus);
+    /// run by hand after a change to the advert:
+    /// `cargo test -p corral-protocol --lib -- --ignored advert_fuzz_seed`.
+    #[test]
+    #[ignore = "writes a file; run by hand to refresh the fuzz seed"]
+    fn advert_fuzz_seed() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/capacity_advert");
+        std::fs::create_dir_all(&dir).expect("corpus dir");
+        std::fs::write(dir.join("sample"), codec::encode(&sample())).expect("seed");
+    }
+
     #[test]
     fn bounds_are_checked() {
         let mut a = sample();

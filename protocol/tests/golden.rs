@@ -277,3 +277,59 @@ fn a_version_1_manifest_reads_back_for_its_signer_only() {
     forged.payload_bytes_mut()[last] ^= 1;
     assert!(forged.verify_signature_from(&signer).is_err());
 }
+
+/// Writes the seed corpus of the protocol's fuzz targets (protocol/fuzz/
+/// corpus/TARGET/): each committed fixture under every frame target that
+/// decodes it, and the signed manifest and receipt (and their bare
+/// payloads) for the envelope targets. Run by hand after a wire change:
+/// `cargo test -p corral-protocol --test golden -- --ignored fuzz_seeds`.
+#[test]
+#[ignore = "writes files; run by hand to refresh the fuzz seeds"]
+fn fuzz_seeds() {
+    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let write = |target: &str, name: &str, bytes: &[u8]| {
+        let dir = corpus.join(target);
+        std::fs::create_dir_all(&dir).expect("corpus dir");
+        std::fs::write(dir.join(name), bytes).expect("seed");
+    };
+    let mut fixtures: Vec<_> = std::fs::read_dir(fixture(""))
+        .expect("fixtures")
+        .map(|e| e.expect("fixture").path())
+        .collect();
+    fixtures.sort();
+    for path in fixtures {
+        let name = path
+            .file_stem()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let frame = std::fs::read(&path).expect("fixture");
+        if codec::decode::<TaskRequest>(&frame).is_ok() {
+            write("task_request", &name, &frame);
+        }
+        if codec::decode::<TaskResponse>(&frame).is_ok() {
+            write("task_response", &name, &frame);
+        }
+        if codec::decode::<BlobRequest>(&frame).is_ok()
+            || codec::decode::<BlobResponse>(&frame).is_ok()
+        {
+            write("blob", &name, &frame);
+        }
+    }
+    let m = manifest();
+    let signed = Signed::sign(&m, &signing_key(&[11; 32]));
+    write(
+        "manifest_envelope",
+        "signed",
+        &codec::to_canonical_bytes(&signed),
+    );
+    write("manifest_envelope", "bare", &codec::to_canonical_bytes(&m));
+    let r = receipt();
+    let signed = Signed::sign(&r, &signing_key(&[12; 32]));
+    write(
+        "receipt_envelope",
+        "signed",
+        &codec::to_canonical_bytes(&signed),
+    );
+    write("receipt_envelope", "bare", &codec::to_canonical_bytes(&r));
+}

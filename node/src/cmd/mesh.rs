@@ -6,10 +6,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 
 use super::UsageError;
+use super::token::{self, TokenError};
 use crate::clock::now_ms;
 use crate::config::DataDir;
 use crate::control::{self, Request};
@@ -59,7 +61,8 @@ pub fn join_mesh(root: &Path, invite: &Invite, name: &str) -> anyhow::Result<Nod
     Ok(key)
 }
 
-/// The invite of the node in `root` (name and addresses as given).
+/// The invite of the node in `root` (name and addresses as given), valid
+/// for [`token::DEFAULT_VALIDITY`] from now.
 pub fn make_invite(root: &Path, name: String, addresses: Vec<String>) -> anyhow::Result<Invite> {
     let key = identity::load_node_key(root)?;
     let psk = identity::load_mesh_key(root)?;
@@ -73,6 +76,8 @@ pub fn make_invite(root: &Path, name: String, addresses: Vec<String>) -> anyhow:
         inviter: key.peer_key(),
         name,
         addresses,
+        expires_ms: now_ms()
+            .saturating_add(u64::try_from(token::DEFAULT_VALIDITY.as_millis()).unwrap_or(u64::MAX)),
     })
 }
 
@@ -101,8 +106,8 @@ fn refuse_existing(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `corral invite`: only the token on stdout.
-pub fn invite(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+/// `corral invite [--expires DURATION]`: only the token on stdout.
+pub fn invite(data_dir: Option<PathBuf>, validity: Duration) -> anyhow::Result<ExitCode> {
     let dir = DataDir::resolve(data_dir)?;
     let (name, addresses) = if control::client::daemon_running(dir.root()) {
         let status = control::client::call(dir.root(), Request::Status)?;
@@ -129,21 +134,102 @@ pub fn invite(data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         .filter(|a: &String| !a.contains("/127.") && !a.contains("/0.0.0.0/"))
         .take(16)
         .collect();
-    let token = make_invite(dir.root(), name, addresses)?;
-    println!("{}", token.encode());
+    let mut invite = make_invite(dir.root(), name, addresses)?;
+    let validity_ms = u64::try_from(validity.as_millis()).unwrap_or(u64::MAX);
+    invite.expires_ms = now_ms().saturating_add(validity_ms);
+    let key = identity::load_node_key(dir.root())?;
+    println!("{}", invite.encode(&key.signing_key()));
     eprintln!(
-        "corral: on the new device run `corral join TOKEN`, then `corral up`; anyone with this token can join the mesh"
+        "corral: the token is valid for {}; on the new device save it to a file and run \
+         `corral join --token-file FILE` (or paste it into `corral join -`), then `corral up`; \
+         anyone with this token can join the mesh",
+        humantime::format_duration(Duration::from_secs(validity_ms / 1000))
     );
     Ok(ExitCode::SUCCESS)
 }
 
-/// `corral join TOKEN`.
+/// Where `corral join` reads its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// On the command line (visible in shell history and `/proc`).
+    Argument(String),
+    /// Standard input (`corral join -`).
+    Stdin,
+    /// A file (`corral join --token-file PATH`).
+    File(PathBuf),
+}
+
+impl TokenSource {
+    /// The source of `join`'s arguments: `-` is stdin; a file wins.
+    pub fn from_args(token: Option<String>, token_file: Option<PathBuf>) -> anyhow::Result<Self> {
+        match (token, token_file) {
+            (_, Some(path)) => Ok(Self::File(path)),
+            (Some(token), None) if token == "-" => Ok(Self::Stdin),
+            (Some(token), None) => Ok(Self::Argument(token)),
+            (None, None) => Err(UsageError(
+                "give the invite token: `corral join --token-file FILE`, or `corral join -` \
+                 to read it from stdin"
+                    .into(),
+            )
+            .into()),
+        }
+    }
+
+    /// The token's text, read with a size bound.
+    pub fn read(&self) -> Result<String, TokenError> {
+        match self {
+            Self::Argument(token) => Ok(token.clone()),
+            Self::Stdin => {
+                use std::io::IsTerminal;
+                let stdin = std::io::stdin();
+                let terminal = stdin.is_terminal();
+                if terminal {
+                    eprintln!("corral: paste the invite token and press Enter");
+                }
+                token::read_token(stdin.lock(), "stdin", terminal)
+            }
+            Self::File(path) => {
+                let source = path.display().to_string();
+                let file = std::fs::File::open(path).map_err(|e| TokenError::Unreadable {
+                    from: source.clone(),
+                    reason: e.to_string(),
+                })?;
+                warn_if_shared(&file, &source);
+                token::read_token(file, &source, false)
+            }
+        }
+    }
+}
+
+/// A token file others can read lets them join the mesh: say so (not
+/// refused: `corral join - < FILE` reads the same file, and the token
+/// expires), and suggest deleting it.
+fn warn_if_shared(file: &std::fs::File, source: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = file.metadata()
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            eprintln!(
+                "corral: warning: {source} is readable by other users (mode {:o}); anyone who \
+                 reads it before it expires can join the mesh: delete it after joining",
+                meta.permissions().mode() & 0o777
+            );
+        }
+    }
+}
+
+/// `corral join TOKEN | - | --token-file PATH`.
 pub fn join(
     data_dir: Option<PathBuf>,
-    token: &str,
+    source: &TokenSource,
     name: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let invite = Invite::decode(token)?;
+    let invite = source
+        .read()
+        .and_then(|text| Invite::decode(&text, now_ms()))
+        .map_err(|e| UsageError(e.to_string()))?;
     let dir = DataDir::resolve(data_dir)?;
     let name = name.unwrap_or_else(default_name);
     join_mesh(dir.root(), &invite, &name)?;

@@ -1,102 +1,408 @@
-//! The invite token: what it carries (mesh key, inviter, addresses) and its
-//! text form (`corral1` + hex of the canonical bytes), with named damage.
+//! The invite token: what it carries (mesh key, inviter, addresses, expiry),
+//! signed by the inviter's node key, and its text form (`corral2` + hex of
+//! the signed envelope's canonical bytes); reading one from stdin or a file
+//! with a size bound; every refusal named (damaged, tampered, expired, old).
 
+use std::io::{BufRead, Read};
+use std::time::Duration;
+
+use corral_protocol::envelope::{EnvelopeError, Signable, Signed, SigningKey};
 use corral_protocol::ids::PeerKey;
 use serde::{Deserialize, Serialize};
 
-use super::UsageError;
-
 /// What an invite token carries: the mesh key, the inviter's public key and
-/// name, and addresses where it was listening.
+/// name, addresses where it was listening, and when it stops being valid.
+/// The inviter signs it with its node key, so none of it can be edited.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invite {
     /// The mesh key (PSK).
     pub mesh_key: [u8; 32],
-    /// The inviter, trusted as a job submitter by whoever joins.
+    /// The inviter, trusted as a job submitter by whoever joins; the token
+    /// must be signed by this key.
     pub inviter: PeerKey,
     /// The inviter's name.
     pub name: String,
     /// Multiaddrs the inviter listened on.
     pub addresses: Vec<String>,
+    /// When the token expires (ms since the Unix epoch, inviter's clock).
+    pub expires_ms: u64,
 }
 
 /// Tokens start with this, so a wrong paste is recognised.
-const TOKEN_PREFIX: &str = "corral1";
-/// Longest token accepted.
-const MAX_TOKEN_BYTES: usize = 8 * 1024;
+pub const TOKEN_PREFIX: &str = "corral2";
+/// What tokens of the first format (unsigned, no expiry) start with.
+const OLD_TOKEN_PREFIX: &str = "corral1";
+/// Longest token accepted (its text, prefix and hex).
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Most bytes read from stdin or a token file: a token with room for
+/// surrounding blank lines, never a whole file read into memory.
+pub const MAX_TOKEN_INPUT_BYTES: usize = 16 * 1024;
+/// Most addresses a token names.
+pub const MAX_ADDRESSES: usize = 16;
+/// Longest inviter name.
+const MAX_NAME_BYTES: usize = 64;
+/// Longest validity `corral invite --expires` gives a token.
+pub const MAX_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Validity of a token when `--expires` is not given.
+pub const DEFAULT_VALIDITY: Duration = Duration::from_secs(24 * 3600);
+/// Clock difference between inviter and joiner tolerated for an expiry that
+/// lies further ahead than [`MAX_VALIDITY`].
+const CLOCK_SKEW: Duration = Duration::from_secs(24 * 3600);
+
+/// Why a token was refused; each names what is wrong and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// More bytes than any token (stdin or a file).
+    #[error(
+        "{from} holds more than {limit} bytes; an invite token is one line of a few KiB \
+         (print one with `corral invite`)"
+    )]
+    TooLong {
+        /// Where it was read from.
+        from: String,
+        /// The bound.
+        limit: usize,
+    },
+    /// The token was not readable (stdin, a file).
+    #[error("cannot read the invite token from {from}: {reason}")]
+    Unreadable {
+        /// Where it was read from.
+        from: String,
+        /// The I/O error.
+        reason: String,
+    },
+    /// Nothing there.
+    #[error("{from} holds no invite token (it is empty)")]
+    Empty {
+        /// Where it was read from.
+        from: String,
+    },
+    /// Not a corral token at all.
+    #[error("not a corral invite token (it should start with {TOKEN_PREFIX})")]
+    NotAToken,
+    /// A token of the first format: unsigned, without an expiry.
+    #[error(
+        "this invite token is of an older format, unsigned and without an expiry, which is no \
+         longer accepted; run `corral invite` again on the inviting device"
+    )]
+    OldFormat,
+    /// The text or the bytes do not decode.
+    #[error("the invite token is damaged ({0}); copy it again")]
+    Damaged(String),
+    /// The signature does not hold: the token was edited.
+    #[error(
+        "the invite token was tampered with ({0}); ask the inviter for a new one with \
+         `corral invite`"
+    )]
+    Tampered(String),
+    /// Past its expiry.
+    #[error(
+        "the invite token expired {ago} ago (at {at}); run `corral invite` again on the \
+         inviting device"
+    )]
+    Expired {
+        /// How long ago, for people.
+        ago: String,
+        /// When, for people (RFC 3339, UTC).
+        at: String,
+    },
+    /// An expiry further ahead than any corral gives.
+    #[error(
+        "the invite token claims to be valid for {ahead}, longer than corral's invites last \
+         ({max}); check the inviting device's clock and make a new invite"
+    )]
+    TooFarAhead {
+        /// How far ahead, for people.
+        ahead: String,
+        /// The longest validity, for people.
+        max: String,
+    },
+    /// Out of bounds although signed.
+    #[error("the invite token holds too many addresses or too long a name")]
+    OutOfBounds,
+}
+
+impl Signable for Invite {
+    const CONTEXT: &'static [u8] = b"corral/invite/2";
+    const MAX_BYTES: usize = MAX_TOKEN_BYTES;
+
+    fn check(&self, signer: &PeerKey) -> Result<(), EnvelopeError> {
+        if self.inviter != *signer {
+            return Err(EnvelopeError::SignerMismatch {
+                claimed: self.inviter.short(),
+                signer: signer.short(),
+            });
+        }
+        Ok(())
+    }
+}
 
 impl Invite {
-    /// The token text.
-    pub fn encode(&self) -> String {
+    /// The token text, signed with `key` (the inviter's node key).
+    pub fn encode(&self, key: &SigningKey) -> String {
+        let signed = Signed::sign(self, key);
         format!(
             "{TOKEN_PREFIX}{}",
-            hex::encode(corral_protocol::codec::to_canonical_bytes(self))
+            hex::encode(corral_protocol::codec::to_canonical_bytes(&signed))
         )
     }
 
-    /// Parses a token, naming what is wrong.
-    pub fn decode(token: &str) -> Result<Self, UsageError> {
+    /// Parses and checks a token at `now_ms`, naming what is wrong.
+    pub fn decode(token: &str, now_ms: u64) -> Result<Self, TokenError> {
         let token = token.trim();
         if token.len() > MAX_TOKEN_BYTES {
-            return Err(UsageError(format!(
-                "the token is {} bytes; too long to be a corral invite",
+            return Err(TokenError::Damaged(format!(
+                "{} bytes, too long to be a corral invite",
                 token.len()
             )));
         }
-        let hex_part = token.strip_prefix(TOKEN_PREFIX).ok_or_else(|| {
-            UsageError(format!(
-                "not a corral invite token (it should start with {TOKEN_PREFIX})"
-            ))
-        })?;
-        let bytes = hex::decode(hex_part).map_err(|_| {
-            UsageError("the invite token is damaged (not hexadecimal); copy it again".into())
-        })?;
-        let invite: Invite = corral_protocol::codec::from_canonical_bytes(&bytes, MAX_TOKEN_BYTES)
-            .map_err(|e| UsageError(format!("the invite token is damaged ({e}); copy it again")))?;
-        if invite.addresses.len() > 16 || invite.name.len() > 64 {
-            return Err(UsageError(
-                "the invite token holds too many addresses or too long a name".into(),
-            ));
+        if token.starts_with(OLD_TOKEN_PREFIX) {
+            return Err(TokenError::OldFormat);
         }
+        let hex_part = token
+            .strip_prefix(TOKEN_PREFIX)
+            .ok_or(TokenError::NotAToken)?;
+        let bytes =
+            hex::decode(hex_part).map_err(|_| TokenError::Damaged("not hexadecimal".into()))?;
+        let signed: Signed<Invite> =
+            corral_protocol::codec::from_canonical_bytes(&bytes, MAX_TOKEN_BYTES)
+                .map_err(|e| TokenError::Damaged(e.to_string()))?;
+        let invite = signed.verify(now_ms).map_err(|e| match e {
+            EnvelopeError::Codec(e) => TokenError::Damaged(e.to_string()),
+            other => TokenError::Tampered(other.to_string()),
+        })?;
+        if invite.addresses.len() > MAX_ADDRESSES || invite.name.len() > MAX_NAME_BYTES {
+            return Err(TokenError::OutOfBounds);
+        }
+        invite.check_expiry(now_ms)?;
         Ok(invite)
     }
+
+    /// Refuses a token past its expiry, or one whose expiry lies further
+    /// ahead than any invite corral makes (with room for clock skew).
+    fn check_expiry(&self, now_ms: u64) -> Result<(), TokenError> {
+        let human = |ms: u64| {
+            // Whole seconds read better than `1h 2m 3s 456ms`.
+            humantime::format_duration(Duration::from_secs(ms / 1000)).to_string()
+        };
+        if self.expires_ms <= now_ms {
+            let at = std::time::UNIX_EPOCH + Duration::from_millis(self.expires_ms);
+            return Err(TokenError::Expired {
+                ago: human(now_ms - self.expires_ms),
+                at: humantime::format_rfc3339_seconds(at).to_string(),
+            });
+        }
+        let ahead = self.expires_ms - now_ms;
+        if u128::from(ahead) > (MAX_VALIDITY + CLOCK_SKEW).as_millis() {
+            return Err(TokenError::TooFarAhead {
+                ahead: human(ahead),
+                max: humantime::format_duration(MAX_VALIDITY).to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Checks `--expires`: a positive duration no longer than [`MAX_VALIDITY`].
+pub fn parse_validity(text: &str) -> Result<Duration, String> {
+    let validity = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration ({e}); try 30m, 24h or 7d"))?;
+    if validity.is_zero() {
+        return Err(format!("`{text}` is zero; give a positive duration"));
+    }
+    if validity > MAX_VALIDITY {
+        return Err(format!(
+            "`{text}` is longer than an invite may last ({})",
+            humantime::format_duration(MAX_VALIDITY)
+        ));
+    }
+    Ok(validity)
+}
+
+/// Reads a token from `reader` (stdin or a file, named `source` in errors),
+/// at most [`MAX_TOKEN_INPUT_BYTES`] of it: the first non-blank line when
+/// `one_line` (a person pasting at a terminal), else the whole input.
+pub fn read_token(reader: impl Read, source: &str, one_line: bool) -> Result<String, TokenError> {
+    let mut limited = std::io::BufReader::new(reader.take(MAX_TOKEN_INPUT_BYTES as u64 + 1));
+    let unreadable = |e: std::io::Error| TokenError::Unreadable {
+        from: source.to_string(),
+        reason: e.to_string(),
+    };
+    let mut bytes = Vec::new();
+    if one_line {
+        loop {
+            let before = bytes.len();
+            if limited.read_until(b'\n', &mut bytes).map_err(unreadable)? == 0
+                || !bytes[before..].trim_ascii().is_empty()
+            {
+                break;
+            }
+        }
+    } else {
+        limited.read_to_end(&mut bytes).map_err(unreadable)?;
+    }
+    if bytes.len() > MAX_TOKEN_INPUT_BYTES {
+        return Err(TokenError::TooLong {
+            from: source.to_string(),
+            limit: MAX_TOKEN_INPUT_BYTES,
+        });
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| TokenError::Damaged(format!("{source} is not text")))?;
+    if text.trim().is_empty() {
+        return Err(TokenError::Empty {
+            from: source.to_string(),
+        });
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn invite_tokens_round_trip_and_damage_is_named() {
-        let invite = Invite {
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn signer(seed: u8) -> SigningKey {
+        corral_protocol::envelope::signing_key(&[seed; 32])
+    }
+
+    fn invite(key: &SigningKey) -> Invite {
+        Invite {
             mesh_key: [7; 32],
-            inviter: PeerKey::from_bytes([8; 32]),
+            inviter: corral_protocol::envelope::peer_key(key),
             name: "laptop".into(),
             addresses: vec!["/ip4/192.0.2.1/tcp/4001".into()],
-        };
-        let token = invite.encode();
-        assert!(token.starts_with("corral1"));
+            expires_ms: NOW + 3_600_000,
+        }
+    }
+
+    #[test]
+    fn invite_tokens_round_trip_and_damage_is_named() {
+        let key = signer(1);
+        let invite = invite(&key);
+        let token = invite.encode(&key);
+        assert!(token.starts_with("corral2"));
         assert_eq!(
-            Invite::decode(&format!("  {token}\n")).expect("valid"),
+            Invite::decode(&format!("  {token}\n"), NOW).expect("valid"),
             invite
         );
-        assert!(
-            Invite::decode("hello")
-                .expect_err("prefix")
-                .0
-                .contains("start with")
+        assert_eq!(Invite::decode("hello", NOW), Err(TokenError::NotAToken));
+        assert!(matches!(
+            Invite::decode(&token[..token.len() - 4], NOW),
+            Err(TokenError::Damaged(_))
+        ));
+        assert!(matches!(
+            Invite::decode(&format!("{token}zz"), NOW),
+            Err(TokenError::Damaged(_))
+        ));
+        let long = format!("{TOKEN_PREFIX}{}", "00".repeat(MAX_TOKEN_BYTES));
+        assert!(matches!(
+            Invite::decode(&long, NOW),
+            Err(TokenError::Damaged(_))
+        ));
+    }
+
+    #[test]
+    fn an_expired_token_is_refused_with_when() {
+        let key = signer(1);
+        let token = invite(&key).encode(&key);
+        let err = Invite::decode(&token, NOW + 3_600_000 + 90_000).expect_err("expired");
+        assert!(matches!(err, TokenError::Expired { .. }), "{err}");
+        assert!(err.to_string().contains("expired 1m 30s ago"), "{err}");
+        // One far beyond what an invite may last is refused as well.
+        let mut forever = invite(&key);
+        forever.expires_ms = NOW + 400 * 24 * 3_600_000;
+        let err = Invite::decode(&forever.encode(&key), NOW).expect_err("too far");
+        assert!(matches!(err, TokenError::TooFarAhead { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_edited_token_is_refused_as_tampered() {
+        let key = signer(1);
+        let token = invite(&key).encode(&key);
+        let bytes = hex::decode(&token[TOKEN_PREFIX.len()..]).expect("hex");
+        let signed: Signed<Invite> =
+            corral_protocol::codec::from_canonical_bytes(&bytes, MAX_TOKEN_BYTES).expect("decode");
+        // The expiry moved a year on, the rest kept, the signature kept.
+        let mut edited: Invite =
+            corral_protocol::codec::from_canonical_bytes(signed.payload_bytes(), MAX_TOKEN_BYTES)
+                .expect("payload");
+        edited.expires_ms += 365 * 24 * 3_600_000;
+        let forged = hex::encode(corral_protocol::codec::to_canonical_bytes(&edited));
+        let original = hex::encode(signed.payload_bytes());
+        let tampered = token.replace(&original, &forged);
+        assert_ne!(tampered, token);
+        let err = Invite::decode(&tampered, NOW).expect_err("tampered");
+        assert!(matches!(err, TokenError::Tampered(_)), "{err}");
+        // Signed by someone other than the inviter it names.
+        let other = signer(2);
+        let err = Invite::decode(&invite(&key).encode(&other), NOW).expect_err("mismatch");
+        assert!(matches!(err, TokenError::Tampered(_)), "{err}");
+    }
+
+    #[test]
+    fn an_old_token_asks_for_a_new_invite() {
+        let err = Invite::decode("corral1a4006d...", NOW).expect_err("old");
+        assert_eq!(err, TokenError::OldFormat);
+        assert!(err.to_string().contains("corral invite"), "{err}");
+    }
+
+    #[test]
+    fn reading_is_bounded_and_skips_blank_lines_at_a_terminal() {
+        let huge = vec![b'a'; MAX_TOKEN_INPUT_BYTES + 1];
+        assert!(matches!(
+            read_token(&huge[..], "stdin", false),
+            Err(TokenError::TooLong { .. })
+        ));
+        assert!(matches!(
+            read_token(&huge[..], "stdin", true),
+            Err(TokenError::TooLong { .. })
+        ));
+        let exact = vec![b'a'; MAX_TOKEN_INPUT_BYTES];
+        assert!(read_token(&exact[..], "stdin", false).is_ok());
+        assert_eq!(
+            read_token(&b"\n \ncorral2ab\nrest"[..], "stdin", true).expect("line"),
+            "\n \ncorral2ab\n"
         );
-        assert!(
-            Invite::decode(&token[..token.len() - 4])
-                .expect_err("cut")
-                .0
-                .contains("damaged")
-        );
-        assert!(
-            Invite::decode(&format!("{token}zz"))
-                .expect_err("hex")
-                .0
-                .contains("damaged")
-        );
+        assert!(matches!(
+            read_token(&b" \n"[..], "f", false),
+            Err(TokenError::Empty { .. })
+        ));
+        assert!(matches!(
+            read_token(&[0xff, 0xfe][..], "f", false),
+            Err(TokenError::Damaged(_))
+        ));
+    }
+
+    /// The seeds of the `invite_token` fuzz target (node/fuzz/corpus), valid
+    /// at its clock (`NOW`); run by hand after a change to the token:
+    /// `cargo test -p corral-node --lib -- --ignored invite_fuzz_seeds`.
+    #[test]
+    #[ignore = "writes files; run by hand to refresh the fuzz seeds"]
+    fn invite_fuzz_seeds() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/invite_token");
+        std::fs::create_dir_all(&dir).expect("corpus dir");
+        let key = signer(1);
+        let token = invite(&key).encode(&key);
+        std::fs::write(dir.join("valid"), format!("{token}\n")).expect("seed");
+        std::fs::write(dir.join("pasted"), format!("\n  {token}  \n\n")).expect("seed");
+        let mut many = invite(&key);
+        many.addresses = (0..MAX_ADDRESSES)
+            .map(|i| format!("/ip6/2001:db8::{i}/tcp/4001"))
+            .collect();
+        many.name = "n".repeat(MAX_NAME_BYTES);
+        let largest = many.encode(&key);
+        assert_eq!(Invite::decode(&largest, NOW), Ok(many));
+        std::fs::write(dir.join("largest"), largest).expect("seed");
+        std::fs::write(dir.join("old"), "corral1a4006d00\n").expect("seed");
+    }
+
+    #[test]
+    fn validity_is_positive_and_bounded() {
+        assert_eq!(parse_validity("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_validity("0s").is_err());
+        assert!(parse_validity("31days").is_err());
+        assert!(parse_validity("soon").is_err());
     }
 }

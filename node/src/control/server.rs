@@ -10,10 +10,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{
-    CONTROL_VERSION, ControlError, Envelope, ErrorCode, MAX_LINE_BYTES, Request, Response,
-    SOCKET_NAME,
-};
+use super::wire::parse_request;
+use super::{CONTROL_VERSION, ControlError, MAX_LINE_BYTES, Request, Response, SOCKET_NAME};
 
 /// The answer: the reply's data, or a coded error.
 pub type Answer = Result<serde_json::Value, ControlError>;
@@ -80,37 +78,12 @@ pub(crate) async fn answer(line: &str, calls: &mpsc::Sender<Call>) -> Response {
         error: Some(error.message),
         code: Some(error.code),
     };
-    let version: Option<u32> = serde_json::from_str::<serde_json::Value>(line)
-        .ok()
-        .and_then(|v| v.get("v")?.as_u64())
-        .and_then(|v| u32::try_from(v).ok());
-    match version {
-        Some(CONTROL_VERSION) => {}
-        Some(other) => {
-            return fail(ControlError::new(
-                ErrorCode::Version,
-                format!(
-                    "this daemon speaks control protocol v{CONTROL_VERSION}, the CLI sent v{other}: \
-                     use the same corral version for both"
-                ),
-            ));
-        }
-        None => {
-            return fail(ControlError::bad_request(
-                "not a control request (no version)",
-            ));
-        }
-    }
-    let request: Envelope<Request> = match serde_json::from_str(line) {
-        Ok(r) => r,
-        Err(e) => {
-            return fail(ControlError::bad_request(format!(
-                "bad control request: {e}"
-            )));
-        }
+    let request = match parse_request(line) {
+        Ok(request) => request,
+        Err(error) => return fail(error),
     };
     let (tx, rx) = oneshot::channel();
-    if calls.send((request.body, tx)).await.is_err() {
+    if calls.send((request, tx)).await.is_err() {
         return fail(ControlError::unavailable("the daemon is shutting down"));
     }
     match rx.await {
@@ -129,6 +102,7 @@ pub(crate) async fn answer(line: &str, calls: &mpsc::Sender<Call>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::ErrorCode;
 
     #[tokio::test]
     async fn other_versions_and_garbage_get_a_clear_refusal() {

@@ -191,6 +191,36 @@ impl ControlError {
     }
 }
 
+/// Parses one request line as the daemon reads it: its control version
+/// first (a client of another version gets [`ErrorCode::Version`], not a
+/// parse error), then the request.
+pub fn parse_request(line: &str) -> Result<Request, ControlError> {
+    let version: Option<u32> = serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v.get("v")?.as_u64())
+        .and_then(|v| u32::try_from(v).ok());
+    match version {
+        Some(CONTROL_VERSION) => {}
+        Some(other) => {
+            return Err(ControlError::new(
+                ErrorCode::Version,
+                format!(
+                    "this daemon speaks control protocol v{CONTROL_VERSION}, the CLI sent v{other}: \
+                     use the same corral version for both"
+                ),
+            ));
+        }
+        None => {
+            return Err(ControlError::bad_request(
+                "not a control request (no version)",
+            ));
+        }
+    }
+    serde_json::from_str::<Envelope<Request>>(line)
+        .map(|envelope| envelope.body)
+        .map_err(|e| ControlError::bad_request(format!("bad control request: {e}")))
+}
+
 /// What `corral run` asks the daemon to run. Blobs (module, inputs, trees)
 /// are already in the data dir's blob store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,4 +272,92 @@ pub struct StreamedOutput {
     pub stdout: Vec<u8>,
     /// stderr from the offset asked for.
     pub stderr: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use corral_protocol::manifest::{EngineReq, Limits};
+
+    use super::*;
+
+    #[test]
+    fn lines_of_another_version_or_none_are_refused_with_a_code() {
+        let ok = parse_request(r#"{"v":1,"cmd":"job","id":"x"}"#);
+        assert_eq!(ok, Ok(Request::Job { id: "x".into() }));
+        let code = |line: &str| parse_request(line).map_err(|e| e.code).err();
+        assert_eq!(code(r#"{"v":2,"cmd":"status"}"#), Some(ErrorCode::Version));
+        assert_eq!(code(r#"{"cmd":"status"}"#), Some(ErrorCode::BadRequest));
+        assert_eq!(code(r#"{"v":1,"cmd":"nope"}"#), Some(ErrorCode::BadRequest));
+        assert_eq!(code("not json"), Some(ErrorCode::BadRequest));
+    }
+
+    /// The seeds of the `control_line` fuzz target (node/fuzz/corpus): one
+    /// line of each request and two responses; run by hand after a change:
+    /// `cargo test -p corral-node --lib -- --ignored control_fuzz_seeds`.
+    #[test]
+    #[ignore = "writes files; run by hand to refresh the fuzz seeds"]
+    fn control_fuzz_seeds() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/control_line");
+        std::fs::create_dir_all(&dir).expect("corpus dir");
+        let hash = ContentHash::of(b"module");
+        let spec = SubmitSpec {
+            module: hash,
+            module_name: "primes.wasm".into(),
+            args: vec!["{task}".into()],
+            env: vec![("LANG".into(), "C".into())],
+            tasks: 4,
+            inputs: vec![("a.txt".into(), hash)],
+            dirs: Vec::new(),
+            limits: Limits::default(),
+            engine: EngineReq::Any,
+            verify: 2,
+            stdin: Some(hash),
+            output: true,
+        };
+        let requests = [
+            Request::Status,
+            Request::Peers,
+            Request::Leave,
+            Request::TrustAdd {
+                key: "ab".repeat(32),
+                name: "pi".into(),
+            },
+            Request::TrustRemove {
+                key: "ab".repeat(32),
+            },
+            Request::TrustList,
+            Request::Submit {
+                spec: Box::new(spec),
+            },
+            Request::Jobs,
+            Request::Job { id: "j1".into() },
+            Request::Watch {
+                id: "j1".into(),
+                seq: 3,
+                wait_ms: 1000,
+                summary: true,
+            },
+            Request::Output {
+                id: "j1".into(),
+                stdout_from: 0,
+                stderr_from: 7,
+            },
+            Request::Cancel { id: "j1".into() },
+        ];
+        for (i, body) in requests.into_iter().enumerate() {
+            let line = serde_json::to_string(&Envelope {
+                v: CONTROL_VERSION,
+                body,
+            })
+            .expect("json");
+            std::fs::write(dir.join(format!("request{i:02}")), format!("{line}\n")).expect("seed");
+        }
+        let responses = [
+            r#"{"v":1,"ok":true,"data":{"name":"pi","peers":[1,2.5,null]}}"#,
+            r#"{"v":1,"ok":false,"error":"no such job","code":"not_found"}"#,
+        ];
+        for (i, line) in responses.into_iter().enumerate() {
+            std::fs::write(dir.join(format!("response{i}")), line).expect("seed");
+        }
+    }
 }

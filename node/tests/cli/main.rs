@@ -12,6 +12,7 @@ mod mesh;
 mod offload;
 mod preopens;
 mod single;
+mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
