@@ -1,4 +1,4 @@
-//! Task requests (offers, cancels, results, hand-backs, batches, live output) from arbitrary bytes: decoding
+//! Task requests (offers, cancels, results, hand-backs, batches, live output, heartbeats) from arbitrary bytes: decoding
 //! and verifying must never panic.
 #![no_main]
 
@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Ok(
-            TaskRequest::Cancel { .. } | TaskRequest::HandBack { .. } | TaskRequest::Output { .. },
+            TaskRequest::Cancel { .. }
+            | TaskRequest::HandBack { .. }
+            | TaskRequest::Output { .. }
+            | TaskRequest::Alive { .. },
         )
         | Err(_) => {}
     }
