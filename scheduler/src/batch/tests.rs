@@ -10,11 +10,13 @@ use proptest::prelude::*;
 use super::placement::useful;
 use super::*;
 
-fn key(n: u8) -> PeerKey {
+/// A device's key, from one byte.
+pub(super) fn key(n: u8) -> PeerKey {
     PeerKey::from_bytes([n; 32])
 }
 
-fn worker(n: u8, slots: u16, speed: u64) -> Worker {
+/// A worker with `slots` free slots of `speed`, in a class of its own.
+pub(super) fn worker(n: u8, slots: u16, speed: u64) -> Worker {
     Worker {
         peer: key(n),
         slots_free: slots,
@@ -250,7 +252,8 @@ fn verify(k: u8) -> BatchConfig {
     }
 }
 
-fn digest(n: u8) -> ContentHash {
+/// A result digest, from one byte.
+pub(super) fn digest(n: u8) -> ContentHash {
     ContentHash::from_bytes([n; 32])
 }
 

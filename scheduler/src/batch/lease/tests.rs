@@ -6,24 +6,8 @@ use std::collections::BTreeMap;
 
 use corral_protocol::ids::PeerKey;
 
+use super::super::tests::{key, worker};
 use super::super::*;
-
-fn key(n: u8) -> PeerKey {
-    PeerKey::from_bytes([n; 32])
-}
-
-fn worker(n: u8, slots: u16, speed: u64) -> Worker {
-    Worker {
-        peer: key(n),
-        slots_free: slots,
-        slots_total: slots.max(1),
-        held_elsewhere: 0,
-        speed,
-        class: format!("class-{n}"),
-        cached: false,
-        ahead: 1,
-    }
-}
 
 /// A batch driven in steps of `STEP_MS` against workers that each take a
 /// fixed time per task (`None`: silent, never answers).

@@ -5,33 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::PeerKey;
 use proptest::prelude::*;
 
-use super::super::{Batch, BatchConfig, Decision, TaskState, Worker};
+use super::super::tests::{digest, key, worker};
+use super::super::{Batch, BatchConfig, Decision, TaskState};
 use super::{Fit, MAX_PLACEMENTS, PlacedState, Unplaced};
-
-fn key(n: u8) -> PeerKey {
-    PeerKey::from_bytes([n; 32])
-}
-
-fn digest(n: u8) -> ContentHash {
-    ContentHash::from_bytes([n; 32])
-}
-
-fn worker(n: u8, slots: u16, speed: u64) -> Worker {
-    Worker {
-        peer: key(n),
-        slots_free: slots,
-        slots_total: slots.max(1),
-        held_elsewhere: 0,
-        speed,
-        class: format!("class-{n}"),
-        cached: false,
-        ahead: 1,
-    }
-}
 
 fn verify(k: u8) -> BatchConfig {
     BatchConfig {
