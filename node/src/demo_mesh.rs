@@ -36,14 +36,19 @@ impl LocalMesh {
         let first = mesh.dir(0);
         std::fs::create_dir_all(&first)?;
         create_mesh(&first, DEVICES[0])?;
-        mesh.spawn(&first, None)?;
-        let address = first_loopback_address(&first)?;
+        mesh.spawn(&first, &[])?;
         let invite = make_invite(&first, DEVICES[0].into(), Vec::new())?;
+        // Each device is given every one started before it: without mDNS
+        // that is how it connects to them, and a device counts only the
+        // peers it is connected to (an advert relayed for one it has no
+        // connection to is not taken).
+        let mut addresses = vec![loopback_address(&first)?];
         for (i, name) in DEVICES.iter().enumerate().skip(1) {
             let dir = mesh.dir(i);
             std::fs::create_dir_all(&dir)?;
             join_mesh(&dir, &invite, name)?;
-            mesh.spawn(&dir, Some(&address))?;
+            mesh.spawn(&dir, &addresses)?;
+            addresses.push(loopback_address(&dir)?);
         }
         mesh.wait_until_complete(Duration::from_secs(30))?;
         Ok(mesh)
@@ -54,7 +59,7 @@ impl LocalMesh {
         self.root.path().join(DEVICES[i])
     }
 
-    fn spawn(&mut self, dir: &Path, peer: Option<&str>) -> anyhow::Result<()> {
+    fn spawn(&mut self, dir: &Path, peers: &[String]) -> anyhow::Result<()> {
         let exe = std::env::current_exe().context("cannot find the corral binary")?;
         let mut command = Command::new(exe);
         command
@@ -66,7 +71,7 @@ impl LocalMesh {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .env_remove("RUST_LOG");
-        if let Some(peer) = peer {
+        for peer in peers {
             command.args(["--peer", peer]);
         }
         // The "pi" runs the interpreter, as a 32-bit ARM board would.
@@ -144,7 +149,7 @@ impl Drop for LocalMesh {
     }
 }
 
-fn first_loopback_address(dir: &Path) -> anyhow::Result<String> {
+fn loopback_address(dir: &Path) -> anyhow::Result<String> {
     let started = Instant::now();
     loop {
         let status = control::client::call(dir, Request::Status)?;
@@ -159,7 +164,7 @@ fn first_loopback_address(dir: &Path) -> anyhow::Result<String> {
             return Ok(address);
         }
         if started.elapsed() > Duration::from_secs(10) {
-            anyhow::bail!("the first demo daemon has no loopback address");
+            anyhow::bail!("a demo daemon has no loopback address");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
