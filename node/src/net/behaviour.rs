@@ -35,7 +35,7 @@ pub struct Behaviour {
     /// connection refused here costs nothing more).
     pub limits: connection_limits::Behaviour,
     /// No new connection while the process's memory is high.
-    pub memory: memory_connection_limits::Behaviour,
+    pub memory: libp2p::swarm::behaviour::toggle::Toggle<memory_connection_limits::Behaviour>,
     /// Peer addresses and versions.
     pub identify: identify::Behaviour,
     /// Liveness.

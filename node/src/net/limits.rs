@@ -4,6 +4,7 @@
 //! Sized for a home mesh: a few dozen devices, each with one or two
 //! connections to each other device.
 
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{connection_limits, memory_connection_limits};
 
 /// Connections to one peer: one each way while two devices dial each
@@ -49,8 +50,16 @@ pub fn connections() -> connection_limits::Behaviour {
 
 /// New connections refused while the process uses more than
 /// [`MAX_MEMORY_SHARE`] of the host's memory.
-pub fn memory() -> memory_connection_limits::Behaviour {
-    memory_connection_limits::Behaviour::with_max_percentage(MAX_MEMORY_SHARE)
+///
+/// Not on 32-bit targets: memory-stats 1.2 multiplies the process's page
+/// counts in a `usize` there, which overflows (a panic in a debug build, a
+/// wrong figure in a release one: seen under qemu-arm, where the armv7
+/// daemon died at start-up). The connection limits still bound them.
+pub fn memory() -> Toggle<memory_connection_limits::Behaviour> {
+    Toggle::from(
+        cfg!(target_pointer_width = "64")
+            .then(|| memory_connection_limits::Behaviour::with_max_percentage(MAX_MEMORY_SHARE)),
+    )
 }
 
 #[cfg(test)]
