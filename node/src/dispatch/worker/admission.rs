@@ -60,10 +60,14 @@ pub(super) struct DiskRoom {
     pub(super) total: u64,
 }
 
-/// Never promised to tasks: at least this much of the work directory's
-/// file system stays free (or 5 % of it, if more), for the store, the
-/// blobs and the host.
+/// Never promised to tasks: 5 % of the work directory's file system stays
+/// free for the store, the blobs and the host, but at least
+/// [`DISK_RESERVE_MIN`] and at most [`DISK_RESERVE_MAX`] (5 % of a large
+/// disk is more than the host needs, and would refuse every task on a
+/// disk that is merely well used).
 const DISK_RESERVE_MIN: u64 = 256 * 1024 * 1024;
+/// See [`DISK_RESERVE_MIN`].
+const DISK_RESERVE_MAX: u64 = 2 * 1024 * 1024 * 1024;
 
 /// The room on disk that tasks held with these disk limits may take while
 /// a new task runs: at most `slots` tasks run at once (each slot's work
@@ -99,7 +103,7 @@ impl DiskRoom {
     /// promised `promised`: `Busy` while it does not fit now,
     /// `LimitsTooLarge` if it could never fit here.
     pub(super) fn admit(self, need: u64, promised: u64) -> Result<(), RejectReason> {
-        let reserve = DISK_RESERVE_MIN.max(self.total / 20);
+        let reserve = (self.total / 20).clamp(DISK_RESERVE_MIN, DISK_RESERVE_MAX);
         if need > self.total.saturating_sub(reserve) {
             return Err(RejectReason::LimitsTooLarge);
         }
@@ -362,16 +366,32 @@ mod tests {
     fn a_task_is_admitted_only_while_its_disk_limit_fits_beside_the_others() {
         let room = DiskRoom {
             available: 10 * GIB,
-            total: 100 * GIB,
+            total: 20 * GIB,
         };
-        // 5 % of 100 GiB is kept back: 5 GiB for tasks.
+        // 5 % of 20 GiB is kept back: 9 GiB for tasks.
+        assert_eq!(room.admit(GIB, 0), Ok(()));
+        assert_eq!(room.admit(9 * GIB, 0), Ok(()));
+        assert_eq!(room.admit(9 * GIB + 1, 0), Err(RejectReason::Busy));
+        assert_eq!(room.admit(GIB, 8 * GIB), Ok(()));
+        assert_eq!(room.admit(GIB, 8 * GIB + 1), Err(RejectReason::Busy));
+        // More than the whole file system could ever give.
+        assert_eq!(
+            room.admit(19 * GIB + 1, 0),
+            Err(RejectReason::LimitsTooLarge)
+        );
+    }
+
+    #[test]
+    fn a_big_disk_keeps_back_at_most_the_maximum_reserve() {
+        // 5 % of a 252 GiB disk would keep 12.6 GiB back and refuse every
+        // task on a host with 7 GiB free (a build machine after a build).
+        let room = DiskRoom {
+            available: 7 * GIB,
+            total: 252 * GIB,
+        };
         assert_eq!(room.admit(GIB, 0), Ok(()));
         assert_eq!(room.admit(5 * GIB, 0), Ok(()));
         assert_eq!(room.admit(5 * GIB + 1, 0), Err(RejectReason::Busy));
-        assert_eq!(room.admit(GIB, 4 * GIB), Ok(()));
-        assert_eq!(room.admit(GIB, 4 * GIB + 1), Err(RejectReason::Busy));
-        // More than the whole file system could ever give.
-        assert_eq!(room.admit(96 * GIB, 0), Err(RejectReason::LimitsTooLarge));
     }
 
     #[test]
