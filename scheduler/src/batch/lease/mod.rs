@@ -440,21 +440,13 @@ impl Batch {
                 (la * u128::from(b.speed))
                     .cmp(&(lb * u128::from(a.speed)))
                     .then(a.peer.cmp(&b.peer))
-            })?
-            .clone();
-        self.speeds.insert(best.peer, best.speed);
-        if let TaskState::Running(on) = &mut self.tasks[index as usize].state {
-            on.insert(best.peer, now_ms);
-        }
-        *self.load.entry(best.peer).or_insert(0) += 1;
-        self.sync_single(index);
-        Some(Decision::Offer {
+            })?;
+        Some(self.run_on(
             index,
-            peer: best.peer,
-            attempt: self.tasks[index as usize].attempts,
-            reason: "lease: its holder is past its lease; a copy runs here, the first result wins"
-                .into(),
-        })
+            best,
+            now_ms,
+            "lease: its holder is past its lease; a copy runs here, the first result wins".into(),
+        ))
     }
 
     /// Drops lease state of runs no longer held.
