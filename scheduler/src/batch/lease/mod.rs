@@ -129,16 +129,14 @@ impl Leases {
 
     /// Works out the task's cost and the fastest shown speed again.
     fn refresh(&mut self) {
-        let mut costs: Vec<u128> = self
-            .shown
-            .values()
-            .map(|s| u128::from(s.claim) * u128::from(s.recent_ms()) / 1000)
-            .collect();
-        if costs.is_empty() {
+        let Some(cost) = lower_median(
+            self.shown
+                .values()
+                .map(|s| u128::from(s.claim) * u128::from(s.recent_ms()) / 1000),
+        ) else {
             return;
-        }
-        costs.sort_unstable();
-        let cost = costs[(costs.len() - 1) / 2].max(1);
+        };
+        let cost = cost.max(1);
         self.cost = Some(cost);
         self.fastest_shown = self.shown.values().map(|s| shown_speed(cost, s)).max();
     }
@@ -330,10 +328,11 @@ impl Batch {
                     .filter(|&s| s > 0)
                     .unwrap_or(u64::MAX);
                 let speed = self.speed_bound(holder, claim).max(1);
-                let soft = self.leases.expected_ms(speed).map(|ms| {
-                    ms.saturating_mul(LEASE_FACTOR)
-                        .saturating_add(LEASE_SLACK_MS)
-                });
+                let expected = self.leases.expected_ms(speed);
+                let lease = |factor: u64| {
+                    expected.map(|ms| ms.saturating_mul(factor).saturating_add(LEASE_SLACK_MS))
+                };
+                let (soft, hedge) = (lease(LEASE_FACTOR), lease(HEDGE_FACTOR));
                 let since = self
                     .leases
                     .alive
@@ -341,10 +340,6 @@ impl Batch {
                     .copied()
                     .unwrap_or(start)
                     .max(start);
-                let hedge = self.leases.expected_ms(speed).map(|ms| {
-                    ms.saturating_mul(HEDGE_FACTOR)
-                        .saturating_add(LEASE_SLACK_MS)
-                });
                 match (soft, hedge) {
                     (Some(soft), _) if now_ms >= since.saturating_add(soft) => {
                         any_lapsed = true;
