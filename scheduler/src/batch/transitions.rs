@@ -157,13 +157,12 @@ impl Batch {
         peer: &PeerKey,
         digest: ContentHash,
     ) -> Vec<Decision> {
+        // `on_result` let it through only as `Fit::Counts`: the task is
+        // open and `peer` gave no result of it yet.
         let Some(task) = self.tasks.get(index as usize) else {
             return Vec::new();
         };
-        if task.is_finished() || task.results.iter().any(|(p, _)| p == peer) {
-            return Vec::new();
-        }
-        if let TaskState::Running(on) = &self.tasks[index as usize].state
+        if let TaskState::Running(on) = &task.state
             && on.contains_key(peer)
             && let Some(n) = self.load.get_mut(peer)
         {
