@@ -92,7 +92,7 @@ impl Batch {
     /// `peer` left: every task it held goes back to the queue at once.
     pub fn on_peer_lost(&mut self, peer: &PeerKey) -> Vec<Decision> {
         let held: Vec<u32> = (0..self.tasks.len() as u32)
-            .filter(|&i| matches!(&self.tasks[i as usize].state, TaskState::Running(on) if on.contains_key(peer)))
+            .filter(|&i| self.tasks[i as usize].held_by(peer))
             .collect();
         held.into_iter()
             .flat_map(|i| self.on_lost(i, peer, &format!("{} left the mesh", peer.short())))

@@ -191,10 +191,10 @@ impl Batch {
     /// `peer` says it still runs task `index` at `now_ms`: its soft lease
     /// starts again (the hard bound stays).
     pub fn on_alive(&mut self, index: u32, peer: &PeerKey, now_ms: u64) {
-        let holds = matches!(
-            self.tasks.get(index as usize).map(|t| &t.state),
-            Some(TaskState::Running(on)) if on.contains_key(peer)
-        );
+        let holds = self
+            .tasks
+            .get(index as usize)
+            .is_some_and(|t| t.held_by(peer));
         if holds && self.leases.hard_ms.is_some() {
             self.leases.alive.insert((index, *peer), now_ms);
         }
@@ -448,10 +448,7 @@ impl Batch {
     fn forget_leases(&mut self) {
         let tasks = &self.tasks;
         let held = |(index, peer): &(u32, PeerKey)| {
-            matches!(
-                tasks.get(*index as usize).map(|t| &t.state),
-                Some(TaskState::Running(on)) if on.contains_key(peer)
-            )
+            tasks.get(*index as usize).is_some_and(|t| t.held_by(peer))
         };
         self.leases.alive.retain(|k, _| held(k));
         self.leases.lapsed.retain(|k, _| held(k));
