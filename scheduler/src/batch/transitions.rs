@@ -57,13 +57,12 @@ impl Batch {
     /// back, it is leaving): back to the queue without using up an attempt.
     /// It refused the run: no result of it is taken.
     pub fn on_busy(&mut self, index: u32, peer: &PeerKey, reason: &str) -> Vec<Decision> {
-        self.refuse_placement(index, peer);
         if let Some(task) = self.tasks.get_mut(index as usize)
             && matches!(&task.state, TaskState::Running(on) if on.len() == 1 && on.contains_key(peer))
         {
             task.attempts = task.attempts.saturating_sub(1);
         }
-        self.release(index, peer, &format!("{} refused: {reason}", peer.short()))
+        self.on_rejected(index, peer, reason)
     }
 
     /// Task `index` could not be run on `peer` (a lost connection, a worker
