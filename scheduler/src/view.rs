@@ -5,6 +5,7 @@
 //! passed in, so the view is deterministic and the simulator can drive it.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use corral_protocol::capacity::CapacityAdvert;
 use corral_protocol::ids::PeerKey;
@@ -108,37 +109,25 @@ impl PeerView {
         }
     }
 
-    fn admit(&mut self, peer: PeerKey, now_ms: u64) -> Result<bool, IgnoreReason> {
-        if peer == self.me {
-            return Err(IgnoreReason::OwnAdvert);
-        }
-        if self.peers.contains_key(&peer) {
-            return Ok(false);
-        }
-        if self.peers.len() >= MAX_PEERS {
-            return Err(IgnoreReason::Full);
-        }
-        self.peers.insert(
-            peer,
-            PeerEntry {
-                advert: None,
-                first_seen_ms: now_ms,
-                last_seen_ms: now_ms,
-                connections: 0,
-                addresses: Vec::new(),
-            },
-        );
-        Ok(true)
-    }
-
-    /// A connection to `peer` opened.
+    /// A connection to `peer` opened: the only way a peer joins.
     pub fn on_connected(&mut self, peer: PeerKey, address: Option<String>, now_ms: u64) -> Change {
-        let new = match self.admit(peer, now_ms) {
-            Ok(new) => new,
-            Err(reason) => return Change::Ignored(reason),
-        };
-        let Some(entry) = self.peers.get_mut(&peer) else {
-            return Change::Ignored(IgnoreReason::Unknown);
+        if peer == self.me {
+            return Change::Ignored(IgnoreReason::OwnAdvert);
+        }
+        let held = self.peers.len();
+        let (entry, new) = match self.peers.entry(peer) {
+            Entry::Occupied(e) => (e.into_mut(), false),
+            Entry::Vacant(_) if held >= MAX_PEERS => return Change::Ignored(IgnoreReason::Full),
+            Entry::Vacant(e) => (
+                e.insert(PeerEntry {
+                    advert: None,
+                    first_seen_ms: now_ms,
+                    last_seen_ms: now_ms,
+                    connections: 0,
+                    addresses: Vec::new(),
+                }),
+                true,
+            ),
         };
         entry.connections = entry.connections.saturating_add(1);
         entry.last_seen_ms = entry.last_seen_ms.max(now_ms);

@@ -224,7 +224,7 @@ impl Batch {
 
     /// Puts task `index` in or out of the straggler candidates, and keeps
     /// its placements in step with its holders (every change of a task's
-    /// holders ends here: `tracked`, a start, a straggler copy).
+    /// holders ends here: `tracked`, and `run_on` for a start or a copy).
     fn sync_single(&mut self, index: u32) {
         self.sync_placements(index);
         let Some(task) = self.tasks.get(index as usize) else {

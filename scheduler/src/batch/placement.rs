@@ -64,13 +64,31 @@ impl Batch {
 
     /// Starts a run of task `index` on `worker` and says so.
     fn start(&mut self, index: usize, worker: &Worker, now_ms: u64) -> Decision {
-        let ahead = self.load_of(&worker.peer);
-        self.speeds.insert(worker.peer, worker.speed);
+        let reason = format!(
+            "earliest predicted finish: {} task(s) ahead at {} ops/s",
+            self.load_of(&worker.peer),
+            worker.speed
+        );
         if self.tasks[index].state == TaskState::Queued {
             self.waiting -= 1;
         }
-        let task = &mut self.tasks[index];
-        task.attempts += 1;
+        self.tasks[index].attempts += 1;
+        self.run_on(index as u32, worker, now_ms, reason)
+    }
+
+    /// Gives task `index` a run on `worker` from `now_ms`, at the task's
+    /// current attempt (a straggler or lease copy shares the attempt it
+    /// copies), and offers it: the bookkeeping shared by a start and
+    /// every copy.
+    pub(super) fn run_on(
+        &mut self,
+        index: u32,
+        worker: &Worker,
+        now_ms: u64,
+        reason: String,
+    ) -> Decision {
+        self.speeds.insert(worker.peer, worker.speed);
+        let task = &mut self.tasks[index as usize];
         match &mut task.state {
             TaskState::Running(on) => {
                 on.insert(worker.peer, now_ms);
@@ -78,16 +96,12 @@ impl Batch {
             state => *state = TaskState::Running(BTreeMap::from([(worker.peer, now_ms)])),
         }
         *self.load.entry(worker.peer).or_insert(0) += 1;
-        self.sync_single(index as u32);
-        let task = &self.tasks[index];
+        self.sync_single(index);
         Decision::Offer {
-            index: index as u32,
+            index,
             peer: worker.peer,
-            attempt: task.attempts,
-            reason: format!(
-                "earliest predicted finish: {ahead} task(s) ahead at {} ops/s",
-                worker.speed
-            ),
+            attempt: self.tasks[index as usize].attempts,
+            reason,
         }
     }
 

@@ -63,23 +63,14 @@ impl Batch {
             if holder_speed >= idle.speed {
                 continue;
             }
-            self.speeds.insert(idle.peer, idle.speed);
-            let task = &mut self.tasks[index as usize];
-            if let TaskState::Running(on) = &mut task.state {
-                on.insert(idle.peer, now_ms);
-            }
-            self.sync_single(index);
-            let task = &self.tasks[index as usize];
             // A speculative copy is part of the same attempt: it does not use
             // up one of the task's tries.
-            *self.load.entry(idle.peer).or_insert(0) += 1;
-            decisions.push(Decision::Offer {
+            decisions.push(self.run_on(
                 index,
-                peer: idle.peer,
-                attempt: task.attempts,
-                reason: "straggler: an idle, faster worker runs a copy; the first result wins"
-                    .into(),
-            });
+                idle,
+                now_ms,
+                "straggler: an idle, faster worker runs a copy; the first result wins".into(),
+            ));
         }
         decisions
     }

@@ -68,9 +68,13 @@ impl Task {
         usize::from(self.needed).saturating_sub(self.results.len() + self.in_flight())
     }
 
+    /// Whether `peer` runs it (or is offered it) now.
+    pub(super) fn held_by(&self, peer: &PeerKey) -> bool {
+        matches!(&self.state, TaskState::Running(on) if on.contains_key(peer))
+    }
+
     /// Whether `peer` ran it or runs it already.
     pub(super) fn involves(&self, peer: &PeerKey) -> bool {
-        self.results.iter().any(|(p, _)| p == peer)
-            || matches!(&self.state, TaskState::Running(on) if on.contains_key(peer))
+        self.results.iter().any(|(p, _)| p == peer) || self.held_by(peer)
     }
 }

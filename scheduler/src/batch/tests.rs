@@ -29,13 +29,27 @@ pub(super) fn worker(n: u8, slots: u16, speed: u64) -> Worker {
     }
 }
 
-fn offers(decisions: &[Decision]) -> Vec<(u32, PeerKey)> {
+/// The offers among `decisions`: task, worker, attempt.
+pub(super) fn offers_at(decisions: &[Decision]) -> Vec<(u32, PeerKey, u32)> {
     decisions
         .iter()
         .filter_map(|d| match d {
-            Decision::Offer { index, peer, .. } => Some((*index, *peer)),
+            Decision::Offer {
+                index,
+                peer,
+                attempt,
+                ..
+            } => Some((*index, *peer, *attempt)),
             _ => None,
         })
+        .collect()
+}
+
+/// The offers among `decisions`: task and worker.
+pub(super) fn offers(decisions: &[Decision]) -> Vec<(u32, PeerKey)> {
+    offers_at(decisions)
+        .into_iter()
+        .map(|(index, peer, _)| (index, peer))
         .collect()
 }
 
@@ -245,7 +259,8 @@ fn workers_that_cannot_run_the_job_get_nothing() {
     assert!(batch.schedule(&[worker(1, 8, 0)], 0).is_empty());
 }
 
-fn verify(k: u8) -> BatchConfig {
+/// A batch config with `--verify k`.
+pub(super) fn verify(k: u8) -> BatchConfig {
     BatchConfig {
         redundancy: k,
         ..BatchConfig::default()

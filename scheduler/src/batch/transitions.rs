@@ -57,13 +57,12 @@ impl Batch {
     /// back, it is leaving): back to the queue without using up an attempt.
     /// It refused the run: no result of it is taken.
     pub fn on_busy(&mut self, index: u32, peer: &PeerKey, reason: &str) -> Vec<Decision> {
-        self.refuse_placement(index, peer);
         if let Some(task) = self.tasks.get_mut(index as usize)
             && matches!(&task.state, TaskState::Running(on) if on.len() == 1 && on.contains_key(peer))
         {
             task.attempts = task.attempts.saturating_sub(1);
         }
-        self.release(index, peer, &format!("{} refused: {reason}", peer.short()))
+        self.on_rejected(index, peer, reason)
     }
 
     /// Task `index` could not be run on `peer` (a lost connection, a worker
@@ -92,7 +91,7 @@ impl Batch {
     /// `peer` left: every task it held goes back to the queue at once.
     pub fn on_peer_lost(&mut self, peer: &PeerKey) -> Vec<Decision> {
         let held: Vec<u32> = (0..self.tasks.len() as u32)
-            .filter(|&i| matches!(&self.tasks[i as usize].state, TaskState::Running(on) if on.contains_key(peer)))
+            .filter(|&i| self.tasks[i as usize].held_by(peer))
             .collect();
         held.into_iter()
             .flat_map(|i| self.on_lost(i, peer, &format!("{} left the mesh", peer.short())))
@@ -157,13 +156,12 @@ impl Batch {
         peer: &PeerKey,
         digest: ContentHash,
     ) -> Vec<Decision> {
+        // `on_result` let it through only as `Fit::Counts`: the task is
+        // open and `peer` gave no result of it yet.
         let Some(task) = self.tasks.get(index as usize) else {
             return Vec::new();
         };
-        if task.is_finished() || task.results.iter().any(|(p, _)| p == peer) {
-            return Vec::new();
-        }
-        if let TaskState::Running(on) = &self.tasks[index as usize].state
+        if let TaskState::Running(on) = &task.state
             && on.contains_key(peer)
             && let Some(n) = self.load.get_mut(peer)
         {

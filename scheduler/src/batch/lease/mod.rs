@@ -129,16 +129,14 @@ impl Leases {
 
     /// Works out the task's cost and the fastest shown speed again.
     fn refresh(&mut self) {
-        let mut costs: Vec<u128> = self
-            .shown
-            .values()
-            .map(|s| u128::from(s.claim) * u128::from(s.recent_ms()) / 1000)
-            .collect();
-        if costs.is_empty() {
+        let Some(cost) = lower_median(
+            self.shown
+                .values()
+                .map(|s| u128::from(s.claim) * u128::from(s.recent_ms()) / 1000),
+        ) else {
             return;
-        }
-        costs.sort_unstable();
-        let cost = costs[(costs.len() - 1) / 2].max(1);
+        };
+        let cost = cost.max(1);
         self.cost = Some(cost);
         self.fastest_shown = self.shown.values().map(|s| shown_speed(cost, s)).max();
     }
@@ -193,10 +191,10 @@ impl Batch {
     /// `peer` says it still runs task `index` at `now_ms`: its soft lease
     /// starts again (the hard bound stays).
     pub fn on_alive(&mut self, index: u32, peer: &PeerKey, now_ms: u64) {
-        let holds = matches!(
-            self.tasks.get(index as usize).map(|t| &t.state),
-            Some(TaskState::Running(on)) if on.contains_key(peer)
-        );
+        let holds = self
+            .tasks
+            .get(index as usize)
+            .is_some_and(|t| t.held_by(peer));
         if holds && self.leases.hard_ms.is_some() {
             self.leases.alive.insert((index, *peer), now_ms);
         }
@@ -330,10 +328,11 @@ impl Batch {
                     .filter(|&s| s > 0)
                     .unwrap_or(u64::MAX);
                 let speed = self.speed_bound(holder, claim).max(1);
-                let soft = self.leases.expected_ms(speed).map(|ms| {
-                    ms.saturating_mul(LEASE_FACTOR)
-                        .saturating_add(LEASE_SLACK_MS)
-                });
+                let expected = self.leases.expected_ms(speed);
+                let lease = |factor: u64| {
+                    expected.map(|ms| ms.saturating_mul(factor).saturating_add(LEASE_SLACK_MS))
+                };
+                let (soft, hedge) = (lease(LEASE_FACTOR), lease(HEDGE_FACTOR));
                 let since = self
                     .leases
                     .alive
@@ -341,10 +340,6 @@ impl Batch {
                     .copied()
                     .unwrap_or(start)
                     .max(start);
-                let hedge = self.leases.expected_ms(speed).map(|ms| {
-                    ms.saturating_mul(HEDGE_FACTOR)
-                        .saturating_add(LEASE_SLACK_MS)
-                });
                 match (soft, hedge) {
                     (Some(soft), _) if now_ms >= since.saturating_add(soft) => {
                         any_lapsed = true;
@@ -440,31 +435,20 @@ impl Batch {
                 (la * u128::from(b.speed))
                     .cmp(&(lb * u128::from(a.speed)))
                     .then(a.peer.cmp(&b.peer))
-            })?
-            .clone();
-        self.speeds.insert(best.peer, best.speed);
-        if let TaskState::Running(on) = &mut self.tasks[index as usize].state {
-            on.insert(best.peer, now_ms);
-        }
-        *self.load.entry(best.peer).or_insert(0) += 1;
-        self.sync_single(index);
-        Some(Decision::Offer {
+            })?;
+        Some(self.run_on(
             index,
-            peer: best.peer,
-            attempt: self.tasks[index as usize].attempts,
-            reason: "lease: its holder is past its lease; a copy runs here, the first result wins"
-                .into(),
-        })
+            best,
+            now_ms,
+            "lease: its holder is past its lease; a copy runs here, the first result wins".into(),
+        ))
     }
 
     /// Drops lease state of runs no longer held.
     fn forget_leases(&mut self) {
         let tasks = &self.tasks;
         let held = |(index, peer): &(u32, PeerKey)| {
-            matches!(
-                tasks.get(*index as usize).map(|t| &t.state),
-                Some(TaskState::Running(on)) if on.contains_key(peer)
-            )
+            tasks.get(*index as usize).is_some_and(|t| t.held_by(peer))
         };
         self.leases.alive.retain(|k, _| held(k));
         self.leases.lapsed.retain(|k, _| held(k));

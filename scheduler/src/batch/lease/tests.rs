@@ -4,9 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use corral_protocol::ids::PeerKey;
-
-use super::super::tests::{key, worker};
+use super::super::tests::{key, offers, worker};
 use super::super::*;
 
 /// A batch driven in steps of `STEP_MS` against workers that each take a
@@ -188,14 +186,7 @@ fn a_heartbeat_keeps_an_honest_long_run_from_being_copied_and_its_worker_from_co
     let mut batch = Batch::new(3, BatchConfig::default());
     batch.set_hard_lease(TIMEOUT_MS);
     let workers = [worker(1, 1, 1_000_000), worker(2, 2, 1_000_000)];
-    let placed: Vec<(u32, PeerKey)> = batch
-        .schedule(&workers, 0)
-        .into_iter()
-        .filter_map(|d| match d {
-            Decision::Offer { index, peer, .. } => Some((index, peer)),
-            _ => None,
-        })
-        .collect();
+    let placed = offers(&batch.schedule(&workers, 0));
     assert_eq!(placed.len(), 3);
     let (long, holder) = placed[0];
     for &(i, p) in &placed[1..] {

@@ -8,37 +8,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use corral_protocol::ids::PeerKey;
 use proptest::prelude::*;
 
-use super::super::tests::{digest, key, worker};
+use super::super::tests::{digest, key, offers_at, verify, worker};
 use super::super::{Batch, BatchConfig, Decision, TaskState};
 use super::{Fit, MAX_PLACEMENTS, PlacedState, Unplaced};
-
-fn verify(k: u8) -> BatchConfig {
-    BatchConfig {
-        redundancy: k,
-        ..BatchConfig::default()
-    }
-}
-
-/// The offers among `decisions`: task, worker, attempt.
-fn offers(decisions: &[Decision]) -> Vec<(u32, PeerKey, u32)> {
-    decisions
-        .iter()
-        .filter_map(|d| match d {
-            Decision::Offer {
-                index,
-                peer,
-                attempt,
-                ..
-            } => Some((*index, *peer, *attempt)),
-            _ => None,
-        })
-        .collect()
-}
 
 #[test]
 fn a_forged_result_from_a_peer_never_placed_changes_nothing() {
     let mut batch = Batch::new(1, BatchConfig::default());
-    let placed = offers(&batch.schedule(&[worker(1, 1, 10)], 0));
+    let placed = offers_at(&batch.schedule(&[worker(1, 1, 10)], 0));
     assert_eq!(placed, vec![(0, key(1), 1)]);
     let before = batch.tasks().to_vec();
     // A rogue with a fresh identity names the attempt the offer carried.
@@ -66,7 +43,7 @@ fn a_forged_result_from_a_peer_never_placed_changes_nothing() {
 fn two_fresh_identities_that_refused_their_offers_do_not_make_verify_2_agree() {
     let mut batch = Batch::new(1, verify(2));
     let rogues = [worker(8, 1, 1000), worker(9, 1, 1000)];
-    let placed = offers(&batch.schedule(&rogues, 0));
+    let placed = offers_at(&batch.schedule(&rogues, 0));
     assert_eq!(placed.len(), 2, "both rogues are offered a run: {placed:?}");
     for (_, peer, _) in &placed {
         batch.on_rejected(0, peer, "busy");
@@ -88,7 +65,7 @@ fn two_fresh_identities_that_refused_their_offers_do_not_make_verify_2_agree() {
     assert!(task.results.is_empty());
     // Two honest workers then settle it.
     let honest = [worker(1, 1, 10), worker(2, 1, 10)];
-    for (index, peer, attempt) in offers(&batch.schedule(&honest, 1)) {
+    for (index, peer, attempt) in offers_at(&batch.schedule(&honest, 1)) {
         batch
             .on_result(index, &peer, attempt, digest(1))
             .expect("a placed run");
@@ -101,12 +78,12 @@ fn a_replayed_receipt_of_an_attempt_the_peer_did_not_hold_changes_nothing() {
     let mut batch = Batch::new(1, BatchConfig::default());
     // Attempt 1 on worker 2, which refuses; attempt 2 on worker 1.
     assert_eq!(
-        offers(&batch.schedule(&[worker(2, 1, 10)], 0)),
+        offers_at(&batch.schedule(&[worker(2, 1, 10)], 0)),
         vec![(0, key(2), 1)]
     );
     batch.on_rejected(0, &key(2), "limits");
     assert_eq!(
-        offers(&batch.schedule(&[worker(1, 1, 10)], 1)),
+        offers_at(&batch.schedule(&[worker(1, 1, 10)], 1)),
         vec![(0, key(1), 2)]
     );
     // Worker 1 replays attempt 1, which it never held.
@@ -129,7 +106,7 @@ fn a_replayed_receipt_of_an_attempt_the_peer_did_not_hold_changes_nothing() {
 fn a_straggler_copy_shares_its_attempt_and_its_result_counts() {
     let mut batch = Batch::new(1, BatchConfig::default());
     batch.schedule(&[worker(1, 1, 10)], 0);
-    let copy = offers(&batch.schedule(&[worker(1, 0, 10), worker(2, 1, 1000)], 5));
+    let copy = offers_at(&batch.schedule(&[worker(1, 0, 10), worker(2, 1, 1000)], 5));
     assert_eq!(copy, vec![(0, key(2), 1)]);
     assert_eq!(
         batch.on_result(0, &key(2), 1, digest(1)),
@@ -169,7 +146,7 @@ fn placements_stay_bounded_under_churn() {
     let mut batch = Batch::new(1, config);
     for round in 0..200u8 {
         let w = worker(round, 1, 10);
-        assert_eq!(offers(&batch.schedule(&[w], u64::from(round))).len(), 1);
+        assert_eq!(offers_at(&batch.schedule(&[w], u64::from(round))).len(), 1);
         batch.on_peer_lost(&key(round));
     }
     let task = &batch.tasks()[0];
