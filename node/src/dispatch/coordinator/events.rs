@@ -258,23 +258,32 @@ impl<C: Clock> Coordinator<C> {
             .unwrap_or_default();
         let task = &job.batch.tasks()[index as usize];
         let record = &mut job.tasks[index as usize];
+        // Written again only when the result changed the task: a vote that
+        // does not settle a verified task leaves the record as just written.
+        let placed = placed_of(task);
+        let mut changed = record.attempts < task.attempts
+            || record.mismatch != task.mismatch
+            || record.placed != placed;
         record.attempts = record.attempts.max(task.attempts);
         record.mismatch = task.mismatch;
-        record.placed = placed_of(task);
+        record.placed = placed;
         match &task.state {
             TaskState::Done(winner) => {
                 record.state = TaskRunState::Done;
                 record.winner = record.runs.iter().position(|r| &r.peer == winner);
+                changed = true;
             }
             TaskState::Failed(why) => {
                 record.state = TaskRunState::Failed;
                 record.reason = Some(why.clone());
+                changed = true;
             }
             _ => {}
         }
-        if let Err(e) = self
-            .store
-            .put_record(Records::Tasks, &task_key(&id, index), &*record)
+        if changed
+            && let Err(e) = self
+                .store
+                .put_record(Records::Tasks, &task_key(&id, index), &*record)
         {
             // The run itself is written (above); a restart replays it.
             tracing::warn!("cannot store the state of task {index} of {id}: {e:#}");
