@@ -10,8 +10,8 @@ use corral_protocol::codec;
 use corral_protocol::envelope::Signed;
 use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::manifest::JobManifest;
-use corral_scheduler::batch::{Batch, BatchConfig};
 
+use super::job::batch_of;
 use super::records::{JobRecord, JobState, TaskRecord, TaskRunState};
 use super::report::report_of;
 use super::{Coordinator, Job};
@@ -44,14 +44,7 @@ impl Archive {
             "job record key does not match its manifest"
         );
         let count = manifest.task_count();
-        let mut batch = Batch::new(
-            count,
-            BatchConfig {
-                redundancy: record.verify.max(1),
-                ..BatchConfig::default()
-            },
-        );
-        batch.set_hard_lease(manifest.limits.timeout_ms);
+        let mut batch = batch_of(&manifest, record.verify.max(1));
         let mut tasks = vec![
             TaskRecord {
                 state: TaskRunState::Queued,

@@ -211,31 +211,35 @@ impl<C: Clock> Coordinator<C> {
         let run = RunRecord {
             peer: from,
             name: name.to_string(),
-            arch: receipt.arch.clone(),
+            arch: receipt.arch,
             engine: receipt.engine,
             attempt: receipt.attempt,
-            status: receipt.status.clone(),
+            status: receipt.status,
             duration_ms: receipt.duration_ms,
             stdout,
             stderr,
             truncated: receipt.stdout.truncated || receipt.stderr.truncated,
-            files: receipt.files.clone(),
+            files: receipt.files,
             digest,
         };
-        let Some(record) = job.tasks.get(index as usize) else {
+        let Some(record) = job.tasks.get_mut(index as usize) else {
             return Ok(Vec::new());
         };
         // The run first, as the task stood: a restart replays the runs of
-        // a task that is not finished, so this alone loses nothing.
-        let mut provisional = record.clone();
-        provisional.runs.push(run.clone());
-        self.store
-            .put_record(Records::Tasks, &task_key(&id, index), &provisional)
-            .map_err(|e| ResultNotStored {
+        // a task that is not finished, so this alone loses nothing. A run
+        // that cannot be written is taken back out: nothing is counted.
+        record.runs.push(run);
+        if let Err(e) = self
+            .store
+            .put_record(Records::Tasks, &task_key(&id, index), &*record)
+        {
+            record.runs.pop();
+            return Err(ResultNotStored {
                 job: id,
                 index,
                 why: format!("{e:#}"),
-            })?;
+            });
+        }
         job.seq += 1;
         job.results_seen = job.results_seen.saturating_add(1);
         if receipt.duration_ms < SHORT_TASK_MS {
@@ -253,27 +257,33 @@ impl<C: Clock> Coordinator<C> {
             .on_result(index, &from, receipt.attempt, digest)
             .unwrap_or_default();
         let task = &job.batch.tasks()[index as usize];
-        let Some(record) = job.tasks.get_mut(index as usize) else {
-            return Ok(Vec::new());
-        };
-        record.runs.push(run);
+        let record = &mut job.tasks[index as usize];
+        // Written again only when the result changed the task: a vote that
+        // does not settle a verified task leaves the record as just written.
+        let placed = placed_of(task);
+        let mut changed = record.attempts < task.attempts
+            || record.mismatch != task.mismatch
+            || record.placed != placed;
         record.attempts = record.attempts.max(task.attempts);
         record.mismatch = task.mismatch;
-        record.placed = placed_of(task);
+        record.placed = placed;
         match &task.state {
             TaskState::Done(winner) => {
                 record.state = TaskRunState::Done;
                 record.winner = record.runs.iter().position(|r| &r.peer == winner);
+                changed = true;
             }
             TaskState::Failed(why) => {
                 record.state = TaskRunState::Failed;
                 record.reason = Some(why.clone());
+                changed = true;
             }
             _ => {}
         }
-        if let Err(e) = self
-            .store
-            .put_record(Records::Tasks, &task_key(&id, index), &*record)
+        if changed
+            && let Err(e) = self
+                .store
+                .put_record(Records::Tasks, &task_key(&id, index), &*record)
         {
             // The run itself is written (above); a restart replays it.
             tracing::warn!("cannot store the state of task {index} of {id}: {e:#}");

@@ -38,8 +38,9 @@ impl<C: Clock> Coordinator<C> {
                 let agrees = match task.state {
                     // Finished tasks are stored as they are.
                     TaskRunState::Done | TaskRunState::Failed => stored_state == Some(task.state),
-                    // Placements are stored only when they raise the
-                    // attempt count; a restart queues them again anyway.
+                    // An open task is stored as queued or running, or not
+                    // yet (a restart queues it again anyway); every offer
+                    // writes it, a release does not.
                     TaskRunState::Queued | TaskRunState::Running => !matches!(
                         stored_state,
                         Some(TaskRunState::Done | TaskRunState::Failed)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use corral_protocol::envelope::Signed;
 use corral_protocol::ids::PeerKey;
 use corral_protocol::manifest::JobManifest;
-use corral_scheduler::batch::Batch;
+use corral_scheduler::batch::{Batch, BatchConfig};
 
 use super::live::LiveRun;
 use super::records::{JobRecord, JobState, TaskRecord};
@@ -88,4 +88,19 @@ impl Job {
     pub(super) fn ahead(&self) -> u16 {
         corral_scheduler::ahead::ahead(self.results_seen, self.short_results, self.short_ms)
     }
+}
+
+/// The batch of a job's tasks: `redundancy` agreeing runs each, every run
+/// under the manifest's timeout as its hard lease (for a job submitted
+/// here and one restored from the store alike).
+pub(super) fn batch_of(manifest: &JobManifest, redundancy: u8) -> Batch {
+    let mut batch = Batch::new(
+        manifest.task_count(),
+        BatchConfig {
+            redundancy,
+            ..BatchConfig::default()
+        },
+    );
+    batch.set_hard_lease(manifest.limits.timeout_ms);
+    batch
 }

@@ -5,17 +5,14 @@
 use std::collections::BTreeMap;
 
 use corral_protocol::capacity::EngineSpeed;
-use corral_protocol::receipt::{Captured, EngineKind, TaskReceipt, TaskStatus};
+use corral_protocol::receipt::{EngineKind, TaskReceipt};
 
-use super::tests::{Fixture, candidate};
+use super::tests::{Fixture, candidate, receipt_of};
 use super::*;
 use crate::clock::{Clock, ManualClock};
-use crate::store::Store;
 
 fn coordinator(fx: &Fixture, clock: &ManualClock) -> Coordinator<ManualClock> {
-    let store = Store::open(fx.dir.path()).expect("store on a temporary dir");
-    let blobs = BlobStore::open(fx.dir.path()).expect("blob store on a temporary dir");
-    Coordinator::load_with_clock(clock.clone(), fx.me, fx.key.clone(), store, blobs)
+    fx.load_with(clock.clone())
 }
 
 fn peer(n: u8) -> PeerKey {
@@ -23,19 +20,7 @@ fn peer(n: u8) -> PeerKey {
 }
 
 fn receipt(job: JobId, index: u32, attempt: u32, worker: PeerKey, ms: u64) -> TaskReceipt {
-    TaskReceipt {
-        job,
-        index,
-        attempt,
-        worker,
-        status: TaskStatus::Exited { code: 0 },
-        stdout: Captured::new(index.to_le_bytes().to_vec(), false),
-        stderr: Captured::new(Vec::new(), false),
-        files: Vec::new(),
-        engine: EngineKind::Interp,
-        arch: "x86_64".into(),
-        duration_ms: ms,
-    }
+    receipt_of(job, index, attempt, worker, &index.to_le_bytes(), ms)
 }
 
 const STEP_MS: u64 = 500;

@@ -11,13 +11,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::messages::RejectReason;
-use corral_protocol::receipt::{Captured, EngineKind, TaskReceipt, TaskStatus};
+use corral_protocol::receipt::{TaskReceipt, TaskStatus};
 use proptest::prelude::*;
 
 use corral_scheduler::batch::TaskState;
 
 use super::records::{JobRecord, JobState, TaskRecord, TaskRunState};
-use super::tests::{Fixture, candidate};
+use super::tests::{Fixture, candidate, receipt_of};
 use super::{Action, Coordinator};
 use crate::blobs::BlobStore;
 use crate::clock::{Clock, ManualClock};
@@ -108,17 +108,8 @@ struct Offer {
 
 fn receipt(o: &Offer, exit: i32, out: u8) -> TaskReceipt {
     TaskReceipt {
-        job: o.job,
-        index: o.index,
-        attempt: o.attempt,
-        worker: o.peer,
         status: TaskStatus::Exited { code: exit },
-        stdout: Captured::new(vec![out], false),
-        stderr: Captured::new(Vec::new(), false),
-        files: Vec::new(),
-        engine: EngineKind::Interp,
-        arch: "x86_64".into(),
-        duration_ms: 5,
+        ..receipt_of(o.job, o.index, o.attempt, o.peer, &[out], 5)
     }
 }
 

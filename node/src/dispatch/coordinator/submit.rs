@@ -5,8 +5,8 @@ use corral_protocol::codec;
 use corral_protocol::envelope::Signed;
 use corral_protocol::ids::{JobId, Nonce};
 use corral_protocol::manifest::{InputSpec, JobManifest, MAX_LIFETIME_MS, TaskSet};
-use corral_scheduler::batch::{Batch, BatchConfig};
 
+use super::job::batch_of;
 use super::records::{JobRecord, JobState, TaskRecord, TaskRunState};
 use super::{Coordinator, Job};
 use crate::clock::Clock;
@@ -108,14 +108,7 @@ impl<C: Clock> Coordinator<C> {
             .put_record(Records::Jobs, job.as_bytes(), &record)
             .map_err(|e| ControlError::internal(format!("{e:#}")))?;
         let count = manifest.task_count();
-        let mut batch = Batch::new(
-            count,
-            BatchConfig {
-                redundancy: manifest.redundancy,
-                ..BatchConfig::default()
-            },
-        );
-        batch.set_hard_lease(manifest.limits.timeout_ms);
+        let batch = batch_of(&manifest, manifest.redundancy);
         self.jobs.insert(
             job,
             Job {

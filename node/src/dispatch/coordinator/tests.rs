@@ -4,7 +4,7 @@
 use corral_protocol::capacity::EngineSpeed;
 use corral_protocol::envelope::{peer_key, signing_key};
 use corral_protocol::manifest::{EngineReq, Limits};
-use corral_protocol::receipt::EngineKind;
+use corral_protocol::receipt::{Captured, EngineKind};
 use serde::{Deserialize, Serialize};
 
 use super::records::{JobState, TaskRunState};
@@ -40,9 +40,14 @@ impl Fixture {
     /// locks its files).
     pub(super) fn load(&self) -> Coordinator {
         // The system clock: the migration and expiry tests hand it dates.
+        self.load_with(SystemClock)
+    }
+
+    /// As [`Fixture::load`], reading time from `clock`.
+    pub(super) fn load_with<C: Clock>(&self, clock: C) -> Coordinator<C> {
         let store = Store::open(self.dir.path()).expect("store on a temporary dir");
         let blobs = BlobStore::open(self.dir.path()).expect("blob store on a temporary dir");
-        Coordinator::load(self.me, self.key.clone(), store, blobs)
+        Coordinator::load_with_clock(clock, self.me, self.key.clone(), store, blobs)
     }
 
     pub(super) fn spec(&self, tasks: u32, verify: u8) -> SubmitSpec {
@@ -60,6 +65,31 @@ impl Fixture {
             stdin: None,
             output: true,
         }
+    }
+}
+
+/// A receipt of task `index` of `job` at `attempt` from `worker`: exited
+/// 0, printing `stdout`, after `duration_ms`.
+pub(super) fn receipt_of(
+    job: JobId,
+    index: u32,
+    attempt: u32,
+    worker: PeerKey,
+    stdout: &[u8],
+    duration_ms: u64,
+) -> TaskReceipt {
+    TaskReceipt {
+        job,
+        index,
+        attempt,
+        worker,
+        status: TaskStatus::Exited { code: 0 },
+        stdout: Captured::new(stdout.to_vec(), false),
+        stderr: Captured::new(Vec::new(), false),
+        files: Vec::new(),
+        engine: EngineKind::Interp,
+        arch: "x86_64".into(),
+        duration_ms,
     }
 }
 
@@ -243,7 +273,6 @@ fn control_errors_carry_their_code() {
 
 #[test]
 fn a_restarted_coordinator_keeps_the_votes_of_a_verified_task() {
-    use corral_protocol::receipt::Captured;
     let fx = Fixture::new();
     let now = crate::clock::now_ms();
     let store = Store::open(fx.dir.path()).expect("store on a temporary dir");
@@ -256,19 +285,7 @@ fn a_restarted_coordinator_keeps_the_votes_of_a_verified_task() {
     let Some(Action::Offer { attempt, .. }) = actions.first() else {
         panic!("an offer to a: {actions:?}");
     };
-    let receipt = TaskReceipt {
-        job: id,
-        index: 0,
-        attempt: *attempt,
-        worker: a,
-        status: TaskStatus::Exited { code: 0 },
-        stdout: Captured::new(b"42".to_vec(), false),
-        stderr: Captured::new(Vec::new(), false),
-        files: Vec::new(),
-        engine: EngineKind::Interp,
-        arch: "x86_64".into(),
-        duration_ms: 5,
-    };
+    let receipt = receipt_of(id, 0, *attempt, a, b"42", 5);
     c.on_result(a, "a", receipt.clone()).expect("stored");
     assert_eq!(c.jobs[&id].tasks[0].runs.len(), 1);
     drop(c);

@@ -7,11 +7,11 @@ use corral_protocol::envelope::{Signed, SigningKey, peer_key, signing_key};
 use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::messages::RejectReason;
-use corral_protocol::receipt::{Captured, EngineKind, TaskReceipt, TaskStatus};
+use corral_protocol::receipt::TaskReceipt;
 use corral_scheduler::batch::TaskState;
 
 use super::super::records::{JobState, TaskRunState};
-use super::super::tests::{Fixture, candidate};
+use super::super::tests::{Fixture, candidate, receipt_of};
 use super::super::{Action, Coordinator};
 use super::UNPLACED_COOLDOWN_MS;
 
@@ -30,20 +30,7 @@ fn receipt(
     attempt: u32,
     out: &[u8],
 ) -> Signed<TaskReceipt> {
-    let receipt = TaskReceipt {
-        job,
-        index,
-        attempt,
-        worker: peer_key(key),
-        status: TaskStatus::Exited { code: 0 },
-        stdout: Captured::new(out.to_vec(), false),
-        stderr: Captured::new(Vec::new(), false),
-        files: Vec::new(),
-        engine: EngineKind::Interp,
-        arch: "x86_64".into(),
-        duration_ms: 5,
-    };
-    Signed::sign(&receipt, key)
+    Signed::sign(&receipt_of(job, index, attempt, peer_key(key), out, 5), key)
 }
 
 /// Sends `signed` from `from` as the daemon does: checked first, taken
@@ -336,22 +323,8 @@ fn forged_kept(verify: u8) -> (usize, usize, JobState) {
     let peers: Vec<PeerKey> = keys.iter().map(peer_key).collect();
     let rogue = |p: &PeerKey| peers[3..].contains(p);
     let cands: Vec<_> = peers.iter().map(|p| candidate(*p)).collect();
-    let sign = |n: usize, index: u32, attempt: u32, out: &[u8]| {
-        let receipt = TaskReceipt {
-            job: id,
-            index,
-            attempt,
-            worker: peers[n],
-            status: TaskStatus::Exited { code: 0 },
-            stdout: Captured::new(out.to_vec(), false),
-            stderr: Captured::new(Vec::new(), false),
-            files: Vec::new(),
-            engine: EngineKind::Interp,
-            arch: "x86_64".into(),
-            duration_ms: 5,
-        };
-        Signed::sign(&receipt, &keys[n])
-    };
+    let sign =
+        |n: usize, index: u32, attempt: u32, out: &[u8]| receipt(&keys[n], id, index, attempt, out);
     for round in 0..200u64 {
         if c.progress(&id).is_some_and(|(_, live)| !live) {
             break;
@@ -371,22 +344,15 @@ fn forged_kept(verify: u8) -> (usize, usize, JobState) {
             let n = peers.iter().position(|p| *p == peer).expect("a device");
             for task in 0..12u32 {
                 for attempt in 1..=3u32 {
-                    for wanted in c.wants_results(&peer, &[sign(n, task, attempt, b"FORGED")]) {
-                        if let Ok(Some(r)) = wanted {
-                            c.on_result(peer, "rogue", r).expect("stored");
-                        }
-                    }
+                    // Refused (an error) or not wanted: nothing counted.
+                    let _ = deliver(&mut c, peer, sign(n, task, attempt, b"FORGED"));
                 }
             }
         }
         // The honest devices run their tasks.
         for &(index, peer, attempt) in offers.iter().filter(|(_, p, _)| !rogue(p)) {
             let n = peers.iter().position(|p| *p == peer).expect("a device");
-            for wanted in c.wants_results(&peer, &[sign(n, index, attempt, b"42")]) {
-                if let Ok(Some(r)) = wanted {
-                    c.on_result(peer, "honest", r).expect("stored");
-                }
-            }
+            let _ = deliver(&mut c, peer, sign(n, index, attempt, b"42"));
         }
     }
     let job = &c.jobs[&id];
