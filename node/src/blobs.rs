@@ -11,6 +11,7 @@
 mod intact;
 mod sweep;
 
+pub use intact::hash_file;
 pub use sweep::{RECENT, Swept, needed_by};
 #[cfg(test)]
 mod tests;
@@ -162,7 +163,7 @@ impl BlobStore {
         self.has(hash)
             && self
                 .first_use(hash, |path| {
-                    intact::hash_file(path).map(|(got, len)| (got, len, ()))
+                    hash_file(path).map(|(got, len)| (got, len, ()))
                 })
                 .is_some()
     }
@@ -174,7 +175,7 @@ impl BlobStore {
     fn first_use<T>(
         &self,
         hash: &ContentHash,
-        take: impl FnOnce(&Path) -> std::io::Result<(ContentHash, u64, T)>,
+        take: impl FnOnce(&Path) -> anyhow::Result<(ContentHash, u64, T)>,
     ) -> Option<T> {
         let path = self.path(hash);
         match take(&path) {
@@ -188,7 +189,7 @@ impl BlobStore {
                 None
             }
             Err(e) => {
-                tracing::warn!("blob {} cannot be read: {e}", hash.short());
+                tracing::warn!("blob {} cannot be read: {e:#}", hash.short());
                 None
             }
         }
