@@ -11,6 +11,7 @@
 mod intact;
 mod sweep;
 
+pub use intact::hash_file;
 pub use sweep::{RECENT, Swept, needed_by};
 #[cfg(test)]
 mod tests;
@@ -159,23 +160,37 @@ impl BlobStore {
         if self.known_intact(hash) {
             return true;
         }
-        if !self.has(hash) {
-            return false;
-        }
+        self.has(hash)
+            && self
+                .first_use(hash, |path| {
+                    hash_file(path).map(|(got, len)| (got, len, ()))
+                })
+                .is_some()
+    }
+
+    /// Checks a blob this process has not found intact yet, its bytes
+    /// taken by `take` (their hash, their length and what the caller
+    /// keeps): the verdict kept and the blob marked used, or a corrupt
+    /// blob removed (`None`).
+    fn first_use<T>(
+        &self,
+        hash: &ContentHash,
+        take: impl FnOnce(&Path) -> anyhow::Result<(ContentHash, u64, T)>,
+    ) -> Option<T> {
         let path = self.path(hash);
-        match intact::hash_file(&path) {
-            Ok((got, len)) if got == *hash => {
+        match take(&path) {
+            Ok((got, len, kept)) if got == *hash => {
                 self.verdicts.intact(*hash, len);
                 intact::touch(&path);
-                true
+                Some(kept)
             }
-            Ok((got, _)) => {
+            Ok((got, _, _)) => {
                 self.discard(hash, &format!("its bytes hash to {}", got.short()));
-                false
+                None
             }
             Err(e) => {
-                tracing::warn!("blob {} cannot be read: {e}", hash.short());
-                false
+                tracing::warn!("blob {} cannot be read: {e:#}", hash.short());
+                None
             }
         }
     }
@@ -259,7 +274,8 @@ impl BlobStore {
         Ok((hash, len))
     }
 
-    /// Reads a whole blob of at most `limit` bytes (checked intact first).
+    /// Reads a whole blob of at most `limit` bytes (checked intact: hashed
+    /// as it is read, the first time this process uses it).
     pub fn read(&self, hash: &ContentHash, limit: u64) -> anyhow::Result<Vec<u8>> {
         let path = self.path(hash);
         let size = self
@@ -268,8 +284,14 @@ impl BlobStore {
         if size > limit {
             anyhow::bail!("blob {} is {size} bytes; at most {limit}", hash.short());
         }
-        if !self.is_intact(hash) {
-            anyhow::bail!("blob {} is not here (it was corrupt)", hash.short());
+        if !self.known_intact(hash) {
+            // Its first use here: read once, hashed as read.
+            return self
+                .first_use(hash, |path| {
+                    let bytes = std::fs::read(path)?;
+                    Ok((ContentHash::of(&bytes), bytes.len() as u64, bytes))
+                })
+                .with_context(|| format!("blob {} is not here (it was corrupt)", hash.short()));
         }
         std::fs::read(&path).with_context(|| format!("cannot read blob {}", hash.short()))
     }

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use anyhow::Context;
 use corral_protocol::hash::{ContentHash, ContentHasher};
 
 /// Most verdicts remembered (a blob forgotten is hashed again on its next
@@ -89,14 +90,17 @@ pub(super) fn plausible(verdicts: &Verdicts, hash: &ContentHash, len: u64) -> bo
     }
 }
 
-/// Hashes the file at `path`; its hash and length.
-pub(super) fn hash_file(path: &Path) -> std::io::Result<(ContentHash, u64)> {
-    let mut file = File::open(path)?;
+/// Hashes the file at `path` without reading it into memory at once; its
+/// hash and length.
+pub fn hash_file(path: &Path) -> anyhow::Result<(ContentHash, u64)> {
+    let mut file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut hasher = ContentHasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut len = 0u64;
     loop {
-        let n = file.read(&mut buf)?;
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         if n == 0 {
             break;
         }

@@ -53,6 +53,26 @@ struct Entry {
     frees: u64,
 }
 
+impl Entry {
+    /// The entry of `file`, named for `hash` (`None` unless it is a
+    /// regular file), counted in `inodes`.
+    fn file(
+        file: &std::fs::DirEntry,
+        kind: Kind,
+        hash: ContentHash,
+        inodes: &mut Inodes,
+    ) -> Option<Self> {
+        let meta = file.metadata().ok().filter(|meta| meta.is_file())?;
+        Some(Self {
+            path: file.path(),
+            kind,
+            hash,
+            used: last_used(&meta),
+            frees: inodes.count(&meta),
+        })
+    }
+}
+
 /// Every file's size once (hard links share their bytes: a read-only tree
 /// is made of links to blobs).
 #[derive(Default)]
@@ -99,16 +119,7 @@ impl BlobStore {
             entries.extend(compiled_entries(dir, &mut inodes));
         }
         // Counted, never removed: work dirs and blobs being received.
-        for file in walkdir::WalkDir::new(self.tmp_dir())
-            .into_iter()
-            .filter_map(Result::ok)
-        {
-            if file.file_type().is_file()
-                && let Ok(meta) = file.metadata()
-            {
-                inodes.count(&meta);
-            }
-        }
+        count_files(&self.tmp_dir(), &mut inodes);
         let before = inodes.total();
         let mut held = before;
         let mut removed = 0;
@@ -155,21 +166,9 @@ impl BlobStore {
                 continue;
             }
             for blob in read_dir(&shard.path()) {
-                let Ok(hash) = blob.file_name().to_string_lossy().parse::<ContentHash>() else {
-                    continue;
-                };
-                let Ok(meta) = blob.metadata() else { continue };
-                if !meta.is_file() {
-                    continue;
+                if let Ok(hash) = blob.file_name().to_string_lossy().parse::<ContentHash>() {
+                    out.extend(Entry::file(&blob, Kind::Blob, hash, inodes));
                 }
-                let frees = inodes.count(&meta);
-                out.push(Entry {
-                    path: blob.path(),
-                    kind: Kind::Blob,
-                    hash,
-                    used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                    frees,
-                });
             }
         }
         out
@@ -183,23 +182,12 @@ impl BlobStore {
                 continue;
             };
             let Ok(meta) = tree.metadata() else { continue };
-            let mut frees = 0;
-            for file in walkdir::WalkDir::new(tree.path())
-                .into_iter()
-                .filter_map(Result::ok)
-            {
-                if file.file_type().is_file()
-                    && let Ok(meta) = file.metadata()
-                {
-                    frees += inodes.count(&meta);
-                }
-            }
             out.push(Entry {
                 path: tree.path(),
                 kind: Kind::Tree,
                 hash,
-                used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                frees,
+                used: last_used(&meta),
+                frees: count_files(&tree.path(), inodes),
             });
         }
         out
@@ -218,20 +206,25 @@ fn compiled_entries(dir: &Path, inodes: &mut Inodes) -> Vec<Entry> {
         else {
             continue;
         };
-        let Ok(meta) = file.metadata() else { continue };
-        if !meta.is_file() {
-            continue;
-        }
-        let frees = inodes.count(&meta);
-        out.push(Entry {
-            path: file.path(),
-            kind: Kind::Compiled,
-            hash,
-            used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            frees,
-        });
+        out.extend(Entry::file(&file, Kind::Compiled, hash, inodes));
     }
     out
+}
+
+/// Counts every file under `dir` (walked); the bytes removing them frees.
+fn count_files(dir: &Path, inodes: &mut Inodes) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|file| file.file_type().is_file())
+        .filter_map(|file| file.metadata().ok())
+        .map(|meta| inodes.count(&meta))
+        .sum()
+}
+
+/// When an entry was last used: its modification time.
+fn last_used(meta: &std::fs::Metadata) -> SystemTime {
+    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// The entries of `dir` (none if it cannot be read).

@@ -4,13 +4,13 @@
 //! task created or changed brought back under `OUT/<task>/files/`.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use corral_protocol::hash::{ContentHash, ContentHasher};
+use corral_protocol::hash::ContentHash;
 
 use super::report::{FileReport, JobReport};
+use crate::blobs::hash_file;
 use crate::usage::UsageError;
 
 /// Most files and bytes in one `--dir` tree: what is copied per task must stay
@@ -121,26 +121,6 @@ impl OutDir {
             .context("cannot write job.json")?;
         Ok(())
     }
-}
-
-/// Hashes a file without reading it into memory at once.
-pub fn hash_file(path: &Path) -> anyhow::Result<(ContentHash, u64)> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut hasher = ContentHasher::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        hasher.update(&buf[..n]);
-    }
-    Ok((hasher.finish(), size))
 }
 
 /// The files of a `--dir …:rw` tree as shipped, to tell what a task changed.
