@@ -147,7 +147,37 @@ impl WireMessage for TaskRequest {
         } + FRAME_SLACK;
 
     /// Each variant's own bound (DESIGN §7: a size limit per message kind),
-    /// chosen by its index, the body's first byte:
+    /// chosen by its index, the body's first byte ([`RequestVariant`]).
+    fn max_frame_bytes(body: &[u8]) -> usize {
+        // A one-byte index (postcard's varint): a byte with its high bit
+        // set names no variant.
+        match body.get(..1).map(postcard::from_bytes::<RequestVariant>) {
+            Some(Ok(variant)) => variant.max_frame_bytes(),
+            // Not a variant: the header and the byte, which do not decode.
+            _ => 3,
+        }
+    }
+}
+
+/// The variants of [`TaskRequest`] without their fields, in the same
+/// order, so that one decodes from a frame's variant index: each with its
+/// own frame bound, by name rather than by number. (Its tests map every
+/// [`TaskRequest`] onto it exhaustively, so a new request cannot go
+/// without a bound.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+enum RequestVariant {
+    Offer,
+    Cancel,
+    Result,
+    HandBack,
+    Offers,
+    Results,
+    Output,
+    Alive,
+}
+
+impl RequestVariant {
+    /// Most bytes of a frame of this variant:
     /// - an offer (one task or a batch) carries the signed manifest; the
     ///   module is fetched apart by hash, so the manifest is the bulk:
     ///   [`MAX_MANIFEST_BYTES`] (a million inputs);
@@ -157,18 +187,16 @@ impl WireMessage for TaskRequest {
     /// - live output is two chunks of [`MAX_LIVE_CHUNK`];
     /// - a cancel or hand-back is a job id and two small numbers;
     /// - a heartbeat is a job id and up to [`MAX_BATCH`] task references.
-    fn max_frame_bytes(body: &[u8]) -> usize {
+    fn max_frame_bytes(self) -> usize {
         let batch_refs = MAX_BATCH * 2 * 5;
-        match body.first() {
-            Some(0) => 2 + MAX_MANIFEST_BYTES + FRAME_SLACK,
-            Some(4) => 2 + MAX_MANIFEST_BYTES + FRAME_SLACK + batch_refs,
-            Some(2) => 2 + MAX_RECEIPT_BYTES + FRAME_SLACK,
-            Some(5) => 2 + MAX_BATCH_RECEIPT_BYTES + 4 * FRAME_SLACK,
-            Some(6) => 2 + 2 * MAX_LIVE_CHUNK + FRAME_SLACK,
-            Some(1 | 3) => 2 + FRAME_SLACK,
-            Some(7) => 2 + FRAME_SLACK + batch_refs,
-            // Not a variant: the header and the byte, which do not decode.
-            _ => 3,
+        match self {
+            RequestVariant::Offer => 2 + MAX_MANIFEST_BYTES + FRAME_SLACK,
+            RequestVariant::Offers => 2 + MAX_MANIFEST_BYTES + FRAME_SLACK + batch_refs,
+            RequestVariant::Result => 2 + MAX_RECEIPT_BYTES + FRAME_SLACK,
+            RequestVariant::Results => 2 + MAX_BATCH_RECEIPT_BYTES + 4 * FRAME_SLACK,
+            RequestVariant::Output => 2 + 2 * MAX_LIVE_CHUNK + FRAME_SLACK,
+            RequestVariant::Cancel | RequestVariant::HandBack => 2 + FRAME_SLACK,
+            RequestVariant::Alive => 2 + FRAME_SLACK + batch_refs,
         }
     }
 }

@@ -82,7 +82,7 @@ pub(super) async fn run(node: &mut Node, mut inputs: Inputs) -> anyhow::Result<(
                     node.on_change(change);
                 }
             }
-            _ = redial_timer.tick() => node.dialer.redial(&mut node.swarm),
+            _ = redial_timer.tick() => node.dialer.pump(&mut node.swarm),
             _ = sweep_timer.tick() => node.sweep_cache(),
             _ = schedule_timer.tick() => node.dirty |= node.coord.has_live_jobs(),
             _ = tokio::time::sleep_until(watch_deadline), if !node.watchers.is_empty() => {}

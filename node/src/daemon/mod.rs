@@ -164,7 +164,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         leaving: None,
         sweeping: Default::default(),
     };
-    node.dialer.dial_bootstrap(&mut node.swarm);
+    node.dialer.pump(&mut node.swarm);
     tracing::info!(peer = %node.peer_id, name = %node.name, mesh = %node.mesh, "corral is up");
 
     let inputs = Inputs {

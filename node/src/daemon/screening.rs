@@ -93,16 +93,8 @@ impl Node {
     ) -> Result<Arc<JobManifest>, RejectReason> {
         let store = &self.store;
         let trusted = |k: &PeerKey| store.is_trusted(k).unwrap_or(false);
-        let screened = self
-            .worker
-            .screen(self.me, signed, &self.gate_now(&trusted));
-        match screened {
-            Screened::Refused(reason) => Err(reason),
-            Screened::Known(manifest) => Ok(manifest),
-            Screened::Verify => self
-                .worker
-                .on_verified(signed, verify_manifest(signed, now_ms())),
-        }
+        let gate = self.gate_now(&trusted);
+        self.worker.screen_and_verify(self.me, signed, &gate)
     }
 
     /// A manifest verified off the loop: its tasks are judged now.

@@ -135,17 +135,9 @@ impl<C: Clock> Dialer<C> {
         }
     }
 
-    /// Dials the `--peer` addresses at start (and anything else due).
-    pub fn dial_bootstrap<B: NetworkBehaviour>(&mut self, swarm: &mut Swarm<B>) {
-        self.pump(swarm);
-    }
-
-    /// Starts the dials that are due, as many as the cap allows.
-    pub fn redial<B: NetworkBehaviour>(&mut self, swarm: &mut Swarm<B>) {
-        self.pump(swarm);
-    }
-
-    /// Starts the dials that are due on `swarm`, as many as the cap allows.
+    /// Starts the dials that are due on `swarm`, as many as the cap allows:
+    /// the `--peer` addresses at start, then redials on a timer and after
+    /// each outcome.
     pub fn pump<B: NetworkBehaviour>(&mut self, swarm: &mut Swarm<B>) {
         let connected: HashSet<PeerId> = swarm.connected_peers().copied().collect();
         for opts in self.due(|p| connected.contains(p), !connected.is_empty()) {

@@ -229,3 +229,55 @@ fn a_small_request_variant_cannot_bring_a_large_frame() {
     assert!(TaskRequest::max_frame_bytes(&[4]) > MAX_MANIFEST_BYTES);
     assert!(TaskRequest::max_frame_bytes(&[2]) > MAX_RECEIPT_BYTES);
 }
+
+/// Which [`RequestVariant`] a request is: exhaustive, so a new request
+/// does not compile without one (and with it, a frame bound).
+fn variant_of(request: &TaskRequest) -> RequestVariant {
+    match request {
+        TaskRequest::Offer { .. } => RequestVariant::Offer,
+        TaskRequest::Cancel { .. } => RequestVariant::Cancel,
+        TaskRequest::Result(_) => RequestVariant::Result,
+        TaskRequest::HandBack { .. } => RequestVariant::HandBack,
+        TaskRequest::Offers { .. } => RequestVariant::Offers,
+        TaskRequest::Results(_) => RequestVariant::Results,
+        TaskRequest::Output { .. } => RequestVariant::Output,
+        TaskRequest::Alive { .. } => RequestVariant::Alive,
+    }
+}
+
+#[test]
+fn every_request_is_bounded_by_its_own_variant() {
+    let key = crate::envelope::signing_key(&[5; 32]);
+    let manifest = Signed::sign(
+        &crate::manifest::tests::sample(crate::envelope::peer_key(&key)),
+        &key,
+    );
+    let mut requests = largest_small_requests();
+    requests.push(TaskRequest::Offer {
+        manifest: manifest.clone(),
+        index: 0,
+        attempt: 1,
+    });
+    requests.push(TaskRequest::Offers {
+        manifest,
+        tasks: vec![TaskRef {
+            index: 0,
+            attempt: 1,
+        }],
+    });
+    let mut seen = Vec::new();
+    for request in &requests {
+        let frame = crate::codec::encode(request);
+        let variant: RequestVariant =
+            postcard::from_bytes(&frame[2..3]).expect("the index names a variant");
+        assert_eq!(variant, variant_of(request), "{request:?}");
+        assert_eq!(
+            TaskRequest::max_frame_bytes(&frame[2..]),
+            variant.max_frame_bytes()
+        );
+        seen.push(variant);
+    }
+    seen.sort_by_key(|v| *v as u8);
+    seen.dedup();
+    assert_eq!(seen.len(), 8, "an example of every request");
+}

@@ -21,8 +21,8 @@ use crate::runtime::MAX_MODULE_BYTES;
 /// Most (job, task, attempt) offers remembered to refuse replays.
 pub(super) const MAX_SEEN: usize = 200_000;
 /// Most verified signatures remembered to skip re-verifying every offer of
-/// a job (each a signature, a key, a digest and a weak reference: about
-/// 200 bytes).
+/// a job (each a signature, a digest and a weak reference: about 150
+/// bytes).
 pub(super) const MAX_VERIFIED: usize = 1024;
 /// Largest manifest whose digest is checked on the event loop when its
 /// signature is known (hashing it costs less than the hop to a blocking
@@ -127,8 +127,8 @@ pub(super) struct Admission {
     max_memory: Option<u64>,
     seen: HashSet<(JobId, u32, u32)>,
     seen_order: VecDeque<(JobId, u32, u32)>,
-    /// By signature: its signer, the digest of the payload it signed and
-    /// the manifest, as long as a task holds it (not the manifest itself:
+    /// By signature: the digest of the payload it signed and the manifest
+    /// (whose submitter is its signer), as long as a task holds it (not the manifest itself:
     /// one with a million inputs is megabytes, and an offer refused leaves
     /// nothing behind).
     verified: HashMap<[u8; 64], Verified>,
@@ -139,7 +139,6 @@ pub(super) struct Admission {
 
 /// A signature that held.
 struct Verified {
-    signer: PeerKey,
     digest: ContentHash,
     manifest: Weak<JobManifest>,
 }
@@ -213,10 +212,10 @@ impl Admission {
         let known = self
             .verified
             .get(signed.signature())
-            .filter(|v| &v.signer == signed.signer())
             .filter(|_| signed.payload_bytes().len() <= DIGEST_ON_LOOP_BYTES)
             .filter(|v| v.digest == ContentHash::of(signed.payload_bytes()))
-            .and_then(|v| v.manifest.upgrade());
+            .and_then(|v| v.manifest.upgrade())
+            .filter(|manifest| &manifest.submitter == signed.signer());
         Ok(known)
     }
 
@@ -237,7 +236,6 @@ impl Admission {
         self.verified.insert(
             *signed.signature(),
             Verified {
-                signer: *signed.signer(),
                 digest,
                 manifest: Arc::downgrade(manifest),
             },

@@ -164,6 +164,22 @@ impl Worker {
         Ok(manifest)
     }
 
+    /// Screens an offer's manifest ([`Worker::screen`]) and, if it must
+    /// be, verifies it here rather than off the loop: for a manifest no
+    /// peer can make this node verify (its own job's), and for tests.
+    pub fn screen_and_verify(
+        &mut self,
+        from: PeerKey,
+        signed: &Signed<JobManifest>,
+        gate: &Gate<'_>,
+    ) -> Result<Arc<JobManifest>, RejectReason> {
+        match self.screen(from, signed, gate) {
+            Screened::Refused(reason) => Err(reason),
+            Screened::Known(manifest) => Ok(manifest),
+            Screened::Verify => self.on_verified(signed, verify_manifest(signed, gate.now_ms)),
+        }
+    }
+
     /// Judges an offer from `from`, verifying its manifest here: what the
     /// event loop does in three steps ([`Worker::screen`],
     /// [`verify_manifest`] off the loop, [`Worker::on_offer_checked`]).
@@ -176,11 +192,7 @@ impl Worker {
         attempt: u32,
         gate: &Gate<'_>,
     ) -> Result<(), RejectReason> {
-        let manifest = match self.screen(from, signed, gate) {
-            Screened::Refused(reason) => return Err(reason),
-            Screened::Known(manifest) => manifest,
-            Screened::Verify => self.on_verified(signed, verify_manifest(signed, gate.now_ms))?,
-        };
+        let manifest = self.screen_and_verify(from, signed, gate)?;
         self.on_offer_checked(from, manifest, index, attempt, gate)
     }
 
