@@ -5,9 +5,11 @@
 use std::time::Duration;
 
 use libp2p::Swarm;
+use libp2p::gossipsub::{self, IdentTopic};
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
 
+use super::CAPACITY_TOPIC;
 use super::behaviour::Behaviour;
 use super::transport;
 use crate::identity::NodeKey;
@@ -42,4 +44,14 @@ pub fn build_with<B: NetworkBehaviour>(
         })
         .build();
     Ok(swarm)
+}
+
+/// Subscribes `gossipsub` to the capacity adverts ([`CAPACITY_TOPIC`]) and
+/// returns the topic to publish them on.
+pub fn subscribe_capacity(gossipsub: &mut gossipsub::Behaviour) -> anyhow::Result<IdentTopic> {
+    let topic = IdentTopic::new(CAPACITY_TOPIC);
+    gossipsub
+        .subscribe(&topic)
+        .map_err(|e| anyhow::anyhow!("cannot subscribe to {CAPACITY_TOPIC}: {e}"))?;
+    Ok(topic)
 }
