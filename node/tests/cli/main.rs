@@ -92,6 +92,20 @@ impl Sandbox {
         );
     }
 
+    /// Data dirs `a` and `b` of [`Self::mesh_of_two`] (`laptop`, `desk`) up:
+    /// `a` a coordinator that runs nothing itself, `b` a worker with one
+    /// slot and the `extra` flags, dialling `a`.
+    pub fn pair(&self, extra: &[&str]) -> (Child, Child) {
+        self.mesh_of_two("laptop", "desk");
+        let a = self.daemon("a", &["--share", "never"], &[], &[]);
+        let addr = self.address("a");
+        let mut flags = vec!["--slots", "1"];
+        flags.extend(extra);
+        flags.extend(["--peer", addr.as_str()]);
+        let b = self.daemon("b", &["--share", "always"], &flags, &[]);
+        (a, b)
+    }
+
     /// `corral ARGS` as the sandbox runs it (its default data dir, no
     /// RUST_LOG, in the sandbox), for a caller that sets up its stdio.
     pub fn command(&self, args: &[&str]) -> Command {
