@@ -58,8 +58,6 @@ impl Sandbox {
             .to_string()
     }
 
-    /// Data dir `a` starts a mesh as `a_name`; `b` joins it by invite as
-    /// `b_name` (trusting `a` as a submitter).
     /// `corral run testkit --detach ARGS` through daemon `a`: the job's id.
     pub fn detach(&self, args: &[&str]) -> String {
         let tk = module("testkit");
@@ -80,14 +78,26 @@ impl Sandbox {
         .unwrap_or_default()
     }
 
-    pub fn mesh_of_two(&self, a_name: &str, b_name: &str) {
+    /// Data dir `a` starts a mesh as `name`: the token of `corral invite
+    /// ARGS`.
+    pub fn mesh_and_token(&self, name: &str, args: &[&str]) -> String {
         assert_code(
-            &self.corral(&["--data-dir", "a", "init", "--name", a_name]),
+            &self.corral(&["--data-dir", "a", "init", "--name", name]),
             0,
         );
-        let token = text(&self.corral(&["--data-dir", "a", "invite"]).stdout);
+        let mut full = vec!["--data-dir", "a", "invite"];
+        full.extend(args);
+        let invite = self.corral(&full);
+        assert_code(&invite, 0);
+        text(&invite.stdout).trim().to_string()
+    }
+
+    /// Data dir `a` starts a mesh as `a_name`; `b` joins it by invite as
+    /// `b_name` (trusting `a` as a submitter).
+    pub fn mesh_of_two(&self, a_name: &str, b_name: &str) {
+        let token = self.mesh_and_token(a_name, &[]);
         assert_code(
-            &self.corral(&["--data-dir", "b", "join", token.trim(), "--name", b_name]),
+            &self.corral(&["--data-dir", "b", "join", &token, "--name", b_name]),
             0,
         );
     }
