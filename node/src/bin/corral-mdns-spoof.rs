@@ -16,9 +16,9 @@ use std::net::{Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use corral_node::net::discovery::{SERVICE_TYPE, txt_properties};
 use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
 
-const SERVICE_TYPE: &str = "_corral._tcp.local.";
 const MDNS_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
 
 /// What to do, from the command line.
@@ -153,11 +153,7 @@ fn flood(
             .to_peer_id();
         let instance = format!("spoof{i}");
         let host = format!("spoof{i}.local.");
-        let properties = [
-            ("peer", peer.to_base58()),
-            ("mesh", mesh.to_string()),
-            ("v", "1".to_string()),
-        ];
+        let properties = txt_properties(&peer, mesh);
         let info = ServiceInfo::new(
             SERVICE_TYPE,
             &instance,

@@ -28,7 +28,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use corral_scheduler::view::{PeerView, ViewConfig};
-use libp2p::gossipsub::IdentTopic;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::blobs::BlobStore;
@@ -39,7 +38,6 @@ use crate::dispatch::coordinator::Coordinator;
 use crate::dispatch::worker::{Worker, WorkerCtx, events_capacity};
 use crate::dispatch::{FetchLocks, NetHandle};
 use crate::identity;
-use crate::net::CAPACITY_TOPIC;
 use crate::net::dialer::Dialer;
 use crate::net::discovery::Found;
 use crate::store::Store;
@@ -64,12 +62,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
     server::serve(&config.data_dir, calls_tx)?;
 
     let mut swarm = crate::net::swarm::build(&key, psk)?;
-    let topic = IdentTopic::new(CAPACITY_TOPIC);
-    swarm
-        .behaviour_mut()
-        .gossipsub
-        .subscribe(&topic)
-        .map_err(|e| anyhow::anyhow!("cannot subscribe to {CAPACITY_TOPIC}: {e}"))?;
+    let topic = crate::net::swarm::subscribe_capacity(&mut swarm.behaviour_mut().gossipsub)?;
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())

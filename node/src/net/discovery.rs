@@ -77,11 +77,7 @@ impl Discovery {
             .collect();
         let instance = format!("{label}-{short}");
         let host = format!("{instance}.local.");
-        let properties = [
-            ("peer", me.to_base58()),
-            ("mesh", mesh.to_string()),
-            ("v", "1".to_string()),
-        ];
+        let properties = txt_properties(&me, mesh);
         let info = ServiceInfo::new(SERVICE_TYPE, &instance, &host, "", port, &properties[..])
             .map_err(|e| anyhow::anyhow!("mDNS service: {e}"))?
             .enable_addr_auto();
@@ -168,6 +164,16 @@ impl Discovery {
             let _ = tokio::time::timeout(Duration::from_secs(2), status.recv_async()).await;
         }
     }
+}
+
+/// The TXT record announcing `peer` in the mesh whose fingerprint is
+/// `mesh`.
+pub fn txt_properties(peer: &PeerId, mesh: &str) -> [(&'static str, String); 3] {
+    [
+        ("peer", peer.to_base58()),
+        ("mesh", mesh.to_string()),
+        ("v", "1".to_string()),
+    ]
 }
 
 /// Loopback and unspecified addresses are of no use to another host;

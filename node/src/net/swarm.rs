@@ -5,19 +5,33 @@
 use std::time::Duration;
 
 use libp2p::Swarm;
+use libp2p::gossipsub::{self, IdentTopic};
+use libp2p::identity::Keypair;
+use libp2p::swarm::NetworkBehaviour;
 
+use super::CAPACITY_TOPIC;
 use super::behaviour::Behaviour;
 use super::transport;
 use crate::identity::NodeKey;
 
 /// Builds the swarm for `key` in the mesh of `psk`.
 pub fn build(key: &NodeKey, psk: libp2p::pnet::PreSharedKey) -> anyhow::Result<Swarm<Behaviour>> {
+    build_with(key, psk, Behaviour::new)
+}
+
+/// Builds a swarm like [`build`] whose behaviour `behaviour` makes from the
+/// node's keypair (the test rogue adds raw writers to [`Behaviour`]).
+pub fn build_with<B: NetworkBehaviour>(
+    key: &NodeKey,
+    psk: libp2p::pnet::PreSharedKey,
+    behaviour: impl FnOnce(&Keypair) -> anyhow::Result<B>,
+) -> anyhow::Result<Swarm<B>> {
     let keypair = key.keypair();
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_other_transport(|k| transport::build(k, psk))?
         .with_behaviour(|k| {
-            Behaviour::new(k)
+            behaviour(k)
                 .map_err(|e| Box::<dyn std::error::Error + Send + Sync>::from(e.to_string()))
         })?
         .with_swarm_config(|c| {
@@ -30,4 +44,14 @@ pub fn build(key: &NodeKey, psk: libp2p::pnet::PreSharedKey) -> anyhow::Result<S
         })
         .build();
     Ok(swarm)
+}
+
+/// Subscribes `gossipsub` to the capacity adverts ([`CAPACITY_TOPIC`]) and
+/// returns the topic to publish them on.
+pub fn subscribe_capacity(gossipsub: &mut gossipsub::Behaviour) -> anyhow::Result<IdentTopic> {
+    let topic = IdentTopic::new(CAPACITY_TOPIC);
+    gossipsub
+        .subscribe(&topic)
+        .map_err(|e| anyhow::anyhow!("cannot subscribe to {CAPACITY_TOPIC}: {e}"))?;
+    Ok(topic)
 }

@@ -9,15 +9,7 @@ use crate::{Sandbox, assert_code, wait_until};
 #[test]
 fn a_result_the_coordinator_cannot_store_is_kept_by_the_worker_and_sent_again() {
     let sb = Sandbox::new();
-    sb.mesh_of_two("laptop", "desk");
-    let mut a = sb.daemon("a", &["--share", "never"], &[], &[]);
-    let addr = sb.address("a");
-    let mut b = sb.daemon(
-        "b",
-        &["--share", "always"],
-        &["--slots", "1", "--peer", &addr],
-        &[],
-    );
+    let (mut a, mut b) = sb.pair(&[]);
     wait_until("the desk never joined", Duration::from_secs(30), || {
         sb.status("a")["peers"].as_u64().unwrap_or(0) >= 1
     });

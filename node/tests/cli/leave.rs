@@ -7,20 +7,6 @@ use std::time::{Duration, Instant};
 
 use crate::{Sandbox, assert_code, wait_until};
 
-/// A coordinator that runs nothing itself and a worker with one slot.
-fn pair(sb: &Sandbox, grace: &str) -> (Child, Child) {
-    sb.mesh_of_two("laptop", "desk");
-    let a = sb.daemon("a", &["--share", "never"], &[], &[]);
-    let addr = sb.address("a");
-    let b = sb.daemon(
-        "b",
-        &["--share", "always"],
-        &["--slots", "1", "--grace", grace, "--peer", &addr],
-        &[],
-    );
-    (a, b)
-}
-
 fn exited_within(child: &mut Child, limit: Duration) -> bool {
     let started = Instant::now();
     while started.elapsed() < limit {
@@ -35,7 +21,7 @@ fn exited_within(child: &mut Child, limit: Duration) -> bool {
 #[test]
 fn a_leaving_device_finishes_its_task_within_the_grace_period() {
     let sb = Sandbox::new();
-    let (mut a, mut b) = pair(&sb, "30s");
+    let (mut a, mut b) = sb.pair(&["--grace", "30s"]);
     let id = sb.detach(&["--", "sleep-ms", "3000"]);
     wait_until(
         "the task did not start on the desk",
@@ -64,7 +50,7 @@ fn a_leaving_device_finishes_its_task_within_the_grace_period() {
 #[test]
 fn a_leaving_device_hands_back_what_outlives_its_grace_period() {
     let sb = Sandbox::new();
-    let (mut a, mut b) = pair(&sb, "1s");
+    let (mut a, mut b) = sb.pair(&["--grace", "1s"]);
     let id = sb.detach(&["--", "sleep-ms", "6000"]);
     wait_until(
         "the task did not start on the desk",

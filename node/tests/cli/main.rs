@@ -58,8 +58,6 @@ impl Sandbox {
             .to_string()
     }
 
-    /// Data dir `a` starts a mesh as `a_name`; `b` joins it by invite as
-    /// `b_name` (trusting `a` as a submitter).
     /// `corral run testkit --detach ARGS` through daemon `a`: the job's id.
     pub fn detach(&self, args: &[&str]) -> String {
         let tk = module("testkit");
@@ -80,16 +78,42 @@ impl Sandbox {
         .unwrap_or_default()
     }
 
+    /// Data dir `a` starts a mesh as `name`: the token of `corral invite
+    /// ARGS`.
+    pub fn mesh_and_token(&self, name: &str, args: &[&str]) -> String {
+        assert_code(
+            &self.corral(&["--data-dir", "a", "init", "--name", name]),
+            0,
+        );
+        let mut full = vec!["--data-dir", "a", "invite"];
+        full.extend(args);
+        let invite = self.corral(&full);
+        assert_code(&invite, 0);
+        text(&invite.stdout).trim().to_string()
+    }
+
+    /// Data dir `a` starts a mesh as `a_name`; `b` joins it by invite as
+    /// `b_name` (trusting `a` as a submitter).
     pub fn mesh_of_two(&self, a_name: &str, b_name: &str) {
+        let token = self.mesh_and_token(a_name, &[]);
         assert_code(
-            &self.corral(&["--data-dir", "a", "init", "--name", a_name]),
+            &self.corral(&["--data-dir", "b", "join", &token, "--name", b_name]),
             0,
         );
-        let token = text(&self.corral(&["--data-dir", "a", "invite"]).stdout);
-        assert_code(
-            &self.corral(&["--data-dir", "b", "join", token.trim(), "--name", b_name]),
-            0,
-        );
+    }
+
+    /// Data dirs `a` and `b` of [`Self::mesh_of_two`] (`laptop`, `desk`) up:
+    /// `a` a coordinator that runs nothing itself, `b` a worker with one
+    /// slot and the `extra` flags, dialling `a`.
+    pub fn pair(&self, extra: &[&str]) -> (Child, Child) {
+        self.mesh_of_two("laptop", "desk");
+        let a = self.daemon("a", &["--share", "never"], &[], &[]);
+        let addr = self.address("a");
+        let mut flags = vec!["--slots", "1"];
+        flags.extend(extra);
+        flags.extend(["--peer", addr.as_str()]);
+        let b = self.daemon("b", &["--share", "always"], &flags, &[]);
+        (a, b)
     }
 
     /// `corral ARGS` as the sandbox runs it (its default data dir, no

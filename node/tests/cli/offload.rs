@@ -128,10 +128,7 @@ fn jobs_run_through_the_daemon_like_local_commands() {
 fn a_single_remote_task_streams_its_output_as_it_runs() {
     use std::io::BufRead;
     let sb = Sandbox::new();
-    sb.mesh_of_two("laptop", "desk");
-    let mut a = sb.daemon("a", &["--share", "never"], &[], &[]);
-    let addr = sb.address("a");
-    let mut b = up(&sb, "b", &["--slots", "1", "--peer", &addr]);
+    let (mut a, mut b) = sb.pair(&[]);
     let tk = module("testkit");
     // Three lines, 1.5 s apart: the task runs on the desk for 4.5 s.
     let mut run = sb

@@ -5,20 +5,6 @@ use std::os::unix::fs::PermissionsExt;
 
 use crate::{Sandbox, assert_code, text};
 
-/// A mesh started in data dir `a` as `laptop`, and a token from
-/// `corral invite ARGS`.
-fn mesh_and_token(sb: &Sandbox, args: &[&str]) -> String {
-    assert_code(
-        &sb.corral(&["--data-dir", "a", "init", "--name", "laptop"]),
-        0,
-    );
-    let mut full = vec!["--data-dir", "a", "invite"];
-    full.extend(args);
-    let invite = sb.corral(&full);
-    assert_code(&invite, 0);
-    text(&invite.stdout).trim().to_string()
-}
-
 /// `out` was refused as a usage error naming `what`, and `data` holds no
 /// identity.
 #[track_caller]
@@ -31,7 +17,7 @@ fn refused(sb: &Sandbox, out: &std::process::Output, what: &str, data: &str) {
 #[test]
 fn join_reads_the_token_from_stdin_or_a_file() {
     let sb = Sandbox::new();
-    let token = mesh_and_token(&sb, &[]);
+    let token = sb.mesh_and_token("laptop", &[]);
     let swarm = std::fs::read(sb.path("a/swarm.key")).expect("swarm.key");
 
     let out = sb.corral_with_stdin(
@@ -74,7 +60,7 @@ fn join_reads_the_token_from_stdin_or_a_file() {
 #[test]
 fn an_expired_token_is_refused() {
     let sb = Sandbox::new();
-    let token = mesh_and_token(&sb, &["--expires", "1s"]);
+    let token = sb.mesh_and_token("laptop", &["--expires", "1s"]);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let out = sb.corral_with_stdin(&["--data-dir", "b", "join", "-"], token.as_bytes());
     refused(&sb, &out, "expired", "b");
@@ -91,10 +77,10 @@ fn an_expired_token_is_refused() {
 #[test]
 fn an_edited_token_is_refused_as_tampered() {
     let sb = Sandbox::new();
-    let token = mesh_and_token(&sb, &[]);
+    let token = sb.mesh_and_token("laptop", &[]);
     // The inviter's name, `laptop`, is in the token's signed bytes; change
     // one letter (`laPtop`) and keep the length.
-    let edited = token.replacen(&hex_of("laptop"), &hex_of("laPtop"), 1);
+    let edited = token.replacen(&hex::encode("laptop"), &hex::encode("laPtop"), 1);
     assert_ne!(edited, token, "the name is in the token");
     let out = sb.corral_with_stdin(&["--data-dir", "b", "join", "-"], edited.as_bytes());
     refused(&sb, &out, "tampered", "b");
@@ -103,7 +89,7 @@ fn an_edited_token_is_refused_as_tampered() {
 #[test]
 fn oversize_or_old_input_is_refused() {
     let sb = Sandbox::new();
-    let token = mesh_and_token(&sb, &[]);
+    let token = sb.mesh_and_token("laptop", &[]);
     let huge = format!("{token}{}", " ".repeat(20 * 1024));
     let out = sb.corral_with_stdin(&["--data-dir", "b", "join", "-"], huge.as_bytes());
     refused(&sb, &out, "stdin holds more than 16384 bytes", "b");
@@ -119,8 +105,4 @@ fn oversize_or_old_input_is_refused() {
 
     let out = sb.corral_with_stdin(&["--data-dir", "b", "join", "-"], b"corral1a4006d00\n");
     refused(&sb, &out, "older format", "b");
-}
-
-fn hex_of(text: &str) -> String {
-    text.bytes().map(|b| format!("{b:02x}")).collect()
 }

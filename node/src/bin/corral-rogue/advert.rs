@@ -5,14 +5,13 @@
 use std::time::Duration;
 
 use corral_node::identity::NodeKey;
-use corral_node::net::CAPACITY_TOPIC;
+use corral_node::net::swarm;
 use corral_protocol::capacity::{CapacityAdvert, EngineSpeed, OwnerState};
 use corral_protocol::codec;
 use corral_protocol::ids::PeerKey;
 use corral_protocol::receipt::EngineKind;
 use futures::StreamExt;
 use libp2p::Multiaddr;
-use libp2p::gossipsub::IdentTopic;
 use libp2p::pnet::PreSharedKey;
 
 /// Claimed operations per second: far beyond any real device.
@@ -84,13 +83,8 @@ pub(crate) fn spawn_sybils(psk: PreSharedKey, peers: Vec<Multiaddr>, count: usiz
 
 async fn sybil(psk: PreSharedKey, peers: Vec<Multiaddr>, i: usize) -> anyhow::Result<()> {
     let key = NodeKey::generate()?;
-    let mut swarm = corral_node::net::swarm::build(&key, psk)?;
-    let topic = IdentTopic::new(CAPACITY_TOPIC);
-    swarm
-        .behaviour_mut()
-        .gossipsub
-        .subscribe(&topic)
-        .map_err(|e| anyhow::anyhow!("subscribe: {e}"))?;
+    let mut swarm = swarm::build(&key, psk)?;
+    let topic = swarm::subscribe_capacity(&mut swarm.behaviour_mut().gossipsub)?;
     for peer in peers {
         swarm.dial(peer)?;
     }

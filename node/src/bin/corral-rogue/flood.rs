@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use corral_node::identity::NodeKey;
 use corral_node::net::behaviour::Behaviour;
-use corral_node::net::transport;
 use corral_node::net::wire::{BLOB_PROTOCOL, TASK_PROTOCOL};
 use corral_protocol::PROTOCOL_VERSION;
 use corral_protocol::codec::WireMessage;
@@ -85,7 +84,7 @@ impl FloodArgs {
     }
 }
 
-/// Builds the rogue's swarm: the node's transport with the mesh key.
+/// Builds the rogue's swarm: the node's swarm with the raw writers added.
 pub(crate) fn build(
     key: &NodeKey,
     psk: libp2p::pnet::PreSharedKey,
@@ -99,23 +98,13 @@ pub(crate) fn build(
                 .with_max_concurrent_streams(max_streams),
         )
     };
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(key.keypair())
-        .with_tokio()
-        .with_other_transport(|k| transport::build(k, psk))?
-        .with_behaviour(|k| {
-            Ok(RogueBehaviour {
-                core: Behaviour::new(k)
-                    .map_err(|e| Box::<dyn std::error::Error + Send + Sync>::from(e.to_string()))?,
-                raw_task: raw(TASK_PROTOCOL),
-                raw_blob: raw(BLOB_PROTOCOL),
-            })
-        })?
-        .with_swarm_config(|c| {
-            c.with_idle_connection_timeout(Duration::from_secs(3600))
-                .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+    corral_node::net::swarm::build_with(key, psk, |k| {
+        Ok(RogueBehaviour {
+            core: Behaviour::new(k)?,
+            raw_task: raw(TASK_PROTOCOL),
+            raw_blob: raw(BLOB_PROTOCOL),
         })
-        .build();
-    Ok(swarm)
+    })
 }
 
 /// Bytes a raw writer sends: `header`, then `fill` zero bytes, then it

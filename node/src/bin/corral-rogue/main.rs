@@ -17,8 +17,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use corral_node::identity::{self, NodeKey};
-use corral_node::net::CAPACITY_TOPIC;
 use corral_node::net::behaviour::BehaviourEvent;
+use corral_node::net::swarm;
 use corral_protocol::messages::{RejectReason, TaskRequest, TaskResponse};
 use futures::StreamExt;
 use libp2p::gossipsub::IdentTopic;
@@ -76,13 +76,7 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--swarm-key {}: {e}", args.swarm_key.display()))?;
     let key = NodeKey::generate()?;
     let mut swarm = flood::build(&key, psk, args.flood.max_streams())?;
-    let topic = IdentTopic::new(CAPACITY_TOPIC);
-    swarm
-        .behaviour_mut()
-        .core
-        .gossipsub
-        .subscribe(&topic)
-        .map_err(|e| anyhow::anyhow!("subscribe: {e}"))?;
+    let topic = swarm::subscribe_capacity(&mut swarm.behaviour_mut().core.gossipsub)?;
     swarm.listen_on(args.listen.clone())?;
     for peer in &args.peers {
         swarm

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::harness::netns_available;
-use crate::offload::{done_by, local_run, mesh_of, same_results, testkit};
+use crate::offload::{done_by, local_run, same_results, testkit};
 
 /// Peak resident memory the victim may reach under the flood. An idle
 /// debug daemon that has run tasks sits well under 100 MiB.
@@ -106,10 +106,7 @@ fn a_flooding_member_does_not_exhaust_a_worker() {
     if !netns_available() {
         return;
     }
-    let mut lan = mesh_of(
-        3,
-        &[&["--share", "never"], &["--slots", "1"], &["--slots", "1"]],
-    );
+    let mut lan = honest_mesh();
     let pid = lan.pid(1).expect("the victim runs");
     let idle = status_kib(pid, "VmRSS:").unwrap_or(0);
     let cut = oversize_frame_is_cut(&mut lan);

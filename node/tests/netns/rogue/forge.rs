@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::harness::netns_available;
-use crate::offload::{local_run, mesh_of, same_results, testkit};
+use crate::offload::{local_run, same_results, testkit};
 
 const TASKS: u32 = 12;
 
@@ -64,10 +64,7 @@ fn receipts_forged_by_a_member_count_for_nothing() {
     if !netns_available() {
         return;
     }
-    let mut lan = mesh_of(
-        3,
-        &[&["--share", "never"], &["--slots", "1"], &["--slots", "1"]],
-    );
+    let mut lan = honest_mesh();
     let rogue = Rogue::start(&mut lan, "forge", 0, "rogue-forge", &[]);
     rogue.wait_seen_by(&lan, 0);
     batch(&lan, &[&rogue], None);
@@ -78,10 +75,7 @@ fn two_forging_members_do_not_make_a_verify_2_majority() {
     if !netns_available() {
         return;
     }
-    let mut lan = mesh_of(
-        3,
-        &[&["--share", "never"], &["--slots", "1"], &["--slots", "1"]],
-    );
+    let mut lan = honest_mesh();
     let a = Rogue::start(&mut lan, "forge", 0, "rogue-a", &[]);
     let b = Rogue::start(&mut lan, "forge", 0, "rogue-b", &[]);
     a.wait_seen_by(&lan, 0);

@@ -18,7 +18,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::Lan;
-use crate::offload::{job_json, job_state, ok, text};
+use crate::offload::{job_json, job_state, mesh_of, ok, text};
+
+/// The honest mesh beside a rogue: host 0 coordinates and runs nothing,
+/// hosts 1 and 2 run one task at a time.
+pub fn honest_mesh() -> Lan {
+    mesh_of(
+        3,
+        &[&["--share", "never"], &["--slots", "1"], &["--slots", "1"]],
+    )
+}
 
 /// The rogue binary (built with the tests' `test-hooks` feature).
 fn rogue_bin() -> &'static str {

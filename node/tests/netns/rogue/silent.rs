@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::harness::netns_available;
-use crate::offload::{done_by, local_run, mesh_of, same_results, testkit};
+use crate::offload::{done_by, local_run, same_results, testkit};
 
 /// The tasks take milliseconds and may take 20 s at most; a lease, its
 /// copy and the rest of the batch fit many times over.
@@ -20,10 +20,7 @@ fn a_member_holding_tasks_in_silence_stalls_no_job() {
     if !netns_available() {
         return;
     }
-    let mut lan = mesh_of(
-        3,
-        &[&["--share", "never"], &["--slots", "1"], &["--slots", "1"]],
-    );
+    let mut lan = honest_mesh();
     let rogue = Rogue::start(&mut lan, "silent", 0, "rogue-silent", &[]);
     rogue.wait_seen_by(&lan, 0);
     let args = ["--tasks", "12", "--", "args", "{task}"];
