@@ -78,9 +78,19 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
     let (durable_tx, durable) = mpsc::channel::<Durable>(MAX_INTAKE);
     let (verified_tx, verified) = screening::channel();
     let (readings_tx, readings) = mpsc::channel::<Reading>(4);
-    let runtime = Arc::new(crate::runtime::Runtime::new(Some(
+    let mut runtime = crate::runtime::Runtime::new(Some(
         config.data_dir.join("cache").join("modules"),
-    ))?);
+    ))?;
+    // A test switch: modules above this size start on the interpreter while
+    // the JIT compiles them (the tests' modules are all small).
+    if cfg!(feature = "test-hooks")
+        && let Some(bytes) = std::env::var("CORRAL_TEST_QUICK_COMPILE_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    {
+        runtime = runtime.with_quick_compile_bytes(bytes);
+    }
+    let runtime = Arc::new(runtime);
     // A test switch: only builds with the `test-hooks` feature honour it.
     let fault_lie = cfg!(feature = "test-hooks")
         && std::env::var("CORRAL_TEST_FAULT").is_ok_and(|v| v == "lie");

@@ -16,6 +16,7 @@ mod quota;
 mod readonly;
 mod sink;
 mod stop;
+mod tier;
 
 #[cfg(feature = "jit")]
 pub mod cache;
@@ -30,6 +31,7 @@ use corral_protocol::receipt::{EngineKind, TaskStatus};
 pub use hostcall::stdin::StdinStream;
 pub use sink::{LiveOutput, OutputSink};
 pub use stop::{StopReason, StopSignal};
+pub use tier::{QUICK_COMPILE_BYTES, compile_peak_bytes};
 
 /// The largest module corral accepts. Real batch jobs are a few MiB at most;
 /// the bound keeps a bad file or peer from making us hash and compile gigabytes.
@@ -267,6 +269,7 @@ pub struct Runtime {
     jit: Option<jit::JitEngine>,
     interp: interp::InterpEngine,
     auto: EngineKind,
+    tiers: tier::Tiers,
 }
 
 /// Hosts with less memory than this use the interpreter under `auto`: the JIT's
@@ -292,7 +295,15 @@ impl Runtime {
                 (Some(_), _) => EngineKind::Jit,
                 (None, _) => EngineKind::Interp,
             };
-            Ok(Self { jit, interp, auto })
+            if jit.is_some() {
+                low_priority_compile_pool();
+            }
+            Ok(Self {
+                jit,
+                interp,
+                auto,
+                tiers: tier::Tiers::new(QUICK_COMPILE_BYTES, tier::free_memory),
+            })
         }
         #[cfg(not(feature = "jit"))]
         {
@@ -300,8 +311,33 @@ impl Runtime {
             Ok(Self {
                 interp,
                 auto: EngineKind::Interp,
+                tiers: tier::Tiers::new(QUICK_COMPILE_BYTES, tier::free_memory),
             })
         }
+    }
+
+    /// The same with modules up to `bytes` compiled before their first
+    /// task under `auto` (larger ones start on the interpreter), and the
+    /// host's free memory read by `free_memory`.
+    pub fn with_tiers(mut self, bytes: usize, free_memory: fn() -> Option<u64>) -> Self {
+        self.tiers = tier::Tiers::new(bytes, free_memory);
+        self
+    }
+
+    /// The same with modules up to `bytes` compiled before their first
+    /// task under `auto`.
+    pub fn with_quick_compile_bytes(self, bytes: usize) -> Self {
+        self.with_tiers(bytes, tier::free_memory)
+    }
+
+    /// Cranelift compiles this process did (loads from the disk cache not
+    /// counted).
+    pub fn jit_compiles(&self) -> u64 {
+        #[cfg(feature = "jit")]
+        if let Some(jit) = &self.jit {
+            return jit.compiles();
+        }
+        0
     }
 
     /// The engines this build can use on this host, the JIT first.
@@ -368,6 +404,24 @@ impl Runtime {
             Compiled::Interp(module) => self.interp.run(module, spec),
         }
     }
+}
+
+/// Cranelift compiles its functions on rayon's global pool (wasmtime's
+/// parallel compilation): its threads are made with the lowest priority,
+/// so that a compile takes only what tasks and the owner leave. Set once
+/// per process, before the first compile.
+#[cfg(feature = "jit")]
+fn low_priority_compile_pool() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let built = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("corral-cranelift-{i}"))
+            .start_handler(|_| tier::lower_this_threads_priority())
+            .build_global();
+        if let Err(e) = built {
+            tracing::debug!("the compile pool keeps its priority: {e}");
+        }
+    });
 }
 
 /// The engines this build can run on this CPU, without starting them.
@@ -449,5 +503,7 @@ fn short_message(message: String) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(all(test, feature = "jit"))]
+mod tier_tests;
 #[cfg(test)]
 mod waits_tests;

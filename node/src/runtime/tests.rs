@@ -9,7 +9,7 @@ use corral_protocol::receipt::{EngineKind, TaskStatus};
 
 use super::*;
 
-fn wasm(name: &str) -> WasmModule {
+pub(super) fn wasm(name: &str) -> WasmModule {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../examples/wasm")
         .join(format!("{name}.wasm"));
@@ -21,7 +21,7 @@ fn runtime() -> Runtime {
     Runtime::new(None).expect("engines start")
 }
 
-fn spec(args: &[&str]) -> RunSpec {
+pub(super) fn spec(args: &[&str]) -> RunSpec {
     RunSpec {
         args: std::iter::once("testkit.wasm")
             .chain(args.iter().copied())

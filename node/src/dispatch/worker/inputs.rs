@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use corral_protocol::hash::ContentHash;
-use corral_protocol::manifest::{JobManifest, TaskSet};
+use corral_protocol::manifest::{EngineReq, JobManifest, TaskSet};
+use corral_protocol::receipt::EngineKind;
 
 use super::ctx::WorkerCtx;
 use super::task::{Assignment, Prepared};
@@ -112,12 +113,28 @@ pub(super) async fn fetch_inputs(ctx: &WorkerCtx, task: &Assignment) -> anyhow::
     })
 }
 
-/// The module compiled for the job's engine, compiled once per hash.
+/// The module compiled for the job's engine, compiled once per hash (for
+/// `any`, on the tier [`crate::runtime::Runtime::compile_auto`] picks).
 pub(super) fn compiled_for(
     ctx: &WorkerCtx,
     manifest: &JobManifest,
     module: &Path,
 ) -> anyhow::Result<Compiled> {
+    let load = || -> anyhow::Result<WasmModule> {
+        let bytes = std::fs::read(module).context("cannot read the module")?;
+        let module = WasmModule::new(bytes)?;
+        if module.hash != manifest.module_hash {
+            anyhow::bail!("the module does not match its hash");
+        }
+        Ok(module)
+    };
+    // A job for any engine on a device offering both: a big module's
+    // first tasks start on the interpreter while the JIT compiles it.
+    let offered = |engine| ctx.engines.contains(&engine);
+    if manifest.engine == EngineReq::Any && offered(EngineKind::Jit) && offered(EngineKind::Interp)
+    {
+        return ctx.runtime.compile_auto(manifest.module_hash, load);
+    }
     let engine = ctx
         .engine_for(manifest.engine)
         .context("no engine of the kind the job needs")?;
@@ -130,12 +147,7 @@ pub(super) fn compiled_for(
     {
         return Ok(compiled.clone());
     }
-    let bytes = std::fs::read(module).context("cannot read the module")?;
-    let module = WasmModule::new(bytes)?;
-    if module.hash != manifest.module_hash {
-        anyhow::bail!("the module does not match its hash");
-    }
-    let compiled = ctx.runtime.compile(engine, &module)?;
+    let compiled = ctx.runtime.compile(engine, &load()?)?;
     let mut cache = ctx.compiled.lock().unwrap_or_else(|e| e.into_inner());
     if cache.len() > 32 {
         cache.clear();

@@ -20,9 +20,12 @@ mod tests;
 mod ticker;
 mod wasi;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Instant;
 
+use corral_protocol::hash::ContentHash;
 use corral_protocol::receipt::EngineKind;
 use wasmtime::{Engine, Module, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
@@ -38,6 +41,7 @@ use super::limiter::MemoryLimiter;
 use super::quota::Quota;
 use super::sink::OutputSink;
 use super::{Ended, Outcome, RunSpec, RuntimeError, Stdin, classify, short_message};
+use crate::sync::lock;
 
 /// Whether Cranelift can generate code for this CPU. Elsewhere wasmtime would
 /// fall back to its Pulley interpreter, which is slower than wasmi.
@@ -64,7 +68,12 @@ pub(crate) struct JitEngine {
     plain: Pair,
     /// Runs tell the epoch ticker they need it; dropping the engine ends it.
     ticking: Ticking,
+    /// Each module's NaN scan, by hash.
+    observable: Mutex<HashMap<ContentHash, bool>>,
 }
+
+/// Modules whose NaN scan is remembered (a batch uses one).
+const NAN_MEMO_ENTRIES: usize = 256;
 
 impl Drop for JitEngine {
     fn drop(&mut self) {
@@ -86,16 +95,40 @@ impl JitEngine {
             exact,
             plain,
             ticking,
+            observable: Mutex::new(HashMap::new()),
         })
     }
 
     pub(crate) fn compile(&self, module: &super::WasmModule) -> Result<Module, RuntimeError> {
-        let pair = if nan_bits_observable(&module.bytes) {
-            &self.exact
-        } else {
-            &self.plain
-        };
-        pair.compile(module)
+        self.pair_for(module).compile(module)
+    }
+
+    /// The module's code if it is compiled already (in memory or in the
+    /// disk cache); `None` without compiling it.
+    pub(crate) fn ready(&self, module: &super::WasmModule) -> Option<Module> {
+        self.pair_for(module).ready(module)
+    }
+
+    /// Cranelift compiles done in this process (loads from disk not
+    /// counted).
+    pub(crate) fn compiles(&self) -> u64 {
+        self.exact.compiles() + self.plain.compiles()
+    }
+
+    /// The engines of the module's NaN setting (its scan reads every
+    /// instruction: remembered per module).
+    fn pair_for(&self, module: &super::WasmModule) -> &Pair {
+        let known = lock(&self.observable).get(&module.hash).copied();
+        let observable = known.unwrap_or_else(|| {
+            let observable = nan_bits_observable(&module.bytes);
+            let mut memo = lock(&self.observable);
+            if memo.len() >= NAN_MEMO_ENTRIES {
+                memo.clear();
+            }
+            memo.insert(module.hash, observable);
+            observable
+        });
+        if observable { &self.exact } else { &self.plain }
     }
 
     pub(crate) fn run(&self, module: &Module, spec: &RunSpec) -> Result<Outcome, RuntimeError> {

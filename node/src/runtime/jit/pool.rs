@@ -176,6 +176,26 @@ impl Pair {
     }
 }
 
+impl Pair {
+    /// The module's code if it is made (in memory or on disk), without
+    /// compiling it.
+    pub(super) fn ready(&self, module: &WasmModule) -> Option<Module> {
+        let refused = lock(&self.refused).contains(&module.hash);
+        match &self.pooled {
+            Some(pooled) if !refused => pooled.cache.ready(&pooled.engine, &module.hash),
+            _ => {
+                let on_demand = self.on_demand().ok()?;
+                on_demand.cache.ready(&on_demand.engine, &module.hash)
+            }
+        }
+    }
+
+    /// Cranelift compiles this pair did (not loads).
+    pub(super) fn compiles(&self) -> u64 {
+        self.flavours().map(|f| f.cache.compiles()).sum()
+    }
+}
+
 /// Modules the pool refused, remembered (a batch uses one module).
 const REFUSED_ENTRIES: usize = 32;
 
