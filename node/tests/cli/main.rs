@@ -12,6 +12,7 @@ mod mesh;
 mod offload;
 mod preopens;
 mod single;
+mod tiers;
 mod tokens;
 
 use std::path::{Path, PathBuf};
