@@ -172,6 +172,16 @@ impl Sandbox {
     }
 }
 
+/// Stops a daemon a test started when the test ends, passed or not.
+pub struct Daemon(pub Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Path of a bundled module.
 pub fn module(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -3,9 +3,7 @@
 //! through a daemon as with `--local`; guest `/` read-only or read-write;
 //! clear refusals of preopens that cannot work.
 
-use std::process::Child;
-
-use crate::{Sandbox, assert_code, module, text};
+use crate::{Daemon, Sandbox, assert_code, module, text};
 
 /// A host tree with `existing.txt` and `output/keep.txt`.
 fn tree(sb: &Sandbox, name: &str) -> String {
@@ -24,16 +22,6 @@ fn run(sb: &Sandbox, how: &[&str], flags: &[&str]) -> std::process::Output {
     args.push(&guest);
     args.extend(flags);
     sb.corral(&args)
-}
-
-/// Stops a daemon this test started.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The preopen listings of a single task and of a batch's task, and what a

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::{Sandbox, assert_code, job_json, module};
+use crate::{Daemon, Sandbox, assert_code, job_json, module};
 
 /// Runs 3 mandelbrot tiles from `a` into `out`; the tasks of job.json.
 fn tiles(sb: &Sandbox, out: &str) -> Vec<serde_json::Value> {
@@ -42,15 +42,15 @@ fn result_of(task: &serde_json::Value) -> (serde_json::Value, serde_json::Value)
 fn a_cold_module_starts_on_the_interpreter_and_later_tasks_run_on_the_jit() {
     let sb = Sandbox::new();
     sb.mesh_of_two("laptop", "desk");
-    let _a = sb.daemon("a", &["--share", "never"], &[], &[]);
+    let _a = Daemon(sb.daemon("a", &["--share", "never"], &[], &[]));
     let addr = sb.address("a");
     // Every module counts as big on the desk (the bundled ones are small).
-    let _b = sb.daemon(
+    let _b = Daemon(sb.daemon(
         "b",
         &["--share", "always"],
         &["--slots", "1", "--peer", &addr],
         &[("CORRAL_TEST_QUICK_COMPILE_BYTES", Path::new("0"))],
-    );
+    ));
     crate::wait_until("the desk never joined", Duration::from_secs(30), || {
         sb.status("a")["peers"].as_u64().unwrap_or(0) >= 1
     });
