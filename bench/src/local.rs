@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::Figure;
 
 /// The wasmtime CLI corral's JIT is compared with: the same wasmtime.
-const WASMTIME_VERSION: &str = "48.0.8";
+pub(crate) const WASMTIME_VERSION: &str = "48.0.8";
 
 fn figure(name: &str, unit: &str, goal: &str) -> Figure {
     Figure {
@@ -33,7 +33,7 @@ fn missing(mut f: Figure, why: impl Into<String>) -> Figure {
 
 /// Runs `cmd` to completion `runs` times; the fastest wall time. Every run
 /// must succeed.
-fn best_of(runs: usize, mut cmd: impl FnMut() -> Command) -> Result<Duration, String> {
+pub(crate) fn best_of(runs: usize, mut cmd: impl FnMut() -> Command) -> Result<Duration, String> {
     let mut best = Duration::MAX;
     for _ in 0..runs {
         let mut c = cmd();
@@ -76,7 +76,7 @@ fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
 
 /// A wasmtime CLI of the right version: on PATH, or installed under
 /// target/bench-tools (by a full run).
-fn wasmtime(root: &Path, quick: bool) -> Result<PathBuf, String> {
+pub(crate) fn wasmtime(root: &Path, quick: bool) -> Result<PathBuf, String> {
     let local = root.join("target/bench-tools/bin/wasmtime");
     for candidate in [PathBuf::from("wasmtime"), local.clone()] {
         let version = Command::new(&candidate).arg("--version").output();

@@ -49,7 +49,7 @@ pub(crate) struct Figure {
 }
 
 /// The mesh figures and their goals.
-const MESH: [(&str, &str, &str); 9] = [
+const MESH: [(&str, &str, &str); 13] = [
     ("round_trip_p50_ms", "ms", "<= 1"),
     ("round_trip_p99_ms", "ms", "-"),
     ("run_command_p50_ms", "ms", "-"),
@@ -59,6 +59,11 @@ const MESH: [(&str, &str, &str); 9] = [
     ("crash_detect_s", "s", "<= 3"),
     ("leave_s", "s", "<= 0.1"),
     ("idle_rss_mb", "MiB", "<= 20"),
+    // A 27.7 MB module (Yosys, scripts/big-module) on fresh devices.
+    ("big_cold_first_task_s", "s", "<= 3"),
+    ("big_cold_job_s", "s", "<= 5"),
+    ("big_warm_task_s", "s", "<= wasmtime CLI, cached"),
+    ("big_compile_peak_rss_mb", "MiB", "-"),
 ];
 
 fn root() -> PathBuf {
@@ -94,8 +99,13 @@ fn mesh_figures(quick: bool) -> Vec<Figure> {
     eprintln!(
         "corral-bench: mesh figures (network namespaces; builds the release test binary first)…"
     );
+    let big = big_module();
+    if let Err(e) = &big {
+        eprintln!("corral-bench: no big module, its figures will be missing: {e}");
+    }
     let output = Command::new(env!("CARGO"))
         .current_dir(root())
+        .envs(big.iter().map(|dir| ("CORRAL_BENCH_BIG_MODULE", dir)))
         .args([
             "test",
             "--release",
@@ -157,6 +167,54 @@ fn mesh_figures(quick: bool) -> Vec<Figure> {
         .collect()
 }
 
+/// The directory `scripts/big-module` fetches the big module into.
+fn big_module() -> anyhow::Result<PathBuf> {
+    let out = Command::new(root().join("scripts/big-module"))
+        .output()
+        .context("cannot run scripts/big-module")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "scripts/big-module failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// The big module's warm run beside the wasmtime CLI's cached run of the
+/// same synthesis (its compile cache on, warmed first).
+fn big_peer(figures: &mut [Figure], quick: bool) {
+    let Some(warm) = figures
+        .iter_mut()
+        .find(|f| f.name == "big_warm_task_s" && f.value.is_some())
+    else {
+        return;
+    };
+    let measured = big_module().map_err(|e| format!("{e:#}")).and_then(|big| {
+        let cli = local::wasmtime(&root(), quick)?;
+        let run = || {
+            let mut c = Command::new(&cli);
+            c.args(["run", "-C", "cache=y", "--dir"])
+                .arg(format!("{}::/share", big.join("share").display()))
+                .arg("--dir")
+                .arg(format!("{}::/data", root().join("bench/big").display()))
+                .arg(big.join("yosys.wasm"))
+                .args(["-Q", "-T", "-s", "/data/synth.ys"]);
+            c
+        };
+        local::best_of(1, run)?;
+        local::best_of(3, run)
+    });
+    match measured {
+        Ok(theirs) => {
+            let theirs = theirs.as_secs_f64();
+            warm.peer = Some(format!("wasmtime CLI {}, cached", local::WASMTIME_VERSION));
+            warm.peer_value = Some(theirs);
+            warm.ratio = warm.value.map(|ours| ours / theirs);
+        }
+        Err(e) => eprintln!("corral-bench: no wasmtime CLI figure for the big module: {e}"),
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
@@ -173,6 +231,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let mut figures = local::figures(&root(), args.quick);
     if !args.local_only {
         figures.extend(mesh_figures(args.quick));
+        big_peer(&mut figures, args.quick);
     }
     if let Some(path) = &args.markdown {
         // The picture goes next to the page, which links it by name.

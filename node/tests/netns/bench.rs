@@ -335,3 +335,120 @@ fn bench_membership_and_idle_memory() {
         }
     }
 }
+
+/// The big module (`scripts/big-module`, which `corral-bench` runs first):
+/// the directory holding `yosys.wasm` and its `share/`.
+fn big_module() -> std::path::PathBuf {
+    let dir = std::env::var_os("CORRAL_BENCH_BIG_MODULE")
+        .expect("CORRAL_BENCH_BIG_MODULE: the directory scripts/big-module prints");
+    std::path::PathBuf::from(dir)
+}
+
+/// `corral run` of Yosys synthesising a 16-bit counter (`bench/big`), `tasks` times,
+/// from host 0; its wall time and job.json.
+fn synthesise(lan: &Lan, tasks: u32, scratch: &Path) -> (f64, serde_json::Value) {
+    let big = big_module();
+    let design = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/big");
+    let out = scratch.join(format!(
+        "out-{}",
+        scratch.read_dir().map_or(0, |d| d.count())
+    ));
+    let module = big.join("yosys.wasm").display().to_string();
+    let share = format!("{}::/share", big.join("share").display());
+    let data = format!("{}::/data", design.display());
+    let tasks = tasks.to_string();
+    let out_dir = out.display().to_string();
+    let args = [
+        "run",
+        &module,
+        "--tasks",
+        &tasks,
+        "--dir",
+        &share,
+        "--dir",
+        &data,
+        "--out",
+        &out_dir,
+        "--timeout",
+        "5m",
+        "--",
+        "-Q",
+        "-T",
+        "-s",
+        "/data/synth.ys",
+    ];
+    let started = std::time::Instant::now();
+    let output = lan.cli(0, &args);
+    let wall = started.elapsed().as_secs_f64();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let job: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("job.json")).expect("job.json"))
+            .expect("job.json parses");
+    (wall, job)
+}
+
+/// The engines job.json says the tasks ran on.
+fn engines_of(job: &serde_json::Value) -> Vec<String> {
+    job["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["engine"].as_str().map(String::from))
+        .collect()
+}
+
+/// Peak resident memory of host i's daemon so far, in MiB.
+fn peak_rss_mb(lan: &Lan, i: usize) -> f64 {
+    let pid = lan.pid(i).expect("the host runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib / 1024.0
+}
+
+#[test]
+#[ignore = "a benchmark: run by corral-bench"]
+fn bench_big_module() {
+    if !netns_available() {
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    // One fresh device: the first task of a 27.7 MB module.
+    let lan = mesh(1, &[], "2");
+    let (first, job) = synthesise(&lan, 1, scratch.path());
+    println!("first task on {:?}", engines_of(&job));
+    figure("big_cold_first_task_s", first, "s");
+    // Its compile ends in the background: then a warm task.
+    let started = std::time::Instant::now();
+    let mut warm = Vec::new();
+    while warm.len() < 3 {
+        let (wall, job) = synthesise(&lan, 1, scratch.path());
+        if engines_of(&job) == ["jit"] {
+            warm.push(wall);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the device never moved to the JIT"
+        );
+    }
+    println!(
+        "on the JIT {:.1} s after the first task",
+        started.elapsed().as_secs_f64()
+    );
+    warm.sort_by(f64::total_cmp);
+    figure("big_warm_task_s", warm[1], "s");
+    figure("big_compile_peak_rss_mb", peak_rss_mb(&lan, 1), "MiB");
+    drop(lan);
+    // Two fresh devices, four tasks.
+    let lan = mesh(2, &[], "2");
+    let (job_s, job) = synthesise(&lan, 4, scratch.path());
+    println!("four tasks on {:?}", engines_of(&job));
+    figure("big_cold_job_s", job_s, "s");
+}
