@@ -407,8 +407,9 @@ impl Runtime {
 }
 
 /// Cranelift compiles its functions on rayon's global pool (wasmtime's
-/// parallel compilation): its threads are made with the lowest priority,
-/// so that a compile takes only what tasks and the owner leave. Set once
+/// parallel compilation): its threads are made with a lower priority
+/// ([`tier`]'s `COMPILE_NICE`), so that a compile yields to tasks and to
+/// the owner. Set once
 /// per process, before the first compile.
 #[cfg(feature = "jit")]
 fn low_priority_compile_pool() {

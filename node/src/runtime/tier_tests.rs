@@ -49,7 +49,10 @@ fn a_module_is_compiled_once_however_many_slots_ask_at_once() {
 fn until_compiled(rt: &Runtime) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while rt.compiling().is_some() {
-        assert!(Instant::now() < deadline, "the background compile never ended");
+        assert!(
+            Instant::now() < deadline,
+            "the background compile never ended"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -69,7 +72,11 @@ fn a_big_module_starts_on_the_interpreter_and_moves_to_the_jit_once_compiled() {
         Ok::<_, RuntimeError>(module.clone())
     };
     let first = rt.compile_auto(module.hash, load).expect("starts");
-    assert_eq!(first.engine(), EngineKind::Interp, "no waiting for Cranelift");
+    assert_eq!(
+        first.engine(),
+        EngineKind::Interp,
+        "no waiting for Cranelift"
+    );
     until_compiled(&rt);
     let later = rt.compile_auto(module.hash, load).expect("starts");
     assert_eq!(later.engine(), EngineKind::Jit, "compiled meanwhile");
@@ -122,7 +129,11 @@ fn a_small_module_or_one_compiled_before_runs_on_the_jit_at_once() {
     let compiled = rt
         .compile_auto(module.hash, || Ok::<_, RuntimeError>(module.clone()))
         .expect("starts");
-    assert_eq!(compiled.engine(), EngineKind::Jit, "loaded from the disk cache");
+    assert_eq!(
+        compiled.engine(),
+        EngineKind::Jit,
+        "loaded from the disk cache"
+    );
     assert_eq!(rt.jit_compiles(), 0);
     // A module below the size bound compiles before its first task.
     let rt = Arc::new(Runtime::new(None).expect("engines start"));
