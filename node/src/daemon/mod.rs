@@ -78,9 +78,8 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
     let (durable_tx, durable) = mpsc::channel::<Durable>(MAX_INTAKE);
     let (verified_tx, verified) = screening::channel();
     let (readings_tx, readings) = mpsc::channel::<Reading>(4);
-    let mut runtime = crate::runtime::Runtime::new(Some(
-        config.data_dir.join("cache").join("modules"),
-    ))?;
+    let mut runtime =
+        crate::runtime::Runtime::new(Some(config.data_dir.join("cache").join("modules")))?;
     // A test switch: modules above this size start on the interpreter while
     // the JIT compiles them (the tests' modules are all small).
     if cfg!(feature = "test-hooks")
