@@ -4,7 +4,7 @@
 use corral_protocol::envelope::Signed;
 use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::messages::RejectReason;
-use corral_protocol::receipt::TaskReceipt;
+use corral_protocol::receipt::{EngineKind, TaskReceipt};
 use corral_scheduler::ahead::SHORT_TASK_MS;
 use corral_scheduler::batch::{Decision, TaskState};
 
@@ -249,7 +249,10 @@ impl<C: Clock> Coordinator<C> {
         if self.warm.len() >= MAX_WARM {
             self.warm.clear();
         }
-        self.warm.insert((from, job.manifest.module_hash));
+        self.warm.insert(
+            (from, job.manifest.module_hash),
+            receipt.engine == EngineKind::Jit,
+        );
         job.batch.observe_run(&from, receipt.duration_ms);
         // Checked above: the run was placed and its result counts.
         let decisions = job

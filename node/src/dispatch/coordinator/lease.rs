@@ -39,14 +39,28 @@ impl<C: Clock> Coordinator<C> {
     }
 }
 
-/// The speed and engine name a peer would use for a job.
-pub(super) fn speed_for(engines: &[EngineSpeed], req: EngineReq) -> (u64, &'static str) {
+/// The speed and engine name a peer would use for a job. A device with no
+/// JIT code for a big module yet (`cold`: above
+/// [`QUICK_COMPILE_BYTES`](crate::runtime::QUICK_COMPILE_BYTES), and no
+/// receipt from it of a run on the JIT) starts it on its interpreter while
+/// the JIT compiles it: under `any` its first tasks are predicted at that
+/// speed, so that placement prefers devices that have the code when they
+/// finish sooner.
+pub(super) fn speed_for(
+    engines: &[EngineSpeed],
+    req: EngineReq,
+    cold: bool,
+) -> (u64, &'static str) {
     let pick = |kind: EngineKind| engines.iter().find(|e| e.engine == kind);
     let chosen = match req {
         EngineReq::Jit => pick(EngineKind::Jit),
         EngineReq::Interp => pick(EngineKind::Interp),
-        // The worker's own choice: its fastest engine (adverts list it first).
-        EngineReq::Any => engines.iter().max_by_key(|e| e.ops_per_s),
+        // The worker's own choice: its fastest engine (adverts list it
+        // first), or its interpreter while the JIT compiles.
+        EngineReq::Any => match pick(EngineKind::Interp) {
+            Some(interp) if cold && pick(EngineKind::Jit).is_some() => Some(interp),
+            _ => engines.iter().max_by_key(|e| e.ops_per_s),
+        },
     };
     chosen.map_or((0, "none"), |e| (e.ops_per_s.max(1), e.engine.name()))
 }

@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 
 use corral_protocol::capacity::EngineSpeed;
+use corral_protocol::manifest::EngineReq;
 use corral_protocol::receipt::{EngineKind, TaskReceipt};
 
+use super::lease::speed_for;
 use super::tests::{Fixture, candidate, receipt_of};
 use super::*;
 use crate::clock::{Clock, ManualClock};
@@ -174,4 +176,64 @@ fn a_worker_that_says_it_is_alive_keeps_its_lease() {
         clock.advance(STEP_MS);
     }
     assert!(coord.jobs[&id].cooldown.contains_key(&slow));
+}
+
+#[test]
+fn a_device_without_the_jit_code_of_a_big_module_is_predicted_at_its_interpreter_speed() {
+    let both = [
+        EngineSpeed {
+            engine: EngineKind::Jit,
+            ops_per_s: 1000,
+        },
+        EngineSpeed {
+            engine: EngineKind::Interp,
+            ops_per_s: 100,
+        },
+    ];
+    // Cold: its first tasks run on the interpreter while the JIT compiles.
+    assert_eq!(speed_for(&both, EngineReq::Any, true), (100, "interp"));
+    // Warm (a receipt of a JIT run of the module), or a small module.
+    assert_eq!(speed_for(&both, EngineReq::Any, false), (1000, "jit"));
+    // A job that asks for an engine gets it, cold or not.
+    assert_eq!(speed_for(&both, EngineReq::Jit, true), (1000, "jit"));
+    // A device with the JIT only waits for its compile: no other tier.
+    assert_eq!(speed_for(&both[..1], EngineReq::Any, true), (1000, "jit"));
+}
+
+#[test]
+fn a_receipt_says_whether_the_device_has_the_modules_jit_code() {
+    let fx = Fixture::new();
+    let clock = ManualClock::at(1_800_000_000_000);
+    let mut coord = coordinator(&fx, &clock);
+    let id = coord
+        .submit(fx.spec(2, 1), clock.now_ms())
+        .expect("submitted");
+    let worker = peer(1);
+    let candidates = [candidate(worker)];
+    let offered: Vec<(u32, u32)> = coord
+        .schedule(&candidates, &[worker], clock.now_ms())
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Offer { index, attempt, .. } => Some((index, attempt)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(offered.len(), 2, "{offered:?}");
+    let hash = coord.jobs[&id].manifest.module_hash;
+    for (n, (index, attempt)) in offered.into_iter().enumerate() {
+        coord.on_accepted(id, index, worker);
+        let mut receipt = receipt(id, index, attempt, worker, 1000);
+        receipt.engine = if n == 0 {
+            EngineKind::Interp
+        } else {
+            EngineKind::Jit
+        };
+        coord.on_result(worker, "desk", receipt).expect("stored");
+        assert_eq!(
+            coord.warm.get(&(worker, hash)),
+            Some(&(n == 1)),
+            "after a run on {:?}",
+            if n == 0 { "the interpreter" } else { "the JIT" }
+        );
+    }
 }

@@ -44,6 +44,7 @@ use records::{JobRecord, JobState, TaskRunState, task_key};
 use crate::blobs::BlobStore;
 use crate::clock::{Clock, SystemClock};
 use crate::control::ControlError;
+use crate::runtime::QUICK_COMPILE_BYTES;
 use crate::store::{Records, Store};
 
 /// Most jobs kept in memory (finished ones are read back from the store).
@@ -106,8 +107,10 @@ pub struct Coordinator<C: Clock = SystemClock> {
     store: Store,
     blobs: BlobStore,
     jobs: BTreeMap<JobId, Job>,
-    /// Which peers hold which modules (they returned a result of it).
-    warm: std::collections::BTreeSet<(PeerKey, ContentHash)>,
+    /// Which peers hold which modules (they returned a result of it), and
+    /// whether their last run of it was on the JIT (its code is compiled
+    /// there).
+    warm: BTreeMap<(PeerKey, ContentHash), bool>,
 }
 
 /// Most (peer, module) pairs remembered as warm.
@@ -228,7 +231,11 @@ impl<C: Clock> Coordinator<C> {
                     .iter()
                     .map(|c| {
                         let others = self.load_of(&c.peer) - job.batch.load_of(&c.peer);
-                        let (speed, engine) = speed_for(&c.engines, job.manifest.engine);
+                        let module = (c.peer, job.manifest.module_hash);
+                        let compiled = self.warm.get(&module).copied().unwrap_or(false);
+                        let big = job.manifest.module_size > QUICK_COMPILE_BYTES as u64;
+                        let (speed, engine) =
+                            speed_for(&c.engines, job.manifest.engine, big && !compiled);
                         Worker {
                             peer: c.peer,
                             slots_free: c
@@ -249,8 +256,7 @@ impl<C: Clock> Coordinator<C> {
                                 0
                             },
                             class: format!("{}/{engine}", c.arch),
-                            cached: c.peer == self.me
-                                || self.warm.contains(&(c.peer, job.manifest.module_hash)),
+                            cached: c.peer == self.me || self.warm.contains_key(&module),
                         }
                     })
                     .collect()
