@@ -318,14 +318,8 @@ fn bench_membership_and_idle_memory() {
 
     // Idle memory: host 0 has been up, in a mesh, with nothing to do.
     std::thread::sleep(Duration::from_secs(if quick() { 2 } else { 10 }));
-    let pid = lan.pid(0).expect("host 0 runs");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    figure("idle_rss_mb", kib / 1024.0, "MiB");
+    let status = proc_status(&lan, 0);
+    figure("idle_rss_mb", mib(&status, "VmRSS"), "MiB");
     if std::env::var_os("CORRAL_BENCH_LOGS").is_some() {
         for l in status
             .lines()
@@ -401,15 +395,19 @@ fn engines_of(job: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-/// Peak resident memory of host i's daemon so far, in MiB.
-fn peak_rss_mb(lan: &Lan, i: usize) -> f64 {
+/// `/proc/PID/status` of host i's daemon.
+fn proc_status(lan: &Lan, i: usize) -> String {
     let pid = lan.pid(i).expect("the host runs");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status")
+}
+
+/// A memory field of a `/proc/PID/status` (`VmRSS`, `VmHWM`), in MiB.
+fn mib(status: &str, field: &str) -> f64 {
     let kib: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
+        .unwrap_or_else(|| panic!("no {field} in {status}"));
     kib / 1024.0
 }
 
@@ -444,7 +442,11 @@ fn bench_big_module() {
     );
     warm.sort_by(f64::total_cmp);
     figure("big_warm_task_s", warm[1], "s");
-    figure("big_compile_peak_rss_mb", peak_rss_mb(&lan, 1), "MiB");
+    figure(
+        "big_compile_peak_rss_mb",
+        mib(&proc_status(&lan, 1), "VmHWM"),
+        "MiB",
+    );
     drop(lan);
     // Two fresh devices, four tasks.
     let lan = mesh(2, &[], "2");

@@ -13,8 +13,14 @@ use super::tests::{Fixture, candidate, receipt_of};
 use super::*;
 use crate::clock::{Clock, ManualClock};
 
-fn coordinator(fx: &Fixture, clock: &ManualClock) -> Coordinator<ManualClock> {
-    fx.load_with(clock.clone())
+/// A coordinator on a manual clock with a job of `tasks` tasks submitted.
+fn with_job(fx: &Fixture, tasks: u32) -> (ManualClock, Coordinator<ManualClock>, JobId) {
+    let clock = ManualClock::at(1_800_000_000_000);
+    let mut coord = fx.load_with(clock.clone());
+    let id = coord
+        .submit(fx.spec(tasks, 1), clock.now_ms())
+        .expect("submitted");
+    (clock, coord, id)
 }
 
 fn peer(n: u8) -> PeerKey {
@@ -30,11 +36,7 @@ const STEP_MS: u64 = 500;
 #[test]
 fn a_silent_holder_claiming_a_huge_speed_is_cooled_off_and_the_job_finishes() {
     let fx = Fixture::new();
-    let clock = ManualClock::at(1_800_000_000_000);
-    let mut coord = coordinator(&fx, &clock);
-    let id = coord
-        .submit(fx.spec(12, 1), clock.now_ms())
-        .expect("submitted");
+    let (clock, mut coord, id) = with_job(&fx, 12);
     let rogue = peer(9);
     let honest = [peer(1), peer(2)];
     let mut candidates: Vec<Candidate> = honest.iter().map(|p| candidate(*p)).collect();
@@ -114,11 +116,7 @@ fn a_silent_holder_claiming_a_huge_speed_is_cooled_off_and_the_job_finishes() {
 #[test]
 fn a_worker_that_says_it_is_alive_keeps_its_lease() {
     let fx = Fixture::new();
-    let clock = ManualClock::at(1_800_000_000_000);
-    let mut coord = coordinator(&fx, &clock);
-    let id = coord
-        .submit(fx.spec(2, 1), clock.now_ms())
-        .expect("submitted");
+    let (clock, mut coord, id) = with_job(&fx, 2);
     let (slow, fast) = (peer(1), peer(2));
     let candidates = [candidate(slow), candidate(fast)];
     let present = [slow, fast];
@@ -203,11 +201,7 @@ fn a_device_without_the_jit_code_of_a_big_module_is_predicted_at_its_interpreter
 #[test]
 fn a_receipt_says_whether_the_device_has_the_modules_jit_code() {
     let fx = Fixture::new();
-    let clock = ManualClock::at(1_800_000_000_000);
-    let mut coord = coordinator(&fx, &clock);
-    let id = coord
-        .submit(fx.spec(2, 1), clock.now_ms())
-        .expect("submitted");
+    let (clock, mut coord, id) = with_job(&fx, 2);
     let worker = peer(1);
     let candidates = [candidate(worker)];
     let offered: Vec<(u32, u32)> = coord
