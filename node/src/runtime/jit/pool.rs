@@ -174,9 +174,7 @@ impl Pair {
         let on_demand = self.on_demand()?;
         on_demand.cache.get_or_compile(&on_demand.engine, module)
     }
-}
 
-impl Pair {
     /// The module's code if it is made (in memory or on disk), without
     /// compiling it.
     pub(super) fn ready(&self, module: &WasmModule) -> Option<Module> {
