@@ -107,7 +107,6 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         handle: tokio::runtime::Handle::current(),
         events: events_tx,
         store: store.clone(),
-        compiled: std::sync::Mutex::new(HashMap::new()),
         engines: config.engines.iter().map(|e| e.engine).collect(),
         fault_lie,
         deliveries: Default::default(),

@@ -296,7 +296,7 @@ impl Runtime {
                 (None, _) => EngineKind::Interp,
             };
             if jit.is_some() {
-                low_priority_compile_pool();
+                tier::low_priority_compile_pool();
             }
             Ok(Self {
                 jit,
@@ -316,18 +316,12 @@ impl Runtime {
         }
     }
 
-    /// The same with modules up to `bytes` compiled before their first
-    /// task under `auto` (larger ones start on the interpreter), and the
-    /// host's free memory read by `free_memory`.
-    pub fn with_tiers(mut self, bytes: usize, free_memory: fn() -> Option<u64>) -> Self {
-        self.tiers = tier::Tiers::new(bytes, free_memory);
-        self
-    }
-
-    /// The same with modules up to `bytes` compiled before their first
-    /// task under `auto`.
-    pub fn with_quick_compile_bytes(self, bytes: usize) -> Self {
-        self.with_tiers(bytes, tier::free_memory)
+    /// Whether this build and CPU have the JIT.
+    fn has_jit(&self) -> bool {
+        #[cfg(feature = "jit")]
+        return self.jit.is_some();
+        #[cfg(not(feature = "jit"))]
+        false
     }
 
     /// Cranelift compiles this process did (loads from the disk cache not
@@ -406,25 +400,6 @@ impl Runtime {
     }
 }
 
-/// Cranelift compiles its functions on rayon's global pool (wasmtime's
-/// parallel compilation): its threads are made with a lower priority
-/// ([`tier`]'s `COMPILE_NICE`), so that a compile yields to tasks and to
-/// the owner. Set once
-/// per process, before the first compile.
-#[cfg(feature = "jit")]
-fn low_priority_compile_pool() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let built = rayon::ThreadPoolBuilder::new()
-            .thread_name(|i| format!("corral-cranelift-{i}"))
-            .start_handler(|_| tier::lower_this_threads_priority())
-            .build_global();
-        if let Err(e) = built {
-            tracing::debug!("the compile pool keeps its priority: {e}");
-        }
-    });
-}
-
 /// The engines this build can run on this CPU, without starting them.
 pub fn build_engines() -> Vec<EngineKind> {
     let mut engines = Vec::with_capacity(2);
@@ -438,11 +413,17 @@ pub fn build_engines() -> Vec<EngineKind> {
 
 /// Total physical memory, if the OS tells.
 fn host_memory_bytes() -> Option<u64> {
+    host_memory(sysinfo::System::total_memory)
+}
+
+/// A figure of the host's memory (`read` from a fresh reading), if the OS
+/// tells.
+fn host_memory(read: fn(&sysinfo::System) -> u64) -> Option<u64> {
     let mut system = sysinfo::System::new().ok()?;
     system.refresh_memory();
-    match system.total_memory() {
+    match read(&system) {
         0 => None,
-        total => Some(total),
+        bytes => Some(bytes),
     }
 }
 

@@ -29,8 +29,9 @@ pub const QUICK_COMPILE_BYTES: usize = 2 * 1024 * 1024;
 /// interpreter before the memory is looked at again.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
 
-/// Modules whose tier is remembered (a batch uses one).
-const ENTRIES: usize = 32;
+/// Modules (by engine) whose code or tier is remembered (a batch uses
+/// one).
+const ENTRIES: usize = 64;
 
 /// Cranelift's peak memory for compiling a module of `len` bytes: a fixed
 /// 64 MiB and 26 bytes per byte of module. Measured: Yosys 0.50
@@ -43,25 +44,25 @@ pub fn compile_peak_bytes(len: usize) -> u64 {
     FIXED.saturating_add((len as u64).saturating_mul(PER_BYTE))
 }
 
-/// What tasks of a module start on.
-#[derive(Clone)]
-enum Entry {
-    /// The JIT's code: every task from now on.
-    Jit(Compiled),
-    /// The interpreter's, while the JIT's is being made (`compiling`) or
-    /// could not be afforded (`since` then).
-    Interim {
-        interp: Compiled,
-        compiling: bool,
-        since: Instant,
-    },
+/// A module not on the JIT yet under `auto`: its tasks run on the
+/// interpreter meanwhile.
+#[derive(Clone, Copy)]
+enum Waiting {
+    /// Cranelift compiles it in the background (one module at a time).
+    Compiling,
+    /// Not compiled (no memory for it, another compile under way, or the
+    /// JIT refused it) when last looked at.
+    Declined(Instant),
 }
 
 /// The tiers' state: one per [`Runtime`].
 pub(super) struct Tiers {
-    entries: Mutex<HashMap<ContentHash, Entry>>,
-    /// The module compiling in the background, if any (one at a time).
-    compiling: Mutex<Option<ContentHash>>,
+    /// Code by module and engine, for callers that know a module by its
+    /// hash (the worker): its bytes are read and hashed once, not per task.
+    compiled: Mutex<HashMap<(ContentHash, EngineKind), Compiled>>,
+    /// Modules whose tasks run on the interpreter until the JIT's code is
+    /// made.
+    waiting: Mutex<HashMap<ContentHash, Waiting>>,
     /// Modules up to this size compile at once.
     quick_bytes: usize,
     /// Memory the host has free now, if known.
@@ -71,31 +72,66 @@ pub(super) struct Tiers {
 impl Tiers {
     pub(super) fn new(quick_bytes: usize, free_memory: fn() -> Option<u64>) -> Self {
         Self {
-            entries: Mutex::new(HashMap::new()),
-            compiling: Mutex::new(None),
+            compiled: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(HashMap::new()),
             quick_bytes,
             free_memory,
         }
     }
 
-    fn remember(&self, hash: ContentHash, entry: Entry) {
-        let mut entries = lock(&self.entries);
-        if !entries.contains_key(&hash) && entries.len() >= ENTRIES {
-            entries.retain(|_, e| {
-                matches!(
-                    e,
-                    Entry::Interim {
-                        compiling: true,
-                        ..
-                    }
-                )
-            });
+    fn known(&self, hash: ContentHash, engine: EngineKind) -> Option<Compiled> {
+        lock(&self.compiled).get(&(hash, engine)).cloned()
+    }
+
+    fn keep(&self, hash: ContentHash, compiled: Compiled) {
+        let mut memo = lock(&self.compiled);
+        if memo.len() >= ENTRIES {
+            memo.clear();
         }
-        entries.insert(hash, entry);
+        memo.insert((hash, compiled.engine()), compiled);
+    }
+
+    /// Marks `hash` declined now.
+    fn decline(&self, hash: ContentHash) {
+        let mut waiting = lock(&self.waiting);
+        if !waiting.contains_key(&hash) && waiting.len() >= ENTRIES {
+            waiting.retain(|_, w| matches!(w, Waiting::Compiling));
+        }
+        waiting.insert(hash, Waiting::Declined(Instant::now()));
     }
 }
 
 impl Runtime {
+    /// The same with modules up to `bytes` compiled before their first
+    /// task under `auto` (larger ones start on the interpreter), and the
+    /// host's free memory read by `free_memory`.
+    pub fn with_tiers(mut self, bytes: usize, free_memory: fn() -> Option<u64>) -> Self {
+        self.tiers = Tiers::new(bytes, free_memory);
+        self
+    }
+
+    /// The same with modules up to `bytes` compiled before their first
+    /// task under `auto`.
+    pub fn with_quick_compile_bytes(self, bytes: usize) -> Self {
+        self.with_tiers(bytes, free_memory)
+    }
+
+    /// The module of `hash` compiled for `engine`, remembered by hash: `load`
+    /// (its bytes, checked against `hash`) is called the first time only.
+    pub fn compile_by_hash<E: From<RuntimeError>>(
+        &self,
+        hash: ContentHash,
+        engine: EngineKind,
+        load: impl FnOnce() -> Result<WasmModule, E>,
+    ) -> Result<Compiled, E> {
+        if let Some(compiled) = self.tiers.known(hash, engine) {
+            return Ok(compiled);
+        }
+        let compiled = self.compile(engine, &load()?)?;
+        self.tiers.keep(hash, compiled.clone());
+        Ok(compiled)
+    }
+
     /// The code a task of `hash` starts on under `auto` on a JIT host: the
     /// JIT's if it is made or quick to make, else the interpreter's now,
     /// with the JIT's compiling in the background if the host can afford
@@ -106,68 +142,70 @@ impl Runtime {
         hash: ContentHash,
         load: impl FnOnce() -> Result<WasmModule, E>,
     ) -> Result<Compiled, E> {
-        let engine = self.engines()[0];
-        if engine != EngineKind::Jit {
-            let module = load()?;
-            return Ok(self.compile(engine, &module)?);
+        if !self.has_jit() {
+            return self.compile_by_hash(hash, EngineKind::Interp, load);
         }
-        let known = lock(&self.tiers.entries).get(&hash).cloned();
-        match known {
-            Some(Entry::Jit(compiled)) => return Ok(compiled),
-            Some(Entry::Interim {
-                interp, compiling, ..
-            }) if compiling => return Ok(interp),
-            Some(Entry::Interim { interp, since, .. }) if since.elapsed() < RETRY_AFTER => {
-                return Ok(interp);
-            }
-            _ => {}
+        if let Some(compiled) = self.tiers.known(hash, EngineKind::Jit) {
+            return Ok(compiled);
+        }
+        let waiting = lock(&self.tiers.waiting).get(&hash).copied();
+        let on_interp = match waiting {
+            Some(Waiting::Compiling) => true,
+            Some(Waiting::Declined(since)) => since.elapsed() < RETRY_AFTER,
+            None => false,
+        };
+        if on_interp {
+            return self.compile_by_hash(hash, EngineKind::Interp, load);
         }
         let module = load()?;
-        if module.bytes.len() <= self.tiers.quick_bytes {
-            let compiled = self.compile(EngineKind::Jit, &module)?;
-            self.tiers.remember(hash, Entry::Jit(compiled.clone()));
+        let ready = || {
+            #[cfg(feature = "jit")]
+            if let Some(jit) = &self.jit {
+                return jit.ready(&module).map(Compiled::Jit);
+            }
+            None
+        };
+        let jit = if module.bytes.len() <= self.tiers.quick_bytes {
+            Some(self.compile(EngineKind::Jit, &module)?)
+        } else {
+            ready()
+        };
+        if let Some(compiled) = jit {
+            self.tiers.keep(hash, compiled.clone());
             return Ok(compiled);
         }
-        #[cfg(feature = "jit")]
-        if let Some(ready) = self.jit.as_ref().and_then(|jit| jit.ready(&module)) {
-            let compiled = Compiled::Jit(ready);
-            self.tiers.remember(hash, Entry::Jit(compiled.clone()));
-            return Ok(compiled);
-        }
-        let interp = self.compile(EngineKind::Interp, &module)?;
-        let compiling = self.compile_in_background(module);
-        self.tiers.remember(
-            hash,
-            Entry::Interim {
-                interp: interp.clone(),
-                compiling,
-                since: Instant::now(),
-            },
-        );
+        let interp = self.compile_by_hash(hash, EngineKind::Interp, || {
+            Ok::<_, RuntimeError>(module.clone())
+        })?;
+        self.compile_in_background(module);
         Ok(interp)
     }
 
     /// Starts the JIT compile of `module` on a low-priority thread if none
-    /// runs and the host has the memory for it; whether it started.
-    fn compile_in_background(self: &Arc<Self>, module: WasmModule) -> bool {
+    /// runs and the host has the memory for it; declines it otherwise.
+    fn compile_in_background(self: &Arc<Self>, module: WasmModule) {
+        let hash = module.hash;
         let need = compile_peak_bytes(module.bytes.len());
         let free = (self.tiers.free_memory)();
         if free.is_none_or(|free| free < need) {
             tracing::info!(
-                module = %module.hash.short(),
+                module = %hash.short(),
                 need_mib = need >> 20,
                 free_mib = free.map(|f| f >> 20),
                 "not compiling this module with Cranelift: the host has not the memory; \
                  its tasks run on the interpreter"
             );
-            return false;
+            self.tiers.decline(hash);
+            return;
         }
         {
-            let mut compiling = lock(&self.tiers.compiling);
-            if compiling.is_some() {
-                return false;
+            let mut waiting = lock(&self.tiers.waiting);
+            if waiting.values().any(|w| matches!(w, Waiting::Compiling)) {
+                drop(waiting);
+                self.tiers.decline(hash);
+                return;
             }
-            *compiling = Some(module.hash);
+            waiting.insert(hash, Waiting::Compiling);
         }
         let runtime = Arc::clone(self);
         let spawned = std::thread::Builder::new()
@@ -175,58 +213,60 @@ impl Runtime {
             .spawn(move || {
                 lower_this_threads_priority();
                 let started = Instant::now();
-                let hash = module.hash;
-                let entry = match runtime.compile(EngineKind::Jit, &module) {
+                match runtime.compile(EngineKind::Jit, &module) {
                     Ok(compiled) => {
                         tracing::info!(
                             module = %hash.short(),
                             secs = started.elapsed().as_secs_f64(),
                             "compiled in the background: its next tasks run on the JIT"
                         );
-                        Some(Entry::Jit(compiled))
+                        runtime.tiers.keep(hash, compiled);
+                        lock(&runtime.tiers.waiting).remove(&hash);
                     }
                     Err(e) => {
                         tracing::warn!(module = %hash.short(), "the JIT cannot compile this module: {e}");
-                        None
+                        // Kept on the interpreter; asked again after a while.
+                        runtime.tiers.decline(hash);
                     }
-                };
-                let mut entries = lock(&runtime.tiers.entries);
-                match (entry, entries.get_mut(&hash)) {
-                    (Some(jit), _) => {
-                        entries.insert(hash, jit);
-                    }
-                    // Kept on the interpreter; asked again after a while.
-                    (None, Some(Entry::Interim { compiling, since, .. })) => {
-                        *compiling = false;
-                        *since = Instant::now();
-                    }
-                    (None, _) => {}
                 }
-                drop(entries);
-                *lock(&runtime.tiers.compiling) = None;
             });
         if let Err(e) = spawned {
             tracing::warn!("cannot start a compile thread: {e}");
-            *lock(&self.tiers.compiling) = None;
-            return false;
+            self.tiers.decline(hash);
         }
-        true
     }
 
-    /// Whether a background compile runs now.
+    /// The module compiling in the background now, if any.
     pub fn compiling(&self) -> Option<ContentHash> {
-        *lock(&self.tiers.compiling)
+        lock(&self.tiers.waiting)
+            .iter()
+            .find(|(_, w)| matches!(w, Waiting::Compiling))
+            .map(|(hash, _)| *hash)
     }
 }
 
 /// Memory the host has free for a compile now (without swap), if known.
 pub(super) fn free_memory() -> Option<u64> {
-    let mut system = sysinfo::System::new().ok()?;
-    system.refresh_memory();
-    match system.available_memory() {
-        0 => None,
-        free => Some(free),
-    }
+    super::host_memory(sysinfo::System::available_memory)
+}
+
+/// Cranelift compiles its functions on rayon's global pool (wasmtime's
+/// parallel compilation): its threads are made with a lower priority
+/// ([`COMPILE_NICE`]), so that a compile yields to tasks and to
+/// the owner. Set once
+/// per process, before the first compile.
+#[cfg(feature = "jit")]
+pub(super) fn low_priority_compile_pool() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let built = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("corral-cranelift-{i}"))
+            .start_handler(|_| lower_this_threads_priority())
+            .build_global();
+        if let Err(e) = built {
+            tracing::debug!("the compile pool keeps its priority: {e}");
+        }
+    });
 }
 
 /// The nice value of compile threads. Not the lowest: the tasks running on

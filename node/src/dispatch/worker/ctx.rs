@@ -1,11 +1,9 @@
 //! What the worker's event-loop side shares with its tasks: the node's
 //! identity, stores, engines and the queues between them.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use corral_protocol::envelope::SigningKey;
-use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::manifest::EngineReq;
 use corral_protocol::receipt::EngineKind;
@@ -15,7 +13,7 @@ use super::outbox::{Courier, Deliveries};
 use super::task::RunQueue;
 use crate::blobs::BlobStore;
 use crate::dispatch::{FetchLocks, NetHandle};
-use crate::runtime::{Compiled, Runtime};
+use crate::runtime::Runtime;
 use crate::store::Store;
 
 /// What the loop learns from running tasks.
@@ -53,8 +51,6 @@ pub struct WorkerCtx {
     pub events: mpsc::Sender<WorkerEvent>,
     /// The outbox of unacknowledged receipts.
     pub store: Store,
-    /// Compiled modules by hash and engine.
-    pub compiled: Mutex<HashMap<(ContentHash, EngineKind), Compiled>>,
     /// The engines this daemon offers (`corral up --engine`), fastest first.
     pub engines: Vec<EngineKind>,
     /// Test-only fault: report a wrong stdout (to test `--verify`).

@@ -138,22 +138,8 @@ pub(super) fn compiled_for(
     let engine = ctx
         .engine_for(manifest.engine)
         .context("no engine of the kind the job needs")?;
-    let key = (manifest.module_hash, engine);
-    if let Some(compiled) = ctx
-        .compiled
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&key)
-    {
-        return Ok(compiled.clone());
-    }
-    let compiled = ctx.runtime.compile(engine, &load()?)?;
-    let mut cache = ctx.compiled.lock().unwrap_or_else(|e| e.into_inner());
-    if cache.len() > 32 {
-        cache.clear();
-    }
-    cache.insert(key, compiled.clone());
-    Ok(compiled)
+    ctx.runtime
+        .compile_by_hash(manifest.module_hash, engine, load)
 }
 
 /// A read-only tree, laid out once per device and shared by its tasks.

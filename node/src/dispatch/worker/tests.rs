@@ -1,7 +1,7 @@
 //! Tests of the worker's event-loop side without a network: offers,
 //! cancels, hand-backs and counts, with the requests it sends caught.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use corral_protocol::capacity::OwnerState;
 use corral_protocol::envelope::{SigningKey, peer_key, signing_key};
@@ -55,7 +55,6 @@ pub(super) fn harness(slots: u16) -> Harness {
         handle: tokio::runtime::Handle::current(),
         events,
         store,
-        compiled: std::sync::Mutex::new(HashMap::new()),
         engines: vec![EngineKind::Interp],
         fault_lie: false,
         deliveries: Deliveries::default(),
