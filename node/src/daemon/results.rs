@@ -21,7 +21,7 @@ use super::node::Node;
 use super::state::{Durable, NotTaken, Reply, ResultReady};
 use crate::blobs::BlobStore;
 use crate::dispatch::coordinator::Unwanted;
-use crate::dispatch::{FetchLocks, NetHandle, fetch_blob};
+use crate::dispatch::{FetchLocks, NetHandle, fetch_many};
 
 impl Node {
     /// Receipts from `from`: each is checked; those wanted are taken once
@@ -236,24 +236,14 @@ impl Intake {
                 if fetched.is_err() {
                     continue;
                 }
-                for file in &receipt.files {
-                    if let Err(e) = fetch_blob(
-                        &self.net,
-                        &self.blobs,
-                        &self.locks,
-                        from,
-                        file.hash,
-                        file.size,
-                    )
-                    .await
-                    {
-                        *fetched = Err(if written_here(&e) {
-                            NotTaken::NotStored(format!("{e:#}"))
-                        } else {
-                            NotTaken::Refused(format!("{e:#}"))
-                        });
-                        break;
-                    }
+                let files: Vec<_> = receipt.files.iter().map(|f| (f.hash, f.size)).collect();
+                if let Err(e) = fetch_many(&self.net, &self.blobs, &self.locks, from, &files).await
+                {
+                    *fetched = Err(if written_here(&e) {
+                        NotTaken::NotStored(format!("{e:#}"))
+                    } else {
+                        NotTaken::Refused(format!("{e:#}"))
+                    });
                 }
             }
             let blobs = self.blobs.clone();

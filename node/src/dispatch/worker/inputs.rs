@@ -12,7 +12,7 @@ use corral_protocol::receipt::EngineKind;
 use super::ctx::WorkerCtx;
 use super::task::{Assignment, Prepared};
 use crate::blobs::BlobStore;
-use crate::dispatch::fetch_blob;
+use crate::dispatch::fetch_many;
 use crate::runtime::{Compiled, MAX_MODULE_BYTES, WasmModule};
 
 /// The blobs a task reads besides its `--dir` trees, each with the most
@@ -73,37 +73,37 @@ pub(super) fn local_inputs(blobs: &BlobStore, task: &Assignment) -> Option<Prepa
     })
 }
 
-/// Fetches (hash-checked, cached) what a task needs from its coordinator.
+/// Fetches (hash-checked, cached) what a task needs from its coordinator:
+/// the `--dir` trees' listings first, then every blob side by side (within
+/// [`fetch_many`]'s bound).
 pub(super) async fn fetch_inputs(ctx: &WorkerCtx, task: &Assignment) -> anyhow::Result<Prepared> {
     let needs = Needs::of(&task.manifest, task.index)?;
-    let fetch = |hash, max| {
-        fetch_blob(
-            &ctx.net,
-            &ctx.blobs,
-            &ctx.locks,
-            task.coordinator,
-            hash,
-            max,
-        )
+    let fetch = |wanted: Vec<(ContentHash, u64)>| async move {
+        fetch_many(&ctx.net, &ctx.blobs, &ctx.locks, task.coordinator, &wanted).await
     };
-    let module = fetch(needs.module.0, needs.module.1).await?;
-    for dir in &task.manifest.dirs {
-        fetch(
+    let listings = task.manifest.dirs.iter().map(|dir| {
+        (
             dir.tree_hash,
             corral_protocol::tree::MAX_LISTING_BYTES as u64,
         )
-        .await?;
+    });
+    fetch(listings.collect()).await?;
+    let mut wanted = vec![needs.module];
+    wanted.extend(needs.input.as_ref().map(|(_, hash, size)| (*hash, *size)));
+    wanted.extend(needs.stdin);
+    for dir in &task.manifest.dirs {
         let listing = ctx.blobs.listing(&dir.tree_hash)?;
-        for file in &listing.files {
-            fetch(file.hash, file.size).await?;
-        }
+        wanted.extend(listing.files.iter().map(|file| (file.hash, file.size)));
     }
+    let mut paths = fetch(wanted).await?.into_iter();
+    let mut next = || paths.next().context("a fetched blob went missing");
+    let module = next()?;
     let input = match needs.input {
-        Some((name, hash, size)) => Some((name, fetch(hash, size).await?)),
+        Some((name, _, _)) => Some((name, next()?)),
         None => None,
     };
     let stdin = match needs.stdin {
-        Some((hash, max)) => Some(fetch(hash, max).await?),
+        Some(_) => Some(next()?),
         None => None,
     };
     Ok(Prepared {

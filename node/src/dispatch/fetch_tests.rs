@@ -1,0 +1,241 @@
+//! Fetching from a peer played by the test: the blob store answers chunk
+//! requests the way a daemon does, held a moment so overlap shows; hostile
+//! peers answer what they like.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use corral_protocol::envelope::{peer_key, signing_key};
+use corral_protocol::hash::ContentHash;
+use corral_protocol::ids::PeerKey;
+use corral_protocol::messages::{BlobRequest, BlobResponse, MAX_CHUNK_BYTES};
+use tokio::sync::mpsc;
+
+use super::{FetchLocks, MAX_BLOBS_AT_ONCE, MAX_CHUNKS_AHEAD, fetch_blob, fetch_many};
+use crate::blobs::BlobStore;
+use crate::dispatch::{NetCmd, NetHandle};
+
+/// Requests answered at most this long after they arrive.
+const HOLD: Duration = Duration::from_millis(20);
+
+fn peer() -> PeerKey {
+    peer_key(&signing_key(&[9; 32]))
+}
+
+/// A store in a fresh directory (kept alive by the returned guard).
+fn store() -> (BlobStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    (BlobStore::open(dir.path()).expect("a blob store"), dir)
+}
+
+/// Bytes that differ from chunk to chunk.
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
+}
+
+/// The most requests the peer held unanswered at one time.
+#[derive(Clone, Default)]
+struct Overlap {
+    now: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+}
+
+impl Overlap {
+    fn most(&self) -> usize {
+        self.most.load(Ordering::SeqCst)
+    }
+}
+
+/// Plays an honest peer serving `source`, each answer held [`HOLD`].
+fn serve(source: BlobStore, rx: mpsc::Receiver<NetCmd>) -> Overlap {
+    serve_with(rx, move |request| source.chunk(&request))
+}
+
+/// Plays a peer answering each blob request with `answer`.
+fn serve_with(
+    mut rx: mpsc::Receiver<NetCmd>,
+    answer: impl Fn(BlobRequest) -> BlobResponse + Send + Sync + 'static,
+) -> Overlap {
+    let overlap = Overlap::default();
+    let seen = overlap.clone();
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Some(cmd) = rx.recv().await {
+            let NetCmd::Blob { request, reply, .. } = cmd else {
+                panic!("only blobs are fetched");
+            };
+            let now = seen.now.fetch_add(1, Ordering::SeqCst) + 1;
+            seen.most.fetch_max(now, Ordering::SeqCst);
+            let (seen, answer) = (seen.clone(), answer.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(HOLD).await;
+                seen.now.fetch_sub(1, Ordering::SeqCst);
+                let _ = reply.send(Ok(answer(request)));
+            });
+        }
+    });
+    overlap
+}
+
+#[tokio::test]
+async fn a_big_blob_keeps_several_chunks_in_flight_and_arrives_whole() {
+    let (source, _s) = store();
+    let (dest, _d) = store();
+    let body = bytes(5 * MAX_CHUNK_BYTES as usize + 3, 1);
+    let hash = source.put_bytes(&body).expect("stored");
+    let (net, rx) = NetHandle::new();
+    let overlap = serve(source, rx);
+    let path = fetch_blob(&net, &dest, &FetchLocks::default(), peer(), hash, 1 << 30)
+        .await
+        .expect("the blob arrives");
+    assert_eq!(std::fs::read(path).expect("kept"), body);
+    assert!(
+        overlap.most() >= 2,
+        "chunks were fetched one after another ({} at most in flight)",
+        overlap.most()
+    );
+    assert!(
+        overlap.most() <= MAX_CHUNKS_AHEAD,
+        "{} chunk requests in flight, more than the bound {MAX_CHUNKS_AHEAD}",
+        overlap.most()
+    );
+}
+
+#[tokio::test]
+async fn the_files_of_a_tree_are_fetched_side_by_side_within_a_bound() {
+    let (source, _s) = store();
+    let (dest, _d) = store();
+    let files: Vec<Vec<u8>> = (0..12).map(|i| bytes(1000 + i, i as u8)).collect();
+    let wanted: Vec<(ContentHash, u64)> = files
+        .iter()
+        .map(|f| (source.put_bytes(f).expect("stored"), f.len() as u64))
+        .collect();
+    let (net, rx) = NetHandle::new();
+    let overlap = serve(source, rx);
+    fetch_many(&net, &dest, &FetchLocks::default(), peer(), &wanted)
+        .await
+        .expect("every file arrives");
+    for ((hash, _), body) in wanted.iter().zip(&files) {
+        assert_eq!(&dest.read(hash, 1 << 20).expect("kept"), body);
+    }
+    assert!(
+        overlap.most() >= 2,
+        "files were fetched one after another ({} at most in flight)",
+        overlap.most()
+    );
+    assert!(
+        overlap.most() <= MAX_BLOBS_AT_ONCE,
+        "{} files in flight, more than the bound {MAX_BLOBS_AT_ONCE}",
+        overlap.most()
+    );
+}
+
+/// Fetches `hash` (at most `max` bytes) from a peer answering with
+/// `answer`; returns the error, and checks nothing was kept.
+async fn refused(
+    hash: ContentHash,
+    max: u64,
+    answer: impl Fn(BlobRequest) -> BlobResponse + Send + Sync + 'static,
+) -> String {
+    let (dest, _d) = store();
+    let (net, rx) = NetHandle::new();
+    serve_with(rx, answer);
+    let err = fetch_blob(&net, &dest, &FetchLocks::default(), peer(), hash, max)
+        .await
+        .expect_err("a hostile peer's blob is refused");
+    assert!(!dest.has(&hash), "nothing is kept of a refused blob");
+    format!("{err:#}")
+}
+
+/// A chunk of `body` as an honest peer would send it.
+fn honest(body: &[u8], request: &BlobRequest) -> BlobResponse {
+    let start = (request.offset as usize).min(body.len());
+    let end = (start + request.len as usize).min(body.len());
+    BlobResponse::Chunk {
+        total: body.len() as u64,
+        offset: request.offset,
+        bytes: body[start..end].to_vec(),
+    }
+}
+
+#[tokio::test]
+async fn hostile_peers_are_refused_with_the_reason() {
+    let body = bytes(3 * MAX_CHUNK_BYTES as usize, 2);
+    let hash = ContentHash::of(&body);
+
+    let b = body.clone();
+    let err = refused(hash, 1024, move |r| honest(&b, &r)).await;
+    assert!(err.contains("at most 1024 are accepted"), "{err}");
+
+    let b = body.clone();
+    let err = refused(hash, 1 << 30, move |r| {
+        let mut chunk = honest(&b, &r);
+        if let BlobResponse::Chunk { offset, .. } = &mut chunk {
+            *offset += 1;
+        }
+        chunk
+    })
+    .await;
+    assert!(err.contains("out of order"), "{err}");
+
+    // The size changes between chunks.
+    let b = body.clone();
+    let err = refused(hash, 1 << 30, move |r| {
+        let mut chunk = honest(&b, &r);
+        if let BlobResponse::Chunk { total, .. } = &mut chunk
+            && r.offset > 0
+        {
+            *total += 1;
+        }
+        chunk
+    })
+    .await;
+    assert!(err.contains("size"), "{err}");
+
+    // Empty chunks forever.
+    let total = body.len() as u64;
+    let err = refused(hash, 1 << 30, move |r| BlobResponse::Chunk {
+        total,
+        offset: r.offset,
+        bytes: Vec::new(),
+    })
+    .await;
+    assert!(err.contains("out of order"), "{err}");
+
+    // Other bytes than the hash names.
+    let mut other = body.clone();
+    other[MAX_CHUNK_BYTES as usize + 5] ^= 1;
+    let err = refused(hash, 1 << 30, move |r| honest(&other, &r)).await;
+    assert!(err.contains("wrong contents"), "{err}");
+
+    // A byte at a time: a request per byte.
+    let b = body.clone();
+    let err = refused(hash, 1 << 30, move |mut r| {
+        r.len = 1;
+        honest(&b, &r)
+    })
+    .await;
+    assert!(err.contains("too small"), "{err}");
+
+    let err = refused(hash, 1 << 30, |_| BlobResponse::NotFound).await;
+    assert!(err.contains("does not have blob"), "{err}");
+}
+
+#[tokio::test]
+async fn short_chunks_are_taken_and_the_rest_asked_for_again() {
+    let (dest, _d) = store();
+    let body = bytes(3 * MAX_CHUNK_BYTES as usize + 10, 3);
+    let hash = ContentHash::of(&body);
+    let (net, rx) = NetHandle::new();
+    // A peer that sends at most a third of each chunk asked for.
+    let b = body.clone();
+    serve_with(rx, move |mut r| {
+        r.len /= 3;
+        honest(&b, &r)
+    });
+    let path = fetch_blob(&net, &dest, &FetchLocks::default(), peer(), hash, 1 << 30)
+        .await
+        .expect("the blob arrives in short chunks");
+    assert_eq!(std::fs::read(path).expect("kept"), body);
+}
