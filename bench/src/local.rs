@@ -14,16 +14,7 @@ use crate::Figure;
 pub(crate) const WASMTIME_VERSION: &str = "48.0.8";
 
 fn figure(name: &str, unit: &str, goal: &str) -> Figure {
-    Figure {
-        name: name.into(),
-        value: None,
-        unit: unit.into(),
-        peer: None,
-        peer_value: None,
-        ratio: None,
-        goal: goal.into(),
-        missing: None,
-    }
+    Figure::new(name, unit, goal)
 }
 
 fn missing(mut f: Figure, why: impl Into<String>) -> Figure {
@@ -274,12 +265,18 @@ fn compared(mut f: Figure, ours: Duration, theirs: Duration, peer: &str) -> Figu
 pub(crate) fn table(figures: &[Figure]) -> String {
     let mut s = String::from("| figure | value | unit | peer | peer value | ratio | goal |\n");
     s.push_str("| --- | --- | --- | --- | --- | --- | --- |\n");
-    let num = |v: Option<f64>| v.map_or_else(|| "missing".to_string(), |v| format!("{v:.3}"));
+    let num = |f: &Figure| match (f.value, f.spread) {
+        (None, _) => "missing".to_string(),
+        (Some(v), Some([low, high])) if f.rounds > 1 => {
+            format!("{v:.3} ({low:.3}–{high:.3}, {} rounds)", f.rounds)
+        }
+        (Some(v), _) => format!("{v:.3}"),
+    };
     for f in figures {
         s.push_str(&format!(
             "| `{}` | {} | {} | {} | {} | {} | {} |\n",
             f.name,
-            num(f.value),
+            num(f),
             f.unit,
             f.peer.as_deref().unwrap_or("—"),
             f.peer_value
@@ -328,7 +325,7 @@ pub(crate) fn markdown(
         command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         took.as_secs_f64()
     ));
-    s.push_str("Engine figures are the fastest of several runs of the whole command (start-up included) on the same module, ours and the peer's one after the other; the ratio is ours ÷ the peer's (lower is better). Mesh figures come from network namespaces on this machine (`node/tests/netns/bench.rs`): medians of several rounds. The round trip is a trivial task (its module already on the worker) run with `corral run` as a user runs it, one after another, timed on the coordinator from the job's submission to its result; `run_command_p50_ms` is the whole `corral run` command, process start to exit.\n\n");
+    s.push_str("Engine figures are the fastest of several runs of the whole command (start-up included) on the same module, ours and the peer's one after the other; the ratio is ours ÷ the peer's (lower is better). Mesh figures come from network namespaces on this machine (`node/tests/netns/bench.rs`); each is the median of the rounds, with the lowest and highest in brackets. `sim_scale_10k_wall_s` is the wall time of `corral-sim run simulations/scenarios/scale-10k.toml`. With `--compare REV`, the peer is revision REV, built and run alternately with this build in the same rounds, and the ratio is this build's median ÷ REV's. The round trip is a trivial task (its module already on the worker) run with `corral run` as a user runs it, one after another, timed on the coordinator from the job's submission to its result; `run_command_p50_ms` is the whole `corral run` command, process start to exit.\n\n");
     s.push_str(&table(figures));
     if let Some(file) = picture {
         s.push_str(&format!(

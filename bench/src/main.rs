@@ -6,6 +6,7 @@
 //! silently.
 
 mod local;
+mod mesh;
 mod plot;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,15 @@ struct Args {
     /// Only the local figures (engines against their peers), not the mesh.
     #[arg(long)]
     local_only: bool,
+    /// Rounds of the mesh figures and the simulator; each figure is their
+    /// median, printed with its range [default: 3, or 1 with --quick].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=50))]
+    rounds: Option<u16>,
+    /// Also build revision REV (a commit, tag or branch) and run its mesh
+    /// figures and simulator alternately with this build's, in the same
+    /// rounds; the ratio is this build's median ÷ REV's.
+    #[arg(long, value_name = "REV")]
+    compare: Option<String>,
 }
 
 /// One figure.
@@ -46,125 +56,49 @@ pub(crate) struct Figure {
     /// Why it is missing, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     missing: Option<String>,
+    /// The lowest and highest value over the rounds (a median's figure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spread: Option<[f64; 2]>,
+    /// Rounds measured (0 for a best-of figure).
+    #[serde(skip_serializing_if = "is_zero")]
+    rounds: usize,
 }
 
-/// The mesh figures and their goals.
-const MESH: [(&str, &str, &str); 13] = [
-    ("round_trip_p50_ms", "ms", "<= 1"),
-    ("round_trip_p99_ms", "ms", "-"),
-    ("run_command_p50_ms", "ms", "-"),
-    ("throughput_tasks_per_s", "tasks/s", ">= 10000"),
-    ("makespan_over_ideal", "ratio", "<= 1.10"),
-    ("join_s", "s", "<= 1"),
-    ("crash_detect_s", "s", "<= 3"),
-    ("leave_s", "s", "<= 0.1"),
-    ("idle_rss_mb", "MiB", "<= 20"),
-    // A 27.7 MB module (Yosys, scripts/big-module) on fresh devices.
-    ("big_cold_first_task_s", "s", "<= 3"),
-    ("big_cold_job_s", "s", "<= 5"),
-    ("big_warm_task_s", "s", "<= wasmtime CLI, cached"),
-    ("big_compile_peak_rss_mb", "MiB", "-"),
-];
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl Figure {
+    /// A figure with no value yet.
+    pub(crate) fn new(name: &str, unit: &str, goal: &str) -> Self {
+        Self {
+            name: name.into(),
+            value: None,
+            unit: unit.into(),
+            peer: None,
+            peer_value: None,
+            ratio: None,
+            goal: goal.into(),
+            missing: None,
+            spread: None,
+            rounds: 0,
+        }
+    }
+
+    /// A figure not measured, and why.
+    pub(crate) fn missing(name: &str, unit: &str, goal: &str, why: String) -> Self {
+        Self {
+            missing: Some(why),
+            ..Self::new(name, unit, goal)
+        }
+    }
+}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
-}
-
-/// Runs the ignored netns benchmarks and collects their `BENCH` lines.
-fn mesh_figures(quick: bool) -> Vec<Figure> {
-    let missing = |why: String| {
-        MESH.iter()
-            .map(|(name, unit, goal)| Figure {
-                name: (*name).into(),
-                value: None,
-                unit: (*unit).into(),
-                peer: None,
-                peer_value: None,
-                ratio: None,
-                goal: (*goal).into(),
-                missing: Some(why.clone()),
-            })
-            .collect()
-    };
-    let root_user = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !root_user {
-        return missing("needs root for network namespaces".into());
-    }
-    eprintln!(
-        "corral-bench: mesh figures (network namespaces; builds the release test binary first)…"
-    );
-    let big = big_module();
-    if let Err(e) = &big {
-        eprintln!("corral-bench: no big module, its figures will be missing: {e}");
-    }
-    let output = Command::new(env!("CARGO"))
-        .current_dir(root())
-        .envs(big.iter().map(|dir| ("CORRAL_BENCH_BIG_MODULE", dir)))
-        .args([
-            "test",
-            "--release",
-            "-p",
-            "corral-node",
-            "--test",
-            "netns",
-            "--",
-        ])
-        .args(["--ignored", "--nocapture", "--test-threads", "1", "bench::"])
-        .env("CORRAL_REQUIRE_CROSS", "0")
-        .env("CORRAL_REQUIRE_NETNS", "1")
-        .env("CORRAL_BENCH_QUICK", if quick { "1" } else { "0" })
-        .output();
-    let output = match output {
-        Ok(o) => o,
-        Err(e) => return missing(format!("cannot run cargo: {e}")),
-    };
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let mut found: Vec<serde_json::Value> = stdout
-        .lines()
-        .filter_map(|l| l.find("BENCH ").map(|at| &l[at + 6..]))
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    for line in stdout.lines().filter(|l| l.contains("makespan ")) {
-        eprintln!("  {line}");
-    }
-    MESH.iter()
-        .map(|(name, unit, goal)| {
-            let value = found
-                .iter()
-                .position(|v| v["name"] == *name)
-                .map(|i| found.remove(i))
-                .and_then(|v| v["value"].as_f64());
-            Figure {
-                name: (*name).into(),
-                value,
-                unit: (*unit).into(),
-                peer: None,
-                peer_value: None,
-                ratio: None,
-                goal: (*goal).into(),
-                missing: value.is_none().then(|| {
-                    format!(
-                        "the benchmark did not report it:\n{}",
-                        String::from_utf8_lossy(&output.stderr)
-                            .lines()
-                            .rev()
-                            .take(15)
-                            .collect::<Vec<_>>()
-                            .into_iter()
-                            .rev()
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    )
-                }),
-            }
-        })
-        .collect()
 }
 
 /// The directory `scripts/big-module` fetches the big module into.
@@ -230,8 +164,22 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut figures = local::figures(&root(), args.quick);
     if !args.local_only {
-        figures.extend(mesh_figures(args.quick));
-        big_peer(&mut figures, args.quick);
+        let big = big_module();
+        if let Err(e) = &big {
+            eprintln!("corral-bench: no big module, its figures will be missing: {e:#}");
+        }
+        let plan = mesh::Plan {
+            quick: args.quick,
+            rounds: args
+                .rounds
+                .map_or(if args.quick { 1 } else { 3 }, usize::from),
+            compare: args.compare.as_deref(),
+            big_module: big.as_deref().ok(),
+        };
+        figures.extend(mesh::figures(&root(), &plan));
+        if args.compare.is_none() {
+            big_peer(&mut figures, args.quick);
+        }
     }
     if let Some(path) = &args.markdown {
         // The picture goes next to the page, which links it by name.

@@ -116,14 +116,9 @@ mod tests {
 
     fn fig(value: f64, ratio: Option<f64>, goal: &str) -> Figure {
         Figure {
-            name: "x".into(),
             value: Some(value),
-            unit: "u".into(),
-            peer: None,
-            peer_value: None,
             ratio,
-            goal: goal.into(),
-            missing: None,
+            ..Figure::new("x", "u", goal)
         }
     }
 
