@@ -142,3 +142,35 @@ fn a_small_module_or_one_compiled_before_runs_on_the_jit_at_once() {
         .expect("starts");
     assert_eq!(compiled.engine(), EngineKind::Jit);
 }
+
+/// A module whose `_start` calls one function with `ops` instructions
+/// (three bytes each), then exits with `code`.
+fn one_big_function(ops: usize, code: i32) -> WasmModule {
+    let mut wat = String::from(
+        "(module (import \"wasi_snapshot_preview1\" \"proc_exit\" (func $exit (param i32)))\n\
+         (memory (export \"memory\") 1)\n(func $big\n",
+    );
+    for _ in 0..ops {
+        wat.push_str("i32.const 1 drop\n");
+    }
+    wat.push_str(&format!(
+        ")\n(func (export \"_start\") call $big i32.const {code} call $exit))"
+    ));
+    WasmModule::new(wat::parse_str(&wat).expect("valid text")).expect("a valid module")
+}
+
+/// The interpreter translates a function when it is first called, charging
+/// the translation to the run's fuel: a function bigger than a fuel slice
+/// can translate must still run (the slice is refilled to what it needs).
+#[test]
+fn a_function_bigger_than_a_fuel_slice_translates_and_runs_on_the_interpreter() {
+    let rt = Runtime::new(None).expect("engines start");
+    let module = one_big_function(200_000, 7);
+    let compiled = rt
+        .compile(EngineKind::Interp, &module)
+        .expect("it compiles");
+    for _ in 0..2 {
+        let out = rt.run(&compiled, &spec(&[])).expect("it runs");
+        assert_eq!(out.status, TaskStatus::Exited { code: 7 }, "{out:?}");
+    }
+}

@@ -43,11 +43,19 @@ impl InterpEngine {
     pub(crate) fn new() -> Result<Self, RuntimeError> {
         let mut config = Config::default();
         config.consume_fuel(true);
-        // Lazy translation charges a function's translation to whichever run
-        // first calls it; with tasks sharing a module across threads that
-        // made fuel use depend on timing. Eager translation costs a few
-        // milliseconds once per module and keeps every run alike.
-        config.compilation_mode(wasmi::CompilationMode::Eager);
+        // Validated whole at compile time; each function translated when a
+        // run first calls it, so a big program (a 28 MB Yosys calls a
+        // fraction of its code) starts without translating what it never
+        // runs. Translation costs no fuel: wasmi would charge it to the
+        // run that first calls the function, where a function too big for
+        // one slice traps ("all fuel consumed"), and fuel use would depend
+        // on which run came first.
+        config.compilation_mode(wasmi::CompilationMode::LazyTranslation);
+        config.fuel_cost(wasmi::CustomFuelCosts {
+            bytes_copied_per_fuel: 64,
+            fuel_per_bytes_translated: 0,
+            fuel_per_bytes_validated: 0,
+        });
         let engine = Engine::new(&config);
         let linker = wasi::linker(&engine)?;
         Ok(Self {
