@@ -251,8 +251,13 @@ impl BlobStore {
         Ok(hash)
     }
 
-    /// Stores a copy of a file; returns its hash and size.
+    /// Stores a copy of a file; returns its hash and size. The file is
+    /// hashed first: one already stored intact is not copied again.
     pub fn put_file(&self, path: &Path) -> anyhow::Result<(ContentHash, u64)> {
+        let (hash, len) = hash_file(path)?;
+        if self.is_intact(&hash) {
+            return Ok((hash, len));
+        }
         let mut file =
             File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
         let mut writer = self.writer()?;
@@ -266,12 +271,13 @@ impl BlobStore {
             }
             writer.write(&buf[..n])?;
         }
-        let hash = writer.hasher.clone().finish();
+        // The file changed between the two reads: what was copied counts.
+        let copied = writer.hasher.clone().finish();
         let len = writer.len;
-        if !self.is_intact(&hash) {
-            writer.commit(self, &hash)?;
+        if !self.is_intact(&copied) {
+            writer.commit(self, &copied)?;
         }
-        Ok((hash, len))
+        Ok((copied, len))
     }
 
     /// Reads a whole blob of at most `limit` bytes (checked intact: hashed
