@@ -315,7 +315,52 @@ fn measure(root: &Path, plan: &Plan<'_>) -> anyhow::Result<Vec<Figure>> {
 
 #[cfg(test)]
 mod tests {
-    use super::median_and_spread;
+    use std::path::Path;
+    use std::process::Command;
+
+    use super::{checkout, median_and_spread};
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .current_dir(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    #[test]
+    fn a_revision_is_checked_out_once_beside_this_tree_and_a_bad_one_is_named() {
+        let repo = tempfile::tempdir().expect("a directory");
+        let root = repo.path();
+        git(root, &["init", "-q"]);
+        std::fs::write(root.join("f"), "one").expect("write");
+        git(root, &["add", "f"]);
+        git(root, &["commit", "-qm", "one"]);
+        let first = git(root, &["rev-parse", "HEAD"]);
+        std::fs::write(root.join("f"), "two").expect("write");
+        git(root, &["commit", "-qam", "two"]);
+
+        let (dir, target) = checkout(root, "HEAD~1").expect("checked out");
+        assert_eq!(dir, root.join("target/compare").join(&first));
+        assert_eq!(std::fs::read_to_string(dir.join("f")).expect("read"), "one");
+        assert_ne!(target, root.join("target"), "its own target directory");
+        // Again: the same tree, reused.
+        let (again, _) = checkout(root, &first).expect("checked out again");
+        assert_eq!(again, dir);
+
+        let err = checkout(root, "no-such-rev").expect_err("refused");
+        assert!(
+            format!("{err:#}").contains("no-such-rev is not a revision"),
+            "{err:#}"
+        );
+    }
 
     #[test]
     fn the_median_is_the_middle_value_or_the_mean_of_the_middle_two() {
