@@ -181,6 +181,41 @@ pub struct UpArgs {
     /// in the last 10 minutes.
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "2GiB")]
     pub cache_size: u64,
+    /// Also serve as the mesh's relay: members that cannot reach each other
+    /// (behind NATs) connect through this device. Run it on a device the
+    /// others can reach.
+    #[arg(long)]
+    pub relay: bool,
+    /// An address others reach this device at, beyond its own (a forwarded
+    /// port on a router); a relay hands it out (repeatable).
+    #[arg(long = "external", value_name = "MULTIADDR")]
+    pub external: Vec<libp2p::Multiaddr>,
+    /// Reserve an address at this relay, e.g.
+    /// /ip4/203.0.113.5/tcp/4001/p2p/12D3…: members that cannot reach this
+    /// device dial it there (repeatable, at most 4).
+    #[arg(long = "relay-addr", value_name = "MULTIADDR", value_parser = parse_relay_addr)]
+    pub relay_addrs: Vec<libp2p::Multiaddr>,
+}
+
+/// Most relays one device reserves at.
+pub const MAX_RELAYS: usize = 4;
+
+/// A relay's address: a multiaddr that names the relay (`/p2p/<id>` last)
+/// and is not itself a circuit.
+pub fn parse_relay_addr(text: &str) -> Result<libp2p::Multiaddr, String> {
+    use libp2p::multiaddr::Protocol;
+    let addr: libp2p::Multiaddr = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a multiaddr: {e}"))?;
+    if addr.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
+        return Err(format!("{text} is a circuit address, not a relay's"));
+    }
+    if !matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+        return Err(format!(
+            "{text} does not name the relay: end it with /p2p/<the relay's peer id>"
+        ));
+    }
+    Ok(addr)
 }
 
 /// `corral run`.

@@ -18,6 +18,14 @@ use crate::store::Store;
 /// `corral up`.
 pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
     let dir = DataDir::resolve(data_dir)?;
+    if args.relay_addrs.len() > crate::cli::MAX_RELAYS {
+        return Err(UsageError(format!(
+            "{} relays given with --relay-addr; at most {}",
+            args.relay_addrs.len(),
+            crate::cli::MAX_RELAYS
+        ))
+        .into());
+    }
     // Fail early and clearly: keys first, then the store lock.
     identity::load_node_key(dir.root())?;
     identity::load_mesh_key(dir.root())?;
@@ -106,6 +114,9 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
         max_memory: args.max_memory,
         grace: args.grace,
         cache_size: args.cache_size,
+        relay: args.relay,
+        external: args.external,
+        relays: args.relay_addrs,
     };
     // One thread for the event loop and every connection: a message from a
     // peer reaches the loop without waking another thread (a multi-threaded

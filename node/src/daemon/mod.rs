@@ -61,12 +61,26 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
     let (calls_tx, calls) = mpsc::channel(64);
     server::serve(&config.data_dir, calls_tx)?;
 
-    let mut swarm = crate::net::swarm::build(&key, psk)?;
+    let roles = crate::net::relay::Roles {
+        relay: config.relay,
+    };
+    let mut swarm = crate::net::swarm::build(&key, psk, roles)?;
     let topic = crate::net::swarm::subscribe_capacity(&mut swarm.behaviour_mut().gossipsub)?;
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())
             .with_context(|| format!("cannot listen on {addr}"))?;
+    }
+    for addr in &config.external {
+        swarm.add_external_address(addr.clone());
+    }
+    for relay in &config.relays {
+        // Reserves a circuit address at the relay: members that cannot
+        // reach this device directly dial it through there.
+        let circuit = relay.clone().with(libp2p::multiaddr::Protocol::P2pCircuit);
+        if let Err(e) = swarm.listen_on(circuit) {
+            tracing::warn!(%relay, "cannot use the relay: {e}");
+        }
     }
     let (found_tx, found) = mpsc::channel::<Found>(256);
     let blobs = BlobStore::open(&config.data_dir)?;

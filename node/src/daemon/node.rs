@@ -66,6 +66,14 @@ pub struct DaemonConfig {
     /// `--cache-size`: most bytes the blob store, trees, work dirs and
     /// compiled modules may take (see [`crate::blobs::BlobStore::sweep`]).
     pub cache_size: u64,
+    /// `--relay`: also serve as the mesh's relay.
+    pub relay: bool,
+    /// `--external`: addresses others reach this device at (a relay behind
+    /// a forwarded port).
+    pub external: Vec<Multiaddr>,
+    /// `--relay-addr`: relays to reserve a circuit address at, each ending
+    /// in `/p2p/<its id>`.
+    pub relays: Vec<Multiaddr>,
 }
 
 /// Everything the event loop's handlers work on. It owns the `Swarm` and

@@ -9,10 +9,14 @@ use std::time::Duration;
 use corral_protocol::messages::{BlobRequest, BlobResponse, TaskRequest, TaskResponse};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{connection_limits, gossipsub, identify, identity, memory_connection_limits, ping};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    connection_limits, gossipsub, identify, identity, memory_connection_limits, ping, relay,
+};
 
 use super::PROTOCOL_NAME;
 use super::limits::{self, MAX_BLOB_STREAMS, MAX_TASK_STREAMS};
+use super::relay::{Roles, server_config};
 use super::wire::{BLOB_PROTOCOL, Budget, FrameCodec, MAX_INBOUND_BYTES, TASK_PROTOCOL};
 
 /// The task protocol's behaviour.
@@ -35,7 +39,7 @@ pub struct Behaviour {
     /// connection refused here costs nothing more).
     pub limits: connection_limits::Behaviour,
     /// No new connection while the process's memory is high.
-    pub memory: libp2p::swarm::behaviour::toggle::Toggle<memory_connection_limits::Behaviour>,
+    pub memory: Toggle<memory_connection_limits::Behaviour>,
     /// Peer addresses and versions.
     pub identify: identify::Behaviour,
     /// Liveness.
@@ -46,11 +50,20 @@ pub struct Behaviour {
     pub task: TaskBehaviour,
     /// `/corral/blob/1`.
     pub blob: BlobBehaviour,
+    /// Reservations and circuits at relays (every node is a relay client).
+    pub relay_client: relay::client::Behaviour,
+    /// The relay server (`corral up --relay`).
+    pub relay: Toggle<relay::Behaviour>,
 }
 
 impl Behaviour {
-    /// Builds the behaviours for `key`.
-    pub fn new(key: &identity::Keypair) -> anyhow::Result<Self> {
+    /// Builds the behaviours for `key`, with the relay client's half that
+    /// [`super::transport::build`] was given, serving `roles`.
+    pub fn new(
+        key: &identity::Keypair,
+        relay_client: relay::client::Behaviour,
+        roles: Roles,
+    ) -> anyhow::Result<Self> {
         let config = gossipsub::ConfigBuilder::default()
             .heartbeat_interval(Duration::from_secs(1))
             .validation_mode(gossipsub::ValidationMode::Strict)
@@ -93,6 +106,11 @@ impl Behaviour {
                     .with_request_timeout(BLOB_TIMEOUT)
                     .with_max_concurrent_streams(MAX_BLOB_STREAMS),
             ),
+            relay_client,
+            relay: roles
+                .relay
+                .then(|| relay::Behaviour::new(key.public().to_peer_id(), server_config()))
+                .into(),
         })
     }
 }

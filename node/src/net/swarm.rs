@@ -7,16 +7,24 @@ use std::time::Duration;
 use libp2p::Swarm;
 use libp2p::gossipsub::{self, IdentTopic};
 use libp2p::identity::Keypair;
+use libp2p::relay;
 use libp2p::swarm::NetworkBehaviour;
 
 use super::CAPACITY_TOPIC;
 use super::behaviour::Behaviour;
+use super::relay::Roles;
 use super::transport;
 use crate::identity::NodeKey;
 
-/// Builds the swarm for `key` in the mesh of `psk`.
-pub fn build(key: &NodeKey, psk: libp2p::pnet::PreSharedKey) -> anyhow::Result<Swarm<Behaviour>> {
-    build_with(key, psk, Behaviour::new)
+/// Builds the swarm for `key` in the mesh of `psk`, serving `roles`.
+pub fn build(
+    key: &NodeKey,
+    psk: libp2p::pnet::PreSharedKey,
+    roles: Roles,
+) -> anyhow::Result<Swarm<Behaviour>> {
+    build_with(key, psk, |k, relay_client| {
+        Behaviour::new(k, relay_client, roles)
+    })
 }
 
 /// Builds a swarm like [`build`] whose behaviour `behaviour` makes from the
@@ -24,14 +32,15 @@ pub fn build(key: &NodeKey, psk: libp2p::pnet::PreSharedKey) -> anyhow::Result<S
 pub fn build_with<B: NetworkBehaviour>(
     key: &NodeKey,
     psk: libp2p::pnet::PreSharedKey,
-    behaviour: impl FnOnce(&Keypair) -> anyhow::Result<B>,
+    behaviour: impl FnOnce(&Keypair, relay::client::Behaviour) -> anyhow::Result<B>,
 ) -> anyhow::Result<Swarm<B>> {
     let keypair = key.keypair();
+    let (relay_transport, relay_client) = relay::client::new(keypair.public().to_peer_id());
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_other_transport(|k| transport::build(k, psk))?
+        .with_other_transport(|k| transport::build(k, psk, relay_transport))?
         .with_behaviour(|k| {
-            behaviour(k)
+            behaviour(k, relay_client)
                 .map_err(|e| Box::<dyn std::error::Error + Send + Sync>::from(e.to_string()))
         })?
         .with_swarm_config(|c| {

@@ -1,7 +1,11 @@
-//! TCP, then the private-network handshake with the mesh key, then Noise and
-//! Yamux. A device without the mesh key cannot get past the PSK handshake, so
-//! it cannot complete a connection at all (DESIGN §4, §7). QUIC is left out on
-//! purpose: it would bypass the PSK.
+//! TCP or a relay circuit, then the private-network handshake with the mesh
+//! key, then Noise and Yamux. A device without the mesh key cannot get past
+//! the PSK handshake, so it cannot complete a connection at all (DESIGN §4,
+//! §7) — neither to a relay nor, through one, to a member: a circuit is
+//! upgraded with the same key as a TCP connection, end to end, so the relay
+//! forwards bytes it cannot read. (libp2p's builder would upgrade a circuit
+//! with Noise and Yamux only.) QUIC is left out on purpose: it would bypass
+//! the PSK.
 
 use std::time::Duration;
 
@@ -9,21 +13,69 @@ use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::Boxed;
 use libp2p::core::upgrade::Version;
 use libp2p::pnet::{PnetConfig, PreSharedKey};
-use libp2p::{PeerId, Transport, identity, noise, tcp, yamux};
+use libp2p::{PeerId, Transport, identity, noise, relay, tcp, yamux};
 
-/// The authenticated, multiplexed transport of a mesh member.
+/// A transport's error, as libp2p's builder wants it.
+type BuildError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The authenticated, multiplexed transport of a mesh member: `/p2p-circuit`
+/// addresses through `relay` (the relay client's half), others over TCP;
+/// both through the PSK handshake.
 pub fn build(
     key: &identity::Keypair,
     psk: PreSharedKey,
-) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
-    let noise = noise::Config::new(key)?;
-    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
-    let transport = tcp
-        .and_then(move |socket, _endpoint| PnetConfig::new(psk).handshake(socket))
+    relay: relay::client::Transport,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, BuildError> {
+    let transport = relay
+        .or_transport(tcp())
+        .and_then(move |socket, _endpoint| PnetConfig::new(psk).handshake(socket));
+    upgrade(key, transport)
+}
+
+fn tcp() -> tcp::tokio::Transport {
+    tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+}
+
+/// Noise and Yamux over a transport that already did the PSK handshake.
+fn upgrade<T>(
+    key: &identity::Keypair,
+    transport: T,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, BuildError>
+where
+    T: Transport + Send + Unpin + 'static,
+    T::Output: futures::AsyncRead + futures::AsyncWrite + Send + Unpin + 'static,
+    T::Error: std::error::Error + Send + Sync + 'static,
+    T::Dial: Send + 'static,
+    T::ListenerUpgrade: Send + 'static,
+{
+    Ok(transport
         .upgrade(Version::V1Lazy)
-        .authenticate(noise)
+        .authenticate(noise::Config::new(key)?)
         .multiplex(yamux::Config::default())
         .timeout(Duration::from_secs(10))
-        .boxed();
-    Ok(transport)
+        .boxed())
+}
+
+/// As [`build`], but circuits are upgraded with `circuit_psk` — another key
+/// than TCP connections', or none (as libp2p's builder would): a device
+/// that holds the relay's key yet not the member's.
+#[cfg(test)]
+pub(crate) fn build_split(
+    key: &identity::Keypair,
+    hop_psk: PreSharedKey,
+    circuit_psk: Option<PreSharedKey>,
+    relay: relay::client::Transport,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, BuildError> {
+    use futures::future::Either;
+    let circuits = relay.and_then(move |socket, _| async move {
+        match circuit_psk {
+            Some(psk) => PnetConfig::new(psk)
+                .handshake(socket)
+                .await
+                .map(Either::Left),
+            None => Ok(Either::Right(socket)),
+        }
+    });
+    let direct = tcp().and_then(move |socket, _| PnetConfig::new(hop_psk).handshake(socket));
+    upgrade(key, circuits.or_transport(direct))
 }

@@ -83,7 +83,7 @@ pub(crate) fn spawn_sybils(psk: PreSharedKey, peers: Vec<Multiaddr>, count: usiz
 
 async fn sybil(psk: PreSharedKey, peers: Vec<Multiaddr>, i: usize) -> anyhow::Result<()> {
     let key = NodeKey::generate()?;
-    let mut swarm = swarm::build(&key, psk)?;
+    let mut swarm = swarm::build(&key, psk, Default::default())?;
     let topic = swarm::subscribe_capacity(&mut swarm.behaviour_mut().gossipsub)?;
     for peer in peers {
         swarm.dial(peer)?;

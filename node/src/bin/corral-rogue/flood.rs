@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use corral_node::identity::NodeKey;
 use corral_node::net::behaviour::Behaviour;
+use corral_node::net::relay::Roles;
 use corral_node::net::wire::{BLOB_PROTOCOL, TASK_PROTOCOL};
 use corral_protocol::PROTOCOL_VERSION;
 use corral_protocol::codec::WireMessage;
@@ -98,9 +99,9 @@ pub(crate) fn build(
                 .with_max_concurrent_streams(max_streams),
         )
     };
-    corral_node::net::swarm::build_with(key, psk, |k| {
+    corral_node::net::swarm::build_with(key, psk, |k, relay_client| {
         Ok(RogueBehaviour {
-            core: Behaviour::new(k)?,
+            core: Behaviour::new(k, relay_client, Roles::default())?,
             raw_task: raw(TASK_PROTOCOL),
             raw_blob: raw(BLOB_PROTOCOL),
         })

@@ -27,9 +27,10 @@ async fn listening(swarm: &mut Swarm<Behaviour>) -> Multiaddr {
 async fn one_peer_cannot_open_more_than_a_few_connections() {
     let psk = generate_mesh_key().expect("psk");
     let server_key = NodeKey::generate().expect("key");
-    let mut server = swarm::build(&server_key, psk).expect("server");
+    let mut server = swarm::build(&server_key, psk, Default::default()).expect("server");
     let address = listening(&mut server).await;
-    let mut rogue = swarm::build(&NodeKey::generate().expect("key"), psk).expect("rogue");
+    let mut rogue =
+        swarm::build(&NodeKey::generate().expect("key"), psk, Default::default()).expect("rogue");
     const DIALS: u32 = 8;
     for _ in 0..DIALS {
         rogue
