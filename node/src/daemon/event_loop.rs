@@ -82,7 +82,10 @@ pub(super) async fn run(node: &mut Node, mut inputs: Inputs) -> anyhow::Result<(
                     node.on_change(change);
                 }
             }
-            _ = redial_timer.tick() => node.dialer.pump(&mut node.swarm),
+            _ = redial_timer.tick() => {
+                node.dialer.pump(&mut node.swarm);
+                node.reserve_at_relays();
+            }
             _ = sweep_timer.tick() => node.sweep_cache(),
             _ = schedule_timer.tick() => node.dirty |= node.coord.has_live_jobs(),
             _ = tokio::time::sleep_until(watch_deadline), if !node.watchers.is_empty() => {}
@@ -142,6 +145,20 @@ impl Node {
             SwarmEvent::Behaviour(BehaviourEvent::Identify(
                 libp2p::identify::Event::Received { peer_id, info, .. },
             )) => self.on_identified(peer_id, info),
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => self.on_listener_closed(listener_id, reason.err().map(|e| e.to_string())),
+            SwarmEvent::ListenerError { error, .. } => {
+                tracing::warn!("a listener failed: {error}");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(event)) => {
+                tracing::info!(?event, "relay client");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => {
+                tracing::debug!(?event, "relay");
+            }
             _ => {}
         }
     }

@@ -97,6 +97,7 @@ impl Node {
         self.on_change(change);
         // A newcomer learns our capacity at once, not a second later.
         self.advertise();
+        self.reserve_at_relays();
     }
 
     /// A connection closed.

@@ -18,6 +18,7 @@ mod membership;
 mod node;
 mod offers;
 mod probe;
+mod relays;
 mod results;
 mod screening;
 mod state;
@@ -74,14 +75,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
     for addr in &config.external {
         swarm.add_external_address(addr.clone());
     }
-    for relay in &config.relays {
-        // Reserves a circuit address at the relay: members that cannot
-        // reach this device directly dial it through there.
-        let circuit = relay.clone().with(libp2p::multiaddr::Protocol::P2pCircuit);
-        if let Err(e) = swarm.listen_on(circuit) {
-            tracing::warn!(%relay, "cannot use the relay: {e}");
-        }
-    }
+    let relays = crate::net::relay::Relays::new(&config.relays);
     let (found_tx, found) = mpsc::channel::<Found>(256);
     let blobs = BlobStore::open(&config.data_dir)?;
     let locks = FetchLocks::default();
@@ -152,7 +146,17 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         reading: Reading::default(),
         busy_since: None,
         share_told: config.slot_share,
-        dialer: Dialer::new(config.bootstrap.clone()),
+        // Relays are dialled like `--peer`s: a reservation needs the
+        // connection.
+        dialer: Dialer::new(
+            config
+                .bootstrap
+                .iter()
+                .chain(relays.addrs())
+                .cloned()
+                .collect(),
+        ),
+        relays,
         config,
         seq: 0,
         topic,

@@ -104,6 +104,8 @@ pub(super) struct Node {
     /// another).
     pub(super) share_told: f64,
     pub(super) dialer: Dialer,
+    /// Reservations at relays (`--relay-addr`).
+    pub(super) relays: crate::net::relay::Relays,
     pub(super) worker: Worker,
     pub(super) coord: Coordinator,
     pub(super) blobs: BlobStore,

@@ -118,9 +118,11 @@ impl<C: Clock> Dialer<C> {
         let bootstrap = bootstrap
             .into_iter()
             .map(|addr| Bootstrap {
-                target: addr.iter().find_map(|p| match p {
+                // The peer named last: a circuit address names the relay
+                // first and the peer behind it after `/p2p-circuit`.
+                target: addr.iter().fold(None, |last, p| match p {
                     libp2p::multiaddr::Protocol::P2p(id) => Some(id),
-                    _ => None,
+                    _ => last,
                 }),
                 addr,
                 failures: 0,

@@ -5,9 +5,11 @@
 //! upgraded with the key end to end ([`super::transport`]), so the relay
 //! forwards Noise-encrypted bytes it cannot read.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use libp2p::relay;
+use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId, relay};
 
 /// What a node serves besides being a member.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,6 +39,132 @@ pub fn server_config() -> relay::Config {
         max_circuit_duration: MAX_CIRCUIT_DURATION,
         max_circuit_bytes: MAX_CIRCUIT_BYTES,
         ..relay::Config::default()
+    }
+}
+
+/// How long after a reservation ended (refused, or the relay went away)
+/// it is asked for again.
+pub const RESERVE_AGAIN_AFTER: Duration = Duration::from_secs(10);
+
+/// The relays this node reserves a circuit address at (`--relay-addr`):
+/// one listener each, asked for once the relay is connected (a reservation
+/// dialled beside the node's own dial to the relay is dropped by libp2p),
+/// asked again [`RESERVE_AGAIN_AFTER`] after it ends.
+#[derive(Debug, Default)]
+pub struct Relays {
+    slots: Vec<Slot>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    peer: PeerId,
+    addr: Multiaddr,
+    listener: Option<ListenerId>,
+    not_before: Option<Instant>,
+}
+
+impl Relays {
+    /// The relays at `addrs`, each ending in `/p2p/<its id>` (others are
+    /// skipped: the CLI refuses them).
+    pub fn new(addrs: &[Multiaddr]) -> Self {
+        let slots = addrs
+            .iter()
+            .filter_map(|addr| match addr.iter().last() {
+                Some(Protocol::P2p(peer)) => Some(Slot {
+                    peer,
+                    addr: addr.clone(),
+                    listener: None,
+                    not_before: None,
+                }),
+                _ => None,
+            })
+            .collect();
+        Self { slots }
+    }
+
+    /// The relays' own addresses (to stay connected to them).
+    pub fn addrs(&self) -> impl Iterator<Item = &Multiaddr> {
+        self.slots.iter().map(|s| &s.addr)
+    }
+
+    /// Circuit addresses to listen on now: at each connected relay with no
+    /// reservation under way, unless one ended a moment ago. Each must be
+    /// handed back with [`Relays::listening`] (or it is asked for again).
+    pub fn due(
+        &self,
+        connected: impl Fn(&PeerId) -> bool,
+        now: Instant,
+    ) -> Vec<(usize, Multiaddr)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.listener.is_none() && s.not_before.is_none_or(|t| now >= t) && connected(&s.peer)
+            })
+            .map(|(i, s)| (i, s.addr.clone().with(Protocol::P2pCircuit)))
+            .collect()
+    }
+
+    /// Relay `i`'s reservation is under way as listener `id`.
+    pub fn listening(&mut self, i: usize, id: ListenerId) {
+        if let Some(slot) = self.slots.get_mut(i) {
+            slot.listener = Some(id);
+        }
+    }
+
+    /// Listener `id` ended: its relay's reservation is asked for again
+    /// after [`RESERVE_AGAIN_AFTER`]. Returns the relay's address if it was
+    /// one of ours.
+    pub fn closed(&mut self, id: ListenerId, now: Instant) -> Option<&Multiaddr> {
+        let slot = self.slots.iter_mut().find(|s| s.listener == Some(id))?;
+        slot.listener = None;
+        slot.not_before = Some(now + RESERVE_AGAIN_AFTER);
+        Some(&slot.addr)
+    }
+}
+
+#[cfg(test)]
+mod relays_tests {
+    use super::*;
+
+    fn relay_addr(n: u8) -> (PeerId, Multiaddr) {
+        let peer = crate::identity::NodeKey::generate().expect("key").peer_id();
+        let addr: Multiaddr = format!("/ip4/10.0.0.{n}/tcp/4001")
+            .parse()
+            .expect("multiaddr");
+        (peer, addr.with(Protocol::P2p(peer)))
+    }
+
+    #[test]
+    fn a_reservation_is_asked_once_the_relay_is_connected_and_again_after_it_ends() {
+        let (peer, addr) = relay_addr(1);
+        let unnamed: Multiaddr = "/ip4/10.0.0.2/tcp/4001".parse().expect("multiaddr");
+        let mut relays = Relays::new(&[addr.clone(), unnamed]);
+        assert_eq!(
+            relays.addrs().count(),
+            1,
+            "a relay not named by /p2p/ is skipped"
+        );
+        let t0 = Instant::now();
+        assert!(
+            relays.due(|_| false, t0).is_empty(),
+            "not before it is connected"
+        );
+        let due = relays.due(|p| *p == peer, t0);
+        assert_eq!(due, vec![(0, addr.clone().with(Protocol::P2pCircuit))]);
+        let id = ListenerId::next();
+        relays.listening(0, id);
+        assert!(
+            relays.due(|_| true, t0).is_empty(),
+            "one reservation at a time"
+        );
+        assert_eq!(relays.closed(ListenerId::next(), t0), None, "not ours");
+        assert_eq!(relays.closed(id, t0), Some(&addr));
+        assert!(
+            relays.due(|_| true, t0 + Duration::from_secs(1)).is_empty(),
+            "backing off"
+        );
+        assert_eq!(relays.due(|_| true, t0 + RESERVE_AGAIN_AFTER).len(), 1);
     }
 }
 

@@ -13,5 +13,6 @@ mod harness;
 mod membership;
 mod membership_spoof;
 mod mixed;
+mod nat;
 mod offload;
 mod rogue;

@@ -274,3 +274,24 @@ fn a_full_address_list_makes_room_only_by_dropping_a_failing_address() {
     assert_eq!(d.found[&peer].addrs.len(), MAX_ADDRS);
     assert!(d.found[&peer].addrs.iter().any(|a| a.addr == addr(2, 1)));
 }
+
+#[test]
+fn a_circuit_address_is_dialled_for_the_peer_behind_the_relay() {
+    let (relay, member) = (PeerId::random(), PeerId::random());
+    let circuit: Multiaddr = format!("/ip4/10.0.0.1/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{member}")
+        .parse()
+        .expect("addr");
+    let mut d = Dialer::with_clock(vec![circuit], ManualClock::at(1_000_000));
+    // Connected to the relay, not to the member behind it: still dialled.
+    let dials = d.due(|p| *p == relay, true);
+    assert_eq!(dials.len(), 1, "the member behind the relay is dialled");
+    assert_eq!(dials[0].get_peer_id(), Some(member));
+    let mut d = Dialer::with_clock(
+        d.bootstrap.iter().map(|b| b.addr.clone()).collect(),
+        ManualClock::at(1_000_000),
+    );
+    assert!(
+        d.due(|p| *p == member, true).is_empty(),
+        "not once the member is connected"
+    );
+}

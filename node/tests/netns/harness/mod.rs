@@ -5,12 +5,14 @@
 //! This file holds the LAN itself (namespaces, links, teardown); `daemon`
 //! starts and stops each host's `corral up`, `cli` runs the CLI against a
 //! host and joins hosts into a mesh, `cgroup` holds a host to a CPU share,
-//! and `emulated` runs a cross-built daemon under qemu-user.
+//! `emulated` runs a cross-built daemon under qemu-user, and `nat` puts
+//! hosts behind NAT routers.
 
 mod cgroup;
 mod cli;
 mod daemon;
 mod emulated;
+mod nat;
 
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -20,6 +22,7 @@ use cgroup::cpu_cgroup;
 pub use cli::{join, make_mesh};
 pub use daemon::corral;
 pub use emulated::Emulated;
+pub use nat::{Nat, nft_available};
 
 /// Whether this process may create namespaces. Prints why not, loudly, and
 /// panics instead when CI demands the multi-host tests.
@@ -70,6 +73,8 @@ pub struct Lan {
     prefix: String,
     bridge_ns: String,
     hosts: Vec<Host>,
+    /// NAT routers' namespaces ([`nat`]).
+    routers: Vec<String>,
     pub scratch: tempfile::TempDir,
 }
 
@@ -97,6 +102,7 @@ impl Lan {
             prefix,
             bridge_ns,
             hosts: Vec::new(),
+            routers: Vec::new(),
             scratch: tempfile::tempdir().expect("tempdir"),
         };
         for _ in 0..n {
@@ -142,6 +148,13 @@ impl Lan {
         ip(&["-n", &ns, "link", "set", &veth, "up"]);
         ip(&["-n", &ns, "link", "set", "lo", "up"]);
         ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", &veth]);
+        self.push_host(ns, addr);
+        i
+    }
+
+    /// Records a host whose namespace and link are set up.
+    fn push_host(&mut self, ns: String, addr: String) {
+        let i = self.hosts.len();
         let data = self.scratch.path().join(format!("host{i}"));
         let log = self.scratch.path().join(format!("host{i}.log"));
         self.hosts.push(Host {
@@ -152,7 +165,6 @@ impl Lan {
             log,
             emulated: None,
         });
-        i
     }
 
     pub fn host(&self, i: usize) -> &Host {
@@ -215,6 +227,9 @@ impl Drop for Lan {
             for root in ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup"] {
                 let _ = std::fs::remove_dir(format!("{root}/corral-{}", host.ns));
             }
+        }
+        for router in &self.routers {
+            let _ = Command::new("ip").args(["netns", "del", router]).status();
         }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.bridge_ns])
