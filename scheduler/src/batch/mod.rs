@@ -123,20 +123,36 @@ impl Default for BatchConfig {
     }
 }
 
+/// What a batch keeps of a worker it gave a task to.
+#[derive(Clone, Copy, Debug, Default)]
+struct Given {
+    /// Tasks it holds (running or offered).
+    load: usize,
+    /// Its speed when it was last given a task (straggler copies compare
+    /// holders' speeds, and a holder may not be among the workers passed
+    /// to a later round).
+    speed: u64,
+}
+
+/// `peer` holds one task fewer.
+fn unload(given: &mut BTreeMap<PeerKey, Given>, peer: &PeerKey) {
+    if let Some(g) = given.get_mut(peer) {
+        g.load = g.load.saturating_sub(1);
+    }
+}
+
 /// The tasks of one job.
 #[derive(Clone, Debug)]
 pub struct Batch {
     config: BatchConfig,
     tasks: Vec<Task>,
-    /// Tasks held per worker (running or offered).
-    load: BTreeMap<PeerKey, usize>,
+    /// Every worker given a task of this batch: the tasks it holds and
+    /// its speed when it was last given one, in one map so that a round
+    /// looks each worker up once.
+    given: BTreeMap<PeerKey, Given>,
     /// Every task below this index is finished or fully placed (a hint that
     /// keeps scheduling a large batch from rescanning its head).
     first_open: usize,
-    /// Each worker's speed when it was last given a task (straggler copies
-    /// compare holders' speeds, and a holder may not be among the workers
-    /// passed to a later round).
-    speeds: BTreeMap<PeerKey, u64>,
     /// Tasks in the `Queued` state.
     waiting: usize,
     /// Tasks done or failed.
@@ -171,9 +187,8 @@ impl Batch {
         Self {
             config,
             tasks: vec![task; count as usize],
-            load: BTreeMap::new(),
+            given: BTreeMap::new(),
             first_open: 0,
-            speeds: BTreeMap::new(),
             waiting: count as usize,
             finished: 0,
             singles: BTreeSet::new(),
@@ -231,10 +246,9 @@ impl Batch {
             return;
         };
         let key = match &task.state {
-            TaskState::Running(on) if on.len() == 1 => on
-                .keys()
-                .next()
-                .map(|holder| self.speeds.get(holder).copied().unwrap_or(0)),
+            TaskState::Running(on) if on.len() == 1 => {
+                on.keys().next().map(|holder| self.speed_of(holder))
+            }
             _ => None,
         };
         let slot = &mut self.single_key[index as usize];
@@ -287,16 +301,19 @@ impl Batch {
     fn load_release(&mut self, state: &TaskState) {
         if let TaskState::Running(on) = state {
             for peer in on.keys() {
-                if let Some(n) = self.load.get_mut(peer) {
-                    *n = n.saturating_sub(1);
-                }
+                unload(&mut self.given, peer);
             }
         }
     }
 
     /// Tasks held by `peer` (running or offered).
     pub fn load_of(&self, peer: &PeerKey) -> usize {
-        self.load.get(peer).copied().unwrap_or(0)
+        self.given.get(peer).map_or(0, |g| g.load)
+    }
+
+    /// `peer`'s speed when it was last given a task (0 if never).
+    fn speed_of(&self, peer: &PeerKey) -> u64 {
+        self.given.get(peer).map_or(0, |g| g.speed)
     }
 
     fn attempt_limit(&self, task: &Task) -> u32 {
@@ -305,6 +322,6 @@ impl Batch {
 
     /// Whether any task runs (or is offered) now.
     pub fn any_running(&self) -> bool {
-        self.load.values().any(|&n| n > 0)
+        self.given.values().any(|g| g.load > 0)
     }
 }

@@ -87,7 +87,9 @@ impl Batch {
         now_ms: u64,
         reason: String,
     ) -> Decision {
-        self.speeds.insert(worker.peer, worker.speed);
+        let given = self.given.entry(worker.peer).or_default();
+        given.speed = worker.speed;
+        given.load += 1;
         let task = &mut self.tasks[index as usize];
         match &mut task.state {
             TaskState::Running(on) => {
@@ -95,7 +97,6 @@ impl Batch {
             }
             state => *state = TaskState::Running(BTreeMap::from([(worker.peer, now_ms)])),
         }
-        *self.load.entry(worker.peer).or_insert(0) += 1;
         self.sync_single(index);
         Decision::Offer {
             index,
@@ -157,14 +158,12 @@ impl Batch {
     /// K runs per task on distinct workers, another class first.
     fn place_verified(&mut self, workers: &[Worker], now_ms: u64) -> Vec<Decision> {
         let mut decisions = Vec::new();
-        let has_room = |load: &BTreeMap<PeerKey, usize>, w: &Worker| {
-            w.speed > 0 && load.get(&w.peer).copied().unwrap_or(0) < w.capacity()
-        };
+        let has_room = |b: &Self, w: &Worker| w.speed > 0 && b.load_of(&w.peer) < w.capacity();
         let class: BTreeMap<PeerKey, &str> =
             workers.iter().map(|w| (w.peer, w.class.as_str())).collect();
         let mut index = self.first_open;
         while index < self.tasks.len() {
-            if !workers.iter().any(|w| has_room(&self.load, w)) {
+            if !workers.iter().any(|w| has_room(self, w)) {
                 break;
             }
             if !self.placeable(index) {
@@ -187,7 +186,7 @@ impl Batch {
             // task has not run on yet comes first.
             let best = workers
                 .iter()
-                .filter(|w| has_room(&self.load, w) && !task.involves(&w.peer))
+                .filter(|w| has_room(self, w) && !task.involves(&w.peer))
                 .min_by(|a, b| {
                     let seen_a = used.contains(&a.class.as_str());
                     let seen_b = used.contains(&b.class.as_str());

@@ -8,20 +8,46 @@ use corral_protocol::ids::PeerKey;
 use super::{Batch, Decision, TaskState, Worker};
 
 impl Batch {
-    /// Holders whose speed changed since they were given their tasks (a
-    /// device slowed by other work on its cores, or given its CPU back) are
-    /// compared by their speed now. Only holders among `workers` are seen.
-    pub(super) fn refresh_holder_speeds(&mut self, workers: &[Worker]) {
-        let changed: BTreeMap<PeerKey, u64> = workers
-            .iter()
-            .filter(|w| self.speeds.get(&w.peer).is_some_and(|&s| s != w.speed))
-            .filter(|w| self.load_of(&w.peer) > 0)
-            .map(|w| (w.peer, w.speed))
-            .collect();
+    /// `workers` in one pass, each looked up once: the idle ones (nothing
+    /// of this batch, and a slot free of other jobs too), and the holders
+    /// whose speed changed since they were given their tasks (a device
+    /// slowed by other work on its cores, or given its CPU back), with
+    /// their speed now.
+    fn idle_and_changed<'w>(
+        &self,
+        workers: &'w [Worker],
+    ) -> (Vec<&'w Worker>, BTreeMap<PeerKey, u64>) {
+        let mut idle = Vec::new();
+        let mut changed = BTreeMap::new();
+        for w in workers {
+            match self.given.get(&w.peer) {
+                Some(g) if g.load > 0 => {
+                    if g.speed != w.speed {
+                        changed.insert(w.peer, w.speed);
+                    }
+                }
+                _ => {
+                    if w.speed > 0 && w.slots_free > 0 {
+                        idle.push(w);
+                    }
+                }
+            }
+        }
+        (idle, changed)
+    }
+
+    /// Holders whose speed changed (`changed`, from `idle_and_changed`)
+    /// are compared by their speed now. Only holders among the workers
+    /// passed are seen.
+    fn refresh_holder_speeds(&mut self, changed: &BTreeMap<PeerKey, u64>) {
         if changed.is_empty() {
             return;
         }
-        self.speeds.extend(&changed);
+        for (peer, &speed) in changed {
+            if let Some(g) = self.given.get_mut(peer) {
+                g.speed = speed;
+            }
+        }
         let held: Vec<u32> = self
             .singles
             .iter()
@@ -44,15 +70,11 @@ impl Batch {
         workers: &[Worker],
         now_ms: u64,
     ) -> Vec<Decision> {
-        // Idle: nothing of this batch, and a slot free of other jobs too.
-        let idle: Vec<&Worker> = workers
-            .iter()
-            .filter(|w| w.speed > 0 && w.slots_free > 0 && self.load_of(&w.peer) == 0)
-            .collect();
+        let (idle, changed) = self.idle_and_changed(workers);
         if idle.is_empty() {
             return Vec::new();
         }
-        self.refresh_holder_speeds(workers);
+        self.refresh_holder_speeds(&changed);
         let mut decisions = Vec::new();
         for idle in idle {
             // An idle worker holds nothing, so it is never the holder; the

@@ -8,7 +8,7 @@ use corral_protocol::ids::PeerKey;
 
 use super::placed::{Fit, Unplaced};
 use super::verify::{Tally, tally};
-use super::{Batch, Decision, TaskState};
+use super::{Batch, Decision, TaskState, unload};
 
 impl Batch {
     /// Takes task `index` off `peer`; back to the queue (or failed) when no
@@ -29,9 +29,7 @@ impl Batch {
         if on.remove(peer).is_none() {
             return Vec::new();
         }
-        if let Some(n) = self.load.get_mut(peer) {
-            *n = n.saturating_sub(1);
-        }
+        unload(&mut self.given, peer);
         self.first_open = self.first_open.min(index as usize);
         task.last_error = Some(reason.to_string());
         if !on.is_empty() {
@@ -163,9 +161,8 @@ impl Batch {
         };
         if let TaskState::Running(on) = &task.state
             && on.contains_key(peer)
-            && let Some(n) = self.load.get_mut(peer)
         {
-            *n = n.saturating_sub(1);
+            unload(&mut self.given, peer);
         }
         let k = self.config.redundancy;
         let task = &mut self.tasks[index as usize];
@@ -214,9 +211,7 @@ impl Batch {
                     .map(|p| Decision::Cancel { index, peer: *p })
                     .collect();
                 for p in on.keys() {
-                    if let Some(n) = self.load.get_mut(p) {
-                        *n = n.saturating_sub(1);
-                    }
+                    unload(&mut self.given, p);
                 }
                 match outcome {
                     Ok(winner) => task.state = TaskState::Done(winner),

@@ -30,6 +30,28 @@ const LOST_COOLDOWN: Micros = 5_000_000;
 struct CorralJob {
     batch: Batch,
     open: u32,
+    /// Tasks of this job each device holds: the batch's own `load_of`,
+    /// kept here from its decisions (an offer adds one, a cancel takes one
+    /// off, a result or a loss reads the batch's count) so that a round
+    /// does not look every candidate up in the batch (checked against it
+    /// in debug builds).
+    held: Vec<u32>,
+}
+
+impl CorralJob {
+    /// Sets device `d`'s count of this job's tasks to what the batch says.
+    fn sync_held(&mut self, d: u32, peer: &PeerKey) {
+        if let Some(h) = self.held.get_mut(d as usize) {
+            *h = u32::try_from(self.batch.load_of(peer)).unwrap_or(u32::MAX);
+        }
+    }
+
+    /// Device `d` holds `delta` more (or fewer) of this job's tasks.
+    fn add_held(&mut self, d: u32, delta: i64) {
+        if let Some(h) = self.held.get_mut(d as usize) {
+            *h = (i64::from(*h) + delta).max(0) as u32;
+        }
+    }
 }
 
 /// corral's policy: one real [`Batch`] per job, placed on the view's idle
@@ -111,6 +133,9 @@ impl Corral {
                 Decision::Offer { index, peer, .. } => {
                     let device = device_of(&peer);
                     self.add_load(device, 1);
+                    if let Some(j) = self.jobs.get_mut(&job) {
+                        j.add_held(device, 1);
+                    }
                     out.places.push(Place {
                         job,
                         task: index,
@@ -120,6 +145,9 @@ impl Corral {
                 Decision::Cancel { index, peer } => {
                     let device = device_of(&peer);
                     self.add_load(device, -1);
+                    if let Some(j) = self.jobs.get_mut(&job) {
+                        j.add_held(device, -1);
+                    }
                     out.cancels.push(Place {
                         job,
                         task: index,
@@ -157,6 +185,7 @@ impl Policy for Corral {
             CorralJob {
                 batch: Batch::new(tasks, BatchConfig::default()),
                 open: tasks,
+                held: vec![0; self.load.len()],
             },
         );
     }
@@ -222,7 +251,8 @@ impl Policy for Corral {
                 self.room
                     .range((slowest, 0)..)
                     .map(|&(_, d)| {
-                        let mine = j.batch.load_of(&key(d)) as u32;
+                        let mine = j.held[d as usize];
+                        debug_assert_eq!(mine as usize, j.batch.load_of(&key(d)));
                         let others = self.load[d as usize] - mine;
                         Worker {
                             peer: key(d),
@@ -267,6 +297,7 @@ impl Policy for Corral {
         let before = j.batch.load_of(&peer);
         let decisions = j.batch.on_done(task, &peer);
         let after = j.batch.load_of(&peer);
+        j.sync_held(device, &peer);
         let now_done =
             matches!(j.batch.tasks()[task as usize].state, TaskState::Done(p) if p == peer);
         self.track(device, before, after);
@@ -291,6 +322,7 @@ impl Policy for Corral {
             Why::Lost => j.batch.on_lost(task, &peer, "left the mesh"),
         };
         let after = j.batch.load_of(&peer);
+        j.sync_held(device, &peer);
         self.track(device, before, after);
         let until = self.now
             + match why {

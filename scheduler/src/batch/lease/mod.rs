@@ -171,7 +171,7 @@ impl Batch {
     /// A result of `peer` that ran for `duration_ms` was taken: what its
     /// receipts show of its speed and of the task's cost.
     pub fn observe_run(&mut self, peer: &PeerKey, duration_ms: u64) {
-        let claim = self.speeds.get(peer).copied().unwrap_or(0);
+        let claim = self.speed_of(peer);
         let shown = self.leases.shown.entry(*peer).or_default();
         shown.recent_ms = if shown.runs == 0 {
             duration_ms
@@ -321,10 +321,7 @@ impl Batch {
                 }
                 // A holder now shown at speed 0 (cooled off, or busy with
                 // other work) is judged by what receipts show, not by 0.
-                let claim = self
-                    .speeds
-                    .get(holder)
-                    .copied()
+                let claim = Some(self.speed_of(holder))
                     .filter(|&s| s > 0)
                     .unwrap_or(u64::MAX);
                 let speed = self.speed_bound(holder, claim).max(1);

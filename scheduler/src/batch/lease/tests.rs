@@ -242,9 +242,9 @@ fn a_claim_is_bounded_by_what_receipts_show() {
     // median claim: the rogue is not ranked far above the others.
     batch.schedule(&workers, 0);
     assert!(
-        batch.speeds[&key(9)] <= 2 * 1_000_000,
+        batch.speed_of(&key(9)) <= 2 * 1_000_000,
         "{}",
-        batch.speeds[&key(9)]
+        batch.speed_of(&key(9))
     );
     // Three honest workers show a task costs 1e6 ops (1 s at 1e6 ops/s).
     for n in 1..=3 {
@@ -286,9 +286,9 @@ fn a_holder_shown_at_speed_0_keeps_a_lease_on_the_job_s_figures() {
     let mut batch = Batch::new(2, BatchConfig::default());
     batch.set_hard_lease(TIMEOUT_MS);
     batch.schedule(&[worker(9, 1, 1_000_000), worker(1, 0, 1_000_000)], 0);
-    batch.speeds.insert(key(1), 1_000_000);
+    batch.given.entry(key(1)).or_default().speed = 1_000_000;
     batch.observe_run(&key(1), 1000);
-    batch.speeds.insert(key(9), 0);
+    batch.given.entry(key(9)).or_default().speed = 0;
     let mut now = 0;
     let mut lapsed = false;
     while now < 60_000 && !lapsed {
