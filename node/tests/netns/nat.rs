@@ -93,7 +93,11 @@ fn members_behind_two_nats_meet_through_the_relay_and_run_a_batch() {
     assert_eq!(done_by(&job, "host1"), 4, "every task ran on the Pi: {job}");
     for i in 0..4 {
         let stdout = std::fs::read_to_string(out_dir.join(format!("{i}/stdout"))).expect("stdout");
-        assert_eq!(stdout.lines().last(), Some("through the relay"), "task {i}: {stdout}");
+        assert_eq!(
+            stdout.lines().last(),
+            Some("through the relay"),
+            "task {i}: {stdout}"
+        );
     }
 }
 
