@@ -11,6 +11,7 @@ use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::PeerKey;
 use corral_protocol::messages::{BlobRequest, BlobResponse, MAX_CHUNK_BYTES};
 use futures::{StreamExt, TryStreamExt, stream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::NetHandle;
@@ -25,14 +26,38 @@ const MAX_BLOBS_AT_ONCE: usize = 4;
 /// The smallest chunk accepted that does not end its blob.
 const MIN_SHORT_CHUNK_BYTES: u64 = 64 * 1024;
 
+/// Chunk requests this node has travelling at once, to all peers together:
+/// half of what a peer admits on one connection
+/// ([`crate::net::limits::MAX_BLOB_STREAMS`]), whatever the slots.
+pub const MAX_CHUNK_REQUESTS: usize = 64;
+const _: () = assert!(MAX_CHUNK_REQUESTS <= crate::net::limits::MAX_BLOB_STREAMS / 2);
+
 /// One lock per blob being fetched, so concurrent tasks needing the same
-/// module fetch it once.
-#[derive(Clone, Default)]
-pub struct FetchLocks(Arc<Mutex<HashMap<ContentHash, Arc<tokio::sync::Mutex<()>>>>>);
+/// module fetch it once; and the bound on chunk requests travelling.
+#[derive(Clone)]
+pub struct FetchLocks {
+    locks: Arc<Mutex<HashMap<ContentHash, Arc<tokio::sync::Mutex<()>>>>>,
+    requests: Arc<Semaphore>,
+}
+
+impl Default for FetchLocks {
+    fn default() -> Self {
+        Self::with_request_limit(MAX_CHUNK_REQUESTS)
+    }
+}
 
 impl FetchLocks {
+    /// Locks whose fetches keep at most `requests` chunk requests
+    /// travelling at once.
+    pub fn with_request_limit(requests: usize) -> Self {
+        Self {
+            locks: Arc::default(),
+            requests: Arc::new(Semaphore::new(requests.max(1))),
+        }
+    }
+
     fn lock_for(&self, hash: &ContentHash) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() > 4096 {
             map.retain(|_, l| Arc::strong_count(l) > 1);
         }
@@ -76,6 +101,7 @@ pub async fn fetch_blob(
     }
     let mut chunks = Chunks {
         net: net.clone(),
+        requests: locks.requests.clone(),
         peer,
         hash,
         max,
@@ -124,6 +150,8 @@ async fn off_loop<T: Send + 'static>(
 /// already travelling.
 struct Chunks {
     net: NetHandle,
+    /// The node's bound on chunk requests travelling.
+    requests: Arc<Semaphore>,
     peer: PeerKey,
     hash: ContentHash,
     max: u64,
@@ -143,7 +171,7 @@ impl Chunks {
         if self.total == Some(self.received) {
             return Ok(None);
         }
-        self.ask_ahead();
+        self.ask_ahead().await?;
         let travelling = self.ahead.pop_front().context("no chunk was asked for")?;
         let response = travelling
             .await
@@ -156,13 +184,16 @@ impl Chunks {
                 )
             })?;
         let bytes = self.take(response)?;
-        self.ask_ahead();
+        // Ask for the next ones before the caller writes this one.
+        self.ask_ahead().await?;
         Ok(Some(bytes))
     }
 
     /// Keeps up to [`MAX_CHUNKS_AHEAD`] requests travelling (one, until the
-    /// peer has said how big the blob is).
-    fn ask_ahead(&mut self) {
+    /// peer has said how big the blob is), within the node's bound: the
+    /// next chunk waits for room, later ones are asked only if there is
+    /// room now.
+    async fn ask_ahead(&mut self) -> anyhow::Result<()> {
         let room = match self.total {
             None if self.ahead.is_empty() => 1,
             None => 0,
@@ -172,16 +203,32 @@ impl Chunks {
             if self.total.is_some_and(|total| self.asked >= total) {
                 break;
             }
+            let permit: OwnedSemaphorePermit = if self.ahead.is_empty() {
+                self.requests
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .context("the daemon is shutting down")?
+            } else {
+                match self.requests.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                }
+            };
             let request = BlobRequest {
                 hash: self.hash,
                 offset: self.asked,
                 len: MAX_CHUNK_BYTES,
             };
             let (net, peer) = (self.net.clone(), self.peer);
-            self.ahead
-                .push_back(tokio::spawn(async move { net.blob(peer, request).await }));
+            self.ahead.push_back(tokio::spawn(async move {
+                let answer = net.blob(peer, request).await;
+                drop(permit);
+                answer
+            }));
             self.asked += u64::from(MAX_CHUNK_BYTES);
         }
+        Ok(())
     }
 
     /// Checks a peer's answer against what was asked; returns its bytes.

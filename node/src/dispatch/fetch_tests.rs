@@ -239,3 +239,31 @@ async fn short_chunks_are_taken_and_the_rest_asked_for_again() {
         .expect("the blob arrives in short chunks");
     assert_eq!(std::fs::read(path).expect("kept"), body);
 }
+
+#[tokio::test]
+async fn chunk_requests_to_all_peers_stay_within_the_nodes_bound() {
+    let (source, _s) = store();
+    let (dest, _d) = store();
+    // Four big blobs fetched at once would keep 16 requests travelling.
+    let wanted: Vec<(ContentHash, u64)> = (0..4)
+        .map(|i| {
+            let body = bytes(4 * MAX_CHUNK_BYTES as usize, 10 + i);
+            (source.put_bytes(&body).expect("stored"), body.len() as u64)
+        })
+        .collect();
+    let (net, rx) = NetHandle::new();
+    let overlap = serve(source, rx);
+    let locks = FetchLocks::with_request_limit(3);
+    let (a, b) = wanted.split_at(2);
+    let (first, second) = tokio::join!(
+        fetch_many(&net, &dest, &locks, peer(), a),
+        fetch_many(&net, &dest, &locks, peer(), b),
+    );
+    first.expect("the first half arrives");
+    second.expect("the second half arrives");
+    assert!(
+        overlap.most() <= 3,
+        "{} chunk requests travelling, more than the node's bound of 3",
+        overlap.most()
+    );
+}
