@@ -191,6 +191,21 @@ impl Node {
         })
     }
 
+    /// How `peer` is reached: `direct` if any of its connections is, else
+    /// `relayed` (through a relay's circuit); none when not connected.
+    fn via(&self, peer: &libp2p::PeerId) -> Option<&'static str> {
+        let mut relayed = None;
+        for (p, through_relay) in self.paths.values() {
+            if p == peer {
+                if !through_relay {
+                    return Some("direct");
+                }
+                relayed = Some("relayed");
+            }
+        }
+        relayed
+    }
+
     /// `corral peers`: the other devices as this node sees them.
     fn peers(&self) -> serde_json::Value {
         let now = now_ms();
@@ -221,6 +236,7 @@ impl Node {
                     "last_seen_ms": entry.last_seen_ms,
                     "age_ms": now.saturating_sub(entry.last_seen_ms),
                     "connected": entry.connections > 0,
+                    "via": self.peer_ids.get(key).and_then(|p| self.via(p)),
                     "addresses": entry.addresses,
                 })
             })

@@ -120,6 +120,7 @@ impl Node {
                 peer_id,
                 connection_id,
                 endpoint.get_remote_address().to_string(),
+                endpoint.is_relayed(),
             ),
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
@@ -134,7 +135,14 @@ impl Node {
                 // Most often a device with another mesh key.
                 tracing::info!(%send_back_addr, "incoming connection failed (another mesh key?): {error}");
             }
-            SwarmEvent::ConnectionClosed { peer_id, .. } => self.on_disconnected(peer_id),
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                ..
+            } => {
+                self.paths.remove(&connection_id);
+                self.on_disconnected(peer_id);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,

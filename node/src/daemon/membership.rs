@@ -86,8 +86,15 @@ impl Node {
     }
 
     /// A connection is up (the PSK, Noise and the peer's key checked).
-    pub(super) fn on_connected(&mut self, peer_id: PeerId, id: ConnectionId, remote: String) {
+    pub(super) fn on_connected(
+        &mut self,
+        peer_id: PeerId,
+        id: ConnectionId,
+        remote: String,
+        relayed: bool,
+    ) {
         self.dialer.on_connected(peer_id, id);
+        self.paths.insert(id, (peer_id, relayed));
         let Some(key) = peer_key_of(&peer_id) else {
             let _ = self.swarm.disconnect_peer_id(peer_id);
             return;

@@ -157,6 +157,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
                 .collect(),
         ),
         relays,
+        paths: Default::default(),
         config,
         seq: 0,
         topic,

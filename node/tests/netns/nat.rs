@@ -58,6 +58,21 @@ fn lab(home: Nat, cafe: Nat) -> (Lan, String) {
     (lan, relay)
 }
 
+/// How host `i` reaches peer `id`, as `corral peers --json` says.
+fn via(lan: &Lan, i: usize, id: &str) -> String {
+    let out = lan.cli(i, &["peers", "--json"]);
+    ok(&out);
+    let peers: serde_json::Value = serde_json::from_slice(&out.stdout).expect("peers json");
+    peers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["id"] == id)
+        .and_then(|p| p["via"].as_str())
+        .unwrap_or("none")
+        .to_string()
+}
+
 #[test]
 fn members_behind_two_nats_meet_through_the_relay_and_run_a_batch() {
     if !netns_available() || !nft_available() {
@@ -69,6 +84,10 @@ fn members_behind_two_nats_meet_through_the_relay_and_run_a_batch() {
         lan.peers_of(1).contains(&laptop) && lan.peers_of(2).contains(&pi)
     });
     println!("behind two NATs, in one mesh after {took:?}");
+    // Each reaches the other only through the relay's circuit.
+    assert_eq!(via(&lan, 2, &pi), "relayed");
+    assert_eq!(via(&lan, 1, &laptop), "relayed");
+    assert_eq!(via(&lan, 2, &lan.id_of(0)), "direct");
 
     let out_dir = lan.scratch.path().join("out");
     let out = lan.cli(
