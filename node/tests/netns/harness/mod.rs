@@ -66,6 +66,20 @@ fn ip(args: &[&str]) {
     );
 }
 
+/// Links namespace `ns` (device `dev`, address `cidr`) by a veth pair to
+/// bridge `bridge` in namespace `bridge_ns` (where its end is `peer`), and
+/// brings both ends and `ns`'s loopback up.
+fn plug((ns, dev, cidr): (&str, &str, &str), (bridge_ns, bridge, peer): (&str, &str, &str)) {
+    ip(&[
+        "link", "add", dev, "netns", ns, "type", "veth", "peer", "name", peer, "netns", bridge_ns,
+    ]);
+    ip(&["-n", bridge_ns, "link", "set", peer, "master", bridge]);
+    ip(&["-n", bridge_ns, "link", "set", peer, "up"]);
+    ip(&["-n", ns, "addr", "add", cidr, "dev", dev]);
+    ip(&["-n", ns, "link", "set", dev, "up"]);
+    ip(&["-n", ns, "link", "set", "lo", "up"]);
+}
+
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A set of hosts on one bridge; everything is torn down on drop.
@@ -113,48 +127,26 @@ impl Lan {
 
     /// Adds one more host to the bridge; returns its index.
     pub fn add_host(&mut self) -> usize {
+        // Each LAN is its own bridge in its own namespaces, so every LAN can
+        // use the same private subnet.
+        let addr = format!("10.77.0.{}", self.hosts.len() + 1);
+        let bridge_ns = self.bridge_ns.clone();
+        self.add_host_on(&bridge_ns, "br0", addr)
+    }
+
+    /// Adds a host with address `addr` (a /24) on bridge `bridge` of
+    /// namespace `bridge_ns`, multicast (mDNS) routed on its link; returns
+    /// its index. Its link is `v{index}` (see [`Lan::set_link`]).
+    fn add_host_on(&mut self, bridge_ns: &str, bridge: &str, addr: String) -> usize {
         let i = self.hosts.len();
         let ns = format!("{}h{i}", self.prefix);
         ip(&["netns", "add", &ns]);
-        let (veth, peer) = (format!("v{i}"), format!("{}p{i}", self.prefix));
-        ip(&[
-            "link",
-            "add",
-            &veth,
-            "netns",
-            &ns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &peer,
-            "netns",
-            &self.bridge_ns,
-        ]);
-        ip(&["-n", &self.bridge_ns, "link", "set", &peer, "master", "br0"]);
-        ip(&["-n", &self.bridge_ns, "link", "set", &peer, "up"]);
-        // Each LAN is its own bridge in its own namespaces, so every LAN can
-        // use the same private subnet.
-        let addr = format!("10.77.0.{}", i + 1);
-        ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{addr}/24"),
-            "dev",
-            &veth,
-        ]);
-        ip(&["-n", &ns, "link", "set", &veth, "up"]);
-        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        let veth = format!("v{i}");
+        plug(
+            (&ns, &veth, &format!("{addr}/24")),
+            (bridge_ns, bridge, &format!("{}p{i}", self.prefix)),
+        );
         ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", &veth]);
-        self.push_host(ns, addr);
-        i
-    }
-
-    /// Records a host whose namespace and link are set up.
-    fn push_host(&mut self, ns: String, addr: String) {
-        let i = self.hosts.len();
         let data = self.scratch.path().join(format!("host{i}"));
         let log = self.scratch.path().join(format!("host{i}.log"));
         self.hosts.push(Host {
@@ -165,6 +157,7 @@ impl Lan {
             log,
             emulated: None,
         });
+        i
     }
 
     pub fn host(&self, i: usize) -> &Host {

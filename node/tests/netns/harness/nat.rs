@@ -6,7 +6,7 @@
 
 use std::process::{Command, Stdio};
 
-use super::{Lan, ip};
+use super::{Lan, ip, plug};
 
 /// How a router maps its home hosts' connections to its public address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,34 +72,10 @@ impl Lan {
         let ns = format!("{}r{r}", self.prefix);
         ip(&["netns", "add", &ns]);
         self.routers.push(ns.clone());
-        let peer = format!("{}w{r}", self.prefix);
-        ip(&[
-            "link",
-            "add",
-            "wan",
-            "netns",
-            &ns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &peer,
-            "netns",
-            &self.bridge_ns,
-        ]);
-        ip(&["-n", &self.bridge_ns, "link", "set", &peer, "master", "br0"]);
-        ip(&["-n", &self.bridge_ns, "link", "set", &peer, "up"]);
-        ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("10.77.0.{}/24", 200 + r),
-            "dev",
-            "wan",
-        ]);
-        ip(&["-n", &ns, "link", "set", "wan", "up"]);
-        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        plug(
+            (&ns, "wan", &format!("10.77.0.{}/24", 200 + r)),
+            (&self.bridge_ns, "br0", &format!("{}w{r}", self.prefix)),
+        );
         ip(&["-n", &ns, "link", "add", "home", "type", "bridge"]);
         ip(&[
             "-n",
@@ -134,40 +110,19 @@ impl Lan {
 
     /// Adds a host on router `r`'s home network; returns its index.
     pub fn add_home_host(&mut self, r: usize) -> usize {
-        let i = self.hosts.len();
         let router = self.routers[r].clone();
-        let ns = format!("{}h{i}", self.prefix);
-        ip(&["netns", "add", &ns]);
-        let (veth, peer) = (format!("v{i}"), format!("{}p{i}", self.prefix));
-        ip(&[
-            "link", "add", &veth, "netns", &ns, "type", "veth", "peer", "name", &peer, "netns",
-            &router,
-        ]);
-        ip(&["-n", &router, "link", "set", &peer, "master", "home"]);
-        ip(&["-n", &router, "link", "set", &peer, "up"]);
-        let addr = format!("10.78.{r}.{}", 10 + i);
+        let addr = format!("10.78.{r}.{}", 10 + self.hosts.len());
+        let i = self.add_host_on(&router, "home", addr);
+        let gateway = format!("10.78.{r}.1");
         ip(&[
             "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{addr}/24"),
-            "dev",
-            &veth,
-        ]);
-        ip(&["-n", &ns, "link", "set", &veth, "up"]);
-        ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        ip(&[
-            "-n",
-            &ns,
+            &self.hosts[i].ns,
             "route",
             "add",
             "default",
             "via",
-            &format!("10.78.{r}.1"),
+            &gateway,
         ]);
-        ip(&["-n", &ns, "route", "add", "224.0.0.0/4", "dev", &veth]);
-        self.push_host(ns, addr);
         i
     }
 }
