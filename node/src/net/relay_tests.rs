@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::select_all;
-use libp2p::core::ConnectedPoint;
 use libp2p::multiaddr::Protocol;
 use libp2p::pnet::PreSharedKey;
 use libp2p::swarm::SwarmEvent;
@@ -64,6 +63,12 @@ async fn drive(
 /// A relay listening on loopback, with that address as its external one
 /// (a relay without an external address refuses every reservation).
 async fn relay(psk: PreSharedKey) -> (Swarm<Behaviour>, Multiaddr) {
+    relay_with(psk, true).await
+}
+
+/// A relay listening on loopback, that address its external one if
+/// `external`; returns it and its address naming it.
+async fn relay_with(psk: PreSharedKey, external: bool) -> (Swarm<Behaviour>, Multiaddr) {
     let mut relay = member(psk, Roles { relay: true });
     relay
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"))
@@ -73,9 +78,23 @@ async fn relay(psk: PreSharedKey) -> (Swarm<Behaviour>, Multiaddr) {
             break address;
         }
     };
-    relay.add_external_address(address.clone());
+    if external {
+        relay.add_external_address(address.clone());
+    }
     let id = *relay.local_peer_id();
     (relay, address.with(Protocol::P2p(id)))
+}
+
+/// A relay and a member reserved at it; returns both and the member's
+/// circuit address.
+async fn home_at_relay(psk: PreSharedKey) -> (Swarm<Behaviour>, Swarm<Behaviour>, Multiaddr) {
+    let (mut relay, relay_addr) = relay(psk).await;
+    let mut home = member(psk, Roles::default());
+    let circuit = reserve(&mut relay, &mut home, &relay_addr)
+        .await
+        .expect("the relay accepts the reservation");
+    let home_id = *home.local_peer_id();
+    (relay, home, circuit_to(&circuit, home_id))
 }
 
 /// Reserves a circuit address for `member` at the relay; returns it.
@@ -112,14 +131,10 @@ fn circuit_to(circuit: &Multiaddr, peer: PeerId) -> Multiaddr {
 #[tokio::test]
 async fn a_member_reaches_another_through_the_relay_with_the_mesh_key() {
     let psk = generate_mesh_key().expect("psk");
-    let (mut relay, relay_addr) = relay(psk).await;
-    let mut home = member(psk, Roles::default());
-    let circuit = reserve(&mut relay, &mut home, &relay_addr)
-        .await
-        .expect("the relay accepts the reservation");
+    let (mut relay, mut home, circuit) = home_at_relay(psk).await;
     let home_id = *home.local_peer_id();
     let mut cafe = member(psk, Roles::default());
-    cafe.dial(circuit_to(&circuit, home_id)).expect("dial");
+    cafe.dial(circuit).expect("dial");
     let cafe_id = *cafe.local_peer_id();
     let mut relayed_at = [false; 2];
     let connected = drive(
@@ -131,17 +146,13 @@ async fn a_member_reaches_another_through_the_relay_with_the_mesh_key() {
             } = event
                 && ((i == 1 && *peer_id == cafe_id) || (i == 2 && *peer_id == home_id))
             {
-                relayed_at[i - 1] = relayed(endpoint);
+                relayed_at[i - 1] = endpoint.is_relayed();
             }
             relayed_at == [true; 2]
         },
     )
     .await;
     assert!(connected, "home and café connect through the relay");
-}
-
-fn relayed(endpoint: &ConnectedPoint) -> bool {
-    endpoint.is_relayed()
 }
 
 #[tokio::test]
@@ -180,15 +191,11 @@ async fn a_device_without_the_mesh_key_cannot_use_the_relay() {
 /// on circuits, reaches a member through the relay.
 async fn reaches_through_the_relay(circuit_psk: Option<PreSharedKey>) -> (bool, bool) {
     let psk = generate_mesh_key().expect("psk");
-    let (mut relay, relay_addr) = relay(psk).await;
-    let mut home = member(psk, Roles::default());
-    let circuit = reserve(&mut relay, &mut home, &relay_addr)
-        .await
-        .expect("the relay accepts the reservation");
+    let (mut relay, mut home, circuit) = home_at_relay(psk).await;
     let home_id = *home.local_peer_id();
     let mut intruder = split(psk, circuit_psk);
     let intruder_id = *intruder.local_peer_id();
-    intruder.dial(circuit_to(&circuit, home_id)).expect("dial");
+    intruder.dial(circuit).expect("dial");
     let mut failed = false;
     let reached = drive(
         &mut [&mut relay, &mut home, &mut intruder],
@@ -230,16 +237,7 @@ async fn a_circuit_without_the_mesh_key_is_refused_by_the_member_at_its_end() {
 #[tokio::test]
 async fn a_relay_without_an_address_to_hand_out_refuses_reservations() {
     let psk = generate_mesh_key().expect("psk");
-    let mut relay = member(psk, Roles { relay: true });
-    relay
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"))
-        .expect("listen");
-    let address = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = relay.select_next_some().await {
-            break address;
-        }
-    };
-    let relay_addr = address.with(Protocol::P2p(*relay.local_peer_id()));
+    let (mut relay, relay_addr) = relay_with(psk, false).await;
     let mut home = member(psk, Roles::default());
     assert_eq!(
         reserve(&mut relay, &mut home, &relay_addr).await,
