@@ -45,6 +45,21 @@ impl Overlap {
     fn most(&self) -> usize {
         self.most.load(Ordering::SeqCst)
     }
+
+    /// Asserts `what` were fetched side by side (at least 2 in flight at
+    /// once) and never more than `bound` at once.
+    #[track_caller]
+    fn side_by_side_within(&self, what: &str, bound: usize) {
+        let most = self.most();
+        assert!(
+            most >= 2,
+            "{what} were fetched one after another ({most} at most in flight)"
+        );
+        assert!(
+            most <= bound,
+            "{most} {what} in flight, more than the bound {bound}"
+        );
+    }
 }
 
 /// Plays an honest peer serving `source`, each answer held [`HOLD`].
@@ -90,16 +105,7 @@ async fn a_big_blob_keeps_several_chunks_in_flight_and_arrives_whole() {
         .await
         .expect("the blob arrives");
     assert_eq!(std::fs::read(path).expect("kept"), body);
-    assert!(
-        overlap.most() >= 2,
-        "chunks were fetched one after another ({} at most in flight)",
-        overlap.most()
-    );
-    assert!(
-        overlap.most() <= MAX_CHUNKS_AHEAD,
-        "{} chunk requests in flight, more than the bound {MAX_CHUNKS_AHEAD}",
-        overlap.most()
-    );
+    overlap.side_by_side_within("chunks", MAX_CHUNKS_AHEAD);
 }
 
 #[tokio::test]
@@ -119,16 +125,7 @@ async fn the_files_of_a_tree_are_fetched_side_by_side_within_a_bound() {
     for ((hash, _), body) in wanted.iter().zip(&files) {
         assert_eq!(&dest.read(hash, 1 << 20).expect("kept"), body);
     }
-    assert!(
-        overlap.most() >= 2,
-        "files were fetched one after another ({} at most in flight)",
-        overlap.most()
-    );
-    assert!(
-        overlap.most() <= MAX_BLOBS_AT_ONCE,
-        "{} files in flight, more than the bound {MAX_BLOBS_AT_ONCE}",
-        overlap.most()
-    );
+    overlap.side_by_side_within("files", MAX_BLOBS_AT_ONCE);
 }
 
 /// Fetches `hash` (at most `max` bytes) from a peer answering with
