@@ -207,7 +207,7 @@ pub fn parse_relay_addr(text: &str) -> Result<libp2p::Multiaddr, String> {
     let addr: libp2p::Multiaddr = text
         .parse()
         .map_err(|e| format!("{text:?} is not a multiaddr: {e}"))?;
-    if addr.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
+    if crate::net::is_circuit(&addr) {
         return Err(format!("{text} is a circuit address, not a relay's"));
     }
     if !matches!(addr.iter().last(), Some(Protocol::P2p(_))) {

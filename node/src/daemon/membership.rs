@@ -20,15 +20,13 @@ impl Node {
     /// and the first TCP one is announced over mDNS.
     pub(super) fn on_listening(&mut self, address: Multiaddr) {
         tracing::info!(%address, "listening");
-        let circuit = address
-            .iter()
-            .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit));
+        let circuit = crate::net::is_circuit(&address);
         // A circuit's address holds the relay's port, not ours.
         let port = address.iter().find_map(|p| match p {
             libp2p::multiaddr::Protocol::Tcp(port) if !circuit => Some(port),
             _ => None,
         });
-        if self.config.relay && !circuit && is_routable(&address) {
+        if self.config.relay && crate::net::is_routable(&address) {
             // A relay hands its addresses out in reservations: without one
             // it refuses them all.
             self.swarm.add_external_address(address.clone());
@@ -222,16 +220,4 @@ impl Node {
             .and_then(|e| e.advert.as_ref().map(|a| a.name.clone()))
             .unwrap_or_else(|| peer.short())
     }
-}
-
-/// Whether others could dial `address`: not a loopback, unspecified or
-/// circuit address.
-fn is_routable(address: &Multiaddr) -> bool {
-    use libp2p::multiaddr::Protocol;
-    address.iter().all(|p| match p {
-        Protocol::Ip4(ip) => !ip.is_loopback() && !ip.is_unspecified(),
-        Protocol::Ip6(ip) => !ip.is_loopback() && !ip.is_unspecified(),
-        Protocol::P2pCircuit => false,
-        _ => true,
-    })
 }

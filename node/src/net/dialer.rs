@@ -118,12 +118,7 @@ impl<C: Clock> Dialer<C> {
         let bootstrap = bootstrap
             .into_iter()
             .map(|addr| Bootstrap {
-                // The peer named last: a circuit address names the relay
-                // first and the peer behind it after `/p2p-circuit`.
-                target: addr.iter().fold(None, |last, p| match p {
-                    libp2p::multiaddr::Protocol::P2p(id) => Some(id),
-                    _ => last,
-                }),
+                target: super::peer_of(&addr),
                 addr,
                 failures: 0,
                 due_ms: 0,

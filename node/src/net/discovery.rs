@@ -178,7 +178,7 @@ pub fn txt_properties(peer: &PeerId, mesh: &str) -> [(&'static str, String); 3] 
 
 /// Loopback and unspecified addresses are of no use to another host;
 /// IPv6 link-local needs a scope id multiaddrs cannot carry.
-fn usable(ip: &IpAddr) -> bool {
+pub(super) fn usable(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_unspecified(),
         IpAddr::V6(v6) => {

@@ -13,7 +13,8 @@ pub mod transport;
 pub mod wire;
 
 use corral_protocol::ids::PeerKey;
-use libp2p::PeerId;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
 
 /// The gossipsub topic of capacity adverts (DESIGN §4).
 pub const CAPACITY_TOPIC: &str = "corral/capacity/1";
@@ -31,6 +32,31 @@ pub fn peer_key_of(peer: &PeerId) -> Option<PeerKey> {
     let public = libp2p::identity::PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
     let ed = public.try_into_ed25519().ok()?;
     Some(PeerKey::from_bytes(ed.to_bytes()))
+}
+
+/// Whether `addr` goes through a relay (holds `/p2p-circuit`).
+pub fn is_circuit(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| p == Protocol::P2pCircuit)
+}
+
+/// The peer `addr` leads to: the last `/p2p/` in it (a circuit address
+/// names the relay first and the peer behind it last).
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().fold(None, |last, p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => last,
+    })
+}
+
+/// Whether another host could dial `addr` directly: not a circuit, and no
+/// loopback, unspecified or link-local IP in it.
+pub fn is_routable(addr: &Multiaddr) -> bool {
+    addr.iter().all(|p| match p {
+        Protocol::Ip4(ip) => discovery::usable(&ip.into()),
+        Protocol::Ip6(ip) => discovery::usable(&ip.into()),
+        Protocol::P2pCircuit => false,
+        _ => true,
+    })
 }
 
 /// The peer id of a protocol key.

@@ -64,19 +64,18 @@ struct Slot {
 }
 
 impl Relays {
-    /// The relays at `addrs`, each ending in `/p2p/<its id>` (others are
-    /// skipped: the CLI refuses them).
+    /// The relays at `addrs`, each naming the relay by `/p2p/<its id>`
+    /// (others are skipped: the CLI refuses them).
     pub fn new(addrs: &[Multiaddr]) -> Self {
         let slots = addrs
             .iter()
-            .filter_map(|addr| match addr.iter().last() {
-                Some(Protocol::P2p(peer)) => Some(Slot {
-                    peer,
+            .filter_map(|addr| {
+                Some(Slot {
+                    peer: super::peer_of(addr)?,
                     addr: addr.clone(),
                     listener: None,
                     not_before: None,
-                }),
-                _ => None,
+                })
             })
             .collect();
         Self { slots }
