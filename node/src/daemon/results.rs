@@ -236,9 +236,10 @@ impl Intake {
                 if fetched.is_err() {
                     continue;
                 }
+                // Collected: an iterator borrowing the receipt across the
+                // await trips rustc's higher-ranked Send check.
                 let files: Vec<_> = receipt.files.iter().map(|f| (f.hash, f.size)).collect();
-                if let Err(e) = fetch_many(&self.net, &self.blobs, &self.locks, from, &files).await
-                {
+                if let Err(e) = fetch_many(&self.net, &self.blobs, &self.locks, from, files).await {
                     *fetched = Err(if written_here(&e) {
                         NotTaken::NotStored(format!("{e:#}"))
                     } else {

@@ -128,9 +128,9 @@ pub async fn fetch_many(
     blobs: &BlobStore,
     locks: &FetchLocks,
     peer: PeerKey,
-    wanted: &[(ContentHash, u64)],
+    wanted: impl IntoIterator<Item = (ContentHash, u64)>,
 ) -> anyhow::Result<Vec<PathBuf>> {
-    stream::iter(wanted.to_vec())
+    stream::iter(wanted)
         .map(|(hash, max)| fetch_blob(net, blobs, locks, peer, hash, max))
         .buffered(MAX_BLOBS_AT_ONCE)
         .try_collect()

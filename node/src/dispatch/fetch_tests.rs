@@ -119,7 +119,7 @@ async fn the_files_of_a_tree_are_fetched_side_by_side_within_a_bound() {
         .collect();
     let (net, rx) = NetHandle::new();
     let overlap = serve(source, rx);
-    fetch_many(&net, &dest, &FetchLocks::default(), peer(), &wanted)
+    fetch_many(&net, &dest, &FetchLocks::default(), peer(), wanted.clone())
         .await
         .expect("every file arrives");
     for ((hash, _), body) in wanted.iter().zip(&files) {
@@ -253,8 +253,8 @@ async fn chunk_requests_to_all_peers_stay_within_the_nodes_bound() {
     let locks = FetchLocks::with_request_limit(3);
     let (a, b) = wanted.split_at(2);
     let (first, second) = tokio::join!(
-        fetch_many(&net, &dest, &locks, peer(), a),
-        fetch_many(&net, &dest, &locks, peer(), b),
+        fetch_many(&net, &dest, &locks, peer(), a.to_vec()),
+        fetch_many(&net, &dest, &locks, peer(), b.to_vec()),
     );
     first.expect("the first half arrives");
     second.expect("the second half arrives");

@@ -79,7 +79,7 @@ pub(super) fn local_inputs(blobs: &BlobStore, task: &Assignment) -> Option<Prepa
 pub(super) async fn fetch_inputs(ctx: &WorkerCtx, task: &Assignment) -> anyhow::Result<Prepared> {
     let needs = Needs::of(&task.manifest, task.index)?;
     let fetch = |wanted: Vec<(ContentHash, u64)>| async move {
-        fetch_many(&ctx.net, &ctx.blobs, &ctx.locks, task.coordinator, &wanted).await
+        fetch_many(&ctx.net, &ctx.blobs, &ctx.locks, task.coordinator, wanted).await
     };
     let listings = task.manifest.dirs.iter().map(|dir| {
         (
