@@ -46,7 +46,7 @@ enum Command {
         #[arg(long = "policy", value_name = "NAME")]
         policies: Vec<String>,
     },
-    /// Draws CSV files written by `run --csv` as a bar chart (SVG).
+    /// Draws CSV files written by `run --csv` as a bar chart (SVG) on a log scale: every bar rises from 1×, the oracle.
     Plot {
         /// CSV files.
         #[arg(required = true)]
