@@ -16,6 +16,12 @@
 //! 4. It runs the task and returns a signed [`receipt::TaskReceipt`]
 //!    ([`messages::TaskRequest::Result`]), which it keeps until acknowledged.
 //!
+//! Modules can also be named rather than hashed: a publisher signs a
+//! [`module_record::ModuleRecord`] (`name@version` is this hash), and a
+//! reference such as `render@^1.2` ([`module_record::ModuleRef`]) resolves
+//! to the newest matching version among the records of trusted publishers
+//! ([`module_record::resolve`]).
+//!
 //! Everything here is pure: no I/O, no clocks, no randomness. Times and random
 //! bytes come in as arguments. Every decoder is bounded ([`codec`]) and every
 //! decoded value is validated before use.
@@ -27,6 +33,7 @@ pub mod hash;
 pub mod ids;
 pub mod manifest;
 pub mod messages;
+pub mod module_record;
 pub mod receipt;
 pub mod tree;
 
