@@ -37,7 +37,7 @@ impl LocalMesh {
         std::fs::create_dir_all(&first)?;
         create_mesh(&first, DEVICES[0])?;
         mesh.spawn(&first, &[])?;
-        let invite = make_invite(&first, DEVICES[0].into(), Vec::new())?;
+        let invite = make_invite(&first, DEVICES[0].into(), Vec::new(), Vec::new())?;
         // Each device is given every one started before it: without mDNS
         // that is how it connects to them, and a device counts only the
         // peers it is connected to (an advert relayed for one it has no

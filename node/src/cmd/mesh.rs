@@ -56,14 +56,35 @@ pub fn join_mesh(root: &Path, invite: &Invite, name: &str) -> anyhow::Result<Nod
     let store = Store::open(root)?;
     store.set("name", name)?;
     store.set("bootstrap", &invite.addresses.join(" "))?;
+    store.set(RELAYS_KEY, &invite.relays.join(" "))?;
     store.trust_add(&invite.inviter, &invite.name, now_ms())?;
     store.trust_add(&key.peer_key(), name, now_ms())?;
     Ok(key)
 }
 
-/// The invite of the node in `root` (name and addresses as given), valid
-/// for [`token::DEFAULT_VALIDITY`] from now.
-pub fn make_invite(root: &Path, name: String, addresses: Vec<String>) -> anyhow::Result<Invite> {
+/// Where the relays this device uses are kept (space-separated multiaddrs):
+/// from the token it joined with, or the last `corral up --relay-addr`.
+pub const RELAYS_KEY: &str = "relays";
+
+/// The relays kept in `store` (unreadable entries skipped: the token and the
+/// CLI checked them when they were written).
+pub fn stored_relays(store: &Store) -> anyhow::Result<Vec<libp2p::Multiaddr>> {
+    Ok(store
+        .get(RELAYS_KEY)?
+        .unwrap_or_default()
+        .split(' ')
+        .filter_map(|a| crate::cli::parse_relay_addr(a).ok())
+        .collect())
+}
+
+/// The invite of the node in `root` (name, addresses and relays as given),
+/// valid for [`token::DEFAULT_VALIDITY`] from now.
+pub fn make_invite(
+    root: &Path,
+    name: String,
+    addresses: Vec<String>,
+    relays: Vec<String>,
+) -> anyhow::Result<Invite> {
     let key = identity::load_node_key(root)?;
     let psk = identity::load_mesh_key(root)?;
     let mut mesh_key = [0u8; 32];
@@ -76,6 +97,7 @@ pub fn make_invite(root: &Path, name: String, addresses: Vec<String>) -> anyhow:
         inviter: key.peer_key(),
         name,
         addresses,
+        relays,
         expires_ms: now_ms()
             .saturating_add(u64::try_from(token::DEFAULT_VALIDITY.as_millis()).unwrap_or(u64::MAX)),
     })
@@ -109,35 +131,57 @@ fn refuse_existing(root: &Path) -> anyhow::Result<()> {
 /// `corral invite [--expires DURATION]`: only the token on stdout.
 pub fn invite(data_dir: Option<PathBuf>, validity: Duration) -> anyhow::Result<ExitCode> {
     let dir = DataDir::resolve(data_dir)?;
-    let (name, addresses) = if control::client::daemon_running(dir.root()) {
+    let key = identity::load_node_key(dir.root())?;
+    let (name, addresses, relays) = if control::client::daemon_running(dir.root()) {
         let status = control::client::call(dir.root(), Request::Status)?;
         let name = status["name"].as_str().unwrap_or_default().to_string();
-        let addrs: Vec<String> = status["addresses"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        (name, addrs)
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let relays = strings(&status["reachability"]["relays"]);
+        (name, strings(&status["addresses"]), relays)
     } else {
         let store = Store::open(dir.root())?;
         let addrs = store
             .get("listen")?
             .map(|l| l.split(' ').map(String::from).collect())
             .unwrap_or_default();
-        (store.get("name")?.unwrap_or_else(default_name), addrs)
+        let relays = stored_relays(&store)?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        (
+            store.get("name")?.unwrap_or_else(default_name),
+            addrs,
+            relays,
+        )
     };
+    let me = key.peer_id();
     let addresses = addresses
         .into_iter()
         .filter(|a: &String| !a.contains("/127.") && !a.contains("/0.0.0.0/"))
-        .take(16)
+        .filter_map(|a| a.parse::<libp2p::Multiaddr>().ok())
+        // A circuit address must name this device after the relay, or a
+        // joiner would dial the relay itself.
+        .map(
+            |a| match crate::net::is_circuit(&a) && crate::net::peer_of(&a) != Some(me) {
+                true => a.with(libp2p::multiaddr::Protocol::P2p(me)),
+                false => a,
+            },
+        )
+        .map(|a| a.to_string())
+        .take(token::MAX_ADDRESSES)
         .collect();
-    let mut invite = make_invite(dir.root(), name, addresses)?;
+    let relays = relays.into_iter().take(crate::cli::MAX_RELAYS).collect();
+    let mut invite = make_invite(dir.root(), name, addresses, relays)?;
     let validity_ms = u64::try_from(validity.as_millis()).unwrap_or(u64::MAX);
     invite.expires_ms = now_ms().saturating_add(validity_ms);
-    let key = identity::load_node_key(dir.root())?;
     println!("{}", invite.encode(&key.signing_key()));
     eprintln!(
         "corral: the token is valid for {}; on the new device save it to a file and run \

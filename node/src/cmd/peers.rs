@@ -33,6 +33,25 @@ pub fn query(data_dir: Option<PathBuf>, request: Request, json: bool) -> anyhow:
             for a in answer["addresses"].as_array().into_iter().flatten() {
                 println!("  listening on {}", a.as_str().unwrap_or_default());
             }
+            let reach = &answer["reachability"];
+            println!(
+                "  reachable: {}{}",
+                reach["kind"].as_str().unwrap_or("?"),
+                if answer["relay"] == true {
+                    " (serving as the mesh's relay)"
+                } else {
+                    ""
+                }
+            );
+            for a in reach["external"].as_array().into_iter().flatten() {
+                println!(
+                    "  reachable from outside at {}",
+                    a.as_str().unwrap_or_default()
+                );
+            }
+            for a in reach["relays"].as_array().into_iter().flatten() {
+                println!("  relay {}", a.as_str().unwrap_or_default());
+            }
         }
         _ => {
             let peers = answer.as_array().cloned().unwrap_or_default();
@@ -40,7 +59,12 @@ pub fn query(data_dir: Option<PathBuf>, request: Request, json: bool) -> anyhow:
                 println!("no other devices seen yet");
             }
             for p in peers {
-                println!("{}  seen {} ms ago", peer_line(&p), p["age_ms"]);
+                let reached = match (p["via"].as_str(), p["rtt_ms"].as_f64()) {
+                    (Some(via), Some(rtt)) => format!("  {via} {rtt:.1} ms"),
+                    (Some(via), None) => format!("  {via}"),
+                    _ => String::new(),
+                };
+                println!("{}{reached}  seen {} ms ago", peer_line(&p), p["age_ms"]);
             }
         }
     }

@@ -1,7 +1,8 @@
-//! The invite token: what it carries (mesh key, inviter, addresses, expiry),
-//! signed by the inviter's node key, and its text form (`corral2` + hex of
-//! the signed envelope's canonical bytes); reading one from stdin or a file
-//! with a size bound; every refusal named (damaged, tampered, expired, old).
+//! The invite token: what it carries (mesh key, inviter, addresses, relays,
+//! expiry), signed by the inviter's node key, and its text form (`corral3` +
+//! hex of the signed envelope's canonical bytes; `corral2` tokens, made
+//! before relays, are still read); reading one from stdin or a file with a
+//! size bound; every refusal named (damaged, tampered, expired, old).
 
 use std::io::{BufRead, Read};
 use std::time::Duration;
@@ -24,12 +25,30 @@ pub struct Invite {
     pub name: String,
     /// Multiaddrs the inviter listened on.
     pub addresses: Vec<String>,
+    /// Relays of the mesh (each a multiaddr ending in the relay's
+    /// `/p2p/<id>`): a device joining from another network reserves an
+    /// address there and reaches the mesh through them.
+    pub relays: Vec<String>,
     /// When the token expires (ms since the Unix epoch, inviter's clock).
     pub expires_ms: u64,
 }
 
+/// The token of the second format, before relays: the same fields but
+/// `relays`, under its own signing context. Still read (as an invite with no
+/// relays) so that tokens handed out before the change keep working.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct InviteV2 {
+    mesh_key: [u8; 32],
+    inviter: PeerKey,
+    name: String,
+    addresses: Vec<String>,
+    expires_ms: u64,
+}
+
 /// Tokens start with this, so a wrong paste is recognised.
-pub const TOKEN_PREFIX: &str = "corral2";
+pub const TOKEN_PREFIX: &str = "corral3";
+/// What tokens of the second format (no relays) start with.
+const V2_TOKEN_PREFIX: &str = "corral2";
 /// What tokens of the first format (unsigned, no expiry) start with.
 const OLD_TOKEN_PREFIX: &str = "corral1";
 /// Longest token accepted (its text, prefix and hex).
@@ -118,23 +137,71 @@ pub enum TokenError {
         max: String,
     },
     /// Out of bounds although signed.
-    #[error("the invite token holds too many addresses or too long a name")]
+    #[error(
+        "the invite token holds too many addresses or relays (at most {MAX_ADDRESSES} and {}) \
+         or too long a name",
+        crate::cli::MAX_RELAYS
+    )]
     OutOfBounds,
+    /// A relay the token names is not a relay's address.
+    #[error("the invite token names a relay that cannot be used: {0}")]
+    BadRelay(String),
+}
+
+/// Both formats are signed by the inviter they name.
+fn signed_by_inviter(inviter: &PeerKey, signer: &PeerKey) -> Result<(), EnvelopeError> {
+    if inviter != signer {
+        return Err(EnvelopeError::SignerMismatch {
+            claimed: inviter.short(),
+            signer: signer.short(),
+        });
+    }
+    Ok(())
 }
 
 impl Signable for Invite {
+    const CONTEXT: &'static [u8] = b"corral/invite/3";
+    const MAX_BYTES: usize = MAX_TOKEN_BYTES;
+
+    fn check(&self, signer: &PeerKey) -> Result<(), EnvelopeError> {
+        signed_by_inviter(&self.inviter, signer)
+    }
+}
+
+impl Signable for InviteV2 {
     const CONTEXT: &'static [u8] = b"corral/invite/2";
     const MAX_BYTES: usize = MAX_TOKEN_BYTES;
 
     fn check(&self, signer: &PeerKey) -> Result<(), EnvelopeError> {
-        if self.inviter != *signer {
-            return Err(EnvelopeError::SignerMismatch {
-                claimed: self.inviter.short(),
-                signer: signer.short(),
-            });
-        }
-        Ok(())
+        signed_by_inviter(&self.inviter, signer)
     }
+}
+
+impl From<InviteV2> for Invite {
+    fn from(v2: InviteV2) -> Self {
+        Invite {
+            mesh_key: v2.mesh_key,
+            inviter: v2.inviter,
+            name: v2.name,
+            addresses: v2.addresses,
+            relays: Vec::new(),
+            expires_ms: v2.expires_ms,
+        }
+    }
+}
+
+/// Decodes and verifies the signed envelope of one format from hex.
+fn open<T: Signable + serde::de::DeserializeOwned>(
+    hex_part: &str,
+    now_ms: u64,
+) -> Result<T, TokenError> {
+    let bytes = hex::decode(hex_part).map_err(|_| TokenError::Damaged("not hexadecimal".into()))?;
+    let signed: Signed<T> = corral_protocol::codec::from_canonical_bytes(&bytes, MAX_TOKEN_BYTES)
+        .map_err(|e| TokenError::Damaged(e.to_string()))?;
+    signed.verify(now_ms).map_err(|e| match e {
+        EnvelopeError::Codec(e) => TokenError::Damaged(e.to_string()),
+        other => TokenError::Tampered(other.to_string()),
+    })
 }
 
 impl Invite {
@@ -159,20 +226,21 @@ impl Invite {
         if token.starts_with(OLD_TOKEN_PREFIX) {
             return Err(TokenError::OldFormat);
         }
-        let hex_part = token
-            .strip_prefix(TOKEN_PREFIX)
-            .ok_or(TokenError::NotAToken)?;
-        let bytes =
-            hex::decode(hex_part).map_err(|_| TokenError::Damaged("not hexadecimal".into()))?;
-        let signed: Signed<Invite> =
-            corral_protocol::codec::from_canonical_bytes(&bytes, MAX_TOKEN_BYTES)
-                .map_err(|e| TokenError::Damaged(e.to_string()))?;
-        let invite = signed.verify(now_ms).map_err(|e| match e {
-            EnvelopeError::Codec(e) => TokenError::Damaged(e.to_string()),
-            other => TokenError::Tampered(other.to_string()),
-        })?;
-        if invite.addresses.len() > MAX_ADDRESSES || invite.name.len() > MAX_NAME_BYTES {
+        let invite = if let Some(hex_part) = token.strip_prefix(TOKEN_PREFIX) {
+            open::<Invite>(hex_part, now_ms)?
+        } else if let Some(hex_part) = token.strip_prefix(V2_TOKEN_PREFIX) {
+            open::<InviteV2>(hex_part, now_ms)?.into()
+        } else {
+            return Err(TokenError::NotAToken);
+        };
+        if invite.addresses.len() > MAX_ADDRESSES
+            || invite.relays.len() > crate::cli::MAX_RELAYS
+            || invite.name.len() > MAX_NAME_BYTES
+        {
             return Err(TokenError::OutOfBounds);
+        }
+        for relay in &invite.relays {
+            crate::cli::parse_relay_addr(relay).map_err(TokenError::BadRelay)?;
         }
         invite.check_expiry(now_ms)?;
         Ok(invite)
@@ -273,7 +341,70 @@ mod tests {
             inviter: corral_protocol::envelope::peer_key(key),
             name: "laptop".into(),
             addresses: vec!["/ip4/192.0.2.1/tcp/4001".into()],
+            relays: vec![RELAY.into()],
             expires_ms: NOW + 3_600_000,
+        }
+    }
+
+    const RELAY: &str =
+        "/ip4/203.0.113.5/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+
+    /// A `corral2` token made by the build before relays (signer(1), the
+    /// invite above without relays): one handed out then must still work.
+    const GOLDEN_V2: &str = "corral26607070707070707070707070707070707070707070707070707070707070707078a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c066c6170746f7001172f6970342f3139322e302e322e312f7463702f3430303180fdccc4b1348a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c401f15759cf98cebb7b2416e5f2d62a8d8f7c4a4c91921c92cf8b7f72f9ca190e84546b69ab1e97bfa5960f1a4e75997f17204e2c773dad3223091b7f59c9e2b07";
+
+    #[test]
+    fn a_token_of_the_format_before_relays_still_joins() {
+        let key = signer(1);
+        let mut expected = invite(&key);
+        expected.relays.clear();
+        assert_eq!(Invite::decode(GOLDEN_V2, NOW), Ok(expected));
+        // Its signature covers the old context only: relabelled as the new
+        // format it no longer decodes, and an edit to it is still caught.
+        let relabelled = GOLDEN_V2.replacen("corral2", "corral3", 1);
+        assert!(Invite::decode(&relabelled, NOW).is_err());
+        let edited = GOLDEN_V2.replacen("6c6170746f70", "6c6170746f71", 1);
+        assert!(matches!(
+            Invite::decode(&edited, NOW),
+            Err(TokenError::Tampered(_))
+        ));
+    }
+
+    #[test]
+    fn relays_in_a_token_are_signed_bounded_and_checked() {
+        let key = signer(1);
+        let token = invite(&key).encode(&key);
+        assert!(token.starts_with("corral3"));
+        assert_eq!(Invite::decode(&token, NOW), Ok(invite(&key)));
+        // Another relay put in place of the inviter's: the signature fails.
+        let other = RELAY.replace("203.0.113.5", "203.0.113.9");
+        let forged = token.replacen(&hex::encode(RELAY), &hex::encode(&other), 1);
+        assert_ne!(forged, token);
+        assert!(matches!(
+            Invite::decode(&forged, NOW),
+            Err(TokenError::Tampered(_))
+        ));
+        // Signed, but too many relays.
+        let mut many = invite(&key);
+        many.relays = vec![RELAY.into(); crate::cli::MAX_RELAYS + 1];
+        assert_eq!(
+            Invite::decode(&many.encode(&key), NOW),
+            Err(TokenError::OutOfBounds)
+        );
+        // Signed, but not a relay's address: each refusal names why.
+        for (bad, why) in [
+            ("/ip4/203.0.113.5/tcp/4001", "does not name the relay"),
+            (
+                "/ip4/203.0.113.5/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN",
+                "circuit",
+            ),
+            ("relay.example", "not a multiaddr"),
+        ] {
+            let mut odd = invite(&key);
+            odd.relays = vec![bad.into()];
+            let err = Invite::decode(&odd.encode(&key), NOW).expect_err(bad);
+            assert!(matches!(err, TokenError::BadRelay(_)), "{bad}: {err}");
+            assert!(err.to_string().contains(why), "{bad}: {err}");
         }
     }
 
@@ -282,7 +413,7 @@ mod tests {
         let key = signer(1);
         let invite = invite(&key);
         let token = invite.encode(&key);
-        assert!(token.starts_with("corral2"));
+        assert!(token.starts_with("corral3"));
         assert_eq!(
             Invite::decode(&format!("  {token}\n"), NOW).expect("valid"),
             invite
@@ -392,10 +523,12 @@ mod tests {
             .map(|i| format!("/ip6/2001:db8::{i}/tcp/4001"))
             .collect();
         many.name = "n".repeat(MAX_NAME_BYTES);
+        many.relays = vec![RELAY.into(); crate::cli::MAX_RELAYS];
         let largest = many.encode(&key);
         assert_eq!(Invite::decode(&largest, NOW), Ok(many));
         std::fs::write(dir.join("largest"), largest).expect("seed");
         std::fs::write(dir.join("old"), "corral1a4006d00\n").expect("seed");
+        std::fs::write(dir.join("before-relays"), format!("{GOLDEN_V2}\n")).expect("seed");
     }
 
     #[test]

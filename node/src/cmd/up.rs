@@ -94,6 +94,15 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
         }
         (speeds, bootstrap, share)
     };
+    // Relays named now are kept for the next start; without any, the ones
+    // kept (from the invite token, or an earlier --relay-addr) are used.
+    let relays = if args.relay_addrs.is_empty() {
+        crate::cmd::mesh::stored_relays(&store)?
+    } else {
+        let text: Vec<String> = args.relay_addrs.iter().map(ToString::to_string).collect();
+        store.set(crate::cmd::mesh::RELAYS_KEY, &text.join(" "))?;
+        args.relay_addrs
+    };
     let config = DaemonConfig {
         data_dir: dir.root().to_path_buf(),
         listen: if args.listen.is_empty() {
@@ -116,7 +125,7 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
         cache_size: args.cache_size,
         relay: args.relay,
         external: args.external,
-        relays: args.relay_addrs,
+        relays,
     };
     // One thread for the event loop and every connection: a message from a
     // peer reaches the loop without waking another thread (a multi-threaded

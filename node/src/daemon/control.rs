@@ -188,22 +188,68 @@ impl Node {
             "state": self.policy.state().name(),
             "slots": self.config.slots,
             "max_memory": self.config.max_memory,
+            "relay": self.config.relay,
+            "reachability": self.reachability(),
         })
     }
 
-    /// How `peer` is reached: `direct` if any of its connections is, else
-    /// `relayed` (through a relay's circuit); none when not connected.
-    fn via(&self, peer: &libp2p::PeerId) -> Option<&'static str> {
-        let mut relayed = None;
-        for (p, through_relay) in self.paths.values() {
-            if p == peer {
-                if !through_relay {
-                    return Some("direct");
-                }
-                relayed = Some("relayed");
-            }
-        }
-        relayed
+    /// How this device is reached (`corral status`): `public` if an
+    /// address of it was confirmed reachable from outside (AutoNAT, or a
+    /// relay's own), `relayed` if it holds a reservation at a relay, else
+    /// `lan`; and the relays it uses, as an invite hands them out (a relay
+    /// names itself first).
+    fn reachability(&self) -> serde_json::Value {
+        let external: Vec<String> = self
+            .swarm
+            .external_addresses()
+            .filter(|a| !crate::net::is_circuit(a))
+            .map(ToString::to_string)
+            .collect();
+        let reserved: Vec<String> = self
+            .listen_addrs
+            .iter()
+            .filter(|a| crate::net::is_circuit(a))
+            .map(ToString::to_string)
+            .collect();
+        let kind = match (external.is_empty(), reserved.is_empty()) {
+            (false, _) => "public",
+            (true, false) => "relayed",
+            (true, true) => "lan",
+        };
+        let me = libp2p::multiaddr::Protocol::P2p(self.peer_id);
+        let own = self
+            .config
+            .relay
+            .then(|| {
+                self.swarm
+                    .external_addresses()
+                    .filter(|a| !crate::net::is_circuit(a))
+            })
+            .into_iter()
+            .flatten()
+            .map(|a| a.clone().with(me.clone()));
+        let relays: Vec<String> = own
+            .chain(self.relays.addrs().cloned())
+            .map(|a| a.to_string())
+            .collect();
+        json!({ "kind": kind, "external": external, "reserved": reserved, "relays": relays })
+    }
+
+    /// How `peer` is reached, by its best path (`lan`, `punched`, `direct`
+    /// or `relayed`) with that path's round trip; every path; nothing when
+    /// not connected.
+    fn reached(&self, peer: Option<&libp2p::PeerId>) -> serde_json::Value {
+        let Some(peer) = peer else {
+            return json!({ "via": null, "rtt_ms": null, "paths": [] });
+        };
+        let rtt_ms = |p: &crate::net::paths::Path| p.rtt.map(|d| d.as_secs_f64() * 1e3);
+        let best = self.paths.best(peer);
+        let paths: Vec<serde_json::Value> = self
+            .paths
+            .of(peer)
+            .map(|p| json!({ "via": p.via.name(), "remote": p.remote.to_string(), "rtt_ms": rtt_ms(p) }))
+            .collect();
+        json!({ "via": best.map(|p| p.via.name()), "rtt_ms": best.and_then(rtt_ms), "paths": paths })
     }
 
     /// `corral peers`: the other devices as this node sees them.
@@ -223,7 +269,7 @@ impl Node {
                             .collect()
                     })
                     .unwrap_or_default();
-                json!({
+                let mut line = json!({
                     "id": id,
                     "key": key.to_string(),
                     "name": advert.map(|a| a.name.clone()),
@@ -236,9 +282,14 @@ impl Node {
                     "last_seen_ms": entry.last_seen_ms,
                     "age_ms": now.saturating_sub(entry.last_seen_ms),
                     "connected": entry.connections > 0,
-                    "via": self.peer_ids.get(key).and_then(|p| self.via(p)),
                     "addresses": entry.addresses,
-                })
+                });
+                if let (Some(line), serde_json::Value::Object(reached)) =
+                    (line.as_object_mut(), self.reached(self.peer_ids.get(key)))
+                {
+                    line.extend(reached);
+                }
+                line
             })
             .collect();
         json!(list)

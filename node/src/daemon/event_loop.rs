@@ -81,6 +81,7 @@ pub(super) async fn run(node: &mut Node, mut inputs: Inputs) -> anyhow::Result<(
                 for change in node.view.expire(now_ms()) {
                     node.on_change(change);
                 }
+                node.close_redundant_circuits();
             }
             _ = redial_timer.tick() => {
                 node.dialer.pump(&mut node.swarm);
@@ -119,7 +120,7 @@ impl Node {
             } => self.on_connected(
                 peer_id,
                 connection_id,
-                endpoint.get_remote_address().to_string(),
+                endpoint.get_remote_address().clone(),
                 endpoint.is_relayed(),
             ),
             SwarmEvent::OutgoingConnectionError {
@@ -140,7 +141,7 @@ impl Node {
                 connection_id,
                 ..
             } => {
-                self.paths.remove(&connection_id);
+                self.paths.closed(connection_id);
                 self.on_disconnected(peer_id);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
@@ -155,9 +156,16 @@ impl Node {
             )) => self.on_identified(peer_id, info),
             SwarmEvent::ListenerClosed {
                 listener_id,
+                addresses,
                 reason,
-                ..
-            } => self.on_listener_closed(listener_id, reason.err().map(|e| e.to_string())),
+            } => {
+                self.listen_addrs.retain(|a| !addresses.contains(a));
+                self.on_listener_closed(listener_id, reason.err().map(|e| e.to_string()));
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| *a != address);
+                self.paths.set_local(crate::net::paths::Subnet::here());
+            }
             SwarmEvent::ListenerError { error, .. } => {
                 tracing::warn!("a listener failed: {error}");
             }
@@ -166,6 +174,21 @@ impl Node {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => {
                 tracing::debug!(?event, "relay");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(event)) => self.on_punch(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event {
+                connection,
+                result: Ok(rtt),
+                ..
+            })) => self.paths.rtt(connection, rtt),
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(event)) => {
+                tracing::debug!(addr = %event.tested_addr, ok = event.result.is_ok(), "reachability probe");
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!(%address, "reachable from outside at");
+            }
+            SwarmEvent::ExternalAddrExpired { address } => {
+                tracing::info!(%address, "no longer reachable from outside at");
             }
             _ => {}
         }

@@ -20,6 +20,9 @@ impl Node {
     /// and the first TCP one is announced over mDNS.
     pub(super) fn on_listening(&mut self, address: Multiaddr) {
         tracing::info!(%address, "listening");
+        // An interface came up (listen addresses follow them): this
+        // device's networks may have changed.
+        self.paths.set_local(crate::net::paths::Subnet::here());
         let circuit = crate::net::is_circuit(&address);
         // A circuit's address holds the relay's port, not ours.
         let port = address.iter().find_map(|p| match p {
@@ -88,21 +91,46 @@ impl Node {
         &mut self,
         peer_id: PeerId,
         id: ConnectionId,
-        remote: String,
+        remote: Multiaddr,
         relayed: bool,
     ) {
         self.dialer.on_connected(peer_id, id);
-        self.paths.insert(id, (peer_id, relayed));
+        let remote_text = remote.to_string();
+        self.paths
+            .opened(id, peer_id, remote, relayed, std::time::Instant::now());
         let Some(key) = peer_key_of(&peer_id) else {
             let _ = self.swarm.disconnect_peer_id(peer_id);
             return;
         };
         self.peer_ids.insert(key, peer_id);
-        let change = self.view.on_connected(key, Some(remote), now_ms());
+        let change = self.view.on_connected(key, Some(remote_text), now_ms());
         self.on_change(change);
         // A newcomer learns our capacity at once, not a second later.
         self.advertise();
         self.reserve_at_relays();
+    }
+
+    /// DCUtR punched a direct connection to `peer` (or failed to).
+    pub(super) fn on_punch(&mut self, event: libp2p::dcutr::Event) {
+        match event.result {
+            Ok(id) => {
+                tracing::info!(peer = %event.remote_peer_id, "hole punched: a direct connection");
+                self.paths.punched(id);
+            }
+            Err(e) => {
+                tracing::info!(peer = %event.remote_peer_id, "no direct connection, staying relayed: {e}");
+            }
+        }
+    }
+
+    /// Closes circuits to peers that a direct connection now reaches (see
+    /// [`crate::net::paths::DIRECT_SETTLES_AFTER`]).
+    pub(super) fn close_redundant_circuits(&mut self) {
+        for id in self.paths.relayed_to_close(std::time::Instant::now()) {
+            tracing::debug!(?id, "a direct connection took over: closing the circuit");
+            self.paths.closed(id);
+            self.swarm.close_connection(id);
+        }
     }
 
     /// A connection closed.

@@ -13,7 +13,6 @@ use corral_protocol::messages::BlobResponse;
 use corral_scheduler::view::PeerView;
 use libp2p::gossipsub::IdentTopic;
 use libp2p::request_response::OutboundRequestId;
-use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -101,9 +100,9 @@ pub(super) struct Node {
     pub(super) discovery: Option<Discovery>,
     pub(super) found_tx: mpsc::Sender<Found>,
     pub(super) peer_ids: HashMap<PeerKey, PeerId>,
-    /// Each open connection's peer and whether it goes through a relay
-    /// (bounded by the connection limits).
-    pub(super) paths: HashMap<ConnectionId, (PeerId, bool)>,
+    /// How each open connection reaches its peer (bounded by the
+    /// connection limits).
+    pub(super) paths: crate::net::paths::Paths,
     /// The share of a core per slot last logged (start-up's until runs show
     /// another).
     pub(super) share_told: f64,

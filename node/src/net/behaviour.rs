@@ -11,7 +11,8 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    connection_limits, gossipsub, identify, identity, memory_connection_limits, ping, relay,
+    autonat, connection_limits, dcutr, gossipsub, identify, identity, memory_connection_limits,
+    ping, relay,
 };
 
 use super::PROTOCOL_NAME;
@@ -54,6 +55,15 @@ pub struct Behaviour {
     pub relay_client: relay::client::Behaviour,
     /// The relay server (`corral up --relay`).
     pub relay: Toggle<relay::Behaviour>,
+    /// Hole punching: a relayed connection is upgraded to a direct one
+    /// where the NATs on both sides allow it (every node).
+    pub dcutr: dcutr::Behaviour,
+    /// Whether this device's observed addresses can be dialled from outside
+    /// (AutoNAT v2, asking the relays' servers; every node).
+    pub autonat: autonat::v2::client::Behaviour,
+    /// Dials back the addresses members ask about (relays only: a member on
+    /// a LAN would confirm private addresses as reachable from outside).
+    pub autonat_server: Toggle<autonat::v2::server::Behaviour>,
 }
 
 impl Behaviour {
@@ -110,6 +120,12 @@ impl Behaviour {
             relay: roles
                 .relay
                 .then(|| relay::Behaviour::new(key.public().to_peer_id(), server_config()))
+                .into(),
+            dcutr: dcutr::Behaviour::new(key.public().to_peer_id()),
+            autonat: autonat::v2::client::Behaviour::default(),
+            autonat_server: roles
+                .relay
+                .then(autonat::v2::server::Behaviour::default)
                 .into(),
         })
     }

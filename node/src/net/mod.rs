@@ -7,6 +7,7 @@ pub mod behaviour;
 pub mod dialer;
 pub mod discovery;
 pub mod limits;
+pub mod paths;
 pub mod relay;
 pub mod swarm;
 pub mod transport;

@@ -42,7 +42,7 @@ fn init_invite_join_and_trust() {
         1,
         "only the token on stdout: {token}"
     );
-    assert!(token.starts_with("corral2"));
+    assert!(token.starts_with("corral3"));
 
     let damaged = format!("{}00", token.trim());
     let out = sb.corral(&["--data-dir", "b", "join", &damaged]);

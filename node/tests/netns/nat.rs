@@ -1,7 +1,9 @@
 //! A mesh across networks (DESIGN "Beyond one LAN"), in a NAT lab: a relay
 //! on the public network, a home Pi behind one NAT router and a café laptop
 //! behind another. Members reach each other through the relay's circuits,
-//! with the mesh key end to end; a device without the key gets nowhere.
+//! with the mesh key end to end, and punch a direct path where both NATs
+//! allow it; a device without the key gets nowhere; a device joins from
+//! another network with the invite token alone.
 
 use std::time::Duration;
 
@@ -58,8 +60,8 @@ fn lab(home: Nat, cafe: Nat) -> (Lan, String) {
     (lan, relay)
 }
 
-/// How host `i` reaches peer `id`, as `corral peers --json` says.
-fn via(lan: &Lan, i: usize, id: &str) -> String {
+/// Host `i`'s line for peer `id` in `corral peers --json` (null if none).
+fn peer(lan: &Lan, i: usize, id: &str) -> serde_json::Value {
     let out = lan.cli(i, &["peers", "--json"]);
     ok(&out);
     let peers: serde_json::Value = serde_json::from_slice(&out.stdout).expect("peers json");
@@ -68,9 +70,57 @@ fn via(lan: &Lan, i: usize, id: &str) -> String {
         .into_iter()
         .flatten()
         .find(|p| p["id"] == id)
-        .and_then(|p| p["via"].as_str())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// How host `i` reaches peer `id`, as `corral peers --json` says.
+fn via(lan: &Lan, i: usize, id: &str) -> String {
+    peer(lan, i, id)["via"]
+        .as_str()
         .unwrap_or("none")
         .to_string()
+}
+
+/// Host `i`'s `corral status --json`.
+fn status(lan: &Lan, i: usize) -> serde_json::Value {
+    let out = lan.cli(i, &["status", "--json"]);
+    ok(&out);
+    serde_json::from_slice(&out.stdout).expect("status json")
+}
+
+/// Runs a 4-task batch from host `from` and checks every task ran on host
+/// `on` with the right output.
+fn batch(lan: &Lan, from: usize, on: usize, word: &str) {
+    let out_dir = lan.scratch.path().join(word.replace(' ', "-"));
+    let out = lan.cli(
+        from,
+        &[
+            "run",
+            &testkit(),
+            "--tasks",
+            "4",
+            "--out",
+            &out_dir.display().to_string(),
+            "--timeout",
+            "60s",
+            "--",
+            "args",
+            word,
+        ],
+    );
+    ok(&out);
+    let job = job_json(&out_dir);
+    assert_eq!(job["state"], "completed", "{job}");
+    assert_eq!(
+        done_by(&job, &format!("host{on}")),
+        4,
+        "every task ran on host {on}: {job}"
+    );
+    for i in 0..4 {
+        let stdout = std::fs::read_to_string(out_dir.join(format!("{i}/stdout"))).expect("stdout");
+        assert_eq!(stdout.lines().last(), Some(word), "task {i}: {stdout}");
+    }
 }
 
 #[test]
@@ -88,36 +138,96 @@ fn members_behind_two_nats_meet_through_the_relay_and_run_a_batch() {
     assert_eq!(via(&lan, 2, &pi), "relayed");
     assert_eq!(via(&lan, 1, &laptop), "relayed");
     assert_eq!(via(&lan, 2, &lan.id_of(0)), "direct");
+    // A random port per connection defeats hole punching: still relayed
+    // after DCUtR's attempts (3, each up to the 10 s upgrade timeout).
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(via(&lan, 2, &pi), "relayed");
+    assert_eq!(status(&lan, 2)["reachability"]["kind"], "relayed");
+    assert_eq!(status(&lan, 0)["reachability"]["kind"], "public");
+    batch(&lan, 2, 1, "through the relay");
+}
 
-    let out_dir = lan.scratch.path().join("out");
-    let out = lan.cli(
-        2,
-        &[
-            "run",
-            &testkit(),
-            "--tasks",
-            "4",
-            "--out",
-            &out_dir.display().to_string(),
-            "--timeout",
-            "60s",
-            "--",
-            "args",
-            "through the relay",
-        ],
-    );
-    ok(&out);
-    let job = job_json(&out_dir);
-    assert_eq!(job["state"], "completed", "{job}");
-    assert_eq!(done_by(&job, "host1"), 4, "every task ran on the Pi: {job}");
-    for i in 0..4 {
-        let stdout = std::fs::read_to_string(out_dir.join(format!("{i}/stdout"))).expect("stdout");
-        assert_eq!(
-            stdout.lines().last(),
-            Some("through the relay"),
-            "task {i}: {stdout}"
-        );
+#[test]
+fn members_behind_port_preserving_nats_punch_a_direct_path_that_outlives_the_relay() {
+    if !netns_available() || !nft_available() {
+        return;
     }
+    let (mut lan, _) = lab(Nat::EndpointIndependent, Nat::EndpointIndependent);
+    let (pi, laptop) = (lan.id_of(1), lan.id_of(2));
+    let met = lan.wait_for("the Pi and the laptop to see each other", LIMIT, || {
+        lan.peers_of(1).contains(&laptop) && lan.peers_of(2).contains(&pi)
+    });
+    let direct = |v: &str| v != "relayed" && v != "none";
+    let punched = lan.wait_for("a direct path between the Pi and the laptop", LIMIT, || {
+        direct(&via(&lan, 2, &pi)) && direct(&via(&lan, 1, &laptop))
+    });
+    let (seen_by_laptop, seen_by_pi) = (peer(&lan, 2, &pi), peer(&lan, 1, &laptop));
+    println!(
+        "behind two port-preserving NATs: one mesh after {met:?}, a direct path after \
+         {punched:?}; the laptop reaches the Pi {} ({} ms), the Pi the laptop {} ({} ms)",
+        seen_by_laptop["via"], seen_by_laptop["rtt_ms"], seen_by_pi["via"], seen_by_pi["rtt_ms"]
+    );
+    // DCUtR names the punched connection on the side(s) that dialled it; the
+    // other may only know it as a direct connection to a public address.
+    assert!(
+        seen_by_laptop["via"] == "punched" || seen_by_pi["via"] == "punched",
+        "laptop: {seen_by_laptop}\nPi: {seen_by_pi}"
+    );
+    // The circuit is closed once the direct path has settled.
+    lan.wait_for("the circuit to be closed", Duration::from_secs(20), || {
+        let paths = peer(&lan, 2, &pi)["paths"].clone();
+        paths
+            .as_array()
+            .is_some_and(|p| p.len() == 1 && p[0]["via"] != "relayed")
+    });
+    // Behind the NATs, reachable through the relay; the relay is public.
+    assert_eq!(status(&lan, 1)["reachability"]["kind"], "relayed");
+    assert_eq!(status(&lan, 0)["reachability"]["kind"], "public");
+    batch(&lan, 2, 1, "punched through");
+
+    // The relay goes down: the punched path stays, and work still flows.
+    lan.kill(0);
+    std::thread::sleep(Duration::from_secs(20));
+    assert!(lan.peers_of(2).contains(&pi), "the laptop lost the Pi");
+    assert!(lan.peers_of(1).contains(&laptop), "the Pi lost the laptop");
+    assert!(direct(&via(&lan, 2, &pi)), "{}", peer(&lan, 2, &pi));
+    batch(&lan, 2, 1, "without the relay");
+}
+
+#[test]
+fn a_device_joins_from_another_network_with_the_invite_token_alone() {
+    if !netns_available() || !nft_available() {
+        return;
+    }
+    let (mut lan, relay) = lab(Nat::Symmetric, Nat::Symmetric);
+    let pi = lan.id_of(1);
+    lan.wait_for("the Pi to reserve an address at the relay", LIMIT, || {
+        status(&lan, 1)["reachability"]["reserved"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+    });
+    // A tablet at the café joins with a token from the Pi at home, and
+    // starts with no address or relay given.
+    let tablet = lan.add_home_host(1);
+    let token = lan.cli(1, &["invite"]);
+    ok(&token);
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
+    assert!(token.starts_with("corral3"), "{token}");
+    ok(&lan.cli(tablet, &["join", &token, "--name", "tablet"]));
+    lan.up(tablet);
+    let took = lan.wait_for("the tablet to reach the Pi", LIMIT, || {
+        lan.peers_of(tablet).contains(&pi) && lan.peers_of(1).contains(&lan.id_of(tablet))
+    });
+    println!("joined from another network with the token alone in {took:?}");
+    assert_eq!(via(&lan, tablet, &pi), "relayed");
+    // It keeps the mesh's relay and holds its own address there.
+    lan.wait_for("the tablet to reserve at the relay", LIMIT, || {
+        status(&lan, tablet)["reachability"]["reserved"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+    });
+    let relays = status(&lan, tablet)["reachability"]["relays"].clone();
+    assert_eq!(relays, serde_json::json!([relay]), "{relays}");
 }
 
 #[test]
