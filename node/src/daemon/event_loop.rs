@@ -86,6 +86,7 @@ pub(super) async fn run(node: &mut Node, mut inputs: Inputs) -> anyhow::Result<(
             _ = redial_timer.tick() => {
                 node.dialer.pump(&mut node.swarm);
                 node.reserve_at_relays();
+                node.rendezvous_tick();
             }
             _ = sweep_timer.tick() => node.sweep_cache(),
             _ = schedule_timer.tick() => node.dirty |= node.coord.has_live_jobs(),
@@ -170,8 +171,9 @@ impl Node {
                 tracing::warn!("a listener failed: {error}");
             }
             SwarmEvent::Behaviour(BehaviourEvent::RelayClient(event)) => {
-                tracing::info!(?event, "relay client");
+                self.on_relay_client(event)
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Rendezvous(event)) => self.on_rendezvous(event),
             SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => {
                 tracing::debug!(?event, "relay");
             }

@@ -58,6 +58,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         .get("name")?
         .unwrap_or_else(crate::job::local::device_name);
     let mesh = identity::mesh_id(&psk);
+    let namespace = crate::net::rendezvous::namespace(&mesh);
 
     let (calls_tx, calls) = mpsc::channel(64);
     server::serve(&config.data_dir, calls_tx)?;
@@ -157,6 +158,8 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
                 .collect(),
         ),
         relays,
+        rendezvous: crate::net::rendezvous::Rendezvous::new(key.peer_id()),
+        namespace,
         paths: Default::default(),
         config,
         seq: 0,

@@ -109,6 +109,10 @@ pub(super) struct Node {
     pub(super) dialer: Dialer,
     /// Reservations at relays (`--relay-addr`).
     pub(super) relays: crate::net::relay::Relays,
+    /// Registering at relays and finding members there.
+    pub(super) rendezvous: crate::net::rendezvous::Rendezvous,
+    /// The mesh's rendezvous namespace.
+    pub(super) namespace: libp2p::rendezvous::Namespace,
     pub(super) worker: Worker,
     pub(super) coord: Coordinator,
     pub(super) blobs: BlobStore,

@@ -12,7 +12,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
     autonat, connection_limits, dcutr, gossipsub, identify, identity, memory_connection_limits,
-    ping, relay,
+    ping, relay, rendezvous,
 };
 
 use super::PROTOCOL_NAME;
@@ -64,6 +64,11 @@ pub struct Behaviour {
     /// Dials back the addresses members ask about (relays only: a member on
     /// a LAN would confirm private addresses as reachable from outside).
     pub autonat_server: Toggle<autonat::v2::server::Behaviour>,
+    /// Registering at the relays and finding other members there (every
+    /// node; see [`super::rendezvous`]).
+    pub rendezvous: rendezvous::client::Behaviour,
+    /// The relays' rendezvous point.
+    pub rendezvous_server: Toggle<rendezvous::server::Behaviour>,
 }
 
 impl Behaviour {
@@ -126,6 +131,11 @@ impl Behaviour {
             autonat_server: roles
                 .relay
                 .then(autonat::v2::server::Behaviour::default)
+                .into(),
+            rendezvous: rendezvous::client::Behaviour::new(key.clone()),
+            rendezvous_server: roles
+                .relay
+                .then(|| rendezvous::server::Behaviour::new(super::rendezvous::server_config()))
                 .into(),
         })
     }

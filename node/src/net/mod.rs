@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod limits;
 pub mod paths;
 pub mod relay;
+pub mod rendezvous;
 pub mod swarm;
 pub mod transport;
 pub mod wire;

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{Lan, Nat, make_mesh, netns_available, nft_available};
+use crate::harness::{Lan, Nat, join, make_mesh, netns_available, nft_available};
 use crate::offload::{done_by, job_json, ok, testkit};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -276,4 +276,46 @@ fn a_device_without_the_mesh_key_cannot_use_the_relay_or_reach_a_member() {
         circuits.is_empty(),
         "the keyless device reserved {circuits:?}"
     );
+}
+
+#[test]
+fn members_that_joined_with_the_relays_token_find_each_other_through_it() {
+    if !netns_available() || !nft_available() {
+        return;
+    }
+    // README's three commands: `corral up --relay` on the reachable
+    // device, `corral invite` there, `corral join TOKEN && corral up`
+    // anywhere else — no address or relay given.
+    let mut lan = Lan::new(1);
+    let home_router = lan.add_router(Nat::Symmetric);
+    let cafe_router = lan.add_router(Nat::Symmetric);
+    assert_eq!(lan.add_home_host(home_router), 1);
+    assert_eq!(lan.add_home_host(cafe_router), 2);
+    ok(&lan.cli(0, &["init", "--name", "host0"]));
+    lan.up_with(
+        0,
+        &[
+            "--relay",
+            "--listen",
+            "/ip4/0.0.0.0/tcp/4001",
+            "--share",
+            "never",
+        ],
+    );
+    join(&lan, 0, 1);
+    join(&lan, 0, 2);
+    lan.up(1);
+    // (The laptop keeps its work for others; nothing about reaching them.)
+    lan.up_with(2, &["--share", "never"]);
+    let (pi, laptop) = (lan.id_of(1), lan.id_of(2));
+    let took = lan.wait_for("the Pi and the laptop to find each other", LIMIT, || {
+        lan.peers_of(1).contains(&laptop) && lan.peers_of(2).contains(&pi)
+    });
+    println!("joined with the relay's token, found each other through it in {took:?}");
+    assert_eq!(via(&lan, 2, &pi), "relayed");
+    assert_eq!(via(&lan, 1, &laptop), "relayed");
+    // The Pi takes the laptop's jobs once it trusts it.
+    let key = status(&lan, 2)["key"].as_str().expect("key").to_string();
+    ok(&lan.cli(1, &["trust", "add", &key, "--name", "laptop"]));
+    batch(&lan, 2, 1, "found at the relay");
 }
