@@ -142,6 +142,7 @@ impl Node {
                     let _ = reply.send(Err("bad peer key".into()));
                 }
             }
+            NetCmd::AwaitDirect { peer, reply } => self.await_direct(peer, reply),
         }
     }
 

@@ -98,6 +98,9 @@ impl Node {
         let remote_text = remote.to_string();
         self.paths
             .opened(id, peer_id, remote, relayed, std::time::Instant::now());
+        if !relayed {
+            self.wake_direct(&peer_id);
+        }
         let Some(key) = peer_key_of(&peer_id) else {
             let _ = self.swarm.disconnect_peer_id(peer_id);
             return;
@@ -116,10 +119,37 @@ impl Node {
             Ok(id) => {
                 tracing::info!(peer = %event.remote_peer_id, "hole punched: a direct connection");
                 self.paths.punched(id);
+                self.wake_direct(&event.remote_peer_id);
             }
             Err(e) => {
                 tracing::info!(peer = %event.remote_peer_id, "no direct connection, staying relayed: {e}");
             }
+        }
+    }
+
+    /// A fetch asks to wait for a direct path to `peer`: answered now unless
+    /// the peer is reached through a relay alone (and the waiters are not
+    /// too many), else once a direct connection to it opens.
+    pub(super) fn await_direct(&mut self, peer: PeerKey, reply: tokio::sync::oneshot::Sender<()>) {
+        let Some(id) = crate::net::peer_id_of(&peer) else {
+            let _ = reply.send(());
+            return;
+        };
+        let relayed_only = self.paths.of(&id).next().is_some() && !self.paths.has_direct(&id);
+        let waiting: usize = self.direct_waiters.values().map(Vec::len).sum();
+        if !relayed_only || waiting >= super::node::MAX_DIRECT_WAITERS {
+            let _ = reply.send(());
+            return;
+        }
+        let waiters = self.direct_waiters.entry(id).or_default();
+        waiters.retain(|w| !w.is_closed());
+        waiters.push(reply);
+    }
+
+    /// `peer` has a direct path now: the fetches waiting for one go on.
+    fn wake_direct(&mut self, peer: &PeerId) {
+        for waiter in self.direct_waiters.remove(peer).unwrap_or_default() {
+            let _ = waiter.send(());
         }
     }
 

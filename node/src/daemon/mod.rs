@@ -158,6 +158,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
                 .collect(),
         ),
         relays,
+        direct_waiters: HashMap::new(),
         rendezvous: crate::net::rendezvous::Rendezvous::new(key.peer_id()),
         namespace,
         paths: Default::default(),

@@ -36,6 +36,8 @@ pub const MISSED_ADVERTS: u32 = 3;
 
 /// Blob chunks read from disk for peers at once (each up to 1 MiB).
 pub(super) const MAX_SERVING: usize = 8;
+/// Most fetches waiting for a direct path at once; more go over the relay.
+pub(super) const MAX_DIRECT_WAITERS: usize = 64;
 /// Results being taken in at once (output fetched, stored, hashed).
 pub(super) const MAX_INTAKE: usize = 64;
 
@@ -109,6 +111,9 @@ pub(super) struct Node {
     pub(super) dialer: Dialer,
     /// Reservations at relays (`--relay-addr`).
     pub(super) relays: crate::net::relay::Relays,
+    /// Fetches of big blobs waiting for a direct path to a relayed peer
+    /// (bounded by [`MAX_DIRECT_WAITERS`]).
+    pub(super) direct_waiters: HashMap<PeerId, Vec<oneshot::Sender<()>>>,
     /// Registering at relays and finding members there.
     pub(super) rendezvous: crate::net::rendezvous::Rendezvous,
     /// The mesh's rendezvous namespace.

@@ -99,6 +99,9 @@ pub async fn fetch_blob(
     if intact(blobs, hash).await {
         return Ok(blobs.path(&hash));
     }
+    if max > DIRECT_FIRST_BYTES && !net.await_direct(peer, WAIT_FOR_DIRECT).await {
+        tracing::debug!(peer = %peer.short(), "no direct path came: fetching over the relay");
+    }
     let mut chunks = Chunks {
         net: net.clone(),
         requests: locks.requests.clone(),
@@ -119,6 +122,13 @@ pub async fn fetch_blob(
         .await
         .with_context(|| format!("blob from {}", peer.short()))
 }
+
+/// A blob that may be larger than this waits for a direct path to its peer
+/// when the peer is reached through a relay alone (a hole punch takes a
+/// second or two): relays carry a bounded number of bytes per circuit.
+pub(super) const DIRECT_FIRST_BYTES: u64 = 4 * 1024 * 1024;
+/// How long such a blob waits before it is fetched over the relay.
+pub(super) const WAIT_FOR_DIRECT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Makes sure every blob of `wanted` (hash, most bytes) is in the store,
 /// fetching the missing ones from `peer`, [`MAX_BLOBS_AT_ONCE`] at a time.

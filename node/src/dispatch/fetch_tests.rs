@@ -12,7 +12,9 @@ use corral_protocol::ids::PeerKey;
 use corral_protocol::messages::{BlobRequest, BlobResponse, MAX_CHUNK_BYTES};
 use tokio::sync::mpsc;
 
-use super::{FetchLocks, MAX_BLOBS_AT_ONCE, MAX_CHUNKS_AHEAD, fetch_blob, fetch_many};
+use super::{
+    DIRECT_FIRST_BYTES, FetchLocks, MAX_BLOBS_AT_ONCE, MAX_CHUNKS_AHEAD, fetch_blob, fetch_many,
+};
 use crate::blobs::BlobStore;
 use crate::dispatch::{NetCmd, NetHandle};
 
@@ -39,6 +41,8 @@ fn bytes(len: usize, seed: u8) -> Vec<u8> {
 struct Overlap {
     now: Arc<AtomicUsize>,
     most: Arc<AtomicUsize>,
+    /// How often a direct path was waited for.
+    awaited: Arc<AtomicUsize>,
 }
 
 impl Overlap {
@@ -77,8 +81,14 @@ fn serve_with(
     let answer = Arc::new(answer);
     tokio::spawn(async move {
         while let Some(cmd) = rx.recv().await {
-            let NetCmd::Blob { request, reply, .. } = cmd else {
-                panic!("only blobs are fetched");
+            let (request, reply) = match cmd {
+                NetCmd::Blob { request, reply, .. } => (request, reply),
+                NetCmd::AwaitDirect { reply, .. } => {
+                    seen.awaited.fetch_add(1, Ordering::SeqCst);
+                    let _ = reply.send(());
+                    continue;
+                }
+                NetCmd::Task { .. } => panic!("only blobs are fetched"),
             };
             let now = seen.now.fetch_add(1, Ordering::SeqCst) + 1;
             seen.most.fetch_max(now, Ordering::SeqCst);
@@ -106,6 +116,47 @@ async fn a_big_blob_keeps_several_chunks_in_flight_and_arrives_whole() {
         .expect("the blob arrives");
     assert_eq!(std::fs::read(path).expect("kept"), body);
     overlap.side_by_side_within("chunks", MAX_CHUNKS_AHEAD);
+}
+
+#[tokio::test]
+async fn a_blob_that_may_be_big_waits_for_a_direct_path_first_and_a_small_one_does_not() {
+    let (source, _s) = store();
+    let (dest, _d) = store();
+    let small = source.put_bytes(&bytes(1000, 3)).expect("stored");
+    let big = source.put_bytes(&bytes(2000, 4)).expect("stored");
+    let (net, rx) = NetHandle::new();
+    let overlap = serve(source, rx);
+    let locks = FetchLocks::default();
+    fetch_blob(&net, &dest, &locks, peer(), small, DIRECT_FIRST_BYTES)
+        .await
+        .expect("the small blob arrives");
+    assert_eq!(overlap.awaited.load(Ordering::SeqCst), 0);
+    // Its bound, not its size, decides: the size is the peer's word.
+    fetch_blob(&net, &dest, &locks, peer(), big, DIRECT_FIRST_BYTES + 1)
+        .await
+        .expect("the big blob arrives");
+    assert_eq!(overlap.awaited.load(Ordering::SeqCst), 1);
+    // One already held asks nothing.
+    fetch_blob(&net, &dest, &locks, peer(), big, DIRECT_FIRST_BYTES + 1)
+        .await
+        .expect("held");
+    assert_eq!(overlap.awaited.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_blob_waits_for_a_direct_path_no_longer_than_its_bound() {
+    let (net, mut rx) = NetHandle::new();
+    // A loop that never answers (the peer stays relayed).
+    let held = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Some(cmd) = rx.recv().await {
+            kept.push(cmd);
+        }
+    });
+    let started = std::time::Instant::now();
+    assert!(!net.await_direct(peer(), Duration::from_millis(200)).await);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    held.abort();
 }
 
 #[tokio::test]

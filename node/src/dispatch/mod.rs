@@ -41,6 +41,15 @@ pub enum NetCmd {
         /// The answer, or why there is none.
         reply: oneshot::Sender<Result<BlobResponse, String>>,
     },
+    /// Answered once `peer` is reached by a direct path — at once if it
+    /// already is, or if it is not reached through a relay alone. The asker
+    /// bounds the wait.
+    AwaitDirect {
+        /// Whom.
+        peer: PeerKey,
+        /// Dropped or answered.
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// A handle for spawned tasks to send requests through the event loop.
@@ -70,6 +79,21 @@ impl NetHandle {
         answer
             .await
             .map_err(|_| "the daemon is shutting down".to_string())?
+    }
+
+    /// Waits at most `within` for `peer` to be reached by a direct path
+    /// (see [`NetCmd::AwaitDirect`]); whether it is.
+    pub async fn await_direct(&self, peer: PeerKey, within: std::time::Duration) -> bool {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .tx
+            .send(NetCmd::AwaitDirect { peer, reply })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        matches!(tokio::time::timeout(within, answer).await, Ok(Ok(())))
     }
 
     /// Sends a blob request and waits for the answer.

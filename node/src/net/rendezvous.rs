@@ -273,10 +273,7 @@ mod tests {
                 .is_empty()
         );
         // The higher side dials only if the pair is still apart later, once.
-        assert!(
-            high.overdue(|_| false, t0 + TIE_BREAK / 2)
-                .is_empty()
-        );
+        assert!(high.overdue(|_| false, t0 + TIE_BREAK / 2).is_empty());
         assert_eq!(high.overdue(|_| false, t0 + TIE_BREAK), vec![found(a)]);
         assert!(high.overdue(|_| false, t0 + TIE_BREAK * 2).is_empty());
         high.discovered(relay, cookie(), [found(a)], |_| false, t0);
