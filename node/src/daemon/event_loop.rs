@@ -183,6 +183,16 @@ impl Node {
                 result: Ok(rtt),
                 ..
             })) => self.paths.rtt(connection, rtt),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event {
+                peer,
+                connection,
+                result: Err(e),
+            })) => {
+                if self.paths.ping_failed(connection) {
+                    tracing::info!(%peer, "pings go unanswered: closing the connection ({e})");
+                    self.swarm.close_connection(connection);
+                }
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Autonat(event)) => {
                 tracing::debug!(addr = %event.tested_addr, ok = event.result.is_ok(), "reachability probe");
             }

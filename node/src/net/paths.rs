@@ -17,6 +17,10 @@ use libp2p::{Multiaddr, PeerId};
 /// them; a direct connection that fails at once keeps the circuit.
 pub const DIRECT_SETTLES_AFTER: Duration = Duration::from_secs(2);
 
+/// Pings failed in a row before a connection counts as dead (a ping every
+/// 5 s, each given 5 s).
+pub const DEAD_AFTER_PING_FAILURES: u32 = 2;
+
 /// How one connection reaches its peer, best first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Via {
@@ -119,6 +123,8 @@ pub struct Path {
     pub remote: Multiaddr,
     /// The last ping's round trip over it.
     pub rtt: Option<Duration>,
+    /// Pings failed in a row over it.
+    pub ping_failures: u32,
     /// When it opened.
     pub since: Instant,
 }
@@ -154,6 +160,7 @@ impl Paths {
                 via,
                 remote,
                 rtt: None,
+                ping_failures: 0,
                 since: now,
             },
         );
@@ -175,7 +182,20 @@ impl Paths {
     pub fn rtt(&mut self, id: ConnectionId, rtt: Duration) {
         if let Some(path) = self.conns.get_mut(&id) {
             path.rtt = Some(rtt);
+            path.ping_failures = 0;
         }
+    }
+
+    /// A ping over connection `id` failed; whether the connection is dead
+    /// ([`DEAD_AFTER_PING_FAILURES`] in a row) and should be closed: libp2p
+    /// keeps a connection whose pings fail, and a device whose address
+    /// changed would hold dead connections (and its relay reservation) for
+    /// as long as TCP takes to notice.
+    pub fn ping_failed(&mut self, id: ConnectionId) -> bool {
+        self.conns.get_mut(&id).is_some_and(|path| {
+            path.ping_failures += 1;
+            path.ping_failures >= DEAD_AFTER_PING_FAILURES
+        })
     }
 
     /// The open connections to `peer`.
@@ -322,6 +342,22 @@ mod tests {
             paths
                 .relayed_to_close(t1 + Duration::from_secs(60))
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_connection_is_dead_after_pings_fail_in_a_row() {
+        let (p, t0) = (peer(), Instant::now());
+        let mut paths = Paths::default();
+        let id = ConnectionId::new_unchecked(1);
+        paths.opened(id, p, addr("/ip4/198.51.100.10/tcp/4001"), false, t0);
+        assert!(!paths.ping_failed(id));
+        paths.rtt(id, Duration::from_millis(2));
+        assert!(!paths.ping_failed(id), "a success in between starts over");
+        assert!(paths.ping_failed(id));
+        assert!(
+            !paths.ping_failed(ConnectionId::new_unchecked(9)),
+            "unknown"
         );
     }
 }

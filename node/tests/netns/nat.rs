@@ -319,3 +319,27 @@ fn members_that_joined_with_the_relays_token_find_each_other_through_it() {
     ok(&lan.cli(1, &["trust", "add", &key, "--name", "laptop"]));
     batch(&lan, 2, 1, "found at the relay");
 }
+
+#[test]
+fn a_device_whose_address_changes_rejoins() {
+    if !netns_available() || !nft_available() {
+        return;
+    }
+    let (mut lan, _) = lab(Nat::Symmetric, Nat::Symmetric);
+    let (pi, laptop) = (lan.id_of(1), lan.id_of(2));
+    lan.wait_for("the Pi and the laptop to see each other", LIMIT, || {
+        lan.peers_of(1).contains(&laptop) && lan.peers_of(2).contains(&pi)
+    });
+    // The café's router hands the laptop another address: every connection
+    // it had (to the relay, and the circuit to the Pi) goes dead at once.
+    lan.readdress(2, 1);
+    let gone = lan.wait_for("the Pi to notice the laptop gone", LIMIT, || {
+        !lan.peers_of(1).contains(&laptop)
+    });
+    let took = lan.wait_for("the laptop to rejoin", Duration::from_secs(90), || {
+        lan.peers_of(1).contains(&laptop) && lan.peers_of(2).contains(&pi)
+    });
+    println!("the Pi saw the laptop gone after {gone:?}; back in the mesh {took:?} later");
+    assert_eq!(via(&lan, 2, &pi), "relayed");
+    batch(&lan, 2, 1, "from a new address");
+}

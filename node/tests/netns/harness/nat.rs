@@ -108,6 +108,21 @@ impl Lan {
         r
     }
 
+    /// Gives host `i`, on router `r`'s home network, another address there
+    /// (as a DHCP lease that changed): its connections through the old one
+    /// go dead.
+    pub fn readdress(&mut self, i: usize, r: usize) {
+        let ns = self.hosts[i].ns.clone();
+        let dev = format!("v{i}");
+        let addr = format!("10.78.{r}.{}", 100 + i);
+        ip(&["-n", &ns, "addr", "flush", "dev", &dev]);
+        ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", &dev]);
+        let gateway = format!("10.78.{r}.1");
+        ip(&["-n", &ns, "route", "replace", "default", "via", &gateway]);
+        ip(&["-n", &ns, "route", "replace", "224.0.0.0/4", "dev", &dev]);
+        self.hosts[i].addr = addr;
+    }
+
     /// Adds a host on router `r`'s home network; returns its index.
     pub fn add_home_host(&mut self, r: usize) -> usize {
         let router = self.routers[r].clone();
