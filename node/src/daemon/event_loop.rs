@@ -187,11 +187,9 @@ impl Node {
                 peer,
                 connection,
                 result: Err(e),
-            })) => {
-                if self.paths.ping_failed(connection) {
-                    tracing::info!(%peer, "pings go unanswered: closing the connection ({e})");
-                    self.swarm.close_connection(connection);
-                }
+            })) if self.paths.ping_failed(connection) => {
+                tracing::info!(%peer, "pings go unanswered: closing the connection ({e})");
+                self.swarm.close_connection(connection);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Autonat(event)) => {
                 tracing::debug!(addr = %event.tested_addr, ok = event.result.is_ok(), "reachability probe");
