@@ -14,7 +14,7 @@ use anyhow::Context;
 use crate::Figure;
 
 /// The figures measured here, their units and goals.
-pub(crate) const FIGURES: [(&str, &str, &str); 14] = [
+pub(crate) const FIGURES: [(&str, &str, &str); 17] = [
     ("round_trip_p50_ms", "ms", "<= 1"),
     ("round_trip_p99_ms", "ms", "-"),
     ("run_command_p50_ms", "ms", "-"),
@@ -24,6 +24,10 @@ pub(crate) const FIGURES: [(&str, &str, &str); 14] = [
     ("crash_detect_s", "s", "<= 3"),
     ("leave_s", "s", "<= 0.1"),
     ("idle_rss_mb", "MiB", "<= 20"),
+    // The NAT lab: a laptop and a Pi behind two NATs, a relay between.
+    ("nat_meet_s", "s", "<= 3"),
+    ("nat_punched_round_trip_p50_ms", "ms", "-"),
+    ("nat_relayed_round_trip_p50_ms", "ms", "-"),
     // A 27.7 MB module (Yosys, scripts/big-module) on fresh devices.
     ("big_cold_first_task_s", "s", "<= 3"),
     ("big_cold_job_s", "s", "<= 5"),

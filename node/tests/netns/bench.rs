@@ -454,3 +454,58 @@ fn bench_big_module() {
     println!("four tasks on {:?}", engines_of(&job));
     figure("big_cold_job_s", job_s, "s");
 }
+
+/// A trivial task's round trip from a laptop behind one NAT to a Pi behind
+/// another (the NAT lab of `nat.rs`): over a punched path (two
+/// port-preserving NATs) and through the relay (two symmetric NATs); and
+/// how long the two take to be one mesh.
+#[test]
+#[ignore = "a benchmark: run by corral-bench"]
+fn bench_nat_round_trip() {
+    if !netns_available() || !crate::harness::nft_available() {
+        return;
+    }
+    use crate::harness::Nat;
+    let runs = if quick() { 20 } else { 100 };
+    for (nat, path) in [
+        (Nat::EndpointIndependent, "punched"),
+        (Nat::Symmetric, "relayed"),
+    ] {
+        let (lan, _) = crate::nat::lab(nat, nat);
+        let (pi, laptop) = (lan.id_of(1), lan.id_of(2));
+        let met = lan.wait_for(
+            "the Pi and the laptop to meet",
+            Duration::from_secs(60),
+            || lan.peers_of(1).contains(&laptop) && lan.peers_of(2).contains(&pi),
+        );
+        if nat == Nat::Symmetric {
+            figure("nat_meet_s", met.as_secs_f64(), "s");
+        }
+        lan.wait_for("the path", Duration::from_secs(60), || {
+            crate::nat::via(&lan, 2, &pi) == path
+        });
+        let warm = submit(&lan, 2, &["--", "exit", "0"]);
+        wait_done(&lan, 2, &warm);
+        let ids: Vec<String> = (0..runs)
+            .map(|_| {
+                let id = submit(&lan, 2, &["--", "exit", "0"]);
+                wait_done(&lan, 2, &id);
+                id
+            })
+            .collect();
+        let mut wall_ms: Vec<f64> = ids
+            .iter()
+            .map(|id| {
+                let job = job_json(&lan, 2, id);
+                assert_eq!(job["state"], "completed", "{job}");
+                job["wall_us"].as_f64().expect("wall_us") / 1000.0
+            })
+            .collect();
+        wall_ms.sort_by(f64::total_cmp);
+        figure(
+            &format!("nat_{path}_round_trip_p50_ms"),
+            percentile(&wall_ms, 0.5),
+            "ms",
+        );
+    }
+}

@@ -24,7 +24,7 @@ fn relay_addr(lan: &Lan, relay: usize) -> String {
 /// Host 0 the relay (public), host 1 a Pi behind `home`, host 2 a laptop
 /// behind `cafe`; one mesh whose jobs come from the laptop. The relay and
 /// the laptop run no tasks. Returns the lab and the relay's address.
-fn lab(home: Nat, cafe: Nat) -> (Lan, String) {
+pub(crate) fn lab(home: Nat, cafe: Nat) -> (Lan, String) {
     let mut lan = Lan::new(1);
     let home_router = lan.add_router(home);
     let cafe_router = lan.add_router(cafe);
@@ -75,7 +75,7 @@ fn peer(lan: &Lan, i: usize, id: &str) -> serde_json::Value {
 }
 
 /// How host `i` reaches peer `id`, as `corral peers --json` says.
-fn via(lan: &Lan, i: usize, id: &str) -> String {
+pub(crate) fn via(lan: &Lan, i: usize, id: &str) -> String {
     peer(lan, i, id)["via"]
         .as_str()
         .unwrap_or("none")
