@@ -25,6 +25,21 @@ fn figure(name: &str, value: f64, unit: &str) {
     );
 }
 
+/// The wall times of the completed jobs `ids` (coordinated by `host`), in
+/// milliseconds, sorted.
+fn walls_ms(lan: &Lan, host: usize, ids: &[String]) -> Vec<f64> {
+    let mut wall_ms: Vec<f64> = ids
+        .iter()
+        .map(|id| {
+            let job = job_json(lan, host, id);
+            assert_eq!(job["state"], "completed", "{job}");
+            job["wall_us"].as_f64().expect("wall_us") / 1000.0
+        })
+        .collect();
+    wall_ms.sort_by(f64::total_cmp);
+    wall_ms
+}
+
 fn job_json(lan: &Lan, host: usize, id: &str) -> serde_json::Value {
     serde_json::from_slice(&lan.cli(host, &["job", id, "--json"]).stdout).unwrap_or_default()
 }
@@ -142,15 +157,7 @@ fn bench_round_trip() {
         .map(str::to_string)
         .collect();
     assert_eq!(ids.len(), runs, "{list}");
-    let mut wall_ms: Vec<f64> = ids
-        .iter()
-        .map(|id| {
-            let job = job_json(&lan, 0, id);
-            assert_eq!(job["state"], "completed", "{job}");
-            job["wall_us"].as_f64().expect("wall_us") / 1000.0
-        })
-        .collect();
-    wall_ms.sort_by(f64::total_cmp);
+    let wall_ms = walls_ms(&lan, 0, &ids);
     figure("round_trip_p50_ms", percentile(&wall_ms, 0.5), "ms");
     figure("round_trip_p99_ms", percentile(&wall_ms, 0.99), "ms");
     command_ms.sort_by(f64::total_cmp);
@@ -472,11 +479,11 @@ fn bench_nat_round_trip() {
         (Nat::Symmetric, "relayed"),
     ] {
         let (lan, _) = crate::nat::lab(nat, nat);
-        let (pi, laptop) = (lan.id_of(1), lan.id_of(2));
-        let met = lan.wait_for(
+        let pi = lan.id_of(1);
+        let met = crate::nat::meet(
+            &lan,
             "the Pi and the laptop to meet",
             Duration::from_secs(60),
-            || lan.peers_of(1).contains(&laptop) && lan.peers_of(2).contains(&pi),
         );
         if nat == Nat::Symmetric {
             figure("nat_meet_s", met.as_secs_f64(), "s");
@@ -493,15 +500,7 @@ fn bench_nat_round_trip() {
                 id
             })
             .collect();
-        let mut wall_ms: Vec<f64> = ids
-            .iter()
-            .map(|id| {
-                let job = job_json(&lan, 2, id);
-                assert_eq!(job["state"], "completed", "{job}");
-                job["wall_us"].as_f64().expect("wall_us") / 1000.0
-            })
-            .collect();
-        wall_ms.sort_by(f64::total_cmp);
+        let wall_ms = walls_ms(&lan, 2, &ids);
         figure(
             &format!("nat_{path}_round_trip_p50_ms"),
             percentile(&wall_ms, 0.5),

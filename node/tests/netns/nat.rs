@@ -60,6 +60,15 @@ pub(crate) fn lab(home: Nat, cafe: Nat) -> (Lan, String) {
     (lan, relay)
 }
 
+/// Waits until the Pi (host 1) and the laptop (host 2) see each other;
+/// how long that took.
+pub(crate) fn meet(lan: &Lan, what: &str, limit: Duration) -> Duration {
+    let (pi, laptop) = (lan.id_of(1), lan.id_of(2));
+    lan.wait_for(what, limit, || {
+        lan.peers_of(1).contains(&laptop) && lan.peers_of(2).contains(&pi)
+    })
+}
+
 /// Host `i`'s line for peer `id` in `corral peers --json` (null if none).
 fn peer(lan: &Lan, i: usize, id: &str) -> serde_json::Value {
     let out = lan.cli(i, &["peers", "--json"]);
@@ -130,9 +139,7 @@ fn members_behind_two_nats_meet_through_the_relay_and_run_a_batch() {
     }
     let (lan, _) = lab(Nat::Symmetric, Nat::Symmetric);
     let (pi, laptop) = (lan.id_of(1), lan.id_of(2));
-    let took = lan.wait_for("the Pi and the laptop to see each other", LIMIT, || {
-        lan.peers_of(1).contains(&laptop) && lan.peers_of(2).contains(&pi)
-    });
+    let took = meet(&lan, "the Pi and the laptop to see each other", LIMIT);
     println!("behind two NATs, in one mesh after {took:?}");
     // Each reaches the other only through the relay's circuit.
     assert_eq!(via(&lan, 2, &pi), "relayed");
@@ -154,9 +161,7 @@ fn members_behind_port_preserving_nats_punch_a_direct_path_that_outlives_the_rel
     }
     let (mut lan, _) = lab(Nat::EndpointIndependent, Nat::EndpointIndependent);
     let (pi, laptop) = (lan.id_of(1), lan.id_of(2));
-    let met = lan.wait_for("the Pi and the laptop to see each other", LIMIT, || {
-        lan.peers_of(1).contains(&laptop) && lan.peers_of(2).contains(&pi)
-    });
+    let met = meet(&lan, "the Pi and the laptop to see each other", LIMIT);
     let direct = |v: &str| v != "relayed" && v != "none";
     let punched = lan.wait_for("a direct path between the Pi and the laptop", LIMIT, || {
         direct(&via(&lan, 2, &pi)) && direct(&via(&lan, 1, &laptop))
@@ -308,9 +313,7 @@ fn members_that_joined_with_the_relays_token_find_each_other_through_it() {
     // (The laptop keeps its work for others; nothing about reaching them.)
     lan.up_with(2, &["--share", "never"]);
     let (pi, laptop) = (lan.id_of(1), lan.id_of(2));
-    let took = lan.wait_for("the Pi and the laptop to find each other", LIMIT, || {
-        lan.peers_of(1).contains(&laptop) && lan.peers_of(2).contains(&pi)
-    });
+    let took = meet(&lan, "the Pi and the laptop to find each other", LIMIT);
     println!("joined with the relay's token, found each other through it in {took:?}");
     assert_eq!(via(&lan, 2, &pi), "relayed");
     assert_eq!(via(&lan, 1, &laptop), "relayed");
@@ -327,18 +330,14 @@ fn a_device_whose_address_changes_rejoins() {
     }
     let (mut lan, _) = lab(Nat::Symmetric, Nat::Symmetric);
     let (pi, laptop) = (lan.id_of(1), lan.id_of(2));
-    lan.wait_for("the Pi and the laptop to see each other", LIMIT, || {
-        lan.peers_of(1).contains(&laptop) && lan.peers_of(2).contains(&pi)
-    });
+    meet(&lan, "the Pi and the laptop to see each other", LIMIT);
     // The café's router hands the laptop another address: every connection
     // it had (to the relay, and the circuit to the Pi) goes dead at once.
     lan.readdress(2, 1);
     let gone = lan.wait_for("the Pi to notice the laptop gone", LIMIT, || {
         !lan.peers_of(1).contains(&laptop)
     });
-    let took = lan.wait_for("the laptop to rejoin", Duration::from_secs(90), || {
-        lan.peers_of(1).contains(&laptop) && lan.peers_of(2).contains(&pi)
-    });
+    let took = meet(&lan, "the laptop to rejoin", Duration::from_secs(90));
     println!("the Pi saw the laptop gone after {gone:?}; back in the mesh {took:?} later");
     assert_eq!(via(&lan, 2, &pi), "relayed");
     batch(&lan, 2, 1, "from a new address");
