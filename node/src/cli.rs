@@ -193,29 +193,8 @@ pub struct UpArgs {
     /// Reserve an address at this relay, e.g.
     /// /ip4/203.0.113.5/tcp/4001/p2p/12D3…: members that cannot reach this
     /// device dial it there (repeatable, at most 4).
-    #[arg(long = "relay-addr", value_name = "MULTIADDR", value_parser = parse_relay_addr)]
+    #[arg(long = "relay-addr", value_name = "MULTIADDR", value_parser = crate::net::relay::parse_relay_addr)]
     pub relay_addrs: Vec<libp2p::Multiaddr>,
-}
-
-/// Most relays one device reserves at.
-pub const MAX_RELAYS: usize = 4;
-
-/// A relay's address: a multiaddr that names the relay (`/p2p/<id>` last)
-/// and is not itself a circuit.
-pub fn parse_relay_addr(text: &str) -> Result<libp2p::Multiaddr, String> {
-    use libp2p::multiaddr::Protocol;
-    let addr: libp2p::Multiaddr = text
-        .parse()
-        .map_err(|e| format!("{text:?} is not a multiaddr: {e}"))?;
-    if crate::net::is_circuit(&addr) {
-        return Err(format!("{text} is a circuit address, not a relay's"));
-    }
-    if !matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
-        return Err(format!(
-            "{text} does not name the relay: end it with /p2p/<the relay's peer id>"
-        ));
-    }
-    Ok(addr)
 }
 
 /// `corral run`.

@@ -56,25 +56,10 @@ pub fn join_mesh(root: &Path, invite: &Invite, name: &str) -> anyhow::Result<Nod
     let store = Store::open(root)?;
     store.set("name", name)?;
     store.set("bootstrap", &invite.addresses.join(" "))?;
-    store.set(RELAYS_KEY, &invite.relays.join(" "))?;
+    store.set(token::RELAYS_KEY, &invite.relays.join(" "))?;
     store.trust_add(&invite.inviter, &invite.name, now_ms())?;
     store.trust_add(&key.peer_key(), name, now_ms())?;
     Ok(key)
-}
-
-/// Where the relays this device uses are kept (space-separated multiaddrs):
-/// from the token it joined with, or the last `corral up --relay-addr`.
-pub const RELAYS_KEY: &str = "relays";
-
-/// The relays kept in `store` (unreadable entries skipped: the token and the
-/// CLI checked them when they were written).
-pub fn stored_relays(store: &Store) -> anyhow::Result<Vec<libp2p::Multiaddr>> {
-    Ok(store
-        .get(RELAYS_KEY)?
-        .unwrap_or_default()
-        .split(' ')
-        .filter_map(|a| crate::cli::parse_relay_addr(a).ok())
-        .collect())
 }
 
 /// The invite of the node in `root` (name, addresses and relays as given),
@@ -152,7 +137,7 @@ pub fn invite(data_dir: Option<PathBuf>, validity: Duration) -> anyhow::Result<E
             .get("listen")?
             .map(|l| l.split(' ').map(String::from).collect())
             .unwrap_or_default();
-        let relays = stored_relays(&store)?
+        let relays = token::stored_relays(&store)?
             .iter()
             .map(ToString::to_string)
             .collect();
@@ -178,7 +163,10 @@ pub fn invite(data_dir: Option<PathBuf>, validity: Duration) -> anyhow::Result<E
         .map(|a| a.to_string())
         .take(token::MAX_ADDRESSES)
         .collect();
-    let relays = relays.into_iter().take(crate::cli::MAX_RELAYS).collect();
+    let relays = relays
+        .into_iter()
+        .take(crate::net::relay::MAX_RELAYS)
+        .collect();
     let mut invite = make_invite(dir.root(), name, addresses, relays)?;
     let validity_ms = u64::try_from(validity.as_millis()).unwrap_or(u64::MAX);
     invite.expires_ms = now_ms().saturating_add(validity_ms);

@@ -18,11 +18,11 @@ use crate::store::Store;
 /// `corral up`.
 pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
     let dir = DataDir::resolve(data_dir)?;
-    if args.relay_addrs.len() > crate::cli::MAX_RELAYS {
+    if args.relay_addrs.len() > crate::net::relay::MAX_RELAYS {
         return Err(UsageError(format!(
             "{} relays given with --relay-addr; at most {}",
             args.relay_addrs.len(),
-            crate::cli::MAX_RELAYS
+            crate::net::relay::MAX_RELAYS
         ))
         .into());
     }
@@ -97,10 +97,10 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
     // Relays named now are kept for the next start; without any, the ones
     // kept (from the invite token, or an earlier --relay-addr) are used.
     let relays = if args.relay_addrs.is_empty() {
-        crate::cmd::mesh::stored_relays(&store)?
+        super::token::stored_relays(&store)?
     } else {
         let text: Vec<String> = args.relay_addrs.iter().map(ToString::to_string).collect();
-        store.set(crate::cmd::mesh::RELAYS_KEY, &text.join(" "))?;
+        store.set(super::token::RELAYS_KEY, &text.join(" "))?;
         args.relay_addrs
     };
     let config = DaemonConfig {

@@ -65,6 +65,9 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
 
     let roles = crate::net::relay::Roles {
         relay: config.relay,
+        beyond_lan: config.relay
+            || !config.relays.is_empty()
+            || config.bootstrap.iter().any(crate::net::is_circuit),
     };
     let mut swarm = crate::net::swarm::build(&key, psk, roles)?;
     let topic = crate::net::swarm::subscribe_capacity(&mut swarm.behaviour_mut().gossipsub)?;

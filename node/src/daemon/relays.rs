@@ -61,7 +61,9 @@ impl Node {
         let now = Instant::now();
         for relay in self.rendezvous.due_registrations(now) {
             let ns = self.namespace.clone();
-            let rv = &mut self.swarm.behaviour_mut().rendezvous;
+            let Some(rv) = self.swarm.behaviour_mut().rendezvous.as_mut() else {
+                return;
+            };
             if let Err(e) = rv.register(ns, relay, Some(crate::net::rendezvous::TTL)) {
                 tracing::debug!(%relay, "not registered at the relay yet: {e}");
                 self.rendezvous.register_failed(&relay);
@@ -71,8 +73,9 @@ impl Node {
             if self.swarm.is_connected(&relay) {
                 let ns = Some(self.namespace.clone());
                 let limit = Some(crate::net::rendezvous::DISCOVER_LIMIT);
-                let rv = &mut self.swarm.behaviour_mut().rendezvous;
-                rv.discover(ns, cookie, limit, relay);
+                if let Some(rv) = self.swarm.behaviour_mut().rendezvous.as_mut() {
+                    rv.discover(ns, cookie, limit, relay);
+                }
             }
         }
         let swarm = &self.swarm;

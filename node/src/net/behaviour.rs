@@ -51,22 +51,23 @@ pub struct Behaviour {
     pub task: TaskBehaviour,
     /// `/corral/blob/1`.
     pub blob: BlobBehaviour,
-    /// Reservations and circuits at relays (every node is a relay client).
-    pub relay_client: relay::client::Behaviour,
+    /// Reservations and circuits at relays (a node that knows a relay:
+    /// [`Roles::beyond_lan`]).
+    pub relay_client: Toggle<relay::client::Behaviour>,
     /// The relay server (`corral up --relay`).
     pub relay: Toggle<relay::Behaviour>,
     /// Hole punching: a relayed connection is upgraded to a direct one
-    /// where the NATs on both sides allow it (every node).
-    pub dcutr: dcutr::Behaviour,
+    /// where the NATs on both sides allow it ([`Roles::beyond_lan`]).
+    pub dcutr: Toggle<dcutr::Behaviour>,
     /// Whether this device's observed addresses can be dialled from outside
-    /// (AutoNAT v2, asking the relays' servers; every node).
-    pub autonat: autonat::v2::client::Behaviour,
+    /// (AutoNAT v2, asking the relays' servers; [`Roles::beyond_lan`]).
+    pub autonat: Toggle<autonat::v2::client::Behaviour>,
     /// Dials back the addresses members ask about (relays only: a member on
     /// a LAN would confirm private addresses as reachable from outside).
     pub autonat_server: Toggle<autonat::v2::server::Behaviour>,
-    /// Registering at the relays and finding other members there (every
-    /// node; see [`super::rendezvous`]).
-    pub rendezvous: rendezvous::client::Behaviour,
+    /// Registering at the relays and finding other members there
+    /// ([`Roles::beyond_lan`]; see [`super::rendezvous`]).
+    pub rendezvous: Toggle<rendezvous::client::Behaviour>,
     /// The relays' rendezvous point.
     pub rendezvous_server: Toggle<rendezvous::server::Behaviour>,
 }
@@ -121,18 +122,27 @@ impl Behaviour {
                     .with_request_timeout(BLOB_TIMEOUT)
                     .with_max_concurrent_streams(MAX_BLOB_STREAMS),
             ),
-            relay_client,
+            relay_client: roles.beyond_lan.then_some(relay_client).into(),
             relay: roles
                 .relay
                 .then(|| relay::Behaviour::new(key.public().to_peer_id(), server_config()))
                 .into(),
-            dcutr: dcutr::Behaviour::new(key.public().to_peer_id()),
-            autonat: autonat::v2::client::Behaviour::default(),
+            dcutr: roles
+                .beyond_lan
+                .then(|| dcutr::Behaviour::new(key.public().to_peer_id()))
+                .into(),
+            autonat: roles
+                .beyond_lan
+                .then(autonat::v2::client::Behaviour::default)
+                .into(),
             autonat_server: roles
                 .relay
                 .then(autonat::v2::server::Behaviour::default)
                 .into(),
-            rendezvous: rendezvous::client::Behaviour::new(key.clone()),
+            rendezvous: roles
+                .beyond_lan
+                .then(|| rendezvous::client::Behaviour::new(key.clone()))
+                .into(),
             rendezvous_server: roles
                 .relay
                 .then(|| rendezvous::server::Behaviour::new(super::rendezvous::server_config()))

@@ -16,6 +16,12 @@ use libp2p::{Multiaddr, PeerId, relay};
 pub struct Roles {
     /// Serves as the mesh's relay.
     pub relay: bool,
+    /// Reaches members beyond the LAN: through relays (the relay client),
+    /// by hole punching (DCUtR), learning its reachability (AutoNAT) and
+    /// finding members at the relays (rendezvous). Off on a node that knows
+    /// no relay: each of these gives every connection one more handler to
+    /// poll, which cost a LAN round trip about 12 % (same-hour A/B).
+    pub beyond_lan: bool,
 }
 
 /// Circuits one relay carries at once.
@@ -40,6 +46,27 @@ pub fn server_config() -> relay::Config {
         max_circuit_bytes: MAX_CIRCUIT_BYTES,
         ..relay::Config::default()
     }
+}
+
+/// Most relays one device reserves at.
+pub const MAX_RELAYS: usize = 4;
+
+/// A relay's address: a multiaddr that names the relay (`/p2p/<id>` last)
+/// and is not itself a circuit.
+pub fn parse_relay_addr(text: &str) -> Result<libp2p::Multiaddr, String> {
+    use libp2p::multiaddr::Protocol;
+    let addr: libp2p::Multiaddr = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a multiaddr: {e}"))?;
+    if super::is_circuit(&addr) {
+        return Err(format!("{text} is a circuit address, not a relay's"));
+    }
+    if !matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+        return Err(format!(
+            "{text} does not name the relay: end it with /p2p/<the relay's peer id>"
+        ));
+    }
+    Ok(addr)
 }
 
 /// How long after a reservation ended (refused, or the relay went away)

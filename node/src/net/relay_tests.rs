@@ -22,6 +22,12 @@ fn member(psk: PreSharedKey, roles: Roles) -> Swarm<Behaviour> {
     swarm::build(&NodeKey::generate().expect("key"), psk, roles).expect("a swarm")
 }
 
+/// A member that reaches others through relays.
+const MEMBER: Roles = Roles {
+    relay: false,
+    beyond_lan: true,
+};
+
 /// A device holding `hop_psk` towards relays and `circuit_psk` (or none)
 /// on circuits.
 fn split(hop_psk: PreSharedKey, circuit_psk: Option<PreSharedKey>) -> Swarm<Behaviour> {
@@ -32,7 +38,7 @@ fn split(hop_psk: PreSharedKey, circuit_psk: Option<PreSharedKey>) -> Swarm<Beha
         .with_other_transport(|k| transport::build_split(k, hop_psk, circuit_psk, relay_transport))
         .expect("a transport")
         .with_behaviour(|k| {
-            Behaviour::new(k, relay_client, Roles::default())
+            Behaviour::new(k, relay_client, MEMBER)
                 .map_err(|e| Box::<dyn std::error::Error + Send + Sync>::from(e.to_string()))
         })
         .expect("behaviours")
@@ -69,7 +75,13 @@ async fn relay(psk: PreSharedKey) -> (Swarm<Behaviour>, Multiaddr) {
 /// A relay listening on loopback, that address its external one if
 /// `external`; returns it and its address naming it.
 async fn relay_with(psk: PreSharedKey, external: bool) -> (Swarm<Behaviour>, Multiaddr) {
-    let mut relay = member(psk, Roles { relay: true });
+    let mut relay = member(
+        psk,
+        Roles {
+            relay: true,
+            beyond_lan: true,
+        },
+    );
     relay
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"))
         .expect("listen");
@@ -89,7 +101,7 @@ async fn relay_with(psk: PreSharedKey, external: bool) -> (Swarm<Behaviour>, Mul
 /// circuit address.
 async fn home_at_relay(psk: PreSharedKey) -> (Swarm<Behaviour>, Swarm<Behaviour>, Multiaddr) {
     let (mut relay, relay_addr) = relay(psk).await;
-    let mut home = member(psk, Roles::default());
+    let mut home = member(psk, MEMBER);
     let circuit = reserve(&mut relay, &mut home, &relay_addr)
         .await
         .expect("the relay accepts the reservation");
@@ -133,7 +145,7 @@ async fn a_member_reaches_another_through_the_relay_with_the_mesh_key() {
     let psk = generate_mesh_key().expect("psk");
     let (mut relay, mut home, circuit) = home_at_relay(psk).await;
     let home_id = *home.local_peer_id();
-    let mut cafe = member(psk, Roles::default());
+    let mut cafe = member(psk, MEMBER);
     cafe.dial(circuit).expect("dial");
     let cafe_id = *cafe.local_peer_id();
     let mut relayed_at = [false; 2];
@@ -159,7 +171,7 @@ async fn a_member_reaches_another_through_the_relay_with_the_mesh_key() {
 async fn a_device_without_the_mesh_key_cannot_use_the_relay() {
     let psk = generate_mesh_key().expect("psk");
     let (mut relay, relay_addr) = relay(psk).await;
-    let mut stranger = member(generate_mesh_key().expect("another psk"), Roles::default());
+    let mut stranger = member(generate_mesh_key().expect("another psk"), MEMBER);
     stranger
         .listen_on(relay_addr.clone().with(Protocol::P2pCircuit))
         .expect("listen on a circuit");
@@ -238,7 +250,7 @@ async fn a_circuit_without_the_mesh_key_is_refused_by_the_member_at_its_end() {
 async fn a_relay_without_an_address_to_hand_out_refuses_reservations() {
     let psk = generate_mesh_key().expect("psk");
     let (mut relay, relay_addr) = relay_with(psk, false).await;
-    let mut home = member(psk, Roles::default());
+    let mut home = member(psk, MEMBER);
     assert_eq!(
         reserve(&mut relay, &mut home, &relay_addr).await,
         None,

@@ -313,7 +313,15 @@ fn members_that_joined_with_the_relays_token_find_each_other_through_it() {
     // (The laptop keeps its work for others; nothing about reaching them.)
     lan.up_with(2, &["--share", "never"]);
     let (pi, laptop) = (lan.id_of(1), lan.id_of(2));
-    let took = meet(&lan, "the Pi and the laptop to find each other", LIMIT);
+    let took = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        meet(&lan, "the Pi and the laptop to find each other", LIMIT)
+    }))
+    .unwrap_or_else(|e| {
+        for i in 0..3 {
+            println!("--- host {i} ---\n{}", lan.log(i));
+        }
+        std::panic::resume_unwind(e)
+    });
     println!("joined with the relay's token, found each other through it in {took:?}");
     assert_eq!(via(&lan, 2, &pi), "relayed");
     assert_eq!(via(&lan, 1, &laptop), "relayed");
