@@ -93,7 +93,7 @@ impl Node {
             return Reject;
         };
         if message.data.len() > MAX_SIGNED_RECORD_BYTES {
-            tracing::warn!(%source, len = message.data.len(), "an oversize module record was refused");
+            tracing::warn!(%source, len = message.data.len(), code = "too_large", "an oversize module record was refused");
             return Reject;
         }
         let trusted = trusted_by(&self.store, self.me);
