@@ -2,12 +2,13 @@
 //! is listed by another within seconds (gossip), runs there by name (its
 //! blob fetched from the publisher, the task placed on the mesh), and a
 //! newer version from a member the host does not trust is listed but never
-//! chosen.
+//! chosen; a host that joins later learns the records. A rogue member's
+//! forged, oversize and junk records are refused and logged.
 
 use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::{Lan, make_mesh, netns_available};
+use crate::harness::{Lan, join, make_mesh, netns_available};
 use crate::rogue::Rogue;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -99,6 +100,16 @@ fn a_module_published_on_one_host_runs_by_name_on_another() {
     let out = lan.cli(2, &["run", "testkit@1.5.0", "--", "args"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("untrusted_only"));
+    // A host that joins later learns the records from the others' batches.
+    let late = lan.add_host();
+    join(&lan, 0, late);
+    lan.up(late);
+    let took = lan.wait_for("the late joiner to list the module", LIMIT, || {
+        modules_of(&lan, late)
+            .iter()
+            .any(|m| m["version"] == "1.0.0")
+    });
+    println!("measured: a late joiner listed the module {took:?} after it was up");
     // Every daemon is still up.
     for i in 0..3 {
         assert!(lan.cli(i, &["status"]).status.success(), "host {i} is down");
