@@ -118,6 +118,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Publish a module by name: sign a record of NAME@VERSION for it with
+    /// this node's key and spread it to the mesh; the module stays on this
+    /// device, where others fetch it. Prints the reference.
+    Publish {
+        /// The name and version, e.g. thumbnailer@1.2.0 (strict semver).
+        #[arg(value_name = "NAME@VERSION")]
+        reference: String,
+        /// The module (a `.wasm` file built for wasm32-wasip1).
+        #[arg(value_name = "MODULE")]
+        module: PathBuf,
+        /// What it does, for people: one line of printable text.
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        description: String,
+    },
+    /// The named modules this device knows (run one with `corral run NAME`).
+    Modules {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `corral trust`.
@@ -200,7 +220,9 @@ pub struct UpArgs {
 /// `corral run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The module to run (a `.wasm` file built for wasm32-wasip1).
+    /// The module to run: a `.wasm` file built for wasm32-wasip1, or a
+    /// published module by name (`NAME`, `NAME@1.2.3`, `NAME@^1.2`): the
+    /// newest matching version signed by a trusted key.
     #[arg(value_name = "MODULE")]
     pub module: PathBuf,
 

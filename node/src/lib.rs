@@ -4,7 +4,8 @@
 //! exit codes; everything else lives here so tests can drive it directly:
 //! [`runtime`] runs WebAssembly on wasmtime or wasmi in a sandbox, [`job`]
 //! turns a command line into tasks and runs them, [`cmd`] holds one module
-//! per command.
+//! per command; [`modules`] holds the signed module records this device
+//! knows (modules by name).
 
 pub mod blobs;
 pub mod calibration;
@@ -20,6 +21,7 @@ pub mod demo_mesh;
 pub mod dispatch;
 pub mod identity;
 pub mod job;
+pub mod modules;
 pub mod net;
 pub mod runtime;
 pub mod store;

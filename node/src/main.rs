@@ -43,6 +43,12 @@ fn main() -> ExitCode {
         Command::Job { id, json } => cmd::jobs::job(cli.data_dir, &id, json),
         Command::Results { id, out } => cmd::jobs::results(cli.data_dir, &id, &out),
         Command::Cancel { id } => cmd::jobs::cancel(cli.data_dir, &id),
+        Command::Publish {
+            reference,
+            module,
+            description,
+        } => cmd::modules::publish(cli.data_dir, &reference, &module, &description),
+        Command::Modules { json } => cmd::modules::list(cli.data_dir, json),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,6 @@
 //! The node's state in sled (the only file that knows sled): its name, the
-//! job submitters it trusts, and the peers it has seen (to redial after a
-//! restart). sled holds an exclusive lock on its files, so a second daemon on
+//! job submitters it trusts, the peers it has seen (to redial after a
+//! restart), its jobs and results, and the signed module records it knows. sled holds an exclusive lock on its files, so a second daemon on
 //! the same data dir fails here with a clear message instead of corrupting it.
 
 use std::path::Path;
@@ -18,6 +18,7 @@ pub struct Store {
     jobs: sled::Tree,
     tasks: sled::Tree,
     outbox: sled::Tree,
+    modules: sled::Tree,
     db: sled::Db,
 }
 
@@ -31,6 +32,10 @@ pub enum Records {
     Tasks,
     /// Unacknowledged receipts, by job id, index and attempt.
     Outbox,
+    /// Signed module records (their canonical bytes), by name, version and
+    /// publisher; bounded by the module catalogs the node keeps in memory
+    /// (the `modules` room writes only what they hold).
+    Modules,
 }
 
 /// A trusted job submitter.
@@ -98,6 +103,7 @@ impl Store {
             jobs: db.open_tree("jobs").context("store: jobs")?,
             tasks: db.open_tree("tasks").context("store: tasks")?,
             outbox: db.open_tree("outbox").context("store: outbox")?,
+            modules: db.open_tree("modules").context("store: modules")?,
             db,
         })
     }
@@ -198,6 +204,7 @@ impl Store {
             Records::Jobs => &self.jobs,
             Records::Tasks => &self.tasks,
             Records::Outbox => &self.outbox,
+            Records::Modules => &self.modules,
         }
     }
 

@@ -199,7 +199,7 @@ fn rank(module: &str) -> usize {
     let top = module.split("::").next().unwrap_or(module);
     match top {
         "clock" | "sync" | "config" | "identity" | "store" | "blobs" | "usage" => 0,
-        "net" | "capacity" | "runtime" | "calibration" | "control" | "job" => 1,
+        "net" | "capacity" | "runtime" | "calibration" | "control" | "job" | "modules" => 1,
         "dispatch" => 2,
         "daemon" => 3,
         // The command line and what runs it: the top.

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod jobs;
 pub mod mesh;
+pub mod modules;
 pub mod peers;
 pub mod run;
 pub mod submit;

@@ -16,7 +16,7 @@ use crate::job::report::TaskRunState;
 use crate::runtime::{Compiled, Limits, Runtime, RuntimeError};
 
 /// Runs `corral run`.
-pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCode> {
+pub fn run(data_dir: Option<PathBuf>, mut args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.verify == Some(0)
         || args
             .verify
@@ -28,8 +28,34 @@ pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCode>
         ))
         .into());
     }
+    // A published module by name: resolved (and its blob fetched) first,
+    // then run as any module from its blob, named as published.
+    let named = match super::modules::as_reference(&args.module)? {
+        Some(want) => {
+            let dir = DataDir::resolve(data_dir.clone())?;
+            let text = args.module.to_string_lossy().into_owned();
+            let named = super::modules::resolve_named(dir.root(), &want, &text)?;
+            eprintln!(
+                "corral: {text} is {}@{} ({})",
+                named.name,
+                named.version,
+                named.module.short()
+            );
+            args.module = named.path.clone();
+            Some(named)
+        }
+        None => None,
+    };
+    let plan_of = |args: &RunArgs| {
+        resolve(args).map(|mut plan| {
+            if let Some(named) = &named {
+                plan.module_name = named.name.clone();
+            }
+            plan
+        })
+    };
     if !args.local {
-        let plan = resolve(&args)?;
+        let plan = plan_of(&args)?;
         let data_dir = DataDir::resolve(data_dir)?;
         return super::submit::run_remote(data_dir.root(), &args, &plan);
     }
@@ -45,7 +71,7 @@ pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> anyhow::Result<ExitCode>
         )
         .into());
     }
-    let plan = resolve(&args)?;
+    let plan = plan_of(&args)?;
     let data_dir = DataDir::resolve(data_dir)?;
     let runtime = Runtime::new(Some(data_dir.module_cache()))?;
     let compiled = compile(&runtime, &plan)?;

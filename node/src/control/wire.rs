@@ -84,6 +84,34 @@ pub enum Request {
         /// Its id.
         id: String,
     },
+    /// Take in and spread a module record this node signed (its module's
+    /// blob is already in the data dir).
+    ModulePublish {
+        /// The signed record's canonical bytes, hex.
+        record: String,
+    },
+    /// The module records this node knows.
+    Modules,
+    /// Resolve a module reference among the records this node knows, with
+    /// its trust list; with `fetch`, also make sure the module's blob is in
+    /// the data dir (fetched from a publisher or a peer that has it).
+    ModuleResolve {
+        /// `name`, `name@1.2.3`, `name@^1.2`, …
+        reference: String,
+        /// Fetch the blob if it is not here.
+        fetch: bool,
+    },
+}
+
+impl Request {
+    /// Whether this is one of the module requests (answered by the
+    /// daemon's module book).
+    pub fn is_module_request(&self) -> bool {
+        matches!(
+            self,
+            Request::ModulePublish { .. } | Request::Modules | Request::ModuleResolve { .. }
+        )
+    }
 }
 
 /// A request on the wire.
@@ -343,6 +371,14 @@ mod tests {
                 stderr_from: 7,
             },
             Request::Cancel { id: "j1".into() },
+            Request::ModulePublish {
+                record: "00".repeat(8),
+            },
+            Request::Modules,
+            Request::ModuleResolve {
+                reference: "render@^1.2".into(),
+                fetch: true,
+            },
         ];
         for (i, body) in requests.into_iter().enumerate() {
             let line = serde_json::to_string(&Envelope {

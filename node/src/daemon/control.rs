@@ -15,6 +15,10 @@ impl Node {
     /// Answers a control request (all but `Watch`, see [`Node::watch`]):
     /// now, or from a blocking thread when the answer reads the store.
     pub(super) fn control(&mut self, request: Request, reply: oneshot::Sender<Answer>) {
+        if request.is_module_request() {
+            self.module_request(request, reply);
+            return;
+        }
         match self.answer(request) {
             Answered::Now(answer) => {
                 let _ = reply.send(answer);
@@ -78,12 +82,15 @@ impl Node {
     /// The answers that need nothing but the node's state in memory.
     fn answer_now(&mut self, request: Request) -> Answer {
         match request {
-            // Answered by `answer` (off the loop, or from a job in memory)
-            // and `watch`.
+            // Answered by `answer` (off the loop, or from a job in memory),
+            // `watch` and `module_request`.
             Request::Jobs
             | Request::Job { .. }
             | Request::Submit { .. }
-            | Request::Watch { .. } => Err(ControlError::internal(
+            | Request::Watch { .. }
+            | Request::ModulePublish { .. }
+            | Request::Modules
+            | Request::ModuleResolve { .. } => Err(ControlError::internal(
                 "this request is not answered here".to_string(),
             )),
             Request::Status => Ok(self.status()),

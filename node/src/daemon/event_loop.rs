@@ -45,6 +45,7 @@ pub(super) async fn run(node: &mut Node, mut inputs: Inputs) -> anyhow::Result<(
     let mut redial_timer = tokio::time::interval(Duration::from_secs(1));
     let mut schedule_timer = tokio::time::interval(Duration::from_millis(500));
     let mut sweep_timer = tokio::time::interval(super::sweep::SWEEP_EVERY);
+    let mut announce_timer = tokio::time::interval(super::modules::ANNOUNCE_TICK);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let far = || tokio::time::Instant::now() + Duration::from_secs(3600);
 
@@ -89,6 +90,7 @@ pub(super) async fn run(node: &mut Node, mut inputs: Inputs) -> anyhow::Result<(
                 node.rendezvous_tick();
             }
             _ = sweep_timer.tick() => node.sweep_cache(),
+            _ = announce_timer.tick() => node.announce_modules(),
             _ = schedule_timer.tick() => node.dirty |= node.coord.has_live_jobs(),
             _ = tokio::time::sleep_until(watch_deadline), if !node.watchers.is_empty() => {}
             _ = tokio::time::sleep_until(leave_deadline), if node.is_leaving() => {}

@@ -182,7 +182,11 @@ impl Node {
         id: gossipsub::MessageId,
         message: gossipsub::Message,
     ) {
-        let verdict = self.take_advert(message);
+        let verdict = if message.topic == self.modules.topic.hash() {
+            self.take_module_record(message)
+        } else {
+            self.take_advert(message)
+        };
         let _ = self
             .swarm
             .behaviour_mut()

@@ -7,7 +7,8 @@
 //! results in [`inbound`], the control socket's requests in [`control`]).
 //! Slow work — reading blob chunks for peers, storing results, scanning the
 //! store, reading `/proc` — runs off the loop and comes back as events.
-//! Gossip carries capacity only (DESIGN §3, §4).
+//! Gossip carries capacity adverts and signed module records ([`modules`]),
+//! on topics of their own; jobs go point to point (DESIGN §3, §4).
 
 mod advert;
 mod control;
@@ -15,6 +16,7 @@ mod event_loop;
 mod inbound;
 mod leave;
 mod membership;
+mod modules;
 mod node;
 mod offers;
 mod probe;
@@ -71,6 +73,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
     };
     let mut swarm = crate::net::swarm::build(&key, psk, roles)?;
     let topic = crate::net::swarm::subscribe_capacity(&mut swarm.behaviour_mut().gossipsub)?;
+    let modules_topic = crate::net::swarm::subscribe_modules(&mut swarm.behaviour_mut().gossipsub)?;
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())
@@ -132,6 +135,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         store.clone(),
         blobs.clone(),
     );
+    let modules = modules::ModuleBook::load(&store, key.peer_key(), modules_topic);
     let mut node = Node {
         view: PeerView::new(
             key.peer_key(),
@@ -190,6 +194,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         watchers: Watchers::default(),
         leaving: None,
         sweeping: Default::default(),
+        modules,
     };
     node.dialer.pump(&mut node.swarm);
     tracing::info!(peer = %node.peer_id, name = %node.name, mesh = %node.mesh, "corral is up");

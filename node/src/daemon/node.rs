@@ -146,4 +146,6 @@ pub(super) struct Node {
     pub(super) leaving: Option<Leaving>,
     /// A sweep of the cache under way.
     pub(super) sweeping: Sweeping,
+    /// Modules by name: the records known, their topic, fetches.
+    pub(super) modules: super::modules::ModuleBook,
 }

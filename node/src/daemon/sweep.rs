@@ -1,7 +1,8 @@
 //! The size bound's sweep (`corral up --cache-size`): now and then, off the
 //! loop, the blob store, trees, work dirs and compiled modules are brought
 //! under the bound, least recently used first, keeping every blob a job
-//! this node coordinates or a task it holds needs.
+//! this node coordinates or a task it holds needs, and the modules it
+//! published.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
@@ -19,6 +20,9 @@ impl Node {
         }
         let mut pins = self.coord.pinned_blobs();
         pins.extend(self.worker.pinned_blobs());
+        // A publisher keeps the modules it published: others fetch them
+        // from it.
+        pins.extend(self.published_modules());
         let blobs = self.blobs.clone();
         let compiled = self.config.data_dir.join("cache").join("modules");
         let limit = self.config.cache_size;

@@ -21,6 +21,10 @@ use libp2p::{Multiaddr, PeerId};
 /// The gossipsub topic of capacity adverts (DESIGN §4).
 pub const CAPACITY_TOPIC: &str = "corral/capacity/1";
 
+/// The gossipsub topic of signed module records (issue 22): one record per
+/// message.
+pub const MODULES_TOPIC: &str = "corral/modules/1";
+
 /// The protocol version advertised over identify and mDNS.
 pub const PROTOCOL_NAME: &str = "/corral/1";
 

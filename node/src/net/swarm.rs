@@ -10,10 +10,10 @@ use libp2p::identity::Keypair;
 use libp2p::relay;
 use libp2p::swarm::NetworkBehaviour;
 
-use super::CAPACITY_TOPIC;
 use super::behaviour::Behaviour;
 use super::relay::Roles;
 use super::transport;
+use super::{CAPACITY_TOPIC, MODULES_TOPIC};
 use crate::identity::NodeKey;
 
 /// Builds the swarm for `key` in the mesh of `psk`, serving `roles`.
@@ -53,6 +53,16 @@ pub fn build_with<B: NetworkBehaviour>(
         })
         .build();
     Ok(swarm)
+}
+
+/// Subscribes `gossipsub` to the module records ([`MODULES_TOPIC`]) and
+/// returns the topic to publish them on.
+pub fn subscribe_modules(gossipsub: &mut gossipsub::Behaviour) -> anyhow::Result<IdentTopic> {
+    let topic = IdentTopic::new(MODULES_TOPIC);
+    gossipsub
+        .subscribe(&topic)
+        .map_err(|e| anyhow::anyhow!("cannot subscribe to {MODULES_TOPIC}: {e}"))?;
+    Ok(topic)
 }
 
 /// Subscribes `gossipsub` to the capacity adverts ([`CAPACITY_TOPIC`]) and

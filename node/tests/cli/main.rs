@@ -9,6 +9,7 @@ mod examples;
 mod install;
 mod leave;
 mod mesh;
+mod modules;
 mod offload;
 mod preopens;
 mod single;

@@ -13,6 +13,7 @@ mod harness;
 mod membership;
 mod membership_spoof;
 mod mixed;
+mod modules;
 mod nat;
 mod offload;
 mod rogue;

@@ -2,13 +2,15 @@
 //! purpose (issue 18). It joins with the mesh key under a fresh identity no
 //! device trusts, dials the given peers and misbehaves by `--mode`: `forge`
 //! (refuses offers, sends forged, replayed and unasked-for receipts),
-//! `silent` (accepts offers and never answers) or `flood` (oversize frames,
-//! stream floods, big signed manifests, adverts from many fresh keys).
+//! `silent` (accepts offers and never answers), `flood` (oversize frames,
+//! stream floods, big signed manifests, adverts from many fresh keys) or
+//! `records` (forged, oversize and untrusted module records, issue 22).
 //! Built only with the `test-hooks` feature; the netns tests drive it.
 
 mod advert;
 mod flood;
 mod forge;
+mod records;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -42,6 +44,10 @@ enum Mode {
     /// Oversize frames, many concurrent streams, offers with big signed
     /// manifests, adverts signed by many fresh keys (the victim is a worker).
     Flood,
+    /// Gossip hostile module records: a bad signature, a signer that is not
+    /// the publisher, oversize bytes, garbage, and a valid record of its
+    /// own (refuses offers).
+    Records,
 }
 
 /// A rogue mesh member, for the tests only.
@@ -77,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
     let key = NodeKey::generate()?;
     let mut swarm = flood::build(&key, psk, args.flood.max_streams())?;
     let topic = swarm::subscribe_capacity(&mut swarm.behaviour_mut().core.gossipsub)?;
+    let modules_topic = swarm::subscribe_modules(&mut swarm.behaviour_mut().core.gossipsub)?;
     swarm.listen_on(args.listen.clone())?;
     for peer in &args.peers {
         swarm
@@ -92,6 +99,8 @@ async fn main() -> anyhow::Result<()> {
         peers: args.peers.clone(),
         flood: Flood::new(&key, &args.flood),
         topic,
+        records: records::Records::new(&key)?,
+        modules_topic,
     };
     if args.mode == Mode::Flood {
         advert::spawn_sybils(psk, args.peers.clone(), args.flood.sybils);
@@ -118,6 +127,8 @@ struct Rogue {
     forger: Forger,
     flood: Flood,
     topic: IdentTopic,
+    records: records::Records,
+    modules_topic: IdentTopic,
     ticks: u64,
     peers: Vec<Multiaddr>,
 }
@@ -146,6 +157,17 @@ impl Rogue {
                 }
                 if self.ticks.is_multiple_of(2) {
                     self.flood.report_oversize();
+                }
+            }
+            Mode::Records => {
+                let (what, data) = self.records.next();
+                let sent = swarm
+                    .behaviour_mut()
+                    .core
+                    .gossipsub
+                    .publish(self.modules_topic.clone(), data);
+                if self.ticks.is_multiple_of(10) {
+                    say(&format!("RECORD {what} {}", sent.is_ok()));
                 }
             }
             Mode::Silent => {}
@@ -246,7 +268,7 @@ impl Rogue {
                     TaskResponse::Each(vec![None; tasks.len()])
                 }
             }
-            Mode::Forge | Mode::Flood => {
+            Mode::Forge | Mode::Flood | Mode::Records => {
                 if self.mode == Mode::Forge {
                     self.forger.forge(swarm, from, &manifest, &tasks);
                 }
