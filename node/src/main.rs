@@ -43,6 +43,7 @@ fn main() -> ExitCode {
         Command::Job { id, json } => cmd::jobs::job(cli.data_dir, &id, json),
         Command::Results { id, out } => cmd::jobs::results(cli.data_dir, &id, &out),
         Command::Cancel { id } => cmd::jobs::cancel(cli.data_dir, &id),
+        Command::Dashboard { url: _ } => cmd::dashboard::url(cli.data_dir),
     };
     match result {
         Ok(code) => code,

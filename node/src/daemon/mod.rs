@@ -60,7 +60,11 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
     let mesh = identity::mesh_id(&psk);
 
     let (calls_tx, calls) = mpsc::channel(64);
-    server::serve(&config.data_dir, calls_tx)?;
+    server::serve(&config.data_dir, calls_tx.clone())?;
+    // The page asks the loop what the CLI asks, on the same channel.
+    let http = config
+        .http
+        .and_then(|addr| crate::http::start(addr, &config.data_dir, calls_tx));
 
     let roles = crate::net::relay::Roles {
         relay: config.relay,
@@ -183,6 +187,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         watchers: Watchers::default(),
         leaving: None,
         sweeping: Default::default(),
+        http,
     };
     node.dialer.pump(&mut node.swarm);
     tracing::info!(peer = %node.peer_id, name = %node.name, mesh = %node.mesh, "corral is up");

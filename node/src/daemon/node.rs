@@ -74,6 +74,8 @@ pub struct DaemonConfig {
     /// `--relay-addr`: relays to reserve a circuit address at, each ending
     /// in `/p2p/<its id>`.
     pub relays: Vec<Multiaddr>,
+    /// `--http`: where the live page listens (`None`: `--no-http`).
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// Everything the event loop's handlers work on. It owns the `Swarm` and
@@ -137,4 +139,6 @@ pub(super) struct Node {
     pub(super) leaving: Option<Leaving>,
     /// A sweep of the cache under way.
     pub(super) sweeping: Sweeping,
+    /// Where the live page listens, when it does.
+    pub(super) http: Option<std::net::SocketAddr>,
 }
