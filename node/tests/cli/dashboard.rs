@@ -439,3 +439,203 @@ fn start_desk(sb: &Sandbox, peer: &str) -> Child {
         &[],
     )
 }
+
+/// A chromedriver on a free port, stopped when dropped.
+struct Driver {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    fn start() -> Option<Driver> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let driver = Driver {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+        };
+        wait_until(
+            "chromedriver did not start",
+            Duration::from_secs(20),
+            || TcpStream::connect(&driver.addr).is_ok(),
+        );
+        Some(driver)
+    }
+
+    /// A WebDriver command: its `value`.
+    fn call(&self, method: &str, path: &str, body: &Value) -> Value {
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let r = send(
+            &self.addr,
+            method,
+            path,
+            &["content-type: application/json"],
+            &body,
+        );
+        let body = if r.head.contains("transfer-encoding: chunked") {
+            dechunk(&r.body)
+        } else {
+            r.body.clone()
+        };
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert_eq!(r.status, 200, "{method} {path}: {v}");
+        v["value"].clone()
+    }
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Decodes standard base64 (a screenshot).
+fn base64(text: &str) -> Vec<u8> {
+    let digit = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let sextets: Vec<u8> = text.bytes().filter_map(digit).collect();
+    let mut out = Vec::with_capacity(sextets.len() * 3 / 4);
+    for chunk in sextets.chunks(4) {
+        let mut n = 0u32;
+        for (i, s) in chunk.iter().enumerate() {
+            n |= u32::from(*s) << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
+}
+
+/// The page in a real browser (Debian's `chromium`, driven over WebDriver
+/// by `chromedriver`): its script connects to the event stream and draws
+/// this device and a finished job; a click on the job shows its record.
+/// Skips loudly without them unless `CORRAL_REQUIRE_BROWSER` is set.
+/// Writes a screenshot to the target dir's test temp dir.
+#[test]
+fn a_headless_browser_draws_the_devices_and_the_jobs() {
+    let Some(driver) = Driver::start() else {
+        assert!(
+            std::env::var_os("CORRAL_REQUIRE_BROWSER").is_none(),
+            "CORRAL_REQUIRE_BROWSER is set but chromedriver is missing \
+             (apt-get install chromium chromium-driver)"
+        );
+        eprintln!(
+            "SKIPPED: no chromedriver here (apt-get install chromium chromium-driver) — \
+             the page was not drawn"
+        );
+        return;
+    };
+    let sb = Sandbox::new();
+    let (_daemon, addr) = solo(&sb, "127.0.0.1:0");
+    let tk = crate::module("testkit");
+    let out = sb.corral(&[
+        "--data-dir",
+        "a",
+        "run",
+        &tk,
+        "--detach",
+        "--tasks",
+        "2",
+        "--",
+        "sleep-ms",
+        "50",
+    ]);
+    assert_code(&out, 0);
+    let id = text(&out.stdout).trim().to_string();
+    wait_until("the job did not complete", Duration::from_secs(60), || {
+        sb.job(&id)["state"] == "completed"
+    });
+
+    let profile = tempfile::tempdir().expect("profile dir");
+    let caps = serde_json::json!({ "capabilities": { "alwaysMatch": { "goog:chromeOptions": {
+        "args": ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,700",
+                 format!("--user-data-dir={}", profile.path().display())],
+    }}}});
+    let session = driver.call("POST", "/session", &caps)["sessionId"]
+        .as_str()
+        .expect("a session")
+        .to_string();
+    let s = format!("/session/{session}");
+    driver.call(
+        "POST",
+        &format!("{s}/url"),
+        &serde_json::json!({ "url": format!("http://{addr}/") }),
+    );
+    let script = |js: &str| {
+        driver.call(
+            "POST",
+            &format!("{s}/execute/sync"),
+            &serde_json::json!({ "script": js, "args": [] }),
+        )
+    };
+    let read = || {
+        script(
+            "return ['devices', 'jobs', 'conn', 'detail']
+               .map((id) => document.getElementById(id).innerText).join('\\n')",
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    };
+    wait_until(
+        "the page did not draw the device and the job",
+        Duration::from_secs(30),
+        || {
+            let page = read();
+            page.contains("solo (this device)") && page.contains(&id[..12]) && page.contains("live")
+        },
+    );
+    let page = read();
+    assert!(page.contains("completed") && page.contains("2/2"), "{page}");
+    // A click on the job: its record, read through the API.
+    script("document.querySelector('#jobs tr.job').click(); return null");
+    wait_until(
+        "the job's record was not shown",
+        Duration::from_secs(30),
+        || read().contains(&format!("job {id}")),
+    );
+    let png = base64(
+        driver
+            .call("GET", &format!("{s}/screenshot"), &Value::Null)
+            .as_str()
+            .expect("png"),
+    );
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    std::fs::write(&shot, png).expect("write the screenshot");
+    eprintln!("screenshot of the page: {}", shot.display());
+    driver.call("DELETE", &s, &Value::Null);
+}
