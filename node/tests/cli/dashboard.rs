@@ -50,9 +50,7 @@ fn send(addr: &str, method: &str, path: &str, headers: &[&str], body: &str) -> R
     request.push_str("\r\n");
     request.push_str(body);
     stream.write_all(request.as_bytes()).expect("send");
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let raw = text(&raw);
+    let raw = text(&read_reply(&mut stream));
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
     let status = head
         .split(' ')
@@ -63,6 +61,35 @@ fn send(addr: &str, method: &str, path: &str, headers: &[&str], body: &str) -> R
         status,
         head: head.to_ascii_lowercase(),
         body: body.to_string(),
+    }
+}
+
+/// Reads one reply: up to its declared length, the end of its chunks, or
+/// the end of the connection (a server may keep it open despite
+/// `connection: close`).
+fn read_reply(stream: &mut TcpStream) -> Vec<u8> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = text(&raw[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|n| n.trim().parse::<usize>().ok());
+            let body = &raw[end + 4..];
+            let complete = match length {
+                Some(n) => body.len() >= n,
+                None => head.contains("transfer-encoding: chunked") && body.ends_with(b"0\r\n\r\n"),
+            };
+            if complete {
+                return raw;
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return raw,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
     }
 }
 
