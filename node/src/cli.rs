@@ -112,6 +112,13 @@ pub enum Command {
         /// The job id.
         id: String,
     },
+    /// The live page of the local daemon: prints its URL (with its login
+    /// token when the page is on an address other than loopback).
+    Dashboard {
+        /// Print the page's URL (the only thing it does for now).
+        #[arg(long)]
+        url: bool,
+    },
     /// Calibrate the engines of this device.
     Bench {
         /// Print one JSON document.
@@ -215,6 +222,14 @@ pub struct UpArgs {
     /// device dial it there (repeatable, at most 4).
     #[arg(long = "relay-addr", value_name = "MULTIADDR", value_parser = crate::net::relay::parse_relay_addr)]
     pub relay_addrs: Vec<libp2p::Multiaddr>,
+    /// Serve the live page here (an address other than loopback needs the
+    /// login token `corral dashboard --url` prints).
+    #[arg(long, value_name = "ADDR", default_value = crate::http::DEFAULT_ADDR,
+          conflicts_with = "no_http")]
+    pub http: std::net::SocketAddr,
+    /// Serve no page.
+    #[arg(long)]
+    pub no_http: bool,
 }
 
 /// `corral run`.

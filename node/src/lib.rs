@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod demo;
 pub mod demo_mesh;
 pub mod dispatch;
+pub mod http;
 pub mod identity;
 pub mod job;
 pub mod modules;

@@ -49,6 +49,7 @@ fn main() -> ExitCode {
             description,
         } => cmd::modules::publish(cli.data_dir, &reference, &module, &description),
         Command::Modules { json } => cmd::modules::list(cli.data_dir, json),
+        Command::Dashboard { url: _ } => cmd::dashboard::url(cli.data_dir),
     };
     match result {
         Ok(code) => code,

@@ -2,6 +2,7 @@
 //! code.
 
 pub mod bench;
+pub mod dashboard;
 pub mod jobs;
 pub mod mesh;
 pub mod modules;

@@ -126,6 +126,7 @@ pub fn up(data_dir: Option<PathBuf>, args: UpArgs) -> anyhow::Result<ExitCode> {
         relay: args.relay,
         external: args.external,
         relays,
+        http: (!args.no_http).then_some(args.http),
     };
     // One thread for the event loop and every connection: a message from a
     // peer reaches the loop without waking another thread (a multi-threaded

@@ -197,6 +197,8 @@ impl Node {
             "max_memory": self.config.max_memory,
             "relay": self.config.relay,
             "reachability": self.reachability(),
+            "http": self.http.map(|a| a.to_string()),
+            "jobs_seq": self.coord.jobs_seq(),
         })
     }
 

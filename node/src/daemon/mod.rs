@@ -63,7 +63,11 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
     let namespace = crate::net::rendezvous::namespace(&mesh);
 
     let (calls_tx, calls) = mpsc::channel(64);
-    server::serve(&config.data_dir, calls_tx)?;
+    server::serve(&config.data_dir, calls_tx.clone())?;
+    // The page asks the loop what the CLI asks, on the same channel.
+    let http = config
+        .http
+        .and_then(|addr| crate::http::start(addr, &config.data_dir, calls_tx));
 
     let roles = crate::net::relay::Roles {
         relay: config.relay,
@@ -195,6 +199,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         leaving: None,
         sweeping: Default::default(),
         modules,
+        http,
     };
     node.dialer.pump(&mut node.swarm);
     tracing::info!(peer = %node.peer_id, name = %node.name, mesh = %node.mesh, "corral is up");

@@ -76,6 +76,8 @@ pub struct DaemonConfig {
     /// `--relay-addr`: relays to reserve a circuit address at, each ending
     /// in `/p2p/<its id>`.
     pub relays: Vec<Multiaddr>,
+    /// `--http`: where the live page listens (`None`: `--no-http`).
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// Everything the event loop's handlers work on. It owns the `Swarm` and
@@ -148,4 +150,6 @@ pub(super) struct Node {
     pub(super) sweeping: Sweeping,
     /// Modules by name: the records known, their topic, fetches.
     pub(super) modules: super::modules::ModuleBook,
+    /// Where the live page listens, when it does.
+    pub(super) http: Option<std::net::SocketAddr>,
 }

@@ -4,6 +4,7 @@
 #![allow(missing_docs, unreachable_pub, clippy::new_without_default)]
 
 mod batch;
+mod dashboard;
 mod durable;
 mod examples;
 mod install;

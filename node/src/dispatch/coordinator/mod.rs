@@ -444,6 +444,19 @@ impl<C: Clock> Coordinator<C> {
         self.jobs.get(id).map(|j| (j.seq, j.is_live()))
     }
 
+    /// Changes whenever a job in memory does, or one comes or goes: the
+    /// page reads the (store-scanning) jobs list again only then. 53 bits,
+    /// so a JavaScript number holds it exactly.
+    pub fn jobs_seq(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for (id, job) in &self.jobs {
+            id.as_bytes().hash(&mut hasher);
+            job.seq.hash(&mut hasher);
+        }
+        hasher.finish() >> 11
+    }
+
     /// Tasks running on this node's behalf, per job (for status).
     pub fn running(&self) -> usize {
         self.jobs
