@@ -74,6 +74,11 @@ impl LocalMesh {
         for peer in peers {
             command.args(["--peer", peer]);
         }
+        // One live page for the demo mesh: the first device's (the others'
+        // would only find its port taken).
+        if !peers.is_empty() {
+            command.arg("--no-http");
+        }
         // The "pi" runs the interpreter, as a 32-bit ARM board would.
         if dir.ends_with("pi") {
             command.args(["--engine", "interp"]);
