@@ -200,7 +200,7 @@ fn rank(module: &str) -> usize {
     match top {
         "clock" | "sync" | "config" | "identity" | "store" | "blobs" | "usage" => 0,
         "net" | "capacity" | "runtime" | "calibration" | "control" | "job" | "modules" => 1,
-        "dispatch" => 2,
+        "dispatch" | "http" => 2,
         "daemon" => 3,
         // The command line and what runs it: the top.
         _ => 4,

@@ -16,6 +16,7 @@ mod event_loop;
 mod inbound;
 mod leave;
 mod membership;
+mod module_book;
 mod modules;
 mod node;
 mod offers;
@@ -139,7 +140,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         store.clone(),
         blobs.clone(),
     );
-    let modules = modules::ModuleBook::load(&store, key.peer_key(), modules_topic);
+    let modules = module_book::ModuleBook::load(&store, key.peer_key(), modules_topic);
     let mut node = Node {
         view: PeerView::new(
             key.peer_key(),

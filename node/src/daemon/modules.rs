@@ -6,7 +6,6 @@
 //! resolved module's blob from its publishers or any peer that has it.
 //! The store is written off the loop.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corral_protocol::hash::ContentHash;
@@ -14,15 +13,15 @@ use corral_protocol::ids::PeerKey;
 use corral_protocol::module_record::{
     MAX_SIGNED_RECORD_BYTES, ModuleRecord, ModuleRef, Refusal, verify_record,
 };
-use libp2p::gossipsub::{self, IdentTopic};
+use libp2p::gossipsub;
 use serde_json::json;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 
 use super::node::Node;
 use crate::clock::now_ms;
 use crate::control::server::Answer;
 use crate::control::{ControlError, Request};
-use crate::modules::{Known, Taken, entry, keep};
+use crate::modules::{Taken, entry, keep};
 use crate::store::Store;
 
 /// How often a batch of the records held is announced again.
@@ -32,46 +31,11 @@ pub(super) const ANNOUNCE_EVERY: Duration = Duration::from_secs(30);
 pub(super) const ANNOUNCE_TICK: Duration = Duration::from_secs(3);
 /// Records per announcement batch (one gossip message each).
 const ANNOUNCE_BATCH: usize = 16;
-/// Module blobs being fetched for `corral run NAME` at once.
-const MAX_MODULE_FETCHES: usize = 4;
 /// Devices asked for a module's blob, publishers first.
 const MAX_FETCH_SOURCES: usize = 8;
 /// Longest a fetch for a control request may take (the CLI waits 30 s for
 /// an answer).
 const FETCH_DEADLINE: Duration = Duration::from_secs(25);
-
-/// The daemon's side of modules by name.
-pub(super) struct ModuleBook {
-    /// The records held.
-    pub(super) known: Known,
-    /// `corral/modules/1`.
-    pub(super) topic: IdentTopic,
-    /// Bounds the module fetches under way.
-    fetching: Arc<Semaphore>,
-    /// When the last batch went out.
-    announced: Option<Instant>,
-    /// Peers in the view at the last batch: more means someone joined.
-    peers_then: usize,
-}
-
-impl ModuleBook {
-    /// Loads the records kept in `store` (checked again, now) for the node
-    /// `me`, gossiped on `topic`.
-    pub(super) fn load(store: &Store, me: PeerKey, topic: IdentTopic) -> Self {
-        let trusted = |k: &PeerKey| *k == me || store.is_trusted(k).unwrap_or(false);
-        let known = Known::load(store, now_ms(), &trusted);
-        if !known.is_empty() {
-            tracing::info!(records = known.len(), "module records loaded");
-        }
-        Self {
-            known,
-            topic,
-            fetching: Arc::new(Semaphore::new(MAX_MODULE_FETCHES)),
-            announced: None,
-            peers_then: 0,
-        }
-    }
-}
 
 /// Whether `key` counts as a trusted publisher here: this node, or a key of
 /// its trust list.

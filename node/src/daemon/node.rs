@@ -149,7 +149,7 @@ pub(super) struct Node {
     /// A sweep of the cache under way.
     pub(super) sweeping: Sweeping,
     /// Modules by name: the records known, their topic, fetches.
-    pub(super) modules: super::modules::ModuleBook,
+    pub(super) modules: super::module_book::ModuleBook,
     /// Where the live page listens, when it does.
     pub(super) http: Option<std::net::SocketAddr>,
 }
