@@ -34,8 +34,7 @@ impl ModuleBook {
     /// Loads the records kept in `store` (checked again, now) for the node
     /// `me`, gossiped on `topic`.
     pub(super) fn load(store: &Store, me: PeerKey, topic: IdentTopic) -> Self {
-        let trusted = |k: &PeerKey| *k == me || store.is_trusted(k).unwrap_or(false);
-        let known = Known::load(store, now_ms(), &trusted);
+        let known = Known::load(store, now_ms(), &trusted_by(store, me));
         if !known.is_empty() {
             tracing::info!(records = known.len(), "module records loaded");
         }
@@ -47,4 +46,10 @@ impl ModuleBook {
             peers_then: 0,
         }
     }
+}
+
+/// Whether `key` counts as a trusted publisher here: this node, or a key of
+/// its trust list.
+pub(super) fn trusted_by(store: &Store, me: PeerKey) -> impl Fn(&PeerKey) -> bool + '_ {
+    move |k: &PeerKey| *k == me || store.is_trusted(k).unwrap_or(false)
 }

@@ -17,12 +17,12 @@ use libp2p::gossipsub;
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use super::module_book::trusted_by;
 use super::node::Node;
 use crate::clock::now_ms;
 use crate::control::server::Answer;
 use crate::control::{ControlError, Request};
 use crate::modules::{Taken, entry, keep};
-use crate::store::Store;
 
 /// How often a batch of the records held is announced again.
 pub(super) const ANNOUNCE_EVERY: Duration = Duration::from_secs(30);
@@ -36,12 +36,6 @@ const MAX_FETCH_SOURCES: usize = 8;
 /// Longest a fetch for a control request may take (the CLI waits 30 s for
 /// an answer).
 const FETCH_DEADLINE: Duration = Duration::from_secs(25);
-
-/// Whether `key` counts as a trusted publisher here: this node, or a key of
-/// its trust list.
-fn trusted_by(store: &Store, me: PeerKey) -> impl Fn(&PeerKey) -> bool + '_ {
-    move |k: &PeerKey| *k == me || store.is_trusted(k).unwrap_or(false)
-}
 
 impl Node {
     /// A gossiped module record: kept and forwarded if it verifies and is
