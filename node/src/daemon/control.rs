@@ -208,12 +208,12 @@ impl Node {
     /// `lan`; and the relays it uses, as an invite hands them out (a relay
     /// names itself first).
     fn reachability(&self) -> serde_json::Value {
-        let external: Vec<String> = self
+        let reachable: Vec<&libp2p::Multiaddr> = self
             .swarm
             .external_addresses()
             .filter(|a| !crate::net::is_circuit(a))
-            .map(ToString::to_string)
             .collect();
+        let external: Vec<String> = reachable.iter().map(ToString::to_string).collect();
         let reserved: Vec<String> = self
             .listen_addrs
             .iter()
@@ -226,17 +226,10 @@ impl Node {
             (true, true) => "lan",
         };
         let me = libp2p::multiaddr::Protocol::P2p(self.peer_id);
-        let own = self
-            .config
-            .relay
-            .then(|| {
-                self.swarm
-                    .external_addresses()
-                    .filter(|a| !crate::net::is_circuit(a))
-            })
-            .into_iter()
-            .flatten()
-            .map(|a| a.clone().with(me.clone()));
+        let own = reachable
+            .iter()
+            .filter(|_| self.config.relay)
+            .map(|a| (*a).clone().with(me.clone()));
         let relays: Vec<String> = own
             .chain(self.relays.addrs().cloned())
             .map(|a| a.to_string())
