@@ -142,10 +142,11 @@ impl Node {
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,
+                endpoint,
                 ..
             } => {
                 self.paths.closed(connection_id);
-                self.on_disconnected(peer_id);
+                self.on_disconnected(peer_id, endpoint.is_relayed());
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
@@ -176,6 +177,14 @@ impl Node {
                 self.on_relay_client(event)
             }
             SwarmEvent::Behaviour(BehaviourEvent::Rendezvous(event)) => self.on_rendezvous(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(libp2p::relay::Event::CircuitClosed {
+                src_peer_id,
+                dst_peer_id,
+                error: Some(e),
+            })) => {
+                // Its limits reached, or an end gone: the ends dial again.
+                tracing::info!(src = %src_peer_id, dst = %dst_peer_id, "relay: a circuit was cut: {e}");
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => {
                 tracing::debug!(?event, "relay");
             }

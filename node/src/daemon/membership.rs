@@ -5,7 +5,7 @@
 use corral_protocol::capacity::CapacityAdvert;
 use corral_protocol::codec;
 use corral_protocol::ids::PeerKey;
-use corral_scheduler::view::Change;
+use corral_scheduler::view::{Change, Closed};
 use libp2p::swarm::{ConnectionId, DialError};
 use libp2p::{Multiaddr, PeerId, gossipsub, identify};
 
@@ -163,10 +163,17 @@ impl Node {
         }
     }
 
-    /// A connection closed.
-    pub(super) fn on_disconnected(&mut self, peer_id: PeerId) {
+    /// A connection closed; `circuit` if it went through a relay (the peer
+    /// is then held for a while, see [`Closed::Circuit`]: the relay cuts
+    /// circuits at its limits, and the dialer reaches the peer again).
+    pub(super) fn on_disconnected(&mut self, peer_id: PeerId, circuit: bool) {
         if let Some(key) = peer_key_of(&peer_id) {
-            let change = self.view.on_disconnected(key, now_ms());
+            let closed = if circuit {
+                Closed::Circuit
+            } else {
+                Closed::Direct
+            };
+            let change = self.view.on_disconnected(key, closed);
             self.on_change(change);
         }
     }
