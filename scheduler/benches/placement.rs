@@ -26,6 +26,7 @@ fn workers(n: u32) -> Vec<Worker> {
                 speed,
                 class: String::new(),
                 cached: false,
+                transfer_ms: 0,
                 ahead: 1,
             }
         })

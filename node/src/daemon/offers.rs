@@ -16,10 +16,23 @@ use crate::dispatch::coordinator::{Action, Candidate};
 use crate::dispatch::worker::Gate;
 use crate::net::peer_id_of;
 
+/// The round trip a relayed path counts for before its first ping: a
+/// relay is usually another network away.
+const UNMEASURED_RELAY_RTT_MS: u64 = 50;
+
 impl Node {
     /// Peers that may take tasks now: connected, advertising, idle; and this
     /// node itself while it shares.
     fn candidates(&self) -> Vec<Candidate> {
+        let relayed = self.paths.relayed_only();
+        // The round trip to a peer reached through a relay alone (an
+        // unmeasured circuit counts as UNMEASURED_RELAY_RTT_MS).
+        let relayed_rtt_ms = |key: &PeerKey| {
+            let rtt = relayed.get(&peer_id_of(key)?)?;
+            Some(rtt.map_or(UNMEASURED_RELAY_RTT_MS, |rtt| {
+                u64::try_from(rtt.as_millis()).unwrap_or(u64::MAX).max(1)
+            }))
+        };
         let mut list: Vec<Candidate> = self
             .view
             .peers()
@@ -31,6 +44,7 @@ impl Node {
                     slots: a.slots_total,
                     engines: a.engines.clone(),
                     arch: a.arch.clone(),
+                    relayed_rtt_ms: relayed_rtt_ms(key),
                 })
             })
             .collect();
@@ -40,6 +54,7 @@ impl Node {
                 slots: self.config.slots,
                 engines: self.engine_speeds(),
                 arch: std::env::consts::ARCH.into(),
+                relayed_rtt_ms: None,
             });
         }
         list

@@ -100,7 +100,7 @@ pub async fn fetch_blob(
         return Ok(blobs.path(&hash));
     }
     if max > DIRECT_FIRST_BYTES && !net.await_direct(peer, WAIT_FOR_DIRECT).await {
-        tracing::debug!(peer = %peer.short(), "no direct path came: fetching over the relay");
+        tracing::info!(peer = %peer.short(), "no direct path came: fetching a big blob over the relay");
     }
     let mut chunks = Chunks {
         net: net.clone(),

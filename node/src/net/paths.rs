@@ -215,6 +215,27 @@ impl Paths {
         self.of(peer).any(|p| p.via != Via::Relayed)
     }
 
+    /// The peers reached only through a relay, each with the lowest round
+    /// trip measured over its circuits (`None` before the first ping): one
+    /// pass over the connections.
+    pub fn relayed_only(&self) -> HashMap<PeerId, Option<Duration>> {
+        let mut direct = std::collections::HashSet::new();
+        let mut relayed: HashMap<PeerId, Option<Duration>> = HashMap::new();
+        for p in self.conns.values() {
+            if p.via == Via::Relayed {
+                let best = relayed.entry(p.peer).or_insert(p.rtt);
+                *best = match (*best, p.rtt) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            } else {
+                direct.insert(p.peer);
+            }
+        }
+        relayed.retain(|peer, _| !direct.contains(peer));
+        relayed
+    }
+
     /// Relayed connections whose peer has had a direct one for at least
     /// [`DIRECT_SETTLES_AFTER`]: to be closed.
     pub fn relayed_to_close(&self, now: Instant) -> Vec<ConnectionId> {
@@ -309,6 +330,26 @@ mod tests {
         assert_eq!(paths.best(&p).map(|b| b.via), Some(Via::Relayed));
         // Another peer's paths are its own.
         assert!(paths.best(&peer()).is_none());
+    }
+
+    #[test]
+    fn relayed_only_names_the_peers_a_relay_alone_reaches_with_their_best_round_trip() {
+        let (far, near, t0) = (peer(), peer(), Instant::now());
+        let mut paths = Paths::default();
+        let id = ConnectionId::new_unchecked;
+        let relay = addr("/ip4/198.51.100.10/tcp/4001");
+        paths.opened(id(1), far, relay.clone(), true, t0);
+        paths.opened(id(2), far, relay.clone(), true, t0);
+        paths.opened(id(3), near, relay.clone(), true, t0);
+        let only = paths.relayed_only();
+        assert_eq!((only.len(), only[&far]), (2, None), "unmeasured yet");
+        paths.rtt(id(2), Duration::from_millis(40));
+        paths.rtt(id(1), Duration::from_millis(25));
+        assert_eq!(paths.relayed_only()[&far], Some(Duration::from_millis(25)));
+        // A direct path to `near` (punched): no longer relayed only.
+        paths.opened(id(4), near, addr("/ip4/198.51.100.2/tcp/4001"), false, t0);
+        let only = paths.relayed_only();
+        assert!(!only.contains_key(&near) && only.contains_key(&far));
     }
 
     #[test]

@@ -121,6 +121,7 @@ impl Batch {
             .filter(|w| w.speed > 0)
             .map(|w| Candidate {
                 load: self.load_of(&w.peer),
+                pace: self.pace(w),
                 worker: w,
             })
             .filter(|c| c.has_room())
@@ -141,7 +142,7 @@ impl Batch {
             // get the last tasks of a batch while desktops are a moment from
             // free).
             let waves = (best.load + 1).div_ceil(usize::from(best.worker.slots_total.max(1)));
-            if !useful(waves, best.worker.speed, rate, fastest, queue) {
+            if !useful(waves, best.pace, rate, fastest, queue) {
                 continue;
             }
             decisions.push(self.start(index, best.worker, now_ms));
@@ -191,7 +192,10 @@ impl Batch {
                     let seen_a = used.contains(&a.class.as_str());
                     let seen_b = used.contains(&b.class.as_str());
                     seen_a.cmp(&seen_b).then_with(|| {
-                        Candidate::order(a, self.load_of(&a.peer), b, self.load_of(&b.peer))
+                        Candidate::order(
+                            (a, self.pace(a), self.load_of(&a.peer)),
+                            (b, self.pace(b), self.load_of(&b.peer)),
+                        )
                     })
                 });
             let Some(worker) = best else {
@@ -238,6 +242,8 @@ impl Batch {
 /// A worker with room, in the placement heap.
 struct Candidate<'a> {
     worker: &'a Worker,
+    /// Its pace ([`Batch::pace`]): its speed less its path's transfer cost.
+    pace: u64,
     /// Tasks it holds, counting this round's placements.
     load: usize,
 }
@@ -248,14 +254,20 @@ impl Candidate<'_> {
         self.load < self.worker.capacity()
     }
 
-    /// `Less` when `a` is the better place for the next task: the earlier
-    /// predicted finish (backlog + 1) / speed, compared as fractions to stay
-    /// in integers; then a worker holding the module; then the smaller key.
-    fn order(a: &Worker, load_a: usize, b: &Worker, load_b: usize) -> std::cmp::Ordering {
+    /// `Less` when `a` (a worker, its pace and its load) is the better
+    /// place for the next task: the earlier predicted finish
+    /// (backlog + 1) / pace, compared as fractions to stay in integers;
+    /// then the cheaper path (before receipts give transfer a pace); then
+    /// a worker holding the module; then the smaller key.
+    fn order(
+        (a, pace_a, load_a): (&Worker, u64, usize),
+        (b, pace_b, load_b): (&Worker, u64, usize),
+    ) -> std::cmp::Ordering {
         let la = load_a as u128 + 1;
         let lb = load_b as u128 + 1;
-        (la * u128::from(b.speed))
-            .cmp(&(lb * u128::from(a.speed)))
+        (la * u128::from(pace_b))
+            .cmp(&(lb * u128::from(pace_a)))
+            .then(a.transfer_ms.cmp(&b.transfer_ms))
             .then(b.cached.cmp(&a.cached))
             .then(a.peer.cmp(&b.peer))
     }
@@ -278,6 +290,9 @@ impl PartialOrd for Candidate<'_> {
 impl Ord for Candidate<'_> {
     /// The max-heap pops the best candidate.
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        Self::order(other.worker, other.load, self.worker, self.load)
+        Self::order(
+            (other.worker, other.pace, other.load),
+            (self.worker, self.pace, self.load),
+        )
     }
 }

@@ -25,6 +25,7 @@ pub(super) fn worker(n: u8, slots: u16, speed: u64) -> Worker {
         speed,
         class: format!("class-{n}"),
         cached: false,
+        transfer_ms: 0,
         ahead: 1,
     }
 }

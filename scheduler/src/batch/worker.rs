@@ -26,6 +26,12 @@ pub struct Worker {
     /// It already holds the job's module (no transfer before the first
     /// task): preferred when the predicted finish is the same.
     pub cached: bool,
+    /// What moving one task's data to and from it costs beyond a direct
+    /// path (ms): 0 on the LAN or any direct path; for a device reached
+    /// only through a relay, the relay's round trips and the task's bytes
+    /// over it. Once receipts show what a task costs, it lowers the pace
+    /// the worker counts for ([`Batch::pace`](super::Batch::pace)).
+    pub transfer_ms: u64,
     /// Tasks it may hold queued beyond its slots: 1 (late binding, a
     /// finished task pulls the next); up to [`MAX_AHEAD`] for tasks much
     /// shorter than a round trip, whose slots would otherwise stand idle

@@ -267,6 +267,8 @@ impl Policy for Corral {
                             // Transfers are not simulated: no device is
                             // preferred for holding the module.
                             cached: false,
+                            // Every simulated device is on one network.
+                            transfer_ms: 0,
                             // Simulated tasks take seconds: late binding
                             // proper, one queued ahead.
                             ahead: 1,

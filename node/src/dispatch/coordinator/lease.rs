@@ -2,11 +2,11 @@
 //! cooled off, and a worker's word that it still runs a task keeps its
 //! lease alive (the scheduler's `batch/lease` decides; DESIGN §7); and
 //! the speed a device claims for a job (the scheduler bounds it by what
-//! its receipts show).
+//! its receipts show), and what its path costs a task.
 
 use corral_protocol::capacity::EngineSpeed;
 use corral_protocol::ids::{JobId, PeerKey};
-use corral_protocol::manifest::EngineReq;
+use corral_protocol::manifest::{EngineReq, JobManifest, TaskSet};
 use corral_protocol::receipt::EngineKind;
 
 use super::{Coordinator, Job, MAX_REFUSALS};
@@ -63,4 +63,36 @@ pub(super) fn speed_for(
         },
     };
     chosen.map_or((0, "none"), |e| (e.ops_per_s.max(1), e.engine.name()))
+}
+
+/// Round trips a task makes over its worker's path beyond its run: the
+/// offer and its answer, the result's notice, the fetch of its output.
+pub(super) const TASK_ROUND_TRIPS: u64 = 3;
+
+/// What a relay is taken to carry for one circuit (bytes per ms): about
+/// 1 MB/s, a home uplink or a small VPS shared by its circuits. An
+/// assumption, not a measure: placement only needs the order of magnitude
+/// to keep a batch's last tasks off a path that would crawl.
+pub(super) const RELAY_BYTES_PER_MS: u64 = 1000;
+
+/// What moving one task of `manifest` to and from a worker costs beyond
+/// a direct path (ms), given its path's round trip when it is reached only
+/// through a relay (`None`: a direct path, 0): the task's round trips, and
+/// its own bytes (its input or stdin; the module and shipped directories
+/// move once per device) over the relay.
+pub(super) fn transfer_ms(relayed_rtt_ms: Option<u64>, manifest: &JobManifest) -> u64 {
+    let Some(rtt) = relayed_rtt_ms else {
+        return 0;
+    };
+    let input = match &manifest.tasks {
+        TaskSet::Inputs(inputs) if !inputs.is_empty() => {
+            inputs.iter().map(|i| i.size).sum::<u64>() / inputs.len() as u64
+        }
+        _ => 0,
+    };
+    let stdin = manifest.stdin.map_or(0, |s| s.size);
+    // At least 1 ms: a relayed path is never free.
+    rtt.saturating_mul(TASK_ROUND_TRIPS)
+        .saturating_add(input.saturating_add(stdin) / RELAY_BYTES_PER_MS)
+        .max(1)
 }

@@ -48,6 +48,7 @@ fn a_silent_holder_claiming_a_huge_speed_is_cooled_off_and_the_job_finishes() {
             ops_per_s: u64::MAX / 2,
         }],
         arch: "x86_64".into(),
+        relayed_rtt_ms: None,
     });
     let present: Vec<PeerKey> = candidates.iter().map(|c| c.peer).collect();
     // Honest runs take a second each; the rogue never answers.

@@ -70,6 +70,10 @@ pub struct Candidate {
     pub engines: Vec<EngineSpeed>,
     /// Its CPU architecture.
     pub arch: String,
+    /// The round trip (ms) of its path when it is reached only through a
+    /// relay; `None` over the LAN or any direct path (see
+    /// [`lease::transfer_ms`]).
+    pub relayed_rtt_ms: Option<u64>,
 }
 
 /// Something the daemon must send.
@@ -257,6 +261,7 @@ impl<C: Clock> Coordinator<C> {
                             },
                             class: format!("{}/{engine}", c.arch),
                             cached: c.peer == self.me || self.warm.contains_key(&module),
+                            transfer_ms: lease::transfer_ms(c.relayed_rtt_ms, &job.manifest),
                         }
                     })
                     .collect()

@@ -217,6 +217,7 @@ pub(super) fn candidate(peer: PeerKey) -> Candidate {
             ops_per_s: 1_000_000,
         }],
         arch: "x86_64".into(),
+        relayed_rtt_ms: None,
     }
 }
 
@@ -297,4 +298,43 @@ fn a_restarted_coordinator_keeps_the_votes_of_a_verified_task() {
     assert_eq!(c.jobs[&id].tasks[0].runs.len(), 1);
     assert_eq!(c.jobs[&id].tasks[0].state, TaskRunState::Queued);
     c.check_invariants().expect("invariants");
+}
+
+#[test]
+fn a_relayed_path_costs_its_round_trips_and_the_tasks_own_bytes() {
+    use super::lease::{RELAY_BYTES_PER_MS, TASK_ROUND_TRIPS, transfer_ms};
+    use corral_protocol::manifest::{InputSpec, StdinSpec, TaskSet};
+    let fx = Fixture::new();
+    let mut c = fx.load();
+    let id = c
+        .submit(fx.spec(2, 1), crate::clock::now_ms())
+        .expect("submit");
+    let mut manifest = (*c.jobs[&id].manifest).clone();
+    assert_eq!(
+        transfer_ms(None, &manifest),
+        0,
+        "a direct path costs nothing extra"
+    );
+    assert_eq!(
+        transfer_ms(Some(0), &manifest),
+        1,
+        "a relayed one is never free"
+    );
+    assert_eq!(transfer_ms(Some(20), &manifest), 20 * TASK_ROUND_TRIPS);
+    // Inputs of 1 and 3 MB: a task moves 2 MB on average; its stdin too.
+    let input = |size| InputSpec {
+        name: format!("in-{size}"),
+        hash: corral_protocol::hash::ContentHash::of(b"x"),
+        size,
+    };
+    manifest.tasks = TaskSet::Inputs(vec![input(1_000_000), input(3_000_000)]);
+    manifest.stdin = Some(StdinSpec {
+        hash: corral_protocol::hash::ContentHash::of(b"y"),
+        size: 500_000,
+    });
+    assert_eq!(
+        transfer_ms(Some(20), &manifest),
+        20 * TASK_ROUND_TRIPS + 2_500_000 / RELAY_BYTES_PER_MS
+    );
+    assert_eq!(transfer_ms(None, &manifest), 0);
 }

@@ -200,6 +200,24 @@ impl Batch {
         }
     }
 
+    /// The pace `worker` counts for in placement, as a speed: its
+    /// (bounded) speed, lowered by what moving a task's data to it costs
+    /// ([`Worker::transfer_ms`]) once receipts show what a task costs: a
+    /// task of cost c takes c / speed + transfer there, so it runs at
+    /// c / (c / speed + transfer). Before any receipt, its speed.
+    pub fn pace(&self, worker: &Worker) -> u64 {
+        match self.leases.cost {
+            Some(cost) if worker.transfer_ms > 0 && worker.speed > 0 => {
+                let run_us = cost * 1_000_000 / u128::from(worker.speed);
+                let total_us = run_us + u128::from(worker.transfer_ms) * 1000;
+                u64::try_from(cost * 1_000_000 / total_us.max(1))
+                    .unwrap_or(u64::MAX)
+                    .clamp(1, worker.speed)
+            }
+            _ => worker.speed,
+        }
+    }
+
     /// The speed `peer` claiming `claim` counts for in placement: the lower
     /// of its claim and what receipts show (see the module's doc). Without
     /// leases, the claim.

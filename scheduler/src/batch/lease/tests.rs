@@ -301,3 +301,50 @@ fn a_holder_shown_at_speed_0_keeps_a_lease_on_the_job_s_figures() {
     assert!(lapsed, "the lease of a holder at speed 0 never lapsed");
     assert!(now <= 4 * 1000 + LEASE_SLACK_MS + STEP_MS, "{now}");
 }
+
+/// Two workers of one speed: `direct` (key 2) and `relayed` (key 1, first
+/// on a tie of keys), whose path costs `transfer_ms` per task.
+fn paths(transfer_ms: u64) -> (Worker, Worker) {
+    let direct = worker(2, 1, 1000);
+    let mut relayed = worker(1, 1, 1000);
+    relayed.transfer_ms = transfer_ms;
+    (direct, relayed)
+}
+
+#[test]
+fn a_relayed_workers_pace_counts_its_transfer_once_a_task_s_cost_is_shown() {
+    let (direct, relayed) = paths(3000);
+    let mut batch = Batch::new(3, BatchConfig::default());
+    assert_eq!(batch.pace(&relayed), 1000, "no receipt: no cost to weigh");
+    // Before any receipt the cheaper path still goes first on a tie.
+    let first = offers(&batch.schedule(&[relayed.clone(), direct.clone()], 0));
+    assert_eq!(first.first().map(|(_, p)| *p), Some(key(2)), "{first:?}");
+    batch.observe_run(&key(2), 1000);
+    // A task costs 1000 ops (1 s here); over the relay 1 s + 3 s.
+    assert_eq!(batch.pace(&relayed), 250);
+    assert_eq!(batch.pace(&direct), 1000);
+    assert_eq!(batch.pace(&paths(0).1), 1000);
+}
+
+#[test]
+fn the_last_task_waits_for_a_direct_worker_rather_than_crawl_over_a_relay() {
+    for (transfer_ms, over_relay) in [(0, true), (3000, false)] {
+        let (direct, relayed) = paths(transfer_ms);
+        let mut batch = Batch::new(3, BatchConfig::default());
+        // The direct worker takes two tasks (one running, one ahead) and
+        // finishes the first: a task's cost is shown.
+        let placed = offers(&batch.schedule(std::slice::from_ref(&direct), 0));
+        assert_eq!(placed, vec![(0, key(2)), (1, key(2))]);
+        batch.observe_run(&key(2), 1000);
+        batch.on_done(0, &key(2));
+        // One task waits; the direct worker is full, the relayed one idle.
+        let mut busy = direct.clone();
+        busy.slots_free = 0;
+        let placed = offers(&batch.schedule(&[busy, relayed], 1000));
+        assert_eq!(
+            placed == vec![(2, key(1))],
+            over_relay,
+            "transfer {transfer_ms} ms: {placed:?}"
+        );
+    }
+}
