@@ -43,9 +43,27 @@ pub fn server_config() -> relay::Config {
         max_circuits: MAX_CIRCUITS,
         max_circuits_per_peer: 16,
         max_circuit_duration: MAX_CIRCUIT_DURATION,
-        max_circuit_bytes: MAX_CIRCUIT_BYTES,
+        max_circuit_bytes: circuit_bytes(),
         ..relay::Config::default()
     }
+}
+
+/// [`MAX_CIRCUIT_BYTES`], or, in builds with the `test-hooks` feature only,
+/// `CORRAL_TEST_RELAY_CIRCUIT_BYTES` (a test switch: the tests cut circuits
+/// after a few MiB to watch members ride it out).
+fn circuit_bytes() -> u64 {
+    if cfg!(feature = "test-hooks")
+        && let Some(bytes) = std::env::var("CORRAL_TEST_RELAY_CIRCUIT_BYTES")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+    {
+        tracing::warn!(
+            bytes,
+            "CORRAL_TEST_RELAY_CIRCUIT_BYTES: circuits are cut early (a test switch)"
+        );
+        return bytes;
+    }
+    MAX_CIRCUIT_BYTES
 }
 
 /// Most relays one device reserves at.

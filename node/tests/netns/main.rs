@@ -15,5 +15,6 @@ mod membership_spoof;
 mod mixed;
 mod modules;
 mod nat;
+mod nat_limits;
 mod offload;
 mod rogue;

@@ -25,13 +25,18 @@ fn relay_addr(lan: &Lan, relay: usize) -> String {
 /// behind `cafe`; one mesh whose jobs come from the laptop. The relay and
 /// the laptop run no tasks. Returns the lab and the relay's address.
 pub(crate) fn lab(home: Nat, cafe: Nat) -> (Lan, String) {
+    lab_opts(home, cafe, &[])
+}
+
+/// As [`lab`], the relay's daemon run with `relay_env` (test switches).
+pub(crate) fn lab_opts(home: Nat, cafe: Nat, relay_env: &[(&str, &str)]) -> (Lan, String) {
     let mut lan = Lan::new(1);
     let home_router = lan.add_router(home);
     let cafe_router = lan.add_router(cafe);
     assert_eq!(lan.add_home_host(home_router), 1);
     assert_eq!(lan.add_home_host(cafe_router), 2);
     make_mesh(&lan, &[2, 0, 1]);
-    lan.up_with(
+    lan.up_opts(
         0,
         &[
             "--relay",
@@ -40,6 +45,8 @@ pub(crate) fn lab(home: Nat, cafe: Nat) -> (Lan, String) {
             "--share",
             "never",
         ],
+        relay_env,
+        None,
     );
     let relay = relay_addr(&lan, 0);
     lan.up_with(1, &["--relay-addr", &relay, "--peer", &relay]);
@@ -152,6 +159,24 @@ fn members_behind_two_nats_meet_through_the_relay_and_run_a_batch() {
     assert_eq!(status(&lan, 2)["reachability"]["kind"], "relayed");
     assert_eq!(status(&lan, 0)["reachability"]["kind"], "public");
     batch(&lan, 2, 1, "through the relay");
+}
+
+#[test]
+fn a_port_preserving_and_a_symmetric_nat_stay_relayed_and_work() {
+    if !netns_available() || !nft_available() {
+        return;
+    }
+    // The matrix's mixed case: the Pi's router keeps ports, the café's picks
+    // a new one per connection, so the port the Pi is told to punch toward
+    // is never the one the laptop's next packets come from.
+    let (lan, _) = lab(Nat::EndpointIndependent, Nat::Symmetric);
+    let (pi, laptop) = (lan.id_of(1), lan.id_of(2));
+    let took = meet(&lan, "the Pi and the laptop to see each other", LIMIT);
+    println!("behind a port-preserving and a symmetric NAT, in one mesh after {took:?}");
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(via(&lan, 2, &pi), "relayed");
+    assert_eq!(via(&lan, 1, &laptop), "relayed");
+    batch(&lan, 2, 1, "mixed NATs");
 }
 
 #[test]
