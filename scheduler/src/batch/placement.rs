@@ -22,6 +22,7 @@ impl Batch {
     /// leases are copied first (see `lease/`).
     pub fn schedule_in(&mut self, workers: &[Worker], pool: Pool, now_ms: u64) -> Vec<Decision> {
         let (mut bounded, pool) = self.bounded(workers, pool);
+        let pool = self.paced(&bounded, pool);
         let mut decisions = self.check_leases(&bounded, now_ms);
         // A holder cooled off just now takes nothing more this round.
         for d in &decisions {

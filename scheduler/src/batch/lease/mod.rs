@@ -218,6 +218,28 @@ impl Batch {
         }
     }
 
+    /// `pool` with each worker's pace ([`Batch::pace`]) in place of its
+    /// speed, for the slow-worker rule: a mesh of relayed workers alone is
+    /// as fast as their paces, so its last task still goes to one of them.
+    /// Unchanged while no worker's path costs anything.
+    pub(super) fn paced(&self, workers: &[Worker], pool: Pool) -> Pool {
+        let mut slower = 0u128;
+        let mut fastest = 0u64;
+        for w in workers {
+            let pace = self.pace(w);
+            slower += u128::from(w.speed - pace) * u128::from(w.slots_total.max(1));
+            fastest = fastest.max(pace);
+        }
+        if slower == 0 {
+            return pool;
+        }
+        Pool {
+            rate: pool.rate.saturating_sub(slower).max(1),
+            fastest: pool.fastest.min(fastest),
+            ..pool
+        }
+    }
+
     /// The speed `peer` claiming `claim` counts for in placement: the lower
     /// of its claim and what receipts show (see the module's doc). Without
     /// leases, the claim.

@@ -348,3 +348,24 @@ fn the_last_task_waits_for_a_direct_worker_rather_than_crawl_over_a_relay() {
         );
     }
 }
+
+#[test]
+fn a_lone_relayed_worker_still_gets_every_task() {
+    // Nobody faster to wait for: the slow-worker rule weighs paces, so the
+    // last tasks go over the relay too (before, they waited forever).
+    let (_, relayed) = paths(9000);
+    let mut batch = Batch::new(6, BatchConfig::default());
+    let mut done = 0;
+    let mut now = 0;
+    while !batch.is_finished() && now < 100_000 {
+        let mut free = relayed.clone();
+        free.slots_free = u16::from(batch.load_of(&key(1)) == 0);
+        for (index, _) in offers(&batch.schedule(&[free], now)) {
+            batch.observe_run(&key(1), 1000);
+            batch.on_done(index, &key(1));
+            done += 1;
+        }
+        now += 1000;
+    }
+    assert_eq!(done, 6, "tasks left waiting for a faster worker");
+}
