@@ -182,6 +182,7 @@ impl Batch {
             needed: config.redundancy,
             mismatch: false,
             losses: 0,
+            spared: 0,
             placed: Vec::new(),
         };
         Self {
@@ -291,10 +292,15 @@ impl Batch {
         })
     }
 
-    /// Sets how many attempts task `index` has used (restored after a restart).
+    /// Sets the last attempt number task `index` was offered under
+    /// (restored after a restart): its next start is numbered past every
+    /// one a worker has seen. The record does not say which of those starts
+    /// were lost or refused for want of room, so none counts against the
+    /// limit: the task's budget starts again.
     pub fn restore_attempts(&mut self, index: u32, attempts: u32) {
         if let Some(task) = self.tasks.get_mut(index as usize) {
             task.attempts = attempts;
+            task.spared = attempts;
         }
     }
 

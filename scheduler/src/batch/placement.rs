@@ -53,7 +53,7 @@ impl Batch {
     /// past it when it never needs placing again.
     fn placeable(&mut self, index: usize) -> bool {
         let task = &self.tasks[index];
-        let exhausted = task.attempts >= self.attempt_limit(task);
+        let exhausted = task.counted() >= self.attempt_limit(task);
         if task.wanted() == 0 || exhausted {
             if index == self.first_open {
                 self.first_open = index + 1;

@@ -40,6 +40,13 @@ pub struct Task {
     /// Runs lost with their worker (it left or crashed), which do not count
     /// as attempts up to the batch's `max_losses`.
     pub losses: u32,
+    /// Starts given back (those losses, and offers refused for want of
+    /// room): not counted against the attempt limit ([`Task::counted`]).
+    /// Every start keeps its own attempt number all the same: a worker
+    /// still running a run given up on as lost (its circuit was cut, it
+    /// was partitioned away) would refuse the same attempt offered again
+    /// as a replay, and its genuine result would then be refused too.
+    pub spared: u32,
     /// Every run placed (worker and attempt, straggler copies and
     /// verification runs included): only these may give a result (see
     /// `placed.rs`).
@@ -47,6 +54,11 @@ pub struct Task {
 }
 
 impl Task {
+    /// Starts that count against the attempt limit.
+    pub fn counted(&self) -> u32 {
+        self.attempts.saturating_sub(self.spared)
+    }
+
     /// Workers running it (or offered it) now.
     pub(super) fn in_flight(&self) -> usize {
         match &self.state {

@@ -92,7 +92,7 @@ fn a_lost_peer_requeues_its_tasks_at_once_and_attempts_are_bounded() {
     assert!(batch.on_peer_lost(&key(1)).is_empty());
     assert_eq!(batch.tasks()[0].state, TaskState::Queued);
     // Losing the worker did not use up an attempt; failures do.
-    assert_eq!(batch.tasks()[0].attempts, 0);
+    assert_eq!(batch.tasks()[0].counted(), 0);
     for peer in [2, 3] {
         assert_eq!(
             offers(&batch.schedule(&[worker(peer, 1, 10)], 1)),
@@ -181,7 +181,28 @@ fn a_busy_worker_does_not_use_up_attempts() {
         batch.on_busy(0, &key(1), "no free slot");
     }
     assert_eq!(batch.tasks()[0].state, TaskState::Queued);
-    assert_eq!(batch.tasks()[0].attempts, 0);
+    assert_eq!(batch.tasks()[0].counted(), 0);
+    // Each offer had its own attempt number all the same.
+    assert_eq!(batch.tasks()[0].attempts, 10);
+}
+
+#[test]
+fn a_worker_lost_and_back_gets_a_new_attempt_and_its_first_run_still_counts() {
+    let mut batch = Batch::new(1, BatchConfig::default());
+    let offered = offers_at(&batch.schedule(&[worker(1, 1, 10)], 0));
+    assert_eq!(offered, vec![(0, key(1), 1)]);
+    // Its circuit was cut and the view gave it up; it kept running.
+    batch.on_peer_lost(&key(1));
+    // Back: offered the task again under another attempt number (attempt 1
+    // again would be refused by the worker as a replay), and the loss
+    // does not count.
+    let offered = offers_at(&batch.schedule(&[worker(1, 1, 10)], 1));
+    assert_eq!(offered, vec![(0, key(1), 2)]);
+    assert_eq!(batch.tasks()[0].counted(), 1);
+    // The first run's result is taken.
+    let digest = ContentHash::from_bytes([5; 32]);
+    assert!(batch.on_result(0, &key(1), 1, digest).is_ok());
+    assert_eq!(batch.tasks()[0].state, TaskState::Done(key(1)));
 }
 
 #[test]
@@ -446,7 +467,7 @@ proptest! {
                     let prev = finished.insert(i as u32, p);
                     prop_assert!(prev.is_none() || prev == Some(p));
                 }
-                prop_assert!(task.attempts < config.max_attempts + u32::from(task.needed));
+                prop_assert!(task.counted() < config.max_attempts + u32::from(task.needed));
                 let mut who: Vec<PeerKey> = task.results.iter().map(|(p, _)| *p).collect();
                 who.sort();
                 who.dedup();

@@ -35,8 +35,8 @@ impl Batch {
         if !on.is_empty() {
             return Vec::new();
         }
-        if task.attempts >= limit {
-            let why = format!("gave up after {} attempts: {reason}", task.attempts);
+        if task.counted() >= limit {
+            let why = format!("gave up after {} attempts: {reason}", task.counted());
             task.state = TaskState::Failed(why.clone());
             vec![Decision::GiveUp { index, reason: why }]
         } else {
@@ -58,7 +58,7 @@ impl Batch {
         if let Some(task) = self.tasks.get_mut(index as usize)
             && matches!(&task.state, TaskState::Running(on) if on.len() == 1 && on.contains_key(peer))
         {
-            task.attempts = task.attempts.saturating_sub(1);
+            task.spared += 1;
         }
         self.on_rejected(index, peer, reason)
     }
@@ -106,7 +106,7 @@ impl Batch {
             && task.losses < budget
         {
             task.losses += 1;
-            task.attempts = task.attempts.saturating_sub(1);
+            task.spared += 1;
         }
         self.release(index, peer, reason)
     }
@@ -187,10 +187,10 @@ impl Batch {
         match verdict {
             None => {
                 let limit = self.config.max_attempts + u32::from(task.needed).saturating_sub(1);
-                if on.is_empty() && task.attempts >= limit {
+                if on.is_empty() && task.counted() >= limit {
                     let why = format!(
                         "gave up after {} attempts: {} of {} runs gave a result",
-                        task.attempts,
+                        task.counted(),
                         task.results.len(),
                         task.needed
                     );

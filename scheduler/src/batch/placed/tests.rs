@@ -151,8 +151,10 @@ fn placements_stay_bounded_under_churn() {
     }
     let task = &batch.tasks()[0];
     assert!(task.placed.len() <= MAX_PLACEMENTS, "{}", task.placed.len());
-    // The latest one is there and may still deliver.
-    assert_eq!(batch.check_result(0, &key(199), 1), Ok(Fit::Counts));
+    // The latest one is there and may still deliver (every start had its
+    // own attempt number).
+    assert_eq!(task.attempts, 200);
+    assert_eq!(batch.check_result(0, &key(199), 200), Ok(Fit::Counts));
     assert!(task.placed.iter().all(|p| p.state == PlacedState::Released));
 }
 

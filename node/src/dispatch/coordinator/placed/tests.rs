@@ -120,10 +120,12 @@ fn a_receipt_before_the_answer_to_its_offer_is_not_taken_yet() {
     // An honest worker's result that raced its own acceptance is taken
     // when sent again after it.
     let offered = offers(&c.schedule(&[candidate(a)], &[a, rogue], now + 2000));
-    // A busy refusal costs the task no attempt.
-    assert_eq!(offered, vec![(0, a, 1)]);
+    // A busy refusal costs the task no attempt, but the next start is
+    // numbered on: attempt 1 is the rogue's.
+    assert_eq!(offered, vec![(0, a, 2)]);
+    assert_eq!(c.jobs[&id].batch.tasks()[0].counted(), 1);
     let raced = c
-        .wants_results(&a, &[receipt(&a_key, id, 0, 1, b"42")])
+        .wants_results(&a, &[receipt(&a_key, id, 0, 2, b"42")])
         .pop()
         .expect("one answer");
     assert!(
@@ -132,7 +134,7 @@ fn a_receipt_before_the_answer_to_its_offer_is_not_taken_yet() {
     );
     c.on_accepted(id, 0, a);
     assert_eq!(
-        deliver(&mut c, a, receipt(&a_key, id, 0, 1, b"42")),
+        deliver(&mut c, a, receipt(&a_key, id, 0, 2, b"42")),
         Ok(true)
     );
     assert_eq!(c.jobs[&id].record.state, JobState::Completed);
