@@ -408,11 +408,20 @@ fn backoff(failures: u32, cap: u64) -> u64 {
 
 /// Dials from a new port and only when neither connected nor dialling:
 /// two peers that found each other at once otherwise end up on one TCP
-/// connection, each thinking it dialled (NOTES.md).
+/// connection, each thinking it dialled (NOTES.md). Circuits alone are
+/// dialled while another dial to the peer is pending: they cannot merge
+/// into one TCP connection, and DCUtR's hole punch dials the peer's
+/// public addresses, which hang for 10 s behind a NAT that drops them,
+/// holding back the redial of a circuit the relay has just cut.
 fn dial_opts(peer: PeerId, addresses: Vec<Multiaddr>) -> DialOpts {
+    let condition = if !addresses.is_empty() && addresses.iter().all(super::is_circuit) {
+        PeerCondition::Disconnected
+    } else {
+        PeerCondition::DisconnectedAndNotDialing
+    };
     DialOpts::peer_id(peer)
         .addresses(addresses)
-        .condition(PeerCondition::DisconnectedAndNotDialing)
+        .condition(condition)
         .allocate_new_port()
         .build()
 }
