@@ -112,6 +112,7 @@ pub async fn fetch_blob(
         asked: 0,
         received: 0,
         ahead: VecDeque::new(),
+        resumes: 0,
     };
     let mut writer = blobs.writer()?;
     while let Some(bytes) = chunks.next().await? {
@@ -173,30 +174,56 @@ struct Chunks {
     received: u64,
     /// Requests travelling, oldest first.
     ahead: VecDeque<JoinHandle<Result<BlobResponse, String>>>,
+    /// Times the fetch went on after its requests were lost with their
+    /// connection.
+    resumes: u32,
 }
+
+/// Times one blob's fetch goes on from the bytes taken after its requests
+/// failed on the way (the connection closed: a relay cut its circuit at
+/// its limits, a partition): the peer is dialled again within a second or
+/// two. A peer's refusal (not found, invalid) ends the fetch at once.
+pub(super) const MAX_RESUMES: u32 = 3;
+/// The pause before a fetch goes on after such a loss.
+pub(super) const RESUME_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Chunks {
     /// The next chunk's bytes, or `None` once the blob is whole.
     async fn next(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
-        if self.total == Some(self.received) {
-            return Ok(None);
-        }
-        self.ask_ahead().await?;
-        let travelling = self.ahead.pop_front().context("no chunk was asked for")?;
-        let response = travelling
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()))
-            .map_err(|e| {
-                anyhow::anyhow!(
+        loop {
+            if self.total == Some(self.received) {
+                return Ok(None);
+            }
+            self.ask_ahead().await?;
+            let travelling = self.ahead.pop_front().context("no chunk was asked for")?;
+            match travelling.await.unwrap_or_else(|e| Err(e.to_string())) {
+                Ok(response) => {
+                    let bytes = self.take(response)?;
+                    // Ask for the next ones before the caller writes this one.
+                    self.ask_ahead().await?;
+                    return Ok(Some(bytes));
+                }
+                Err(e) if self.resumes < MAX_RESUMES => {
+                    tracing::info!(
+                        blob = %self.hash.short(),
+                        peer = %self.peer.short(),
+                        from = self.received,
+                        "a blob fetch lost its connection; going on from the bytes taken: {e}"
+                    );
+                    self.resumes += 1;
+                    for request in self.ahead.drain(..) {
+                        request.abort();
+                    }
+                    self.asked = self.received;
+                    tokio::time::sleep(RESUME_AFTER).await;
+                }
+                Err(e) => anyhow::bail!(
                     "cannot fetch blob {} from {}: {e}",
                     self.hash.short(),
                     self.peer.short()
-                )
-            })?;
-        let bytes = self.take(response)?;
-        // Ask for the next ones before the caller writes this one.
-        self.ask_ahead().await?;
-        Ok(Some(bytes))
+                ),
+            }
+        }
     }
 
     /// Keeps up to [`MAX_CHUNKS_AHEAD`] requests travelling (one, until the

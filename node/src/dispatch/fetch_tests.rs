@@ -13,7 +13,8 @@ use corral_protocol::messages::{BlobRequest, BlobResponse, MAX_CHUNK_BYTES};
 use tokio::sync::mpsc;
 
 use super::{
-    DIRECT_FIRST_BYTES, FetchLocks, MAX_BLOBS_AT_ONCE, MAX_CHUNKS_AHEAD, fetch_blob, fetch_many,
+    DIRECT_FIRST_BYTES, FetchLocks, MAX_BLOBS_AT_ONCE, MAX_CHUNKS_AHEAD, MAX_RESUMES, fetch_blob,
+    fetch_many,
 };
 use crate::blobs::BlobStore;
 use crate::dispatch::{NetCmd, NetHandle};
@@ -313,5 +314,58 @@ async fn chunk_requests_to_all_peers_stay_within_the_nodes_bound() {
         overlap.most() <= 3,
         "{} chunk requests travelling, more than the node's bound of 3",
         overlap.most()
+    );
+}
+
+/// Plays a peer serving `source` whose connection drops under the request
+/// for the chunk at `offset`, `drops` times.
+fn serve_dropping(source: BlobStore, mut rx: mpsc::Receiver<NetCmd>, offset: u64, drops: usize) {
+    tokio::spawn(async move {
+        let mut dropped = 0;
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                NetCmd::Blob { request, reply, .. } => {
+                    let answer = if request.offset == offset && dropped < drops {
+                        dropped += 1;
+                        Err("Connection was closed before a response was received".into())
+                    } else {
+                        Ok(source.chunk(&request))
+                    };
+                    let _ = reply.send(answer);
+                }
+                NetCmd::AwaitDirect { reply, .. } => {
+                    let _ = reply.send(());
+                }
+                NetCmd::Task { .. } => panic!("only blobs are fetched"),
+            }
+        }
+    });
+}
+
+#[tokio::test]
+async fn a_fetch_whose_connection_drops_goes_on_from_the_bytes_taken() {
+    let (source, _s) = store();
+    let body = bytes(4 * MAX_CHUNK_BYTES as usize + 5, 7);
+    let hash = source.put_bytes(&body).expect("stored");
+    let at = 2 * u64::from(MAX_CHUNK_BYTES);
+    // A relay cut the circuit under the third chunk, as many times as a
+    // fetch rides out: the blob still arrives whole.
+    let (dest, _d) = store();
+    let (net, rx) = NetHandle::new();
+    serve_dropping(source.clone(), rx, at, MAX_RESUMES as usize);
+    let path = fetch_blob(&net, &dest, &FetchLocks::default(), peer(), hash, 1 << 30)
+        .await
+        .expect("the blob arrives after the drops");
+    assert_eq!(std::fs::read(path).expect("kept"), body);
+    // Once more than that: the fetch ends with the reason.
+    let (dest, _d) = store();
+    let (net, rx) = NetHandle::new();
+    serve_dropping(source, rx, at, MAX_RESUMES as usize + 1);
+    let err = fetch_blob(&net, &dest, &FetchLocks::default(), peer(), hash, 1 << 30)
+        .await
+        .expect_err("a connection that keeps dropping ends the fetch");
+    assert!(
+        format!("{err:#}").contains("Connection was closed"),
+        "{err:#}"
     );
 }
