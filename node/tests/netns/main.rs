@@ -17,3 +17,4 @@ mod modules;
 mod nat;
 mod offload;
 mod rogue;
+mod serve;
