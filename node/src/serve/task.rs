@@ -85,6 +85,7 @@ impl Mesh {
         stdin: Vec<u8>,
         wait: Duration,
     ) -> anyhow::Result<(String, Ended)> {
+        let started = std::time::Instant::now();
         let stdin = if stdin.is_empty() {
             None
         } else {
@@ -121,8 +122,14 @@ impl Mesh {
             .as_str()
             .context("the daemon did not return a job id")?
             .to_string();
+        let submitted = started.elapsed();
         let ended = match tokio::time::timeout(wait, self.follow(&id)).await {
-            Ok(report) => self.ended(report?, task.limits.output_bytes).await?,
+            Ok(report) => {
+                let over = started.elapsed();
+                let ended = self.ended(report?, task.limits.output_bytes).await?;
+                tracing::debug!(job = %id, ?submitted, ?over, read = ?started.elapsed(), "request task");
+                ended
+            }
             Err(_) => {
                 let cancel = Request::Cancel { id: id.clone() };
                 if let Err(e) = call_async(&self.data_dir, cancel, CALL_WAIT).await {
