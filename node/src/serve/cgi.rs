@@ -1,7 +1,7 @@
 //! A request as a WAGI module sees it: the CGI/1.1 environment (RFC 3875
-//! §4.1) built from the HTTP request. The body goes on stdin (see
-//! [`super::handler`]); the module's stdout comes back as a CGI response
-//! ([`super::response`]).
+//! §4.1) built from the HTTP request. The body goes on stdin (the
+//! request's handler puts it there); the module's stdout comes back as a
+//! CGI response ([`super::response`]).
 //!
 //! Request headers become `HTTP_*` variables, bounded in number and size,
 //! except those that would hand something to the module it must not have:
