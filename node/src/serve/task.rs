@@ -1,5 +1,7 @@
 //! One request as one task on the mesh, from a client of the local daemon:
-//! the body into the data dir's blob store (the daemon shares it), a
+//! the body into the data dir's blob store (the daemon shares it; not
+//! synced to disk, as a batch's inputs are: it matters only while the
+//! request waits, and a torn copy fails its hash check), a
 //! one-task job submitted over the control socket, long polls (`Watch`)
 //! until it ends — each answered the moment the job changes, no fixed
 //! sleep — and the task's stdout read from the blob store, where the
@@ -91,7 +93,7 @@ impl Mesh {
         } else {
             let blobs = self.blobs.clone();
             Some(
-                tokio::task::spawn_blocking(move || blobs.put_bytes(&stdin))
+                tokio::task::spawn_blocking(move || blobs.put_bytes_unsynced(&stdin))
                     .await
                     .context("the blob store's thread failed")??,
             )
