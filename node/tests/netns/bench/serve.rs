@@ -4,7 +4,9 @@
 //! 200) over a few concurrencies, and, for comparison, the same module run
 //! once per request with `corral run --local` (a process per document).
 //! The client is curl in host 2's namespace; its `time_total` is each
-//! request's latency.
+//! request's latency. `CORRAL_SERVE_LOG_COPY=FILE` keeps the server's log
+//! there (with `RUST_LOG=corral_node::serve=debug`, where each request's
+//! time went: submitting, running, reading the answer).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -86,6 +88,9 @@ fn bench_serve() {
         }
     }
     figure("serve_max_rps", best, "req/s");
+    if let Some(path) = std::env::var_os("CORRAL_SERVE_LOG_COPY") {
+        let _ = std::fs::write(path, front.log());
+    }
     println!("requests per device: {:?}", front.devices());
 
     // The same document through `corral run --local`, a process each.
