@@ -4,7 +4,8 @@
 //! body 413 with nothing run, an unknown route 404, a trapping or
 //! runaway module 500 with nothing of why in the page, a module that
 //! writes no CGI response 502, overload 503 with Retry-After — and the
-//! server answers the next request after each. Bad flags exit 2.
+//! server answers the next request after each. A newer version published
+//! while it runs is taken up. Bad flags exit 2.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -235,7 +236,14 @@ fn markdown_renders_and_the_module_sees_a_cgi_request() {
     let _daemon = published(&sb);
     let front = front(
         &sb,
-        &["--route", "/md=markdown@1", "--route", "/tk/*=testkit"],
+        &[
+            "--route",
+            "/md=markdown@1",
+            "--route",
+            "/tk/*=testkit",
+            "--refresh",
+            "300ms",
+        ],
     );
 
     let r = front.post("/md", "# Hello\n\nfrom *the mesh*, <b>raw</b>\n");
@@ -324,6 +332,26 @@ fn markdown_renders_and_the_module_sees_a_cgi_request() {
     // stdin is the body.
     let r = front.post("/tk/?stdin", "echo me");
     assert_eq!(r.body, "echo me");
+
+    // A newer matching version published meanwhile serves the next
+    // requests (the routes are resolved again every --refresh).
+    assert_code(
+        &sb.corral(&[
+            "--data-dir",
+            "a",
+            "publish",
+            "markdown@1.1.0",
+            &module("markdown"),
+        ]),
+        0,
+    );
+    crate::wait_until(
+        "the route to take up markdown@1.1.0",
+        Duration::from_secs(20),
+        || front.log().contains("/md → markdown@1.1.0"),
+    );
+    let r = front.post("/md", "# still\n");
+    assert_eq!(r.body, "<h1>still</h1>\n");
 }
 
 #[test]
