@@ -22,7 +22,7 @@ cargo_home="${CARGO_HOME:-$HOME/.cargo}"
 export RUSTFLAGS="--remap-path-prefix=$here=/corral/examples --remap-path-prefix=$cargo_home/registry/src=/cargo/registry"
 export CARGO_TARGET_DIR="$here/target"
 (cd "$here" && cargo build --release --locked -j 1 --target wasm32-wasip1 -q)
-for name in primes mandelbrot wordfreq testkit; do
+for name in primes mandelbrot wordfreq testkit markdown; do
     cp "$CARGO_TARGET_DIR/wasm32-wasip1/release/$name.wasm" "$out/$name.wasm"
 done
 

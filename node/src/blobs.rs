@@ -63,6 +63,18 @@ impl BlobWriter {
 
     /// Moves the blob into place if its hash is `expected`.
     pub fn commit(self, store: &BlobStore, expected: &ContentHash) -> anyhow::Result<PathBuf> {
+        self.commit_with(store, expected, true)
+    }
+
+    /// Moves the blob into place if its hash is `expected`; with `sync`,
+    /// its bytes reach the disk before its name, and its name before this
+    /// returns.
+    fn commit_with(
+        self,
+        store: &BlobStore,
+        expected: &ContentHash,
+        sync: bool,
+    ) -> anyhow::Result<PathBuf> {
         let got = self.hasher.finish();
         if &got != expected {
             anyhow::bail!(
@@ -82,14 +94,19 @@ impl BlobWriter {
         set_read_only(self.file.path())?;
         // The bytes reach the disk before the name does, and the name
         // before the caller is told the blob is stored.
-        self.file
-            .as_file()
-            .sync_all()
-            .with_context(|| format!("cannot sync blob {}", expected.short()))?;
+        if sync {
+            self.file
+                .as_file()
+                .sync_all()
+                .with_context(|| format!("cannot sync blob {}", expected.short()))?;
+        }
         self.file
             .persist(&path)
             .with_context(|| format!("cannot store blob {}", expected.short()))?;
-        intact::sync_dir(parent).with_context(|| format!("cannot sync {}", parent.display()))?;
+        if sync {
+            intact::sync_dir(parent)
+                .with_context(|| format!("cannot sync {}", parent.display()))?;
+        }
         store.verdicts.intact(*expected, self.len);
         Ok(path)
     }
@@ -247,6 +264,21 @@ impl BlobStore {
             let mut writer = self.writer()?;
             writer.write(bytes)?;
             writer.commit(self, &hash)?;
+        }
+        Ok(hash)
+    }
+
+    /// Stores bytes without waiting for the disk: for a blob that matters
+    /// only while the process that wrote it waits on it (an HTTP
+    /// request's body, `corral serve`). A power cut may leave it short
+    /// under its name; like any blob it is hashed on first use in a
+    /// process and removed if it is not what its name says.
+    pub fn put_bytes_unsynced(&self, bytes: &[u8]) -> anyhow::Result<ContentHash> {
+        let hash = ContentHash::of(bytes);
+        if !self.is_intact(&hash) {
+            let mut writer = self.writer()?;
+            writer.write(bytes)?;
+            writer.commit_with(self, &hash, false)?;
         }
         Ok(hash)
     }

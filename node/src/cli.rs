@@ -145,6 +145,46 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// An HTTP front door: each request runs as one task on the mesh,
+    /// CGI-style (WAGI). Needs the local daemon (`corral up`).
+    Serve(ServeArgs),
+}
+
+/// `corral serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where to listen, e.g. 127.0.0.1:8080 or 0.0.0.0:8080 (port 0: any).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// A route, repeatable: PATH=NAME[@VERSION], an exact path (/md) or a
+    /// prefix (/api/*); NAME@VERSION resolves among the published modules
+    /// signed by a trusted key, as `corral run NAME` does.
+    #[arg(long = "route", value_name = "PATH=NAME[@VERSION]", required = true,
+          value_parser = crate::serve::route::parse_route)]
+    pub routes: Vec<crate::serve::route::RouteSpec>,
+    /// Time limit of each request's task.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Memory limit of each request's task.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub memory: u64,
+    /// Largest request body (larger: 413, nothing runs).
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    pub max_body: u64,
+    /// Largest response a module may write (its stdout).
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub max_output: u64,
+    /// Most requests in flight at once (more: 503 with Retry-After).
+    #[arg(long, value_name = "N", default_value = "16")]
+    pub concurrency: usize,
+    /// How long a request may wait for a free device besides its time
+    /// limit before it is answered 503.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub queue_timeout: Duration,
+    /// How often each route's NAME@VERSION is resolved again (a newer
+    /// matching version serves the next requests).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub refresh: Duration,
 }
 
 /// `corral trust`.

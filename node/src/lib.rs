@@ -5,7 +5,7 @@
 //! [`runtime`] runs WebAssembly on wasmtime or wasmi in a sandbox, [`job`]
 //! turns a command line into tasks and runs them, [`cmd`] holds one module
 //! per command; [`modules`] holds the signed module records this device
-//! knows (modules by name).
+//! knows (modules by name); [`serve`] is `corral serve`'s HTTP front door.
 
 pub mod blobs;
 pub mod calibration;
@@ -25,6 +25,7 @@ pub mod job;
 pub mod modules;
 pub mod net;
 pub mod runtime;
+pub mod serve;
 pub mod store;
 mod sync;
 pub mod usage;

@@ -49,6 +49,7 @@ fn main() -> ExitCode {
             description,
         } => cmd::modules::publish(cli.data_dir, &reference, &module, &description),
         Command::Modules { json } => cmd::modules::list(cli.data_dir, json),
+        Command::Serve(args) => cmd::serve::serve(cli.data_dir, args),
         Command::Dashboard { url: _ } => cmd::dashboard::url(cli.data_dir),
     };
     match result {

@@ -24,6 +24,11 @@
 //!   trap               executes `unreachable`
 //!   escape             tries to get out of its preopens; prints BLOCKED or
 //!                      ESCAPED per attempt, exits 3 if anything escaped
+//!
+//! As a WAGI module (`corral serve`: no arguments, GATEWAY_INTERFACE set),
+//! the mode and its arguments come from the query, split at `+`
+//! (`/tk?nap+500`, `/tk?trap`): a `Content-Type: text/plain` header and a
+//! blank line first, then the mode's output as the body.
 
 use std::hint::black_box;
 use std::io::{Read, Write};
@@ -39,7 +44,12 @@ fn busy_wait(ms: u64) {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    if args.len() == 1 && std::env::var_os("GATEWAY_INTERFACE").is_some() {
+        let query = std::env::var("QUERY_STRING").unwrap_or_default();
+        args.extend(query.split('+').map(String::from));
+        print!("Content-Type: text/plain\n\n");
+    }
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
     match arg(1).as_str() {
         "args" => {

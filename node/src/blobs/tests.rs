@@ -4,6 +4,26 @@
 use super::*;
 
 #[test]
+fn an_unsynced_blob_is_stored_as_any_and_checked_in_another_process() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = BlobStore::open(tmp.path()).expect("open");
+    let hash = store.put_bytes_unsynced(b"a request body").expect("put");
+    assert_eq!(hash, ContentHash::of(b"a request body"));
+    assert_eq!(store.read(&hash, 100).expect("read"), b"a request body");
+    // Torn by a power cut: another process (a fresh store) finds it
+    // corrupt and removes it.
+    let path = store.path(&hash);
+    let mut perms = std::fs::metadata(&path).expect("meta").permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&path, perms).expect("writable");
+    std::fs::write(&path, b"a request bod?").expect("tear");
+    let other = BlobStore::open(tmp.path()).expect("open");
+    assert!(!other.is_intact(&hash));
+    assert!(!path.exists());
+}
+
+#[test]
 fn blobs_are_stored_by_hash_and_chunks_are_bounded() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = BlobStore::open(tmp.path()).expect("open");

@@ -8,6 +8,7 @@ pub mod mesh;
 pub mod modules;
 pub mod peers;
 pub mod run;
+pub mod serve;
 pub mod submit;
 pub mod token;
 pub mod trust;

@@ -32,23 +32,66 @@ pub fn call(data_dir: &Path, request: Request) -> anyhow::Result<serde_json::Val
         )
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut line = serde_json::to_vec(&Envelope {
-        v: CONTROL_VERSION,
-        body: request,
-    })?;
-    line.push(b'\n');
     stream
-        .write_all(&line)
+        .write_all(&line_of(request)?)
         .context("cannot send to the daemon")?;
     let mut reader = BufReader::new(stream).take(MAX_RESPONSE_BYTES as u64);
     let mut answer = String::new();
     reader
         .read_line(&mut answer)
         .context("no answer from the daemon")?;
+    decode(&answer)
+}
+
+/// Sends one request without blocking the caller's thread (for a client
+/// that keeps many requests in flight, as `corral serve` does); `wait`
+/// bounds the whole exchange.
+pub async fn call_async(
+    data_dir: &Path,
+    request: Request,
+    wait: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let stream = tokio::net::UnixStream::connect(data_dir.join(SOCKET_NAME))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("no corral daemon is running for {}", data_dir.display())
+            })?;
+        let (read, mut write) = stream.into_split();
+        write
+            .write_all(&line_of(request)?)
+            .await
+            .context("cannot send to the daemon")?;
+        let mut reader = tokio::io::BufReader::new(read.take(MAX_RESPONSE_BYTES as u64));
+        let mut answer = String::new();
+        reader
+            .read_line(&mut answer)
+            .await
+            .context("no answer from the daemon")?;
+        decode(&answer)
+    };
+    tokio::time::timeout(wait, exchange)
+        .await
+        .map_err(|_| anyhow::anyhow!("the daemon did not answer within {wait:?}"))?
+}
+
+/// A request as one line of the wire.
+fn line_of(request: Request) -> anyhow::Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(&Envelope {
+        v: CONTROL_VERSION,
+        body: request,
+    })?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// The daemon's answer line: its data, or its coded error.
+fn decode(answer: &str) -> anyhow::Result<serde_json::Value> {
     if !answer.ends_with('\n') && answer.len() >= MAX_RESPONSE_BYTES {
         anyhow::bail!("the daemon's answer is larger than {MAX_RESPONSE_BYTES} bytes");
     }
-    let response: Response = serde_json::from_str(&answer)
+    let response: Response = serde_json::from_str(answer)
         .with_context(|| format!("the daemon's answer is not understood: {}", answer.trim()))?;
     if response.v != CONTROL_VERSION {
         anyhow::bail!(

@@ -19,8 +19,10 @@ pub type Answer = Result<serde_json::Value, ControlError>;
 /// A request with the channel its answer goes back on.
 pub type Call = (Request, oneshot::Sender<Answer>);
 
-/// Most control connections served at once.
-const MAX_CONNECTIONS: usize = 16;
+/// Most control connections served at once. A client that holds many
+/// long polls at once (`corral serve`: one `Watch` per request in flight,
+/// at most [`MAX_CONNECTIONS`] / 2 of them) must leave room for the rest.
+pub const MAX_CONNECTIONS: usize = 128;
 
 /// Binds the socket (mode 0600) and serves it until the process ends.
 pub fn serve(data_dir: &Path, calls: mpsc::Sender<Call>) -> anyhow::Result<()> {

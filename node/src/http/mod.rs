@@ -5,7 +5,8 @@
 //! so the page shows exactly what `corral status`, `peers`, `jobs` and
 //! `job` show, and the loop does nothing new for it. Routes are in
 //! [`routes`], the login token and the request checks in [`auth`], the push
-//! stream in [`events`].
+//! stream in [`events`], the bounded server loop (shared with `corral
+//! serve`) in [`listen`].
 //!
 //! Bounded: connections, streams, each stream's queue, request heads and
 //! bodies. A page that cannot bind its address is logged and left out; the
@@ -13,6 +14,7 @@
 
 mod auth;
 mod events;
+pub mod listen;
 mod routes;
 
 use std::net::SocketAddr;
@@ -20,10 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use crate::control::server::Call;
 
@@ -90,36 +89,18 @@ pub fn start(addr: SocketAddr, data_dir: &Path, calls: mpsc::Sender<Call>) -> Op
     Some(bound)
 }
 
-/// Accepts connections, a bounded number at once; beyond, a connection
-/// gets a 503 and is closed.
+/// Serves the page's connections, a bounded number at once; beyond, a
+/// connection gets a 503 and is closed.
 async fn accept(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            // Out of descriptors, most often: give it a moment.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tokio::spawn(async move {
-                let _ = stream.write_all(routes::BUSY_RESPONSE).await;
-                let _ = stream.shutdown().await;
-            });
-            continue;
-        };
+    let bounds = listen::Bounds {
+        connections: MAX_CONNECTIONS,
+        head_timeout: HEAD_TIMEOUT,
+        head_bytes: MAX_HEAD_BYTES,
+        busy: routes::BUSY_RESPONSE,
+    };
+    listen::accept_bounded(listener, bounds, move |request, _peer| {
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service = hyper::service::service_fn(move |request| {
-                let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(routes::handle(&shared, request).await) }
-            });
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEAD_TIMEOUT)
-                .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        async move { routes::handle(&shared, request).await }
+    })
+    .await;
 }

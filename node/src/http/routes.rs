@@ -8,7 +8,7 @@ use std::convert::Infallible;
 
 use futures::StreamExt;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Bytes, Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request as HttpRequest, Response, StatusCode};
@@ -168,33 +168,16 @@ fn events(shared: &Shared) -> Response<Body> {
 /// Reads a request's body, refusing one over [`MAX_BODY_BYTES`] (by its
 /// length when it declares one, else as it arrives).
 async fn read_body(request: HttpRequest<Incoming>) -> Result<Bytes, Response<Body>> {
-    let too_big = || {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            &format!("a request body may hold at most {MAX_BODY_BYTES} bytes"),
-        )
-    };
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(too_big());
-    }
-    match Limited::new(request.into_body(), MAX_BODY_BYTES)
-        .collect()
+    super::listen::read_limited(request, MAX_BODY_BYTES)
         .await
-    {
-        Ok(body) => Ok(body.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_big()),
-        Err(e) => Err(error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            &format!("cannot read the request body: {e}"),
-        )),
-    }
+        .map_err(|e| match e {
+            super::listen::BodyError::TooLarge(_) => {
+                error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", &e.to_string())
+            }
+            super::listen::BodyError::Unreadable(_) => {
+                error(StatusCode::BAD_REQUEST, "bad_request", &e.to_string())
+            }
+        })
 }
 
 /// A control request's answer as JSON, or its error with a status.

@@ -14,10 +14,10 @@ use serde_json::Value;
 use crate::{Daemon, Sandbox, assert_code, text, wait_until};
 
 /// One HTTP exchange: status, head (lowercase) and body.
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
+pub struct Reply {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
 }
 
 impl Reply {
@@ -28,7 +28,7 @@ impl Reply {
 
 /// Sends `method path` with `headers` (and `body`) and reads the whole
 /// reply (the connection is closed after it).
-fn send(addr: &str, method: &str, path: &str, headers: &[&str], body: &str) -> Reply {
+pub fn send(addr: &str, method: &str, path: &str, headers: &[&str], body: &str) -> Reply {
     let mut stream = TcpStream::connect(addr).expect("connect to the page");
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -67,7 +67,7 @@ fn send(addr: &str, method: &str, path: &str, headers: &[&str], body: &str) -> R
 /// Reads one reply: up to its declared length, the end of its chunks, or
 /// the end of the connection (a server may keep it open despite
 /// `connection: close`).
-fn read_reply(stream: &mut TcpStream) -> Vec<u8> {
+pub fn read_reply(stream: &mut TcpStream) -> Vec<u8> {
     let mut raw = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {

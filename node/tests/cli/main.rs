@@ -13,6 +13,7 @@ mod mesh;
 mod modules;
 mod offload;
 mod preopens;
+mod serve;
 mod single;
 mod tiers;
 mod tokens;

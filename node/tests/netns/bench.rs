@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use crate::harness::{Lan, make_mesh, netns_available};
 
+mod serve;
+
 fn quick() -> bool {
     std::env::var_os("CORRAL_BENCH_QUICK").is_some_and(|v| v == "1")
 }

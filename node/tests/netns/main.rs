@@ -18,3 +18,4 @@ mod nat;
 mod nat_limits;
 mod offload;
 mod rogue;
+mod serve;
