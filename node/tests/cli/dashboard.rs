@@ -666,3 +666,66 @@ fn a_headless_browser_draws_the_devices_and_the_jobs() {
     eprintln!("screenshot of the page: {}", shot.display());
     driver.call("DELETE", &s, &Value::Null);
 }
+
+/// `corral demo` prints its page's URL and, without `--no-wait`, keeps the
+/// mesh and the page up after the picture until a line arrives on stdin;
+/// then the devices leave and the page is gone.
+#[test]
+fn the_demo_keeps_its_mesh_and_page_up_until_enter() {
+    let sb = Sandbox::new();
+    // Killed if the test fails (the test-only daemons then go with the
+    // sandbox's directory).
+    let mut demo = Daemon(
+        sb.command(&["demo", "--out", "demo", "--tasks", "2"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("corral demo starts"),
+    );
+    let child = &mut demo.0;
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    let mut page = None;
+    loop {
+        line.clear();
+        let n = stdout.read_line(&mut line).expect("demo output");
+        assert!(n > 0, "the demo ended before its picture");
+        if let Some(url) = line.trim().strip_prefix("live page: ") {
+            page = Some(
+                url.trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .to_string(),
+            );
+        }
+        if line.starts_with("picture: ") {
+            break;
+        }
+    }
+    let addr = page.expect("the demo printed its page's URL before the picture");
+    // The picture is written; the mesh is still up and the page shows it.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().expect("poll").is_none(), "the demo waits");
+    let peers = get(&addr, "/api/peers").json();
+    assert_eq!(peers.as_array().map(Vec::len), Some(2), "{peers}");
+    // Enter: the mesh stops and the demo exits.
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"\n")
+        .expect("Enter");
+    let started = Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("poll") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the demo did not stop after Enter"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(code.success(), "{code}");
+    assert!(TcpStream::connect(&addr).is_err(), "the page is gone");
+}
