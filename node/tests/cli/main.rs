@@ -16,6 +16,8 @@ mod preopens;
 mod single;
 mod tiers;
 mod tokens;
+#[path = "../common/web.rs"]
+mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
