@@ -9,6 +9,7 @@
 #![allow(missing_docs, unreachable_pub, clippy::new_without_default)]
 
 mod bench;
+mod dashboard;
 mod harness;
 mod membership;
 mod membership_spoof;
@@ -17,3 +18,5 @@ mod modules;
 mod nat;
 mod offload;
 mod rogue;
+#[path = "../common/web.rs"]
+mod web;
