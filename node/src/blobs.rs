@@ -56,6 +56,13 @@ impl BlobWriter {
         self.len
     }
 
+    /// The hash of the bytes written so far: what [`BlobWriter::commit`]
+    /// expects of a blob whose hash was not known before it arrived (an
+    /// upload to the live page).
+    pub fn hash(&self) -> ContentHash {
+        self.hasher.clone().finish()
+    }
+
     /// Whether nothing was written yet.
     pub fn is_empty(&self) -> bool {
         self.len == 0

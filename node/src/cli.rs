@@ -370,6 +370,11 @@ pub struct DemoArgs {
     /// The engine: auto, jit or interp.
     #[arg(long, value_enum, default_value = "auto", value_name = "ENGINE")]
     pub engine: EngineChoice,
+
+    /// Exit when the picture is written, instead of keeping the mesh (and
+    /// its live page) up until Enter.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 /// Parses a human duration such as `30s`, `5m`, `1h30m` or `250ms`.

@@ -5,7 +5,9 @@
 //! It starts a local mesh of three daemons on loopback (see
 //! [`crate::demo_mesh`]; the "pi" runs the interpreter), submits both jobs to
 //! the first one exactly as `corral run` does, and the scheduler spreads the
-//! tiles over the three devices.
+//! tiles over the three devices. The first device serves the live page
+//! (its URL is printed); the mesh stays up until Enter (`--no-wait`: it
+//! stops once the picture is written).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +56,10 @@ pub fn run(data_dir: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<ExitCode
     );
     for peer in mesh.peers()?.as_array().into_iter().flatten() {
         println!("  {}", crate::cmd::mesh::peer_line(peer));
+    }
+    match mesh.page() {
+        Some(addr) => println!("live page: http://{addr}/"),
+        None => eprintln!("corral demo: the first device serves no live page (see its log)"),
     }
     let coordinator = mesh.dir(0);
     eprintln!(
@@ -146,8 +152,27 @@ pub fn run(data_dir: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<ExitCode
         total_ms + task.duration_ms,
         started.elapsed().as_secs_f64()
     );
+    if !args.no_wait {
+        wait_for_enter(mesh.page(), &coordinator);
+    }
     mesh.stop();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Keeps the mesh (and its page) up until a line, or the end of stdin,
+/// arrives: `corral demo < /dev/null` and a closed pipe do not hang.
+fn wait_for_enter(page: Option<std::net::SocketAddr>, coordinator: &std::path::Path) {
+    if let Some(addr) = page {
+        eprintln!("corral demo: the mesh stays up; watch it at http://{addr}/");
+    }
+    eprintln!(
+        "corral demo: submit more jobs from the page or with `corral --data-dir {} run …`; \
+         press Enter to stop the mesh",
+        coordinator.display()
+    );
+    let mut line = String::new();
+    // An error reading stdin counts as Enter too: nothing to wait on.
+    let _ = std::io::stdin().read_line(&mut line);
 }
 
 /// The distinct (device, engine, arch) that ran tasks, in order of appearance.

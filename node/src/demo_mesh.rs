@@ -75,8 +75,12 @@ impl LocalMesh {
             command.args(["--peer", peer]);
         }
         // One live page for the demo mesh: the first device's (the others'
-        // would only find its port taken).
-        if !peers.is_empty() {
+        // would only find its port taken), on any free port of loopback:
+        // a `corral up` or another demo on this machine may hold the usual
+        // one, and checking first would race with them. Its URL is printed.
+        if peers.is_empty() {
+            command.args(["--http", "127.0.0.1:0"]);
+        } else {
             command.arg("--no-http");
         }
         // The "pi" runs the interpreter, as a 32-bit ARM board would.
@@ -123,6 +127,11 @@ impl LocalMesh {
     /// The first device's status.
     pub fn status(&self) -> anyhow::Result<serde_json::Value> {
         control::client::call(&self.daemons[0].0, Request::Status)
+    }
+
+    /// The address of the live page the first device serves, if it does.
+    pub fn page(&self) -> Option<std::net::SocketAddr> {
+        self.status().ok()?["http"].as_str()?.parse().ok()
     }
 
     /// Every device leaves the mesh.

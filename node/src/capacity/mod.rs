@@ -20,7 +20,9 @@ pub use probe::{SystemLoad, on_battery, thread_cpu_time, thread_cpu_time_of};
 pub use run_share::RunShare;
 
 /// `--share`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Share {
     /// Only while the owner is away (low load, on AC).

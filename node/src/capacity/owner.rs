@@ -42,6 +42,17 @@ impl OwnerPolicy {
         self.state
     }
 
+    /// Follows a new `--share` (changed while the daemon runs): at once
+    /// for `always` and `never`; `idle` starts idle and lets the readings
+    /// decide, as at start-up. A device leaving stays leaving.
+    pub fn set_share(&mut self, share: Share) {
+        let draining = self.state == OwnerState::Draining;
+        *self = Self::new(share);
+        if draining {
+            self.state = OwnerState::Draining;
+        }
+    }
+
     /// Marks the device as leaving; no reading changes that.
     pub fn drain(&mut self) {
         self.state = OwnerState::Draining;
@@ -91,6 +102,22 @@ mod tests {
             load_pct: pct,
             on_battery: false,
         }
+    }
+
+    #[test]
+    fn a_new_share_applies_at_once_but_never_undoes_leaving() {
+        let mut policy = OwnerPolicy::new(Share::Always);
+        policy.set_share(Share::Never);
+        assert_eq!(policy.state(), OwnerState::Busy);
+        assert_eq!(policy.update(load(0.0)), OwnerState::Busy);
+        policy.set_share(Share::Always);
+        assert_eq!(policy.update(load(99.0)), OwnerState::Idle);
+        policy.set_share(Share::Idle);
+        assert_eq!(policy.state(), OwnerState::Idle);
+        policy.drain();
+        policy.set_share(Share::Always);
+        assert_eq!(policy.state(), OwnerState::Draining);
+        assert_eq!(policy.update(load(0.0)), OwnerState::Draining);
     }
 
     #[test]

@@ -44,6 +44,20 @@ pub enum Request {
     },
     /// List trusted submitters.
     TrustList,
+    /// The recent runs of the tasks this node coordinates that changed
+    /// after `since` (all with 0), and tasks started and finished per
+    /// second: the live page's timeline.
+    Timeline {
+        /// The sequence number the caller has seen.
+        #[serde(default)]
+        since: u64,
+    },
+    /// Change this device's `--share` policy while it runs (until the
+    /// daemon restarts with its own `--share`).
+    ShareSet {
+        /// The new policy.
+        share: crate::capacity::Share,
+    },
     /// Run a job on the mesh (its blobs are already in the data dir).
     Submit {
         /// The job.

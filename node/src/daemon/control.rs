@@ -10,6 +10,7 @@ use super::node::Node;
 use crate::clock::now_ms;
 use crate::control::server::Answer;
 use crate::control::{ControlError, Request};
+use crate::job::timeline::RunState;
 
 impl Node {
     /// Answers a control request (all but `Watch`, see [`Node::watch`]):
@@ -108,6 +109,17 @@ impl Node {
                 let removed = self.store.trust_remove(&key).map_err(internal)?;
                 Ok(json!({"removed": removed}))
             }
+            Request::Timeline { since } => {
+                Ok(self.timeline.since(since, now_ms(), &|p| self.name_of(p)))
+            }
+            Request::ShareSet { share } => {
+                tracing::info!(?share, "share policy changed through the control socket");
+                self.config.share = share;
+                self.policy.set_share(share);
+                self.busy_since = None;
+                self.advertise();
+                Ok(json!({"share": share, "state": self.policy.state().name()}))
+            }
             Request::TrustList => self
                 .store
                 .trust_list()
@@ -127,6 +139,8 @@ impl Node {
             Request::Cancel { id } => {
                 let id: JobId = id.parse().map_err(bad_request)?;
                 let actions = self.coord.cancel(&id)?;
+                self.timeline
+                    .end_all(|_, j| *j == id, RunState::Cancelled, now_ms());
                 let cancelled = actions.len();
                 self.execute(actions);
                 Ok(json!({ "cancelled": id.to_string(), "tasks_stopped": cancelled }))
@@ -193,6 +207,7 @@ impl Node {
             "coordinating": self.coord.running(),
             "share": self.config.share,
             "state": self.policy.state().name(),
+            "on_battery": self.reading.host.on_battery,
             "slots": self.config.slots,
             "max_memory": self.config.max_memory,
             "relay": self.config.relay,
@@ -281,6 +296,7 @@ impl Node {
                     "slots_free": advert.map(|a| a.slots_free),
                     "speed": speed,
                     "state": advert.map(|a| a.state.name()),
+                    "on_battery": advert.map(|a| a.on_battery),
                     "last_seen_ms": entry.last_seen_ms,
                     "age_ms": now.saturating_sub(entry.last_seen_ms),
                     "connected": entry.connections > 0,

@@ -14,7 +14,9 @@ use libp2p::request_response::{self, ResponseChannel};
 use super::node::Node;
 use super::state::{Pending, Reply, Served};
 use crate::blobs::BlobStore;
+use crate::clock::now_ms;
 use crate::dispatch::NetCmd;
+use crate::job::timeline::RunState;
 use crate::net::{peer_id_of, peer_key_of};
 
 impl Node {
@@ -66,11 +68,15 @@ impl Node {
                 // could not fetch what the task needs) is a failure there.
                 let name = self.name_of(&from);
                 let why = format!("{name} handed it back: {}", reason.describe());
-                let actions = if reason.is_transient() {
-                    self.coord.on_lost(job, index, from, &why)
+                let (actions, state) = if reason.is_transient() {
+                    (self.coord.on_lost(job, index, from, &why), RunState::Lost)
                 } else {
-                    self.coord.on_failed(job, index, from, &why)
+                    (
+                        self.coord.on_failed(job, index, from, &why),
+                        RunState::Failed,
+                    )
                 };
+                self.timeline.ended(from, job, index, state, None, now_ms());
                 self.execute(actions);
                 self.dirty = true;
                 self.respond(reply, TaskResponse::Ack);

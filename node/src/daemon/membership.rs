@@ -11,6 +11,7 @@ use libp2p::{Multiaddr, PeerId, gossipsub, identify};
 
 use super::node::Node;
 use crate::clock::now_ms;
+use crate::job::timeline::RunState;
 use crate::net::discovery::{Discovery, Found};
 use crate::net::peer_key_of;
 use crate::store::KnownPeer;
@@ -267,6 +268,8 @@ impl Node {
                     let _ = self.swarm.disconnect_peer_id(id);
                 }
                 let actions = self.coord.on_peer_lost(&peer);
+                self.timeline
+                    .end_all(|p, _| *p == peer, RunState::Lost, now_ms());
                 self.execute(actions);
                 self.dirty = true;
             }

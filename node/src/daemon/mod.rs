@@ -156,6 +156,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         name,
         mesh,
         policy: OwnerPolicy::new(config.share),
+        timeline: Default::default(),
         reading: Reading::default(),
         busy_since: None,
         share_told: config.slot_share,

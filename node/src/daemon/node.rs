@@ -122,6 +122,9 @@ pub(super) struct Node {
     pub(super) namespace: libp2p::rendezvous::Namespace,
     pub(super) worker: Worker,
     pub(super) coord: Coordinator,
+    /// The recent runs of the tasks this node coordinates (the live
+    /// page's timeline; bounded).
+    pub(super) timeline: crate::job::timeline::Timeline,
     pub(super) blobs: BlobStore,
     pub(super) locks: FetchLocks,
     pub(super) net: NetHandle,

@@ -210,6 +210,7 @@ impl Node {
         let actions = match answer {
             Ok(Ok(())) => {
                 self.coord.on_accepted(job, index, peer);
+                self.timeline.started(peer, job, index, now_ms());
                 return;
             }
             Ok(Err(reason)) => {

@@ -13,15 +13,17 @@ use corral_protocol::envelope::Signed;
 use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::PeerKey;
 use corral_protocol::messages::{RejectReason, TaskResponse};
-use corral_protocol::receipt::TaskReceipt;
+use corral_protocol::receipt::{TaskReceipt, TaskStatus};
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::node::Node;
 use super::state::{Durable, NotTaken, Reply, ResultReady};
 use crate::blobs::BlobStore;
+use crate::clock::now_ms;
 use crate::dispatch::coordinator::Unwanted;
 use crate::dispatch::{FetchLocks, NetHandle, fetch_many};
+use crate::job::timeline::RunState;
 
 impl Node {
     /// Receipts from `from`: each is checked; those wanted are taken once
@@ -116,9 +118,18 @@ impl Node {
         let name = self.name_of(&from);
         let mut actions = Vec::new();
         for (i, receipt, fetched) in results {
+            let (job, index, ran_ms) = (receipt.job, receipt.index, receipt.duration_ms);
+            let state = match receipt.status {
+                TaskStatus::Exited { code: 0 } => RunState::Done,
+                _ => RunState::Failed,
+            };
             match fetched {
                 Ok(()) => match self.coord.on_result(from, &name, receipt) {
-                    Ok(taken) => actions.extend(taken),
+                    Ok(taken) => {
+                        self.timeline
+                            .ended(from, job, index, state, Some(ran_ms), now_ms());
+                        actions.extend(taken);
+                    }
                     Err(e) => {
                         tracing::warn!(peer = %name, "{e}: not acknowledged, {name} keeps it and sends it again");
                         verdicts[i] = Some(RejectReason::Busy);
@@ -131,6 +142,8 @@ impl Node {
                 Err(NotTaken::Refused(e)) => {
                     tracing::warn!(peer = %name, "the output of task {} could not be taken in: {e}", receipt.index);
                     verdicts[i] = Some(RejectReason::Malformed);
+                    self.timeline
+                        .ended(from, job, index, RunState::Failed, None, now_ms());
                     actions.extend(self.coord.on_failed(
                         receipt.job,
                         receipt.index,

@@ -4,7 +4,10 @@
 //! [`TICK`] while a page listens (never while none does), and sends it to
 //! every stream when it changed; a heartbeat comment keeps quiet streams
 //! open. The jobs list (a store scan) is asked for only when the status's
-//! `jobs_seq` moved, at most every [`JOBS_EVERY`].
+//! `jobs_seq` moved, at most every [`JOBS_EVERY`]. The timeline (recent
+//! task runs and the dispatch rate, `Request::Timeline`) goes as its own
+//! `timeline` event: in full to a new stream, then only the runs that
+//! changed since the last tick, coalesced per tick.
 //!
 //! Bounded: at most [`MAX_STREAMS`] streams, each with a queue of
 //! [`QUEUE`] messages; a stream whose queue is full is dropped (its page
@@ -25,8 +28,9 @@ use crate::control::server::Call;
 
 /// Most event streams open at once.
 pub(super) const MAX_STREAMS: usize = 16;
-/// Messages queued per stream before it counts as too slow.
-const QUEUE: usize = 8;
+/// Messages queued per stream before it counts as too slow (a tick sends
+/// up to two: a snapshot and a timeline).
+const QUEUE: usize = 16;
 /// How often a snapshot may go out.
 const TICK: Duration = Duration::from_millis(250);
 /// Most often the jobs list is read again.
@@ -47,6 +51,8 @@ struct Listener {
     tx: mpsc::Sender<Bytes>,
     /// Has not had a snapshot yet.
     fresh: bool,
+    /// Has not had the whole timeline yet.
+    timeline_fresh: bool,
 }
 
 impl Hub {
@@ -65,7 +71,11 @@ impl Hub {
     pub(super) fn subscribe(&self) -> Option<impl Stream<Item = Bytes> + Send + use<>> {
         let permit = self.slots.clone().try_acquire_owned().ok()?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        self.lock().push(Listener { tx, fresh: true });
+        self.lock().push(Listener {
+            tx,
+            fresh: true,
+            timeline_fresh: true,
+        });
         self.wake.notify_one();
         Some(Messages {
             rx,
@@ -103,6 +113,34 @@ impl Hub {
     }
 }
 
+impl Hub {
+    /// Whether a stream waits for the whole timeline.
+    fn wants_full_timeline(&self) -> bool {
+        self.lock().iter().any(|l| l.timeline_fresh)
+    }
+
+    /// Sends the whole timeline (`full`) to the streams that have not had
+    /// it, what changed (`delta`) to the others; drops the slow.
+    fn send_timeline(&self, full: Option<&Bytes>, delta: Option<&Bytes>) {
+        self.lock().retain_mut(|l| {
+            let message = match (l.timeline_fresh, full, delta) {
+                (true, Some(full), _) => full.clone(),
+                (false, _, Some(delta)) => delta.clone(),
+                _ => return true,
+            };
+            l.timeline_fresh = false;
+            match l.tx.try_send(message) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::debug!("a page's event stream fell behind; dropped");
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+    }
+}
+
 /// One stream's messages; holds its slot until the page goes away.
 struct Messages {
     rx: mpsc::Receiver<Bytes>,
@@ -127,6 +165,7 @@ async fn run(hub: Arc<Hub>, calls: mpsc::Sender<Call>) {
     let mut last: Option<(Value, Bytes)> = None;
     let mut jobs = Jobs::default();
     let mut last_sent = Instant::now();
+    let mut timeline_seq = 0u64;
     loop {
         if hub.send(None, false, false) == 0 {
             hub.wake.notified().await;
@@ -145,7 +184,38 @@ async fn run(hub: Arc<Hub>, calls: mpsc::Sender<Call>) {
         if changed || beat {
             last_sent = Instant::now();
         }
+        let Some(()) = timeline(&hub, &calls, &mut timeline_seq).await else {
+            return;
+        };
     }
+}
+
+/// Reads what changed in the timeline since `seen` (and all of it when a
+/// new stream needs it) and sends it on. `None` when the daemon no longer
+/// answers.
+async fn timeline(hub: &Hub, calls: &mpsc::Sender<Call>, seen: &mut u64) -> Option<()> {
+    let message = |value: &Value| {
+        let data = serde_json::to_string(value).ok()?;
+        Some(Bytes::from(format!("event: timeline\ndata: {data}\n\n")))
+    };
+    // What changed first, then the whole: a change between the two reads
+    // is in both (the page keeps runs by id), never in neither.
+    let delta = ask(calls, Request::Timeline { since: *seen }).await?;
+    let seq = delta["seq"].as_u64().unwrap_or(*seen);
+    let delta = if seq != *seen {
+        *seen = seq;
+        message(&delta)
+    } else {
+        None
+    };
+    let full = if hub.wants_full_timeline() {
+        let all = ask(calls, Request::Timeline { since: 0 }).await?;
+        message(&all)
+    } else {
+        None
+    };
+    hub.send_timeline(full.as_ref(), delta.as_ref());
+    Some(())
 }
 
 /// The jobs list as last read.

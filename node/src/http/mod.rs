@@ -12,9 +12,12 @@
 //! bodies. A page that cannot bind its address is logged and left out; the
 //! daemon runs on without it.
 
+mod actions;
+mod archive;
 mod auth;
 mod events;
 pub mod listen;
+mod reply;
 mod routes;
 
 use std::net::SocketAddr;
@@ -24,6 +27,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::blobs::BlobStore;
 use crate::control::server::Call;
 
 pub use self::auth::{TOKEN_FILE, read_token};
@@ -41,6 +45,8 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// What every request handler shares.
 struct Shared {
     calls: mpsc::Sender<Call>,
+    /// The data dir's blob store: uploads go in, results come out.
+    blobs: BlobStore,
     gate: auth::Gate,
     hub: Arc<events::Hub>,
 }
@@ -60,6 +66,13 @@ pub fn start(addr: SocketAddr, data_dir: &Path, calls: mpsc::Sender<Call>) -> Op
             return None;
         }
     };
+    let blobs = match BlobStore::open(data_dir) {
+        Ok(blobs) => blobs,
+        Err(e) => {
+            tracing::warn!("the page is off: cannot open the blob store ({e:#})");
+            return None;
+        }
+    };
     let listener = match std::net::TcpListener::bind(addr)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .and_then(tokio::net::TcpListener::from_std)
@@ -76,7 +89,12 @@ pub fn start(addr: SocketAddr, data_dir: &Path, calls: mpsc::Sender<Call>) -> Op
     };
     let bound = listener.local_addr().unwrap_or(addr);
     let hub = events::Hub::start(calls.clone());
-    let shared = Arc::new(Shared { calls, gate, hub });
+    let shared = Arc::new(Shared {
+        calls,
+        blobs,
+        gate,
+        hub,
+    });
     tokio::spawn(accept(listener, shared));
     tracing::info!(
         "the page is at http://{bound}/{}",

@@ -294,7 +294,7 @@ fn out_never_clobbers_a_directory_that_is_not_a_job() {
 #[test]
 fn the_demo_renders_and_stitches_a_picture() {
     let sb = Sandbox::new();
-    let out = sb.corral(&["demo", "--out", "demo", "--tasks", "4"]);
+    let out = sb.corral(&["demo", "--out", "demo", "--tasks", "4", "--no-wait"]);
     assert_code(&out, 0);
     let png = std::fs::read(sb.path("demo/mandelbrot.png")).expect("picture");
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");

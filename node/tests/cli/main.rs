@@ -17,6 +17,8 @@ mod serve;
 mod single;
 mod tiers;
 mod tokens;
+#[path = "../common/web.rs"]
+mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

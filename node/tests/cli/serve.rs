@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::dashboard::{Reply, read_reply, send};
+use crate::web::{Reply, read_reply, send};
 use crate::{Daemon, Sandbox, assert_code, module, text};
 
 /// A running `corral serve`: its address and its stderr (the access log).

@@ -9,6 +9,7 @@
 #![allow(missing_docs, unreachable_pub, clippy::new_without_default)]
 
 mod bench;
+mod dashboard;
 mod harness;
 mod membership;
 mod membership_spoof;
@@ -19,3 +20,5 @@ mod nat_limits;
 mod offload;
 mod rogue;
 mod serve;
+#[path = "../common/web.rs"]
+mod web;
