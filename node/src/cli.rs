@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::runtime::EngineChoice;
+use crate::units::{parse_duration, parse_size};
 
 /// corral — offload batch jobs to the idle devices of your home or edge site.
 #[derive(Debug, Parser)]
@@ -158,11 +159,13 @@ pub struct ServeArgs {
     pub listen: std::net::SocketAddr,
     /// A route, repeatable: PATH=NAME[@VERSION], an exact path (/md) or a
     /// prefix (/api/*); NAME@VERSION resolves among the published modules
-    /// signed by a trusted key, as `corral run NAME` does.
-    #[arg(long = "route", value_name = "PATH=NAME[@VERSION]", required = true,
+    /// signed by a trusted key, as `corral run NAME` does. A route may set
+    /// its own limits after it, over the flags below:
+    /// '/thumb=thumbnailer@1;timeout=5s;memory=128MiB;max-body=8MiB;max-output=4MiB'.
+    #[arg(long = "route", value_name = "PATH=NAME[@VERSION][;LIMIT=VALUE…]", required = true,
           value_parser = crate::serve::route::parse_route)]
     pub routes: Vec<crate::serve::route::RouteSpec>,
-    /// Time limit of each request's task.
+    /// Time limit of each request's task (a route's own `timeout` wins).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Memory limit of each request's task.
@@ -375,28 +378,6 @@ pub struct DemoArgs {
     /// its live page) up until Enter.
     #[arg(long)]
     pub no_wait: bool,
-}
-
-/// Parses a human duration such as `30s`, `5m`, `1h30m` or `250ms`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text.trim())
-        .map_err(|e| format!("`{text}` is not a duration ({e}); try 30s, 5m or 1h30m"))?;
-    if duration.is_zero() {
-        return Err(format!("`{text}` is zero; give a positive duration"));
-    }
-    Ok(duration)
-}
-
-/// Parses a human size such as `256MiB`, `1GiB`, `64k` or `1000000`.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let size: bytesize::ByteSize = text
-        .trim()
-        .parse()
-        .map_err(|e| format!("`{text}` is not a size ({e}); try 256MiB or 1GiB"))?;
-    if size.as_u64() == 0 {
-        return Err(format!("`{text}` is zero; give a positive size"));
-    }
-    Ok(size.as_u64())
 }
 
 /// Parses `--disk`: a positive size no larger than a peer would accept.

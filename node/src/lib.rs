@@ -28,4 +28,5 @@ pub mod runtime;
 pub mod serve;
 pub mod store;
 mod sync;
+pub mod units;
 pub mod usage;

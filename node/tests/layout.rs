@@ -198,7 +198,7 @@ fn no_file_of_the_node_imports_one_that_imports_it_back() {
 fn rank(module: &str) -> usize {
     let top = module.split("::").next().unwrap_or(module);
     match top {
-        "clock" | "sync" | "config" | "identity" | "store" | "blobs" | "usage" => 0,
+        "clock" | "sync" | "config" | "identity" | "store" | "blobs" | "usage" | "units" => 0,
         "net" | "capacity" | "runtime" | "calibration" | "control" | "job" | "modules" => 1,
         "dispatch" | "http" => 2,
         "daemon" => 3,

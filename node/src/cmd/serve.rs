@@ -26,8 +26,13 @@ use crate::serve::{MAX_CONCURRENCY, Resolved, Resolver, Route, RouteLimits, Serv
 
 /// Runs `corral serve`.
 pub fn serve(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let limits = limits_of(&args)?;
+    let flags = limits_of(&args)?;
     check_routes(&args.routes).map_err(UsageError)?;
+    let limits = args
+        .routes
+        .iter()
+        .map(|spec| route_limits(spec, flags))
+        .collect::<Result<Vec<_>, _>>()?;
     let dir = DataDir::resolve(data_dir)?;
     if !client::daemon_running(dir.root()) {
         return Err(UsageError(format!(
@@ -40,7 +45,7 @@ pub fn serve(data_dir: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<ExitC
     let root = dir.root().to_path_buf();
     let resolver: Resolver = Arc::new(move |spec: &RouteSpec| resolve(&root, spec));
     let mut routes = Vec::with_capacity(args.routes.len());
-    for spec in &args.routes {
+    for (spec, limits) in args.routes.iter().zip(limits) {
         let resolved = resolver(spec)?;
         eprintln!(
             "corral serve: {} → {}@{} ({})",
@@ -113,27 +118,56 @@ fn limits_of(args: &ServeArgs) -> Result<RouteLimits, UsageError> {
             args.concurrency
         )));
     }
-    if args.timeout.as_millis() > u128::from(MAX_TIMEOUT_MS) {
+    let limits = RouteLimits {
+        timeout: args.timeout,
+        memory: args.memory,
+        max_body: usize::try_from(args.max_body).unwrap_or(usize::MAX),
+        max_output: args.max_output,
+    };
+    bounded(limits, |limit| format!("--{limit}"))
+}
+
+/// A route's limits: its own where it sets them, else the flags'; checked
+/// as the flags are.
+fn route_limits(spec: &RouteSpec, flags: RouteLimits) -> Result<RouteLimits, UsageError> {
+    let own = spec.limits;
+    let limits = RouteLimits {
+        timeout: own.timeout.unwrap_or(flags.timeout),
+        memory: own.memory.unwrap_or(flags.memory),
+        max_body: own
+            .max_body
+            .map_or(flags.max_body, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+        max_output: own.max_output.unwrap_or(flags.max_output),
+    };
+    bounded(limits, |limit| format!("--route {}: {limit}", spec.pattern))
+}
+
+/// `limits` if each is within what a task may be given, else the one that
+/// is not, named by `name`.
+fn bounded(limits: RouteLimits, name: impl Fn(&str) -> String) -> Result<RouteLimits, UsageError> {
+    if limits.timeout.as_millis() > u128::from(MAX_TIMEOUT_MS) {
         return Err(UsageError(format!(
-            "--timeout: at most {}",
+            "{}: at most {}",
+            name("timeout"),
             humantime::format_duration(std::time::Duration::from_millis(MAX_TIMEOUT_MS))
         )));
     }
-    let size = |flag: &str, value: u64, max: u64| {
+    for (limit, value, max) in [
+        ("memory", limits.memory, MAX_MEMORY_BYTES),
+        (
+            "max-body",
+            u64::try_from(limits.max_body).unwrap_or(u64::MAX),
+            MAX_STDIN_BYTES,
+        ),
+        ("max-output", limits.max_output, MAX_OUTPUT_BYTES),
+    ] {
         if value > max {
-            Err(UsageError(format!(
-                "--{flag}: at most {}",
+            return Err(UsageError(format!(
+                "{}: at most {}",
+                name(limit),
                 bytesize::ByteSize::b(max).display().iec()
-            )))
-        } else {
-            Ok(value)
+            )));
         }
-    };
-    Ok(RouteLimits {
-        timeout: args.timeout,
-        memory: size("memory", args.memory, MAX_MEMORY_BYTES)?,
-        max_body: usize::try_from(size("max-body", args.max_body, MAX_STDIN_BYTES)?)
-            .unwrap_or(usize::MAX),
-        max_output: size("max-output", args.max_output, MAX_OUTPUT_BYTES)?,
-    })
+    }
+    Ok(limits)
 }

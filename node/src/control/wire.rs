@@ -98,6 +98,12 @@ pub enum Request {
         /// Its id.
         id: String,
     },
+    /// Remove a job that has ended from this node's records (`corral
+    /// serve` does, for each request's job once it has the answer).
+    Forget {
+        /// Its id.
+        id: String,
+    },
     /// Take in and spread a module record this node signed (its module's
     /// blob is already in the data dir).
     ModulePublish {
@@ -385,6 +391,7 @@ mod tests {
                 stderr_from: 7,
             },
             Request::Cancel { id: "j1".into() },
+            Request::Forget { id: "j1".into() },
             Request::ModulePublish {
                 record: "00".repeat(8),
             },

@@ -145,6 +145,11 @@ impl Node {
                 self.execute(actions);
                 Ok(json!({ "cancelled": id.to_string(), "tasks_stopped": cancelled }))
             }
+            Request::Forget { id } => {
+                let id: JobId = id.parse().map_err(bad_request)?;
+                let tasks = self.coord.forget(&id)?;
+                Ok(json!({ "forgotten": id.to_string(), "tasks": tasks }))
+            }
         }
     }
 

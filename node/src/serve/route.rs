@@ -1,10 +1,16 @@
-//! `corral serve`'s routes: `--route PATH=NAME[@REQ]` parsed and checked,
-//! and a request's path matched to the route that serves it. A route is an
+//! `corral serve`'s routes: `--route PATH=NAME[@REQ][;LIMIT=VALUE…]`
+//! parsed and checked, and a request's path matched to the route that
+//! serves it. A route may set its own limits (`timeout`, `memory`,
+//! `max-body`, `max-output`) over the server's flags. A route is an
 //! exact path (`/thumb`) or a prefix (`/api/*`, which serves `/api` and
 //! everything under `/api/`); the most specific route wins: an exact path
 //! before any prefix, a longer prefix before a shorter one.
 
+use std::time::Duration;
+
 use corral_protocol::module_record::ModuleRef;
+
+use crate::units::{parse_duration, parse_size};
 
 /// Most routes one server holds.
 pub const MAX_ROUTES: usize = 64;
@@ -30,19 +36,45 @@ impl std::fmt::Display for Pattern {
     }
 }
 
-/// One `--route` as given: where, and which module by name.
+/// One `--route` as given: where, which module by name, and the limits
+/// it sets for itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteSpec {
     /// Where it applies.
     pub pattern: Pattern,
     /// The module reference as written (`markdown`, `markdown@1`, `api@^2`).
     pub reference: String,
+    /// Its own limits, where it sets them.
+    pub limits: OwnLimits,
 }
 
-/// Parses `PATH=NAME[@REQ]`, with an error saying what is wrong and what
-/// would be right.
+/// The limits a route sets for itself (`;timeout=5s;memory=128MiB;
+/// max-body=4MiB;max-output=1MiB`); the server's flags give the rest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OwnLimits {
+    /// Wall-clock limit of a request's task.
+    pub timeout: Option<Duration>,
+    /// Its memory cap, bytes.
+    pub memory: Option<u64>,
+    /// Largest request body, bytes.
+    pub max_body: Option<u64>,
+    /// Largest response, bytes.
+    pub max_output: Option<u64>,
+}
+
+/// The limits a route may set, as written after `;`.
+const LIMIT_NAMES: &str = "timeout, memory, max-body, max-output";
+
+/// Parses `PATH=NAME[@REQ][;LIMIT=VALUE…]`, with an error saying what is
+/// wrong and what would be right.
 pub fn parse_route(text: &str) -> Result<RouteSpec, String> {
-    let Some((path, reference)) = text.split_once('=') else {
+    let mut parts = text.split(';');
+    let route = parts.next().unwrap_or_default();
+    let mut limits = OwnLimits::default();
+    for option in parts {
+        own_limit(&mut limits, option).map_err(|e| format!("--route {text:?}: {e}"))?;
+    }
+    let Some((path, reference)) = route.split_once('=') else {
         return Err(format!(
             "--route {text:?}: write PATH=NAME[@VERSION], such as /md=markdown@1 or '/api/*=api@^2'"
         ));
@@ -92,7 +124,42 @@ pub fn parse_route(text: &str) -> Result<RouteSpec, String> {
     Ok(RouteSpec {
         pattern,
         reference: reference.to_string(),
+        limits,
     })
+}
+
+/// Takes one `LIMIT=VALUE` into `limits`: a known limit, given once, with
+/// a positive value.
+fn own_limit(limits: &mut OwnLimits, option: &str) -> Result<(), String> {
+    let Some((name, value)) = option.split_once('=') else {
+        return Err(format!(
+            "{option:?}: write LIMIT=VALUE after ; (limits: {LIMIT_NAMES})"
+        ));
+    };
+    let (name, value) = (name.trim(), value.trim());
+    let twice = || format!("{name} is given twice");
+    let bad = |e: String| format!("{name}: {e}");
+    match name {
+        "timeout" if limits.timeout.is_some() => return Err(twice()),
+        "timeout" => limits.timeout = Some(parse_duration(value).map_err(bad)?),
+        "memory" | "max-body" | "max-output" => {
+            let slot = match name {
+                "memory" => &mut limits.memory,
+                "max-body" => &mut limits.max_body,
+                _ => &mut limits.max_output,
+            };
+            if slot.is_some() {
+                return Err(twice());
+            }
+            *slot = Some(parse_size(value).map_err(bad)?);
+        }
+        _ => {
+            return Err(format!(
+                "{name:?} is not a limit a route sets (limits: {LIMIT_NAMES})"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a whole set of routes: at least one, at most [`MAX_ROUTES`], no
@@ -181,6 +248,16 @@ mod tests {
             ("/a/=x", "/a/*"),
             ("/a/*/b=x", "cannot appear"),
             ("/md=markdown@not.a.version", "--route"),
+            ("/md=markdown;speed=3", "not a limit"),
+            ("/md=markdown;timeout", "LIMIT=VALUE"),
+            (
+                "/md=markdown;timeout=soon",
+                "timeout: `soon` is not a duration",
+            ),
+            ("/md=markdown;memory=0", "memory: `0` is zero"),
+            ("/md=markdown;max-body=1s", "max-body"),
+            ("/md=markdown;timeout=1s;timeout=2s", "twice"),
+            ("/md=markdown;", "LIMIT=VALUE"),
         ] {
             let e = parse_route(text).expect_err(text);
             assert!(e.contains(says), "{text}: {e}");
@@ -195,7 +272,20 @@ mod tests {
             parse_route("/md=markdown@1").expect("route"),
             RouteSpec {
                 pattern: Pattern::Exact("/md".into()),
-                reference: "markdown@1".into()
+                reference: "markdown@1".into(),
+                limits: OwnLimits::default(),
+            }
+        );
+        let own = parse_route("/api/*=api@>=1.2, <2; timeout=5s;memory=128MiB;max-body=4KiB")
+            .expect("a route with its own limits");
+        assert_eq!(own.reference, "api@>=1.2, <2");
+        assert_eq!(
+            own.limits,
+            OwnLimits {
+                timeout: Some(Duration::from_secs(5)),
+                memory: Some(128 << 20),
+                max_body: Some(4096),
+                max_output: None,
             }
         );
         assert_eq!(

@@ -5,7 +5,8 @@
 //! one-task job submitted over the control socket, long polls (`Watch`)
 //! until it ends — each answered the moment the job changes, no fixed
 //! sleep — and the task's stdout read from the blob store, where the
-//! daemon put it on the way to the job's record.
+//! daemon put it on the way to the job's record. The job is then
+//! forgotten: a server's requests do not pile up in `corral jobs`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -125,6 +126,7 @@ impl Mesh {
             .context("the daemon did not return a job id")?
             .to_string();
         let submitted = started.elapsed();
+        tracing::debug!(job = %id, "a request's job is submitted");
         let ended = match tokio::time::timeout(wait, self.follow(&id)).await {
             Ok(report) => {
                 let over = started.elapsed();
@@ -140,6 +142,11 @@ impl Mesh {
                 Ended::TimedOut
             }
         };
+        // The answer is taken: the job need not stay in `corral jobs`.
+        let forget = Request::Forget { id: id.clone() };
+        if let Err(e) = call_async(&self.data_dir, forget, CALL_WAIT).await {
+            tracing::info!(job = %id, "a request's job stays in the records: {e:#}");
+        }
         Ok((id, ended))
     }
 

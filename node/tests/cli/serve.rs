@@ -35,6 +35,14 @@ impl Front {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Jobs submitted for requests so far (the server's debug log).
+    fn submitted(&self) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("a request's job is submitted"))
+            .count()
+    }
+
     fn post(&self, path: &str, body: &str) -> Reply {
         send(&self.addr, "POST", path, &[], body)
     }
@@ -51,6 +59,8 @@ fn front(sb: &Sandbox, args: &[&str]) -> Front {
     let mut child = sb
         .command(&["--data-dir", "a", "serve", "--listen", "127.0.0.1:0"])
         .args(args)
+        // Each request's job in the log, as submitted.
+        .env("RUST_LOG", "corral_node::serve=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).expect("log"))
@@ -133,7 +143,8 @@ fn hostile_requests_get_their_status_and_the_server_stays_up() {
 
     // An oversize body: 413 before anything runs (no job is submitted).
     still_serves(&front);
-    let before = jobs(&sb);
+    let before = front.submitted();
+    assert!(before > 0, "the log shows submissions: {}", front.log());
     let r = front.post("/md", &"#".repeat(5000));
     assert_eq!(r.status, 413, "{}", r.body);
     // Declared small, sent big: the body is cut at the limit, still 413.
@@ -153,7 +164,11 @@ fn hostile_requests_get_their_status_and_the_server_stays_up() {
     stream.write_all(&raw).expect("send");
     let reply = text(&read_reply(&mut stream));
     assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
-    assert_eq!(jobs(&sb), before, "nothing ran for an oversize body");
+    assert_eq!(
+        front.submitted(),
+        before,
+        "nothing ran for an oversize body"
+    );
     still_serves(&front);
 
     // Unknown routes: 404 (an exact route serves only its path).
@@ -228,6 +243,57 @@ fn hostile_requests_get_their_status_and_the_server_stays_up() {
             .any(|l| l.starts_with("corral serve: - GET /nope 404 device=-")),
         "{log}"
     );
+    // Every request's job was forgotten once answered, those that
+    // trapped or hit a limit too.
+    assert!(front.submitted() >= 10, "{log}");
+    assert_eq!(jobs(&sb), 0, "request jobs left in corral jobs");
+}
+
+#[test]
+fn each_route_keeps_its_own_limits_over_the_flags() {
+    let sb = Sandbox::new();
+    let _daemon = published(&sb);
+    let front = front(
+        &sb,
+        &[
+            "--route",
+            "/md=markdown@1",
+            "--route",
+            "/long=markdown@1;max-body=16KiB",
+            "--route",
+            "/tk/*=testkit@^1",
+            "--route",
+            "/quick/*=testkit@^1; timeout=1s",
+            "--max-body",
+            "4KiB",
+            "--timeout",
+            "10s",
+        ],
+    );
+    // The flags' body limit refuses what the route's own takes.
+    let document = format!("*long* {}\n", "x".repeat(5000));
+    let r = front.post("/md", &document);
+    assert_eq!(r.status, 413, "{}", r.body);
+    let r = front.post("/long", &document);
+    assert_eq!(r.status, 200, "{}\n{}", r.body, front.log());
+    assert!(r.body.contains("<em>long</em>"), "{}", r.body);
+    let r = front.post("/long", &"#".repeat(17 * 1024));
+    assert_eq!(r.status, 413, "over the route's own limit: {}", r.body);
+
+    // The route's own time limit stops a nap the flags' would let finish.
+    let r = front.get("/quick/?nap+2500");
+    assert_eq!(r.status, 500, "{}\n{}", r.body, front.log());
+    assert!(
+        front
+            .log()
+            .lines()
+            .any(|l| l.contains("the task stopped") && l.contains("timeout")),
+        "{}",
+        front.log()
+    );
+    let r = front.get("/tk/?nap+2500");
+    assert_eq!(r.status, 200, "{}\n{}", r.body, front.log());
+    still_serves(&front);
 }
 
 #[test]
@@ -379,6 +445,19 @@ fn bad_flags_and_unresolved_modules_exit_2_with_the_reason() {
         (
             vec!["--route", "/md=markdown", "--max-body", "1TiB"],
             "--max-body",
+        ),
+        (vec!["--route", "/md=markdown;speed=3"], "not a limit"),
+        (
+            vec!["--route", "/md=markdown;timeout=1s;timeout=1s"],
+            "twice",
+        ),
+        (
+            vec!["--route", "/md=markdown;max-body=1TiB"],
+            "--route /md: max-body",
+        ),
+        (
+            vec!["--route", "/md=markdown;timeout=400d"],
+            "--route /md: timeout",
         ),
         (vec![], "--route"),
     ] {

@@ -1,7 +1,7 @@
 //! What the coordinator tells about its jobs — `corral job` and `corral
 //! jobs` — and the jobs as stored, read back: a job brought back into
 //! memory (after a restart, or to report a finished job no longer held),
-//! and the list of every job. Those scan the store, so the daemon runs them
+//! and the list of every job; and a job that has ended, forgotten. Those scan the store, so the daemon runs them
 //! off its event loop through an [`Archive`], a cheap handle of their own.
 
 use std::collections::BTreeMap;
@@ -16,6 +16,7 @@ use super::records::{JobRecord, JobState, TaskRecord, TaskRunState};
 use super::report::report_of;
 use super::{Coordinator, Job};
 use crate::clock::Clock;
+use crate::control::ControlError;
 use crate::job::report::JobReport;
 use crate::store::{Records, Store};
 
@@ -112,6 +113,44 @@ impl Archive {
             .into_iter()
             .next()?;
         self.restore(id.as_bytes(), record).ok()
+    }
+}
+
+impl<C: Clock> Coordinator<C> {
+    /// Removes job `id`, which has ended, from memory and the store: its
+    /// record and its tasks' (`corral serve` forgets each request's job
+    /// once it has its answer, so a server's requests do not pile up in
+    /// `corral jobs`). Its blobs stay until the cache sweep takes them. A
+    /// job still running is refused. Returns the task records removed.
+    pub fn forget(&mut self, id: &JobId) -> Result<usize, ControlError> {
+        let internal = |e: anyhow::Error| ControlError::internal(format!("{e:#}"));
+        match self.jobs.get(id) {
+            Some(job) if job.is_live() => {
+                return Err(ControlError::refused(format!(
+                    "job {id} is still running: cancel it first"
+                )));
+            }
+            Some(_) => {}
+            None => {
+                let stored = self.store.scan_raw(Records::Jobs, id.as_bytes());
+                if stored.is_empty() {
+                    return Err(ControlError::not_found(format!("no job {id} on this node")));
+                }
+            }
+        }
+        // Tasks first: a job record without its tasks would read back as a
+        // job whose every task is queued.
+        let tasks = self.store.scan_raw(Records::Tasks, id.as_bytes());
+        for (key, _) in &tasks {
+            self.store
+                .remove_record(Records::Tasks, key)
+                .map_err(internal)?;
+        }
+        self.store
+            .remove_record(Records::Jobs, id.as_bytes())
+            .map_err(internal)?;
+        self.jobs.remove(id);
+        Ok(tasks.len())
     }
 }
 

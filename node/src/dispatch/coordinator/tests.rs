@@ -208,6 +208,63 @@ fn a_finished_job_older_than_its_lifetime_reads_back_from_the_store() {
     assert_eq!(listed["tasks_total"], 2);
 }
 
+#[test]
+fn a_job_that_ended_is_forgotten_whole_and_a_running_one_is_refused() {
+    use crate::control::ErrorCode;
+    let fx = Fixture::new();
+    let now = crate::clock::now_ms();
+    let (running, ended, stored) = {
+        let mut c = fx.load();
+        let ended = c.submit(fx.spec(3, 1), now).expect("submit");
+        // A task of the job to forget has run: its record is stored.
+        let peer = PeerKey::from_bytes([9; 32]);
+        let actions = c.schedule(&[candidate(peer)], &[peer], now);
+        let Some(Action::Offer { attempt, .. }) = actions.first() else {
+            panic!("an offer: {actions:?}");
+        };
+        let receipt = receipt_of(ended, 0, *attempt, peer, b"42", 5);
+        c.on_result(peer, "p", receipt).expect("stored");
+        let records = c.store.scan_raw(Records::Tasks, ended.as_bytes()).len();
+        assert!(records >= 1, "the task's record is stored");
+        let running = c.submit(fx.spec(2, 1), now).expect("submit");
+        let stored = c.submit(fx.spec(1, 1), now).expect("submit");
+        c.cancel(&ended).expect("cancel");
+        c.cancel(&stored).expect("cancel");
+        assert_eq!(
+            c.forget(&running).expect_err("still running").code,
+            ErrorCode::Refused
+        );
+        assert_eq!(c.forget(&ended), Ok(records), "its task records");
+        assert!(c.report(&ended, &|p: &PeerKey| p.short()).is_none());
+        assert!(c.list().iter().all(|j| j["id"] != ended.to_string()));
+        assert_eq!(
+            c.forget(&ended).expect_err("forgotten").code,
+            ErrorCode::NotFound
+        );
+        assert!(c.report(&running, &|p: &PeerKey| p.short()).is_some());
+        c.check_invariants().expect("invariants");
+        c.store.flush().expect("flush");
+        (running, ended, stored)
+    };
+    // After a restart: nothing of it read back; a job held only in the
+    // store is forgotten as well.
+    let mut c = fx.load();
+    assert!(c.store.scan_raw(Records::Jobs, ended.as_bytes()).is_empty());
+    assert!(
+        c.store
+            .scan_raw(Records::Tasks, ended.as_bytes())
+            .is_empty()
+    );
+    assert!(
+        !c.jobs.contains_key(&stored),
+        "a finished job is not loaded"
+    );
+    c.forget(&stored).expect("forget a stored job");
+    assert!(c.report(&stored, &|p: &PeerKey| p.short()).is_none());
+    let listed: Vec<String> = c.list().iter().map(|j| j["id"].to_string()).collect();
+    assert_eq!(listed, vec![format!("\"{running}\"")]);
+}
+
 pub(super) fn candidate(peer: PeerKey) -> Candidate {
     Candidate {
         peer,
