@@ -118,7 +118,7 @@ pub fn invite(data_dir: Option<PathBuf>, validity: Duration) -> anyhow::Result<E
     let dir = DataDir::resolve(data_dir)?;
     let key = identity::load_node_key(dir.root())?;
     let (name, addresses, relays) = if control::client::daemon_running(dir.root()) {
-        let status = control::client::call(dir.root(), Request::Status)?;
+        let status = listening_status(dir.root())?;
         let name = status["name"].as_str().unwrap_or_default().to_string();
         let strings = |v: &serde_json::Value| -> Vec<String> {
             v.as_array()
@@ -148,9 +148,9 @@ pub fn invite(data_dir: Option<PathBuf>, validity: Duration) -> anyhow::Result<E
         )
     };
     let me = key.peer_id();
-    let addresses = addresses
+    let addresses: Vec<String> = addresses
         .into_iter()
-        .filter(|a: &String| !a.contains("/127.") && !a.contains("/0.0.0.0/"))
+        .filter(|a: &String| dialable(a))
         .filter_map(|a| a.parse::<libp2p::Multiaddr>().ok())
         // A circuit address must name this device after the relay, or a
         // joiner would dial the relay itself.
@@ -163,10 +163,16 @@ pub fn invite(data_dir: Option<PathBuf>, validity: Duration) -> anyhow::Result<E
         .map(|a| a.to_string())
         .take(token::MAX_ADDRESSES)
         .collect();
-    let relays = relays
+    let relays: Vec<String> = relays
         .into_iter()
         .take(crate::net::relay::MAX_RELAYS)
         .collect();
+    if addresses.is_empty() && relays.is_empty() {
+        eprintln!(
+            "corral: warning: the token names no address of this device nor a relay; a new \
+             device will find the mesh only by mDNS on this LAN"
+        );
+    }
     let mut invite = make_invite(dir.root(), name, addresses, relays)?;
     let validity_ms = u64::try_from(validity.as_millis()).unwrap_or(u64::MAX);
     invite.expires_ms = now_ms().saturating_add(validity_ms);
@@ -178,6 +184,34 @@ pub fn invite(data_dir: Option<PathBuf>, validity: Duration) -> anyhow::Result<E
         humantime::format_duration(Duration::from_secs(validity_ms / 1000))
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Longest `corral invite` waits for a daemon that has just started to
+/// report the addresses it listens on.
+const LISTEN_WAIT: Duration = Duration::from_secs(3);
+
+/// The running daemon's status, once it reports an address others can
+/// dial (its listeners come up a moment after its control socket), or as
+/// it is after [`LISTEN_WAIT`]: an invite made in that moment would name
+/// no address and no relay.
+fn listening_status(root: &Path) -> anyhow::Result<serde_json::Value> {
+    let started = std::time::Instant::now();
+    loop {
+        let status = control::client::call(root, Request::Status)?;
+        let any = status["addresses"]
+            .as_array()
+            .is_some_and(|a| a.iter().filter_map(|v| v.as_str()).any(dialable));
+        if any || started.elapsed() >= LISTEN_WAIT {
+            return Ok(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether another device could dial listen address `a` (not loopback,
+/// not the unspecified address).
+fn dialable(a: &str) -> bool {
+    !a.contains("/127.") && !a.contains("/0.0.0.0/")
 }
 
 /// Where `corral join` reads its token.
