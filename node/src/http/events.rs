@@ -100,14 +100,7 @@ impl Hub {
                 _ => return !l.tx.is_closed(),
             };
             l.fresh = false;
-            match l.tx.try_send(message) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::debug!("a page's event stream fell behind; dropped");
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
+            deliver(&l.tx, message)
         });
         streams.len()
     }
@@ -129,14 +122,7 @@ impl Hub {
                 _ => return true,
             };
             l.timeline_fresh = false;
-            match l.tx.try_send(message) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::debug!("a page's event stream fell behind; dropped");
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
+            deliver(&l.tx, message)
         });
     }
 }
@@ -274,6 +260,19 @@ async fn ask(calls: &mpsc::Sender<Call>, request: Request) -> Option<Value> {
         Ok(value) => value,
         Err(e) => json!({ "error": e.message, "code": e.code }),
     })
+}
+
+/// Queues `message` on a stream; `false` when the stream is gone or
+/// fell behind (it is then dropped).
+fn deliver(tx: &mpsc::Sender<Bytes>, message: Bytes) -> bool {
+    match tx.try_send(message) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tracing::debug!("a page's event stream fell behind; dropped");
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
 }
 
 #[cfg(test)]
