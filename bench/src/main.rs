@@ -41,6 +41,12 @@ struct Args {
     /// rounds; the ratio is this build's median ÷ REV's.
     #[arg(long, value_name = "REV")]
     compare: Option<String>,
+    /// Only the mesh benchmarks whose names hold TEXT (repeatable, e.g.
+    /// `--only bench_round_trip --only bench_throughput`): no engine
+    /// figures, no simulator, no big module; the figures they do not report
+    /// are left out.
+    #[arg(long, value_name = "TEXT")]
+    only: Vec<String>,
 }
 
 /// One figure.
@@ -162,10 +168,19 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let mut figures = local::figures(&root(), args.quick);
+    let only = !args.only.is_empty();
+    let mut figures = if only {
+        Vec::new()
+    } else {
+        local::figures(&root(), args.quick)
+    };
     if !args.local_only {
-        let big = big_module();
-        if let Err(e) = &big {
+        let big = if only {
+            Err(anyhow::anyhow!("not asked for (--only)"))
+        } else {
+            big_module()
+        };
+        if let (Err(e), false) = (&big, only) {
             eprintln!("corral-bench: no big module, its figures will be missing: {e:#}");
         }
         let plan = mesh::Plan {
@@ -175,9 +190,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 .map_or(if args.quick { 1 } else { 3 }, usize::from),
             compare: args.compare.as_deref(),
             big_module: big.as_deref().ok(),
+            only: &args.only,
         };
-        figures.extend(mesh::figures(&root(), &plan));
-        if args.compare.is_none() {
+        let measured = mesh::figures(&root(), &plan);
+        figures.extend(measured.into_iter().filter(|f| !only || f.value.is_some()));
+        if args.compare.is_none() && !only {
             big_peer(&mut figures, args.quick);
         }
     }

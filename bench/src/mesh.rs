@@ -57,6 +57,9 @@ pub(crate) struct Plan<'a> {
     pub rounds: usize,
     pub compare: Option<&'a str>,
     pub big_module: Option<&'a Path>,
+    /// Only the benchmarks whose names hold one of these (none: every
+    /// one, and the simulator).
+    pub only: &'a [String],
 }
 
 /// Builds the revision checked out at `root` (its cargo target directory
@@ -158,9 +161,18 @@ fn checkout(root: &Path, rev: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
 fn round(build: &Build, plan: &Plan<'_>) -> (Vec<(String, f64)>, String) {
     let mut found = Vec::new();
     let mut cmd = Command::new(&build.netns);
-    cmd.current_dir(build.root.join("node"))
-        .args(["--ignored", "--nocapture", "--test-threads", "1", "bench::"])
-        .env("CORRAL_REQUIRE_CROSS", "0")
+    cmd.current_dir(build.root.join("node")).args([
+        "--ignored",
+        "--nocapture",
+        "--test-threads",
+        "1",
+    ]);
+    if plan.only.is_empty() {
+        cmd.arg("bench::");
+    } else {
+        cmd.args(plan.only);
+    }
+    cmd.env("CORRAL_REQUIRE_CROSS", "0")
         .env("CORRAL_REQUIRE_NETNS", "1")
         .env("CORRAL_BENCH_QUICK", if plan.quick { "1" } else { "0" });
     if let Some(dir) = plan.big_module {
@@ -186,7 +198,7 @@ fn round(build: &Build, plan: &Plan<'_>) -> (Vec<(String, f64)>, String) {
         }
         Err(e) => format!("cannot run {}: {e}", build.netns.display()),
     };
-    if !plan.quick {
+    if !plan.quick && plan.only.is_empty() {
         match sim_wall(build) {
             Ok(secs) => found.push((SIM_FIGURE.into(), secs)),
             Err(e) => trouble.push_str(&format!("\n{e:#}")),
