@@ -236,7 +236,14 @@ fn concurrent_requests_run_on_several_devices_with_correct_answers() {
         return;
     }
     let n = 24;
-    let (lan, front) = serving_lan(&["--concurrency", "24", "--timeout", "20s"]);
+    let (lan, front) = serving_lan(&[
+        "--concurrency",
+        "24",
+        "--timeout",
+        "20s",
+        "--max-body",
+        "64KiB",
+    ]);
     let url = format!("http://{}/md", front.addr);
     // A first request, and the module is on host 1.
     let out = curl(&lan, 2, &url, "# warm\n").output().expect("curl");
@@ -296,6 +303,35 @@ fn concurrent_requests_run_on_several_devices_with_correct_answers() {
     assert!(
         devices.len() >= 2,
         "the slow requests ran on one device only: {devices:?}\n{}",
+        front.log()
+    );
+    // Hostile requests from another host: an oversize body, an unknown
+    // route, a module that traps; each its status, the reason only in the
+    // log, and the server answers after.
+    let oversize = "#".repeat(65 * 1024);
+    let unknown = format!("http://{}/nope", front.addr);
+    let trap = format!("http://{}/tk/?trap", front.addr);
+    for (hostile, body, status) in [
+        (&url, oversize.as_str(), "413"),
+        (&unknown, "x", "404"),
+        (&trap, "", "500"),
+    ] {
+        let out = curl(&lan, 2, hostile, body).output().expect("curl");
+        let (page, code) = split(&out);
+        assert_eq!(code, status, "{hostile}: {page}\n{}", front.log());
+        assert!(
+            !page.contains("trap"),
+            "the reason is not in the page: {page}"
+        );
+        let out = curl(&lan, 2, &url, "*still*").output().expect("curl");
+        assert_eq!(split(&out).1, "200", "after {status}: {}", front.log());
+    }
+    assert!(
+        front
+            .log()
+            .lines()
+            .any(|l| l.contains("the task stopped") && l.contains("trap")),
+        "{}",
         front.log()
     );
     // Every daemon and the server are still up.
