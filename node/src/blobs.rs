@@ -266,13 +266,7 @@ impl BlobStore {
 
     /// Stores bytes; returns their hash.
     pub fn put_bytes(&self, bytes: &[u8]) -> anyhow::Result<ContentHash> {
-        let hash = ContentHash::of(bytes);
-        if !self.is_intact(&hash) {
-            let mut writer = self.writer()?;
-            writer.write(bytes)?;
-            writer.commit(self, &hash)?;
-        }
-        Ok(hash)
+        self.put_bytes_with(bytes, true)
     }
 
     /// Stores bytes without waiting for the disk: for a blob that matters
@@ -281,11 +275,17 @@ impl BlobStore {
     /// under its name; like any blob it is hashed on first use in a
     /// process and removed if it is not what its name says.
     pub fn put_bytes_unsynced(&self, bytes: &[u8]) -> anyhow::Result<ContentHash> {
+        self.put_bytes_with(bytes, false)
+    }
+
+    /// Stores bytes unless held intact already; `sync` as in
+    /// [`BlobWriter::commit_with`].
+    fn put_bytes_with(&self, bytes: &[u8], sync: bool) -> anyhow::Result<ContentHash> {
         let hash = ContentHash::of(bytes);
         if !self.is_intact(&hash) {
             let mut writer = self.writer()?;
             writer.write(bytes)?;
-            writer.commit_with(self, &hash, false)?;
+            writer.commit_with(self, &hash, sync)?;
         }
         Ok(hash)
     }
