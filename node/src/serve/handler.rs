@@ -48,7 +48,7 @@ async fn answer(
     remote: SocketAddr,
 ) -> (Reply, Option<String>, Option<String>) {
     let path = request.uri().path().to_string();
-    let Some(matched) = find(&server.specs, &path) else {
+    let Some(matched) = find(server.routes.iter().map(|r| &r.spec.pattern), &path) else {
         return (plain(StatusCode::NOT_FOUND), None, None);
     };
     let route = &server.routes[matched.route];

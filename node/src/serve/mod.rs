@@ -101,7 +101,6 @@ pub type Resolver = Arc<dyn Fn(&RouteSpec) -> anyhow::Result<Resolved> + Send + 
 /// The front door's state, shared by every request.
 pub struct Server {
     routes: Vec<Route>,
-    specs: Vec<RouteSpec>,
     /// Each route's module now (index-aligned with `routes`): resolved
     /// again now and then ([`refresh`]).
     modules: RwLock<Vec<Resolved>>,
@@ -124,7 +123,6 @@ impl Server {
         placement_wait: Duration,
     ) -> Self {
         Self {
-            specs: routes.iter().map(|r| r.spec.clone()).collect(),
             modules: RwLock::new(routes.iter().map(|r| r.resolved.clone()).collect()),
             routes,
             mesh,

@@ -191,12 +191,13 @@ pub struct Matched {
     pub path_info: String,
 }
 
-/// The most specific of `routes` that serves `path` (the path of the
-/// request's URI, without its query), or `None`.
-pub fn find(routes: &[RouteSpec], path: &str) -> Option<Matched> {
+/// The most specific of the routes' `patterns` (in the order given) that
+/// serves `path` (the path of the request's URI, without its query), or
+/// `None`.
+pub fn find<'a>(patterns: impl IntoIterator<Item = &'a Pattern>, path: &str) -> Option<Matched> {
     let mut best: Option<(usize, Matched)> = None;
-    for (i, route) in routes.iter().enumerate() {
-        let (score, matched) = match &route.pattern {
+    for (i, pattern) in patterns.into_iter().enumerate() {
+        let (score, matched) = match pattern {
             Pattern::Exact(p) if p == path => (usize::MAX, (p.clone(), String::new())),
             Pattern::Exact(_) => continue,
             Pattern::Prefix(p) => {
@@ -227,6 +228,10 @@ pub fn find(routes: &[RouteSpec], path: &str) -> Option<Matched> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn patterns(routes: &[RouteSpec]) -> impl Iterator<Item = &Pattern> {
+        routes.iter().map(|r| &r.pattern)
+    }
 
     fn routes(list: &[&str]) -> Vec<RouteSpec> {
         list.iter()
@@ -322,7 +327,8 @@ mod tests {
             "/api/health=health",
             "/*=site",
         ]);
-        let at = |path: &str| find(&set, path).map(|m| (m.route, m.script_name, m.path_info));
+        let at =
+            |path: &str| find(patterns(&set), path).map(|m| (m.route, m.script_name, m.path_info));
         assert_eq!(
             at("/api/health"),
             Some((2, "/api/health".into(), "".into()))
@@ -337,10 +343,10 @@ mod tests {
         assert_eq!(at("/apix"), Some((3, "".into(), "/apix".into())));
         assert_eq!(at("/"), Some((3, "".into(), "/".into())));
         let exact = routes(&["/md=markdown"]);
-        assert_eq!(find(&exact, "/md/x"), None);
-        assert_eq!(find(&exact, "/m"), None);
+        assert_eq!(find(patterns(&exact), "/md/x"), None);
+        assert_eq!(find(patterns(&exact), "/m"), None);
         assert_eq!(
-            find(&exact, "/md").map(|m| m.path_info),
+            find(patterns(&exact), "/md").map(|m| m.path_info),
             Some(String::new())
         );
     }
