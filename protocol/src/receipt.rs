@@ -68,6 +68,15 @@ impl TaskStatus {
         }
     }
 
+    /// Whether `code` is the [`reason_code`](Self::reason_code) of a run
+    /// that a trap or a limit stopped (every reason but `exit`).
+    pub fn is_stop_code(code: &str) -> bool {
+        matches!(
+            code,
+            "trap" | "timeout" | "memory_limit" | "output_limit" | "disk_limit"
+        )
+    }
+
     /// Whether the task succeeded (exited 0).
     pub fn is_success(&self) -> bool {
         matches!(self, TaskStatus::Exited { code: 0 })
@@ -276,5 +285,9 @@ pub(crate) mod tests {
                 "disk_limit"
             ]
         );
+        for name in &names {
+            assert_eq!(TaskStatus::is_stop_code(name), *name != "exit", "{name}");
+        }
+        assert!(!TaskStatus::is_stop_code("refused"));
     }
 }

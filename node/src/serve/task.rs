@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use corral_protocol::hash::ContentHash;
 use corral_protocol::manifest::{EngineReq, Limits};
+use corral_protocol::receipt::TaskStatus;
 
 use crate::blobs::BlobStore;
 use crate::control::client::call_async;
@@ -143,10 +144,14 @@ impl Mesh {
             }
         };
         // The answer is taken: the job need not stay in `corral jobs`.
-        let forget = Request::Forget { id: id.clone() };
-        if let Err(e) = call_async(&self.data_dir, forget, CALL_WAIT).await {
-            tracing::info!(job = %id, "a request's job stays in the records: {e:#}");
-        }
+        // Forgotten beside the reply, not before it.
+        let (data_dir, job) = (self.data_dir.clone(), id.clone());
+        tokio::spawn(async move {
+            let forget = Request::Forget { id: job.clone() };
+            if let Err(e) = call_async(&data_dir, forget, CALL_WAIT).await {
+                tracing::info!(%job, "a request's job stays in the records: {e:#}");
+            }
+        });
         Ok((id, ended))
     }
 
@@ -184,16 +189,16 @@ impl Mesh {
             stdout_sha256,
             ..
         } = task;
-        let code = match (exit_code, reason.as_str()) {
-            (Some(code), _) => code,
-            (None, "trap" | "timeout" | "memory_limit" | "output_limit" | "disk_limit") => {
+        let code = match exit_code {
+            Some(code) => code,
+            None if TaskStatus::is_stop_code(&reason) => {
                 return Ok(Ended::Stopped {
                     reason,
                     message,
                     device: peer,
                 });
             }
-            (None, _) => {
+            None => {
                 return Ok(Ended::NotRun {
                     why: message.unwrap_or(reason),
                 });
