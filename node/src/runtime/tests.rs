@@ -456,3 +456,54 @@ fn deleting_gives_room_back_and_renames_work_under_the_quota() {
         assert_eq!(usage(dir.path()), (0, 1), "{engine:?}: only sub/ is left");
     });
 }
+
+/// A guest that checks its memory is as a fresh instance's, then leaves
+/// marks all over it: every page of its 4 MiB (past what a pooled memory
+/// keeps resident between runs), its one data byte, and 1 MiB grown at run
+/// time. It exits 3 when it finds a mark of an earlier run.
+const MARKS_LEFT_BEHIND: &str = r#"(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 64)
+  (data (i32.const 65536) "\2a")
+  (func $expect (param $at i32) (param $want i32)
+    (if (i32.ne (i32.load8_u (local.get $at)) (local.get $want))
+      (then (call $exit (i32.const 3)))))
+  (func $pages (param $from i32) (param $to i32) (param $mark i32)
+    (local $at i32)
+    (local.set $at (local.get $from))
+    (loop $next
+      (if (i32.lt_u (local.get $at) (local.get $to))
+        (then
+          (if (i32.eqz (local.get $mark))
+            (then (if (i32.ne (local.get $at) (i32.const 65536))
+              (then (call $expect (i32.add (local.get $at) (i32.const 8)) (i32.const 0)))))
+            (else (i32.store8 (i32.add (local.get $at) (i32.const 8)) (local.get $mark))))
+          (local.set $at (i32.add (local.get $at) (i32.const 4096)))
+          (br $next)))))
+  (func (export "_start")
+    (call $expect (i32.const 65536) (i32.const 42))
+    (call $pages (i32.const 0) (i32.const 4194304) (i32.const 0))
+    (if (i32.ne (memory.grow (i32.const 16)) (i32.const 64))
+      (then (call $exit (i32.const 4))))
+    (call $pages (i32.const 4194304) (i32.const 5242880) (i32.const 0))
+    (i32.store8 (i32.const 65536) (i32.const 7))
+    (call $pages (i32.const 0) (i32.const 5242880) (i32.const 255))))"#;
+
+/// Runs share places (a pooled instance's memory is reset, not remapped,
+/// between runs): no run may see what an earlier one left in memory.
+#[test]
+fn a_run_never_sees_the_memory_an_earlier_run_left() {
+    let module = WasmModule::new(wat::parse_str(MARKS_LEFT_BEHIND).expect("valid text"))
+        .expect("a valid module");
+    each_engine(|rt, engine| {
+        let compiled = rt.compile(engine, &module).expect("compiles");
+        for run in 0..20 {
+            let out = rt.run(&compiled, &spec(&[])).expect("runs");
+            assert_eq!(
+                out.status,
+                TaskStatus::Exited { code: 0 },
+                "{engine:?}, run {run}: marks of an earlier run were left"
+            );
+        }
+    });
+}

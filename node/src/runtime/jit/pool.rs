@@ -10,7 +10,7 @@ use std::sync::{Condvar, Mutex, OnceLock};
 
 use corral_protocol::hash::ContentHash;
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
+    Config, Enabled, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
 };
 
 use super::ticker::Ticking;
@@ -82,6 +82,11 @@ const POOL_PLACES: u32 = 64;
 /// 0.90-0.96 ms with 64 KiB kept, 0.78-0.91 with 2 MiB). Only places in use
 /// keep it: the pool reuses the places it has used before cold ones, so a
 /// daemon holds about its slot count times this, not the pool's size.
+///
+/// Where the kernel has `PAGEMAP_SCAN` (Linux 6.7), only the pages the run
+/// wrote are zeroed; without it, all of these bytes are, on every run: a
+/// trivial task wrote a few pages and its runner spent a quarter of its
+/// time zeroing 2 MiB (`perf`, the throughput benchmark).
 const KEEP_RESIDENT: usize = 2 * 1024 * 1024;
 
 impl Pair {
@@ -227,7 +232,8 @@ impl Flavour {
                 .total_stacks(0)
                 .max_unused_warm_slots(0)
                 .linear_memory_keep_resident(KEEP_RESIDENT)
-                .table_keep_resident(KEEP_RESIDENT);
+                .table_keep_resident(KEEP_RESIDENT)
+                .pagemap_scan(Enabled::Auto);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&config).map_err(fail)?;
