@@ -73,6 +73,19 @@ impl BlobWriter {
         self.commit_with(store, expected, true)
     }
 
+    /// As [`commit`](Self::commit), without waiting for the disk: for a
+    /// copy of a blob another device keeps (a task's input). A power cut
+    /// may leave it short under its name; like any blob it is hashed on
+    /// first use in a process, removed if it is not what its name says,
+    /// and fetched again.
+    pub fn commit_cached(
+        self,
+        store: &BlobStore,
+        expected: &ContentHash,
+    ) -> anyhow::Result<PathBuf> {
+        self.commit_with(store, expected, false)
+    }
+
     /// Moves the blob into place if its hash is `expected`; with `sync`,
     /// its bytes reach the disk before its name, and its name before this
     /// returns.
@@ -293,6 +306,49 @@ impl BlobStore {
     /// Stores a copy of a file; returns its hash and size. The file is
     /// hashed first: one already stored intact is not copied again.
     pub fn put_file(&self, path: &Path) -> anyhow::Result<(ContentHash, u64)> {
+        self.put_file_with(path, true)
+    }
+
+    /// Stores copies of files and returns their hashes and sizes, in order;
+    /// as [`put_file`](Self::put_file) each, but all are written first and
+    /// synced after, together: a filesystem with a journal commits them in
+    /// one go rather than once per file (330 files of a shipped tree took
+    /// 0.4 s one by one).
+    pub fn put_files<'a>(
+        &self,
+        paths: impl IntoIterator<Item = &'a Path>,
+    ) -> anyhow::Result<Vec<(ContentHash, u64)>> {
+        let stored = paths
+            .into_iter()
+            .map(|path| self.put_file_with(path, false))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.sync_blobs(stored.iter().map(|(hash, _)| hash))?;
+        Ok(stored)
+    }
+
+    /// Syncs stored blobs and the directories that name them.
+    fn sync_blobs<'a>(
+        &self,
+        hashes: impl IntoIterator<Item = &'a ContentHash>,
+    ) -> anyhow::Result<()> {
+        let mut dirs = std::collections::BTreeSet::new();
+        for hash in hashes {
+            let path = self.path(hash);
+            File::open(&path)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("cannot sync blob {}", hash.short()))?;
+            if let Some(parent) = path.parent() {
+                dirs.insert(parent.to_path_buf());
+            }
+        }
+        for dir in dirs {
+            intact::sync_dir(&dir).with_context(|| format!("cannot sync {}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// [`put_file`](Self::put_file); `sync` as in [`BlobWriter::commit_with`].
+    fn put_file_with(&self, path: &Path, sync: bool) -> anyhow::Result<(ContentHash, u64)> {
         let (hash, len) = hash_file(path)?;
         if self.is_intact(&hash) {
             return Ok((hash, len));
@@ -314,7 +370,7 @@ impl BlobStore {
         let copied = writer.hasher.clone().finish();
         let len = writer.len;
         if !self.is_intact(&copied) {
-            writer.commit(self, &copied)?;
+            writer.commit_with(self, &copied, sync)?;
         }
         Ok((copied, len))
     }
@@ -377,7 +433,7 @@ impl BlobStore {
     /// returns the listing's hash. Symbolic links are not shipped (one could
     /// point outside the tree).
     pub fn put_tree(&self, root: &Path) -> anyhow::Result<ContentHash> {
-        let mut files = Vec::new();
+        let mut found = Vec::new();
         for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
             let entry = entry.with_context(|| format!("cannot list {}", root.display()))?;
             if !entry.file_type().is_file() {
@@ -391,9 +447,15 @@ impl BlobStore {
                 .to_str()
                 .with_context(|| format!("{} is not valid UTF-8", rel.display()))?
                 .to_string();
-            let (hash, size) = self.put_file(entry.path())?;
-            files.push(TreeFile { path, size, hash });
+            found.push((path, entry.into_path()));
         }
+        // The files are on disk before the listing that names them.
+        let stored = self.put_files(found.iter().map(|(_, at)| at.as_path()))?;
+        let mut files: Vec<TreeFile> = found
+            .into_iter()
+            .zip(stored)
+            .map(|((path, _), (hash, size))| TreeFile { path, size, hash })
+            .collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let listing = TreeListing { files };
         listing

@@ -261,3 +261,34 @@ fn a_blob_used_is_marked_used_for_the_sweep() {
     assert!(store.has(&hash), "the blob just used stays");
     assert!(!store.has(&other));
 }
+
+#[test]
+fn files_stored_together_come_back_in_order_each_under_its_hash() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = BlobStore::open(&tmp.path().join("data")).expect("open");
+    let contents: [&[u8]; 4] = [b"one", b"two", b"one", b""];
+    let paths: Vec<PathBuf> = contents
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            let path = tmp.path().join(format!("f{i}"));
+            std::fs::write(&path, bytes).expect("write");
+            path
+        })
+        .collect();
+    let stored = store
+        .put_files(paths.iter().map(PathBuf::as_path))
+        .expect("stored");
+    assert_eq!(stored.len(), 4);
+    for ((hash, size), bytes) in stored.iter().zip(contents) {
+        assert_eq!(*hash, ContentHash::of(bytes));
+        assert_eq!(*size, bytes.len() as u64);
+        assert_eq!(store.read(hash, 10).expect("read"), bytes);
+    }
+    // A file that cannot be read fails the whole, naming it.
+    let missing = tmp.path().join("gone");
+    let err = store
+        .put_files([paths[0].as_path(), missing.as_path()])
+        .expect_err("a missing file");
+    assert!(format!("{err:#}").contains("gone"), "{err:#}");
+}

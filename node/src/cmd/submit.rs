@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -153,10 +153,15 @@ pub fn submit_with_stdin(
     let blobs = BlobStore::open(data_dir)?;
     let module = blobs.put_bytes(&plan.module.bytes)?;
     let inputs = match &plan.tasks {
-        Tasks::Inputs { dir, files } => files
-            .iter()
-            .map(|name| Ok((name.clone(), blobs.put_file(&dir.join(name))?.0)))
-            .collect::<anyhow::Result<Vec<(String, ContentHash)>>>()?,
+        Tasks::Inputs { dir, files } => {
+            let paths: Vec<_> = files.iter().map(|name| dir.join(name)).collect();
+            let stored = blobs.put_files(paths.iter().map(PathBuf::as_path))?;
+            files
+                .iter()
+                .cloned()
+                .zip(stored.into_iter().map(|(hash, _)| hash))
+                .collect::<Vec<(String, ContentHash)>>()
+        }
         Tasks::Count(_) => Vec::new(),
     };
     let dirs = plan

@@ -280,8 +280,8 @@ impl Node {
                         &blobs,
                         &locks,
                         peer,
-                        record.module,
-                        record.size,
+                        (record.module, record.size),
+                        crate::dispatch::Keep::Synced,
                     )
                     .await
                     {

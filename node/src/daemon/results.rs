@@ -22,7 +22,7 @@ use super::state::{Durable, NotTaken, Reply, ResultReady};
 use crate::blobs::BlobStore;
 use crate::clock::now_ms;
 use crate::dispatch::coordinator::Unwanted;
-use crate::dispatch::{FetchLocks, NetHandle, fetch_many};
+use crate::dispatch::{FetchLocks, Keep, NetHandle, fetch_many};
 use crate::job::timeline::RunState;
 
 impl Node {
@@ -252,7 +252,16 @@ impl Intake {
                 // Collected: an iterator borrowing the receipt across the
                 // await trips rustc's higher-ranked Send check.
                 let files: Vec<_> = receipt.files.iter().map(|f| (f.hash, f.size)).collect();
-                if let Err(e) = fetch_many(&self.net, &self.blobs, &self.locks, from, files).await {
+                if let Err(e) = fetch_many(
+                    &self.net,
+                    &self.blobs,
+                    &self.locks,
+                    from,
+                    files,
+                    Keep::Synced,
+                )
+                .await
+                {
                     *fetched = Err(if written_here(&e) {
                         NotTaken::NotStored(format!("{e:#}"))
                     } else {

@@ -13,8 +13,8 @@ use corral_protocol::messages::{BlobRequest, BlobResponse, MAX_CHUNK_BYTES};
 use tokio::sync::mpsc;
 
 use super::{
-    DIRECT_FIRST_BYTES, FetchLocks, MAX_BLOBS_AT_ONCE, MAX_CHUNKS_AHEAD, MAX_RESUMES, fetch_blob,
-    fetch_many,
+    DIRECT_FIRST_BYTES, FetchLocks, Keep, MAX_BLOBS_AT_ONCE, MAX_CHUNKS_AHEAD, MAX_RESUMES,
+    fetch_blob, fetch_many,
 };
 use crate::blobs::BlobStore;
 use crate::dispatch::{NetCmd, NetHandle};
@@ -112,9 +112,16 @@ async fn a_big_blob_keeps_several_chunks_in_flight_and_arrives_whole() {
     let hash = source.put_bytes(&body).expect("stored");
     let (net, rx) = NetHandle::new();
     let overlap = serve(source, rx);
-    let path = fetch_blob(&net, &dest, &FetchLocks::default(), peer(), hash, 1 << 30)
-        .await
-        .expect("the blob arrives");
+    let path = fetch_blob(
+        &net,
+        &dest,
+        &FetchLocks::default(),
+        peer(),
+        (hash, 1 << 30),
+        Keep::Synced,
+    )
+    .await
+    .expect("the blob arrives");
     assert_eq!(std::fs::read(path).expect("kept"), body);
     overlap.side_by_side_within("chunks", MAX_CHUNKS_AHEAD);
 }
@@ -128,19 +135,40 @@ async fn a_blob_that_may_be_big_waits_for_a_direct_path_first_and_a_small_one_do
     let (net, rx) = NetHandle::new();
     let overlap = serve(source, rx);
     let locks = FetchLocks::default();
-    fetch_blob(&net, &dest, &locks, peer(), small, DIRECT_FIRST_BYTES)
-        .await
-        .expect("the small blob arrives");
+    fetch_blob(
+        &net,
+        &dest,
+        &locks,
+        peer(),
+        (small, DIRECT_FIRST_BYTES),
+        Keep::Synced,
+    )
+    .await
+    .expect("the small blob arrives");
     assert_eq!(overlap.awaited.load(Ordering::SeqCst), 0);
     // Its bound, not its size, decides: the size is the peer's word.
-    fetch_blob(&net, &dest, &locks, peer(), big, DIRECT_FIRST_BYTES + 1)
-        .await
-        .expect("the big blob arrives");
+    fetch_blob(
+        &net,
+        &dest,
+        &locks,
+        peer(),
+        (big, DIRECT_FIRST_BYTES + 1),
+        Keep::Synced,
+    )
+    .await
+    .expect("the big blob arrives");
     assert_eq!(overlap.awaited.load(Ordering::SeqCst), 1);
     // One already held asks nothing.
-    fetch_blob(&net, &dest, &locks, peer(), big, DIRECT_FIRST_BYTES + 1)
-        .await
-        .expect("held");
+    fetch_blob(
+        &net,
+        &dest,
+        &locks,
+        peer(),
+        (big, DIRECT_FIRST_BYTES + 1),
+        Keep::Synced,
+    )
+    .await
+    .expect("held");
     assert_eq!(overlap.awaited.load(Ordering::SeqCst), 1);
 }
 
@@ -171,9 +199,16 @@ async fn the_files_of_a_tree_are_fetched_side_by_side_within_a_bound() {
         .collect();
     let (net, rx) = NetHandle::new();
     let overlap = serve(source, rx);
-    fetch_many(&net, &dest, &FetchLocks::default(), peer(), wanted.clone())
-        .await
-        .expect("every file arrives");
+    fetch_many(
+        &net,
+        &dest,
+        &FetchLocks::default(),
+        peer(),
+        wanted.clone(),
+        Keep::Cached,
+    )
+    .await
+    .expect("every file arrives");
     for ((hash, _), body) in wanted.iter().zip(&files) {
         assert_eq!(&dest.read(hash, 1 << 20).expect("kept"), body);
     }
@@ -190,9 +225,16 @@ async fn refused(
     let (dest, _d) = store();
     let (net, rx) = NetHandle::new();
     serve_with(rx, answer);
-    let err = fetch_blob(&net, &dest, &FetchLocks::default(), peer(), hash, max)
-        .await
-        .expect_err("a hostile peer's blob is refused");
+    let err = fetch_blob(
+        &net,
+        &dest,
+        &FetchLocks::default(),
+        peer(),
+        (hash, max),
+        Keep::Synced,
+    )
+    .await
+    .expect_err("a hostile peer's blob is refused");
     assert!(!dest.has(&hash), "nothing is kept of a refused blob");
     format!("{err:#}")
 }
@@ -283,9 +325,16 @@ async fn short_chunks_are_taken_and_the_rest_asked_for_again() {
         r.len /= 3;
         honest(&b, &r)
     });
-    let path = fetch_blob(&net, &dest, &FetchLocks::default(), peer(), hash, 1 << 30)
-        .await
-        .expect("the blob arrives in short chunks");
+    let path = fetch_blob(
+        &net,
+        &dest,
+        &FetchLocks::default(),
+        peer(),
+        (hash, 1 << 30),
+        Keep::Synced,
+    )
+    .await
+    .expect("the blob arrives in short chunks");
     assert_eq!(std::fs::read(path).expect("kept"), body);
 }
 
@@ -305,8 +354,8 @@ async fn chunk_requests_to_all_peers_stay_within_the_nodes_bound() {
     let locks = FetchLocks::with_request_limit(3);
     let (a, b) = wanted.split_at(2);
     let (first, second) = tokio::join!(
-        fetch_many(&net, &dest, &locks, peer(), a.to_vec()),
-        fetch_many(&net, &dest, &locks, peer(), b.to_vec()),
+        fetch_many(&net, &dest, &locks, peer(), a.to_vec(), Keep::Cached),
+        fetch_many(&net, &dest, &locks, peer(), b.to_vec(), Keep::Cached),
     );
     first.expect("the first half arrives");
     second.expect("the second half arrives");
@@ -353,17 +402,31 @@ async fn a_fetch_whose_connection_drops_goes_on_from_the_bytes_taken() {
     let (dest, _d) = store();
     let (net, rx) = NetHandle::new();
     serve_dropping(source.clone(), rx, at, MAX_RESUMES as usize);
-    let path = fetch_blob(&net, &dest, &FetchLocks::default(), peer(), hash, 1 << 30)
-        .await
-        .expect("the blob arrives after the drops");
+    let path = fetch_blob(
+        &net,
+        &dest,
+        &FetchLocks::default(),
+        peer(),
+        (hash, 1 << 30),
+        Keep::Synced,
+    )
+    .await
+    .expect("the blob arrives after the drops");
     assert_eq!(std::fs::read(path).expect("kept"), body);
     // Once more than that: the fetch ends with the reason.
     let (dest, _d) = store();
     let (net, rx) = NetHandle::new();
     serve_dropping(source, rx, at, MAX_RESUMES as usize + 1);
-    let err = fetch_blob(&net, &dest, &FetchLocks::default(), peer(), hash, 1 << 30)
-        .await
-        .expect_err("a connection that keeps dropping ends the fetch");
+    let err = fetch_blob(
+        &net,
+        &dest,
+        &FetchLocks::default(),
+        peer(),
+        (hash, 1 << 30),
+        Keep::Synced,
+    )
+    .await
+    .expect_err("a connection that keeps dropping ends the fetch");
     assert!(
         format!("{err:#}").contains("Connection was closed"),
         "{err:#}"

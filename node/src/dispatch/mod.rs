@@ -13,7 +13,7 @@ pub mod coordinator;
 mod fetch;
 pub mod worker;
 
-pub use fetch::{FetchLocks, MAX_CHUNK_REQUESTS, fetch_blob, fetch_many};
+pub use fetch::{FetchLocks, Keep, MAX_CHUNK_REQUESTS, fetch_blob, fetch_many};
 
 use corral_protocol::ids::PeerKey;
 use corral_protocol::messages::{BlobRequest, BlobResponse, TaskRequest, TaskResponse};

@@ -12,7 +12,7 @@ use corral_protocol::receipt::EngineKind;
 use super::ctx::WorkerCtx;
 use super::task::{Assignment, Prepared};
 use crate::blobs::BlobStore;
-use crate::dispatch::fetch_many;
+use crate::dispatch::{Keep, fetch_many};
 use crate::runtime::{Compiled, MAX_MODULE_BYTES, WasmModule};
 
 /// The blobs a task reads besides its `--dir` trees, each with the most
@@ -79,7 +79,15 @@ pub(super) fn local_inputs(blobs: &BlobStore, task: &Assignment) -> Option<Prepa
 pub(super) async fn fetch_inputs(ctx: &WorkerCtx, task: &Assignment) -> anyhow::Result<Prepared> {
     let needs = Needs::of(&task.manifest, task.index)?;
     let fetch = |wanted: Vec<(ContentHash, u64)>| async move {
-        fetch_many(&ctx.net, &ctx.blobs, &ctx.locks, task.coordinator, wanted).await
+        fetch_many(
+            &ctx.net,
+            &ctx.blobs,
+            &ctx.locks,
+            task.coordinator,
+            wanted,
+            Keep::Cached,
+        )
+        .await
     };
     let listings = task.manifest.dirs.iter().map(|dir| {
         (
