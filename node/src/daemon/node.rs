@@ -143,6 +143,8 @@ pub(super) struct Node {
     pub(super) verified_tx: mpsc::Sender<super::state::OfferVerified>,
     /// Bounds the manifests being verified at once.
     pub(super) verifying: Arc<Semaphore>,
+    /// When a manifest was last verified on the loop itself.
+    pub(super) inline_verified_at: Option<std::time::Instant>,
     /// Placement should run again (something changed).
     pub(super) dirty: bool,
     /// CLIs waiting for a job to change.

@@ -2,9 +2,11 @@
 //! offer is screened (offered by its submitter, trusted) with no signature
 //! verified; a manifest whose signature is not known yet is verified on a
 //! blocking thread (a bounded number at once), and its tasks are judged
-//! once it is back on the loop.
+//! once it is back on the loop — or, a small one now and then, on the loop
+//! at once (see [`INLINE_EVERY`]).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use corral_protocol::envelope::Signed;
 use corral_protocol::ids::PeerKey;
@@ -21,7 +23,32 @@ use crate::dispatch::worker::{Gate, Screened, verify_manifest};
 /// `Busy` (it costs the task no attempt, and is offered again).
 pub(super) const MAX_VERIFYING: usize = 4;
 
+/// A manifest is verified on the loop itself when the last one verified
+/// there was at least this long ago (and it is small): for a lone offer the
+/// hop to a blocking thread and back costs more than the check (about
+/// 50 us), so a trivial task's round trip is shorter; a flood of offers
+/// costs the loop at most a few percent of its time, the rest verified off
+/// it as before.
+pub(super) const INLINE_EVERY: Duration = Duration::from_millis(2);
+/// Largest signed manifest verified on the loop (a larger one takes longer
+/// to hash than the hop costs).
+pub(super) const MAX_INLINE_BYTES: usize = 16 * 1024;
+
 impl Node {
+    /// Whether `manifest` may be verified on the loop now (see
+    /// [`INLINE_EVERY`]); if so, the time is taken.
+    fn may_verify_inline(&mut self, manifest: &Signed<JobManifest>) -> bool {
+        let now = Instant::now();
+        let due = self
+            .inline_verified_at
+            .is_none_or(|at| now.duration_since(at) >= INLINE_EVERY);
+        if due && manifest.payload_bytes().len() <= MAX_INLINE_BYTES {
+            self.inline_verified_at = Some(now);
+            return true;
+        }
+        false
+    }
+
     /// The gate an offer is judged by now.
     fn gate_now<'a>(&self, trusted: &'a dyn Fn(&PeerKey) -> bool) -> Gate<'a> {
         Gate {
@@ -52,6 +79,17 @@ impl Node {
                 self.answer_offer(Err(reason), &tasks, from, single, reply)
             }
             Screened::Known(known) => self.answer_offer(Ok(known), &tasks, from, single, reply),
+            Screened::Verify if self.may_verify_inline(&manifest) => {
+                let verdict = verify_manifest(&manifest, now_ms());
+                self.on_offer_verified(OfferVerified {
+                    from,
+                    manifest,
+                    verdict,
+                    tasks,
+                    single,
+                    reply,
+                });
+            }
             Screened::Verify => {
                 let Ok(permit) = self.verifying.clone().try_acquire_owned() else {
                     tracing::debug!(peer = %from.short(), "too many manifests being verified: offer refused as busy");
