@@ -197,7 +197,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         intake: Arc::new(Semaphore::new(MAX_INTAKE)),
         verified_tx,
         verifying: Arc::new(Semaphore::new(screening::MAX_VERIFYING)),
-        inline_verified_at: None,
+        inline: Default::default(),
         watchers: Watchers::default(),
         leaving: None,
         sweeping: Default::default(),

@@ -144,7 +144,7 @@ pub(super) struct Node {
     /// Bounds the manifests being verified at once.
     pub(super) verifying: Arc<Semaphore>,
     /// When a manifest was last verified on the loop itself.
-    pub(super) inline_verified_at: Option<std::time::Instant>,
+    pub(super) inline: super::screening::InlineBudget,
     /// Placement should run again (something changed).
     pub(super) dirty: bool,
     /// CLIs waiting for a job to change.

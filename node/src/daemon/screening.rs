@@ -34,19 +34,33 @@ pub(super) const INLINE_EVERY: Duration = Duration::from_millis(2);
 /// to hash than the hop costs).
 pub(super) const MAX_INLINE_BYTES: usize = 16 * 1024;
 
-impl Node {
-    /// Whether `manifest` may be verified on the loop now (see
-    /// [`INLINE_EVERY`]); if so, the time is taken.
-    fn may_verify_inline(&mut self, manifest: &Signed<JobManifest>) -> bool {
-        let now = Instant::now();
+/// When a manifest was last verified on the loop itself; see
+/// [`INLINE_EVERY`].
+#[derive(Debug, Default)]
+pub(super) struct InlineBudget {
+    last: Option<Instant>,
+}
+
+impl InlineBudget {
+    /// Whether a signed manifest of `bytes` may be verified on the loop at
+    /// `now`; if so, the time is taken.
+    pub(super) fn take(&mut self, now: Instant, bytes: usize) -> bool {
         let due = self
-            .inline_verified_at
-            .is_none_or(|at| now.duration_since(at) >= INLINE_EVERY);
-        if due && manifest.payload_bytes().len() <= MAX_INLINE_BYTES {
-            self.inline_verified_at = Some(now);
+            .last
+            .is_none_or(|at| now.saturating_duration_since(at) >= INLINE_EVERY);
+        if due && bytes <= MAX_INLINE_BYTES {
+            self.last = Some(now);
             return true;
         }
         false
+    }
+}
+
+impl Node {
+    /// Whether `manifest` may be verified on the loop now.
+    fn may_verify_inline(&mut self, manifest: &Signed<JobManifest>) -> bool {
+        self.inline
+            .take(Instant::now(), manifest.payload_bytes().len())
     }
 
     /// The gate an offer is judged by now.
@@ -181,4 +195,24 @@ impl Node {
 /// The channel verified offers come back to the loop by.
 pub(super) fn channel() -> (mpsc::Sender<OfferVerified>, mpsc::Receiver<OfferVerified>) {
     mpsc::channel(MAX_VERIFYING)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_offers_gets_one_inline_verification_per_interval() {
+        let mut budget = InlineBudget::default();
+        let start = Instant::now();
+        // 10,000 offers over 100 ms (one every 10 us): 50 on the loop.
+        let inline = (0..10_000u32)
+            .filter(|i| budget.take(start + Duration::from_micros(u64::from(*i) * 10), 1000))
+            .count();
+        assert_eq!(inline, 50);
+        // A large manifest never, however long since the last.
+        let later = start + Duration::from_secs(1);
+        assert!(!budget.take(later, MAX_INLINE_BYTES + 1));
+        assert!(budget.take(later, MAX_INLINE_BYTES));
+    }
 }
