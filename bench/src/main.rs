@@ -208,7 +208,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 None
             }
         };
-        let doc = local::markdown(&figures, args.quick, started.elapsed(), picture);
+        let given: Vec<String> = std::env::args().skip(1).collect();
+        let doc = local::markdown(&figures, &given, started.elapsed(), picture);
         std::fs::write(path, doc).with_context(|| format!("cannot write {}", path.display()))?;
     }
     if args.json {
