@@ -67,6 +67,24 @@ impl Overlap {
     }
 }
 
+/// Fetches `hash` (of any size up to 1 GiB) from [`peer`], synced, with
+/// locks of its own.
+async fn fetch_whole(
+    net: &NetHandle,
+    dest: &BlobStore,
+    hash: ContentHash,
+) -> anyhow::Result<std::path::PathBuf> {
+    fetch_blob(
+        net,
+        dest,
+        &FetchLocks::default(),
+        peer(),
+        (hash, 1 << 30),
+        Keep::Synced,
+    )
+    .await
+}
+
 /// Plays an honest peer serving `source`, each answer held [`HOLD`].
 fn serve(source: BlobStore, rx: mpsc::Receiver<NetCmd>) -> Overlap {
     serve_with(rx, move |request| source.chunk(&request))
@@ -112,16 +130,9 @@ async fn a_big_blob_keeps_several_chunks_in_flight_and_arrives_whole() {
     let hash = source.put_bytes(&body).expect("stored");
     let (net, rx) = NetHandle::new();
     let overlap = serve(source, rx);
-    let path = fetch_blob(
-        &net,
-        &dest,
-        &FetchLocks::default(),
-        peer(),
-        (hash, 1 << 30),
-        Keep::Synced,
-    )
-    .await
-    .expect("the blob arrives");
+    let path = fetch_whole(&net, &dest, hash)
+        .await
+        .expect("the blob arrives");
     assert_eq!(std::fs::read(path).expect("kept"), body);
     overlap.side_by_side_within("chunks", MAX_CHUNKS_AHEAD);
 }
@@ -325,16 +336,9 @@ async fn short_chunks_are_taken_and_the_rest_asked_for_again() {
         r.len /= 3;
         honest(&b, &r)
     });
-    let path = fetch_blob(
-        &net,
-        &dest,
-        &FetchLocks::default(),
-        peer(),
-        (hash, 1 << 30),
-        Keep::Synced,
-    )
-    .await
-    .expect("the blob arrives in short chunks");
+    let path = fetch_whole(&net, &dest, hash)
+        .await
+        .expect("the blob arrives in short chunks");
     assert_eq!(std::fs::read(path).expect("kept"), body);
 }
 
@@ -402,31 +406,17 @@ async fn a_fetch_whose_connection_drops_goes_on_from_the_bytes_taken() {
     let (dest, _d) = store();
     let (net, rx) = NetHandle::new();
     serve_dropping(source.clone(), rx, at, MAX_RESUMES as usize);
-    let path = fetch_blob(
-        &net,
-        &dest,
-        &FetchLocks::default(),
-        peer(),
-        (hash, 1 << 30),
-        Keep::Synced,
-    )
-    .await
-    .expect("the blob arrives after the drops");
+    let path = fetch_whole(&net, &dest, hash)
+        .await
+        .expect("the blob arrives after the drops");
     assert_eq!(std::fs::read(path).expect("kept"), body);
     // Once more than that: the fetch ends with the reason.
     let (dest, _d) = store();
     let (net, rx) = NetHandle::new();
     serve_dropping(source, rx, at, MAX_RESUMES as usize + 1);
-    let err = fetch_blob(
-        &net,
-        &dest,
-        &FetchLocks::default(),
-        peer(),
-        (hash, 1 << 30),
-        Keep::Synced,
-    )
-    .await
-    .expect_err("a connection that keeps dropping ends the fetch");
+    let err = fetch_whole(&net, &dest, hash)
+        .await
+        .expect_err("a connection that keeps dropping ends the fetch");
     assert!(
         format!("{err:#}").contains("Connection was closed"),
         "{err:#}"
