@@ -144,7 +144,7 @@ pub(super) struct Node {
     /// Bounds the manifests being verified at once.
     pub(super) verifying: Arc<Semaphore>,
     /// When a manifest was last verified on the loop itself.
-    pub(super) inline: super::screening::InlineBudget,
+    pub(super) inline: super::state::InlineBudget,
     /// Placement should run again (something changed).
     pub(super) dirty: bool,
     /// CLIs waiting for a job to change.

@@ -3,10 +3,10 @@
 //! verified; a manifest whose signature is not known yet is verified on a
 //! blocking thread (a bounded number at once), and its tasks are judged
 //! once it is back on the loop — or, a small one now and then, on the loop
-//! at once (see [`INLINE_EVERY`]).
+//! at once (see [`INLINE_EVERY`](super::state::INLINE_EVERY)).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use corral_protocol::envelope::Signed;
 use corral_protocol::ids::PeerKey;
@@ -22,39 +22,6 @@ use crate::dispatch::worker::{Gate, Screened, verify_manifest};
 /// Most manifests being verified at once; an offer past it is refused as
 /// `Busy` (it costs the task no attempt, and is offered again).
 pub(super) const MAX_VERIFYING: usize = 4;
-
-/// A manifest is verified on the loop itself when the last one verified
-/// there was at least this long ago (and it is small): for a lone offer the
-/// hop to a blocking thread and back costs more than the check (about
-/// 50 us), so a trivial task's round trip is shorter; a flood of offers
-/// costs the loop at most a few percent of its time, the rest verified off
-/// it as before.
-pub(super) const INLINE_EVERY: Duration = Duration::from_millis(2);
-/// Largest signed manifest verified on the loop (a larger one takes longer
-/// to hash than the hop costs).
-pub(super) const MAX_INLINE_BYTES: usize = 16 * 1024;
-
-/// When a manifest was last verified on the loop itself; see
-/// [`INLINE_EVERY`].
-#[derive(Debug, Default)]
-pub(super) struct InlineBudget {
-    last: Option<Instant>,
-}
-
-impl InlineBudget {
-    /// Whether a signed manifest of `bytes` may be verified on the loop at
-    /// `now`; if so, the time is taken.
-    pub(super) fn take(&mut self, now: Instant, bytes: usize) -> bool {
-        let due = self
-            .last
-            .is_none_or(|at| now.saturating_duration_since(at) >= INLINE_EVERY);
-        if due && bytes <= MAX_INLINE_BYTES {
-            self.last = Some(now);
-            return true;
-        }
-        false
-    }
-}
 
 impl Node {
     /// Whether `manifest` may be verified on the loop now.
@@ -195,24 +162,4 @@ impl Node {
 /// The channel verified offers come back to the loop by.
 pub(super) fn channel() -> (mpsc::Sender<OfferVerified>, mpsc::Receiver<OfferVerified>) {
     mpsc::channel(MAX_VERIFYING)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_flood_of_offers_gets_one_inline_verification_per_interval() {
-        let mut budget = InlineBudget::default();
-        let start = Instant::now();
-        // 10,000 offers over 100 ms (one every 10 us): 50 on the loop.
-        let inline = (0..10_000u32)
-            .filter(|i| budget.take(start + Duration::from_micros(u64::from(*i) * 10), 1000))
-            .count();
-        assert_eq!(inline, 50);
-        // A large manifest never, however long since the last.
-        let later = start + Duration::from_secs(1);
-        assert!(!budget.take(later, MAX_INLINE_BYTES + 1));
-        assert!(budget.take(later, MAX_INLINE_BYTES));
-    }
 }

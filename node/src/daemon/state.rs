@@ -1,7 +1,8 @@
 //! Small types the daemon's state holds: requests waiting for answers,
 //! where an answer goes, results, blob chunks and verified offers coming
-//! back from work done off the loop, and a drain under way. Plain data,
-//! imported by the daemon's state and its handlers alike.
+//! back from work done off the loop, a drain under way, and the budget of
+//! manifests verified on the loop itself. Plain data, imported by the
+//! daemon's state and its handlers alike.
 
 use corral_protocol::envelope::Signed;
 use corral_protocol::ids::{JobId, PeerKey};
@@ -97,4 +98,59 @@ pub(super) struct Leaving {
     pub(super) deadline: Instant,
     /// When the rest was handed back.
     pub(super) handed_back: Option<Instant>,
+}
+
+/// A manifest is verified on the loop itself when the last one verified
+/// there was at least this long ago (and it is small): for a lone offer the
+/// hop to a blocking thread and back costs more than the check (about
+/// 50 us), so a trivial task's round trip is shorter; a flood of offers
+/// costs the loop at most a few percent of its time, the rest verified off
+/// it as before.
+pub(super) const INLINE_EVERY: std::time::Duration = std::time::Duration::from_millis(2);
+/// Largest signed manifest verified on the loop (a larger one takes longer
+/// to hash than the hop costs).
+pub(super) const MAX_INLINE_BYTES: usize = 16 * 1024;
+
+/// When a manifest was last verified on the loop itself; see
+/// [`INLINE_EVERY`].
+#[derive(Debug, Default)]
+pub(super) struct InlineBudget {
+    last: Option<std::time::Instant>,
+}
+
+impl InlineBudget {
+    /// Whether a signed manifest of `bytes` may be verified on the loop at
+    /// `now`; if so, the time is taken.
+    pub(super) fn take(&mut self, now: std::time::Instant, bytes: usize) -> bool {
+        let due = self
+            .last
+            .is_none_or(|at| now.saturating_duration_since(at) >= INLINE_EVERY);
+        if due && bytes <= MAX_INLINE_BYTES {
+            self.last = Some(now);
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn a_flood_of_offers_gets_one_inline_verification_per_interval() {
+        let mut budget = InlineBudget::default();
+        let start = Instant::now();
+        // 10,000 offers over 100 ms (one every 10 us): 50 on the loop.
+        let inline = (0..10_000u32)
+            .filter(|i| budget.take(start + Duration::from_micros(u64::from(*i) * 10), 1000))
+            .count();
+        assert_eq!(inline, 50);
+        // A large manifest never, however long since the last.
+        let later = start + Duration::from_secs(1);
+        assert!(!budget.take(later, MAX_INLINE_BYTES + 1));
+        assert!(budget.take(later, MAX_INLINE_BYTES));
+    }
 }
