@@ -112,6 +112,25 @@ pub fn hash_file(path: &Path) -> anyhow::Result<(ContentHash, u64)> {
 
 /// Syncs directory `dir`, so a rename or a new entry in it survives a
 /// power cut.
+/// Whether the file at `path` holds exactly `bytes`.
+pub(super) fn same_bytes(path: &Path, bytes: &[u8]) -> anyhow::Result<bool> {
+    let mut file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut at = 0;
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            return Ok(at == bytes.len());
+        }
+        if bytes.get(at..at + n) != Some(&buf[..n]) {
+            return Ok(false);
+        }
+        at += n;
+    }
+}
+
 pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }

@@ -56,7 +56,7 @@ pub fn publish(
         "publishing signs with this device's key: run `corral init` or `corral join TOKEN` first",
     )?;
     let blobs = BlobStore::open(dir.root())?;
-    let hash = blobs.put_bytes(&wasm.bytes)?;
+    let hash = blobs.put_hashed(&wasm.bytes, wasm.hash)?;
     let record = ModuleRecord {
         name: name.to_string(),
         version,

@@ -151,7 +151,7 @@ pub fn submit_with_stdin(
     stdin: Option<ContentHash>,
 ) -> anyhow::Result<String> {
     let blobs = BlobStore::open(data_dir)?;
-    let module = blobs.put_bytes(&plan.module.bytes)?;
+    let module = blobs.put_hashed(&plan.module.bytes, plan.module.hash)?;
     let inputs = match &plan.tasks {
         Tasks::Inputs { dir, files } => {
             let paths: Vec<_> = files.iter().map(|name| dir.join(name)).collect();
