@@ -9,6 +9,7 @@
 //! removed so that it is fetched again.
 
 mod intact;
+mod put;
 mod sweep;
 
 pub use intact::hash_file;
@@ -205,27 +206,6 @@ impl BlobStore {
                 .is_some()
     }
 
-    /// [`is_intact`](Self::is_intact), for a caller holding `bytes`, whose
-    /// hash is `hash`: on first use in this process the stored blob is
-    /// compared with them instead of hashed (a tenth of the time; a warm
-    /// `corral run` of a 27.7 MB module spent 18 ms hashing its copy).
-    fn holds(&self, hash: &ContentHash, bytes: &[u8]) -> bool {
-        if self.known_intact(hash) {
-            return true;
-        }
-        self.has(hash)
-            && self
-                .first_use(hash, |path| {
-                    if intact::same_bytes(path, bytes)? {
-                        Ok((*hash, bytes.len() as u64, ()))
-                    } else {
-                        // Not these bytes: hashed, to say what they are.
-                        hash_file(path).map(|(got, len)| (got, len, ()))
-                    }
-                })
-                .is_some()
-    }
-
     /// Checks a blob this process has not found intact yet, its bytes
     /// taken by `take` (their hash, their length and what the caller
     /// keeps): the verdict kept and the blob marked used, or a corrupt
@@ -296,116 +276,6 @@ impl BlobStore {
             hasher: ContentHasher::new(),
             len: 0,
         })
-    }
-
-    /// Stores bytes; returns their hash.
-    pub fn put_bytes(&self, bytes: &[u8]) -> anyhow::Result<ContentHash> {
-        self.put_bytes_with(bytes, true)
-    }
-
-    /// Stores bytes without waiting for the disk: for a blob that matters
-    /// only while the process that wrote it waits on it (an HTTP
-    /// request's body, `corral serve`). A power cut may leave it short
-    /// under its name; like any blob it is hashed on first use in a
-    /// process and removed if it is not what its name says.
-    pub fn put_bytes_unsynced(&self, bytes: &[u8]) -> anyhow::Result<ContentHash> {
-        self.put_bytes_with(bytes, false)
-    }
-
-    /// As [`put_bytes`](Self::put_bytes), for bytes already hashed (a
-    /// module, hashed when it was read): they are not hashed again, unless
-    /// they are written, when the write checks them against `hash`. A warm
-    /// `corral run` of a 27.7 MB module hashed it three times.
-    pub fn put_hashed(&self, bytes: &[u8], hash: ContentHash) -> anyhow::Result<ContentHash> {
-        self.put_with(bytes, hash, true)
-    }
-
-    /// Stores bytes unless held intact already; `sync` as in
-    /// [`BlobWriter::commit_with`].
-    fn put_bytes_with(&self, bytes: &[u8], sync: bool) -> anyhow::Result<ContentHash> {
-        self.put_with(bytes, ContentHash::of(bytes), sync)
-    }
-
-    /// Stores `bytes`, whose hash is `hash`, unless held intact already.
-    fn put_with(&self, bytes: &[u8], hash: ContentHash, sync: bool) -> anyhow::Result<ContentHash> {
-        if !self.holds(&hash, bytes) {
-            let mut writer = self.writer()?;
-            writer.write(bytes)?;
-            writer.commit_with(self, &hash, sync)?;
-        }
-        Ok(hash)
-    }
-
-    /// Stores a copy of a file; returns its hash and size. The file is
-    /// hashed first: one already stored intact is not copied again.
-    pub fn put_file(&self, path: &Path) -> anyhow::Result<(ContentHash, u64)> {
-        self.put_file_with(path, true)
-    }
-
-    /// Stores copies of files and returns their hashes and sizes, in order;
-    /// as [`put_file`](Self::put_file) each, but all are written first and
-    /// synced after, together: a filesystem with a journal commits them in
-    /// one go rather than once per file (330 files of a shipped tree took
-    /// 0.4 s one by one).
-    pub fn put_files<'a>(
-        &self,
-        paths: impl IntoIterator<Item = &'a Path>,
-    ) -> anyhow::Result<Vec<(ContentHash, u64)>> {
-        let stored = paths
-            .into_iter()
-            .map(|path| self.put_file_with(path, false))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        self.sync_blobs(stored.iter().map(|(hash, _)| hash))?;
-        Ok(stored)
-    }
-
-    /// Syncs stored blobs and the directories that name them.
-    fn sync_blobs<'a>(
-        &self,
-        hashes: impl IntoIterator<Item = &'a ContentHash>,
-    ) -> anyhow::Result<()> {
-        let mut dirs = std::collections::BTreeSet::new();
-        for hash in hashes {
-            let path = self.path(hash);
-            File::open(&path)
-                .and_then(|f| f.sync_all())
-                .with_context(|| format!("cannot sync blob {}", hash.short()))?;
-            if let Some(parent) = path.parent() {
-                dirs.insert(parent.to_path_buf());
-            }
-        }
-        for dir in dirs {
-            intact::sync_dir(&dir).with_context(|| format!("cannot sync {}", dir.display()))?;
-        }
-        Ok(())
-    }
-
-    /// [`put_file`](Self::put_file); `sync` as in [`BlobWriter::commit_with`].
-    fn put_file_with(&self, path: &Path, sync: bool) -> anyhow::Result<(ContentHash, u64)> {
-        let (hash, len) = hash_file(path)?;
-        if self.is_intact(&hash) {
-            return Ok((hash, len));
-        }
-        let mut file =
-            File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let mut writer = self.writer()?;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = file
-                .read(&mut buf)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            writer.write(&buf[..n])?;
-        }
-        // The file changed between the two reads: what was copied counts.
-        let copied = writer.hasher.clone().finish();
-        let len = writer.len;
-        if !self.is_intact(&copied) {
-            writer.commit_with(self, &copied, sync)?;
-        }
-        Ok((copied, len))
     }
 
     /// Reads a whole blob of at most `limit` bytes (checked intact: hashed
