@@ -49,6 +49,20 @@ impl Lan {
             .collect()
     }
 
+    /// The peers host i has a capacity advert of (those placement can use;
+    /// a peer is listed from its connection, its advert comes a moment
+    /// later).
+    pub fn advertised_peers_of(&self, i: usize) -> Vec<String> {
+        let out = self.cli(i, &["peers", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["slots_total"].is_u64())
+            .filter_map(|p| p["id"].as_str().map(String::from))
+            .collect()
+    }
+
     /// Host i's peer id.
     pub fn id_of(&self, i: usize) -> String {
         let out = self.cli(i, &["status", "--json"]);
