@@ -90,47 +90,53 @@ pub(super) fn plausible(verdicts: &Verdicts, hash: &ContentHash, len: u64) -> bo
     }
 }
 
-/// Hashes the file at `path` without reading it into memory at once; its
-/// hash and length.
-pub fn hash_file(path: &Path) -> anyhow::Result<(ContentHash, u64)> {
+/// Reads the file at `path` a chunk at a time, handing each to `each`
+/// until it says stop (`false`); whether the whole file was read.
+pub(super) fn read_chunks(
+    path: &Path,
+    mut each: impl FnMut(&[u8]) -> anyhow::Result<bool>,
+) -> anyhow::Result<bool> {
     let mut file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut hasher = ContentHasher::new();
     let mut buf = vec![0u8; 256 * 1024];
-    let mut len = 0u64;
     loop {
         let n = file
             .read(&mut buf)
             .with_context(|| format!("cannot read {}", path.display()))?;
         if n == 0 {
-            break;
+            return Ok(true);
         }
-        hasher.update(&buf[..n]);
-        len += n as u64;
+        if !each(&buf[..n])? {
+            return Ok(false);
+        }
     }
+}
+
+/// Hashes the file at `path` without reading it into memory at once; its
+/// hash and length.
+pub fn hash_file(path: &Path) -> anyhow::Result<(ContentHash, u64)> {
+    let mut hasher = ContentHasher::new();
+    let mut len = 0u64;
+    read_chunks(path, |chunk| {
+        hasher.update(chunk);
+        len += chunk.len() as u64;
+        Ok(true)
+    })?;
     Ok((hasher.finish(), len))
+}
+
+/// Whether the file at `path` holds exactly `bytes`.
+pub(super) fn same_bytes(path: &Path, bytes: &[u8]) -> anyhow::Result<bool> {
+    let mut at = 0;
+    let whole = read_chunks(path, |chunk| {
+        let same = bytes.get(at..at + chunk.len()) == Some(chunk);
+        at += chunk.len();
+        Ok(same)
+    })?;
+    Ok(whole && at == bytes.len())
 }
 
 /// Syncs directory `dir`, so a rename or a new entry in it survives a
 /// power cut.
-/// Whether the file at `path` holds exactly `bytes`.
-pub(super) fn same_bytes(path: &Path, bytes: &[u8]) -> anyhow::Result<bool> {
-    let mut file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut at = 0;
-    loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            return Ok(at == bytes.len());
-        }
-        if bytes.get(at..at + n) != Some(&buf[..n]) {
-            return Ok(false);
-        }
-        at += n;
-    }
-}
-
 pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }

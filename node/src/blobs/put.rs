@@ -2,7 +2,6 @@
 //! first and synced together), each stored only when no intact copy is.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::Context;
@@ -99,19 +98,8 @@ impl BlobStore {
         if self.is_intact(&hash) {
             return Ok((hash, len));
         }
-        let mut file =
-            File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
         let mut writer = self.writer()?;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = file
-                .read(&mut buf)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            writer.write(&buf[..n])?;
-        }
+        intact::read_chunks(path, |chunk| writer.write(chunk).map(|()| true))?;
         // The file changed between the two reads: what was copied counts.
         let copied = writer.hasher.clone().finish();
         let len = writer.len;
