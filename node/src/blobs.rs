@@ -9,10 +9,12 @@
 //! removed so that it is fetched again.
 
 mod intact;
+mod memo;
 mod put;
 mod sweep;
 
 pub use intact::hash_file;
+pub use memo::FileHashes;
 pub use sweep::{RECENT, Swept, needed_by};
 #[cfg(test)]
 mod tests;
@@ -128,7 +130,7 @@ impl BlobWriter {
             intact::sync_dir(parent)
                 .with_context(|| format!("cannot sync {}", parent.display()))?;
         }
-        store.verdicts.intact(*expected, self.len);
+        store.verdicts.intact(*expected, self.len, sync);
         Ok(path)
     }
 }
@@ -218,7 +220,7 @@ impl BlobStore {
         let path = self.path(hash);
         match take(&path) {
             Ok((got, len, kept)) if got == *hash => {
-                self.verdicts.intact(*hash, len);
+                self.verdicts.intact(*hash, len, false);
                 intact::touch(&path);
                 Some(kept)
             }
@@ -336,34 +338,10 @@ impl BlobStore {
     /// returns the listing's hash. Symbolic links are not shipped (one could
     /// point outside the tree).
     pub fn put_tree(&self, root: &Path) -> anyhow::Result<ContentHash> {
-        let mut found = Vec::new();
-        for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
-            let entry = entry.with_context(|| format!("cannot list {}", root.display()))?;
-            if !entry.file_type().is_file() {
-                continue;
-            }
-            let rel = entry
-                .path()
-                .strip_prefix(root)
-                .context("walked outside the tree")?;
-            let path = rel
-                .to_str()
-                .with_context(|| format!("{} is not valid UTF-8", rel.display()))?
-                .to_string();
-            found.push((path, entry.into_path()));
-        }
+        let found = tree_files(root)?;
         // The files are on disk before the listing that names them.
         let stored = self.put_files(found.iter().map(|(_, at)| at.as_path()))?;
-        let mut files: Vec<TreeFile> = found
-            .into_iter()
-            .zip(stored)
-            .map(|((path, _), (hash, size))| TreeFile { path, size, hash })
-            .collect();
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        let listing = TreeListing { files };
-        listing
-            .validate()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", root.display()))?;
+        let listing = listing_of(root, found.into_iter().zip(stored))?;
         self.put_bytes(&listing.to_bytes())
     }
 
@@ -414,4 +392,45 @@ impl BlobStore {
         }
         Ok(())
     }
+}
+
+/// The regular files under `root`, each by its path inside the tree
+/// (`/`-separated) and on this device, in order: what [`BlobStore::put_tree`]
+/// ships. Symbolic links are not shipped (one could point outside the tree).
+pub fn tree_files(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let entry = entry.with_context(|| format!("cannot list {}", root.display()))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = entry
+            .path()
+            .strip_prefix(root)
+            .context("walked outside the tree")?;
+        let path = rel
+            .to_str()
+            .with_context(|| format!("{} is not valid UTF-8", rel.display()))?
+            .to_string();
+        found.push((path, entry.into_path()));
+    }
+    Ok(found)
+}
+
+/// The listing of tree `root`: its files (from [`tree_files`]) with their
+/// hashes and sizes, checked.
+pub fn listing_of(
+    root: &Path,
+    files: impl IntoIterator<Item = ((String, PathBuf), (ContentHash, u64))>,
+) -> anyhow::Result<TreeListing> {
+    let mut files: Vec<TreeFile> = files
+        .into_iter()
+        .map(|((path, _), (hash, size))| TreeFile { path, size, hash })
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let listing = TreeListing { files };
+    listing
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", root.display()))?;
+    Ok(listing)
 }

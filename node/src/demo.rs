@@ -19,6 +19,7 @@ use crate::blobs::BlobStore;
 use crate::cli::DemoArgs;
 use crate::cmd::submit;
 use crate::config::DataDir;
+use crate::job::module::PlanModule;
 use crate::job::outdir::OutDir;
 use crate::job::plan::{DirMount, JobPlan, Tasks};
 use crate::job::report::{JobState, TaskRunState};
@@ -66,7 +67,7 @@ pub fn run(data_dir: Option<PathBuf>, args: DemoArgs) -> anyhow::Result<ExitCode
         "corral demo: rendering a {WIDTH}x{HEIGHT} Mandelbrot picture as {tasks} tiles on the mesh"
     );
     let tiles_plan = JobPlan {
-        module,
+        module: PlanModule::read(module),
         module_name: "mandelbrot.wasm".into(),
         args: [
             "tile".to_string(),

@@ -27,6 +27,9 @@ const TOUCH_EVERY: Duration = Duration::from_secs(60);
 struct Verdict {
     len: u64,
     touched: Instant,
+    /// Its bytes and name are known to be on the disk (written synced, or
+    /// synced since), not only in the page cache.
+    synced: bool,
 }
 
 /// The verdicts of this process, shared by every clone of a store.
@@ -43,19 +46,34 @@ impl Verdicts {
         self.map().get(hash).map(|v| v.len)
     }
 
-    /// Blob `hash` is intact at `len` bytes (written or hashed now).
-    pub(super) fn intact(&self, hash: ContentHash, len: u64) {
+    /// Blob `hash` is intact at `len` bytes (written or hashed now);
+    /// `synced` if it is known to be on the disk.
+    pub(super) fn intact(&self, hash: ContentHash, len: u64, synced: bool) {
         let mut map = self.map();
         if map.len() >= MAX_VERDICTS && !map.contains_key(&hash) {
             map.clear();
         }
+        let synced = synced || map.get(&hash).is_some_and(|v| v.synced && v.len == len);
         map.insert(
             hash,
             Verdict {
                 len,
                 touched: Instant::now(),
+                synced,
             },
         );
+    }
+
+    /// Whether blob `hash` is known to be on the disk.
+    pub(super) fn synced(&self, hash: &ContentHash) -> bool {
+        self.map().get(hash).is_some_and(|v| v.synced)
+    }
+
+    /// Blob `hash` was synced now.
+    pub(super) fn mark_synced(&self, hash: &ContentHash) {
+        if let Some(v) = self.map().get_mut(hash) {
+            v.synced = true;
+        }
     }
 
     /// Forgets blob `hash` (removed, or found corrupt).

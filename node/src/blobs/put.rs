@@ -71,13 +71,30 @@ impl BlobStore {
         Ok(stored)
     }
 
-    /// Syncs stored blobs and the directories that name them.
+    /// Which of `hashes` the store lacks (not here, or corrupt: removed);
+    /// those it holds are made durable. Blocking: a blob this process has
+    /// not checked yet is read whole; the daemon, which lives long, checks
+    /// each blob once, where every `corral run` (a new process) checked
+    /// them all again.
+    pub fn lacking(&self, hashes: &[ContentHash]) -> anyhow::Result<Vec<ContentHash>> {
+        let (held, lacking): (Vec<ContentHash>, Vec<ContentHash>) =
+            hashes.iter().partition(|hash| self.is_intact(hash));
+        self.sync_blobs(&held)?;
+        Ok(lacking)
+    }
+
+    /// Syncs stored blobs and the directories that name them (those not
+    /// known to be on the disk already).
     fn sync_blobs<'a>(
         &self,
         hashes: impl IntoIterator<Item = &'a ContentHash>,
     ) -> anyhow::Result<()> {
         let mut dirs = std::collections::BTreeSet::new();
+        let mut synced = Vec::new();
         for hash in hashes {
+            if self.verdicts.synced(hash) {
+                continue;
+            }
             let path = self.path(hash);
             File::open(&path)
                 .and_then(|f| f.sync_all())
@@ -85,9 +102,13 @@ impl BlobStore {
             if let Some(parent) = path.parent() {
                 dirs.insert(parent.to_path_buf());
             }
+            synced.push(hash);
         }
         for dir in dirs {
             intact::sync_dir(&dir).with_context(|| format!("cannot sync {}", dir.display()))?;
+        }
+        for hash in synced {
+            self.verdicts.mark_synced(hash);
         }
         Ok(())
     }

@@ -327,3 +327,24 @@ fn bytes_put_again_over_a_torn_copy_of_the_same_length_replace_it() {
     // A right copy is taken as it is.
     assert_eq!(other.put_bytes(b"the module's bytes").expect("put"), hash);
 }
+
+#[test]
+fn the_store_says_which_blobs_it_lacks_and_a_copy_gone_bad_is_one() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = BlobStore::open(tmp.path()).expect("open");
+    let kept = store.put_bytes(b"kept as written").expect("put");
+    let torn = store.put_bytes(b"a copy to tear").expect("put");
+    let absent = ContentHash::of(b"never stored");
+    assert_eq!(
+        store.lacking(&[kept, absent, torn]).expect("ask"),
+        vec![absent]
+    );
+    // A copy torn while no process had checked it (after a restart):
+    // found when asked about, and removed so that it is written again.
+    std::fs::remove_file(store.path(&torn)).expect("remove");
+    plant(&store, &torn, b"a copy to teaR");
+    let restarted = BlobStore::open(tmp.path()).expect("open");
+    assert_eq!(restarted.lacking(&[kept, torn]).expect("ask"), vec![torn]);
+    assert!(!restarted.has(&torn), "the torn copy is removed");
+    assert!(restarted.is_intact(&kept));
+}

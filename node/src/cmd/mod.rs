@@ -9,6 +9,7 @@ pub mod modules;
 pub mod peers;
 pub mod run;
 pub mod serve;
+mod ship;
 pub mod submit;
 pub mod token;
 pub mod trust;

@@ -1,15 +1,17 @@
 //! `corral run`: resolve the arguments into a [`JobPlan`], then run it as one
 //! pass-through task or as a batch writing OUT (DESIGN §9).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use corral_protocol::receipt::TaskStatus;
 
 use super::{EXIT_TRAP, UsageError};
+use crate::blobs::FileHashes;
 use crate::cli::RunArgs;
 use crate::config::DataDir;
 use crate::job::local;
+use crate::job::module::PlanModule;
 use crate::job::outdir::OutDir;
 use crate::job::plan::{self, JobPlan, MAX_TASKS, Tasks};
 use crate::job::report::TaskRunState;
@@ -46,8 +48,8 @@ pub fn run(data_dir: Option<PathBuf>, mut args: RunArgs) -> anyhow::Result<ExitC
         }
         None => None,
     };
-    let plan_of = |args: &RunArgs| {
-        resolve(args).map(|mut plan| {
+    let plan_of = |args: &RunArgs, remembered: Option<&Path>| {
+        resolve(args, remembered).map(|mut plan| {
             if let Some(named) = &named {
                 plan.module_name = named.name.clone();
             }
@@ -55,8 +57,8 @@ pub fn run(data_dir: Option<PathBuf>, mut args: RunArgs) -> anyhow::Result<ExitC
         })
     };
     if !args.local {
-        let plan = plan_of(&args)?;
         let data_dir = DataDir::resolve(data_dir)?;
+        let plan = plan_of(&args, Some(data_dir.root()))?;
         return super::submit::run_remote(data_dir.root(), &args, &plan);
     }
     if args.verify.is_some() {
@@ -71,7 +73,7 @@ pub fn run(data_dir: Option<PathBuf>, mut args: RunArgs) -> anyhow::Result<ExitC
         )
         .into());
     }
-    let plan = plan_of(&args)?;
+    let plan = plan_of(&args, None)?;
     let data_dir = DataDir::resolve(data_dir)?;
     let runtime = Runtime::new(Some(data_dir.module_cache()))?;
     let compiled = compile(&runtime, &plan)?;
@@ -133,9 +135,21 @@ pub fn run(data_dir: Option<PathBuf>, mut args: RunArgs) -> anyhow::Result<ExitC
     })
 }
 
-/// Checks the arguments and builds the plan.
-pub fn resolve(args: &RunArgs) -> anyhow::Result<JobPlan> {
-    let module = plan::load_module(&args.module)?;
+/// Checks the arguments and builds the plan. With the data dir of a
+/// daemon the job goes to, the module is read only if its hash is not
+/// remembered there (the daemon's store may hold it already).
+pub fn resolve(args: &RunArgs, remembered: Option<&Path>) -> anyhow::Result<JobPlan> {
+    let module = match remembered {
+        Some(data_dir) => {
+            let mut memo = FileHashes::open(data_dir);
+            let module = PlanModule::locate(&args.module, &mut memo)?;
+            if let Err(e) = memo.save() {
+                tracing::debug!("the module's hash could not be remembered: {e:#}");
+            }
+            module
+        }
+        None => PlanModule::read(plan::load_module(&args.module)?),
+    };
     let module_name = args
         .module
         .file_name()
@@ -190,16 +204,18 @@ pub fn compile(runtime: &Runtime, plan: &JobPlan) -> anyhow::Result<Compiled> {
     let engine = runtime
         .resolve(plan.engine)
         .map_err(|e| UsageError(e.to_string()))?;
-    runtime.compile(engine, &plan.module).map_err(|e| match e {
-        RuntimeError::Invalid(_) | RuntimeError::NotAModule(_) => {
-            anyhow::Error::from(UsageError(format!("{}: {e}", plan.module_name)))
-        }
-        other => anyhow::Error::from(other).context(format!(
-            "cannot prepare {} for {}",
-            plan.module_name,
-            engine.name()
-        )),
-    })
+    runtime
+        .compile(engine, &plan.module.wasm()?)
+        .map_err(|e| match e {
+            RuntimeError::Invalid(_) | RuntimeError::NotAModule(_) => {
+                anyhow::Error::from(UsageError(format!("{}: {e}", plan.module_name)))
+            }
+            other => anyhow::Error::from(other).context(format!(
+                "cannot prepare {} for {}",
+                plan.module_name,
+                engine.name()
+            )),
+        })
 }
 
 /// One line saying why a task stopped, for a person.

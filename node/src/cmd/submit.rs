@@ -6,13 +6,13 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use corral_protocol::hash::ContentHash;
-use corral_protocol::manifest::{DirSpec, EngineReq};
+use corral_protocol::manifest::EngineReq;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{EXIT_TRAP, UsageError};
@@ -22,7 +22,7 @@ use crate::control::Request;
 use crate::control::client;
 use crate::control::wire::{StreamedOutput, SubmitSpec};
 use crate::job::outdir::OutDir;
-use crate::job::plan::{JobPlan, Tasks};
+use crate::job::plan::JobPlan;
 use crate::job::report::{JobReport, JobState, TaskRunState};
 use crate::runtime::EngineChoice;
 
@@ -151,40 +151,15 @@ pub fn submit_with_stdin(
     stdin: Option<ContentHash>,
 ) -> anyhow::Result<String> {
     let blobs = BlobStore::open(data_dir)?;
-    let module = blobs.put_hashed(&plan.module.bytes, plan.module.hash)?;
-    let inputs = match &plan.tasks {
-        Tasks::Inputs { dir, files } => {
-            let paths: Vec<_> = files.iter().map(|name| dir.join(name)).collect();
-            let stored = blobs.put_files(paths.iter().map(PathBuf::as_path))?;
-            files
-                .iter()
-                .cloned()
-                .zip(stored.into_iter().map(|(hash, _)| hash))
-                .collect::<Vec<(String, ContentHash)>>()
-        }
-        Tasks::Count(_) => Vec::new(),
-    };
-    let dirs = plan
-        .dirs
-        .iter()
-        .map(|d| {
-            Ok(DirSpec {
-                guest_path: d.guest.clone(),
-                tree_hash: blobs
-                    .put_tree(&d.host)
-                    .with_context(|| format!("cannot ship --dir {}", d.host.display()))?,
-                writable: d.writable,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let shipped = super::ship::ship(data_dir, &blobs, plan)?;
     let spec = SubmitSpec {
-        module,
+        module: shipped.module,
         module_name: plan.module_name.clone(),
         args: plan.args.clone(),
         env: plan.env.clone(),
         tasks: plan.task_count(),
-        inputs,
-        dirs,
+        inputs: shipped.inputs,
+        dirs: shipped.dirs,
         limits: corral_protocol::manifest::Limits {
             timeout_ms: u64::try_from(plan.limits.timeout.as_millis()).unwrap_or(u64::MAX),
             memory_bytes: plan.limits.memory_bytes,

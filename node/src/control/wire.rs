@@ -17,6 +17,9 @@ pub const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
 /// of a million tasks is a few hundred MB of JSON.
 pub const MAX_RESPONSE_BYTES: usize = 512 * 1024 * 1024;
 
+/// Most blobs one [`Request::Lacking`] may ask about.
+pub const MAX_LACKING_ASK: usize = 16_384;
+
 /// The socket's file name in the data dir.
 pub const SOCKET_NAME: &str = "corral.sock";
 
@@ -103,6 +106,15 @@ pub enum Request {
     Forget {
         /// Its id.
         id: String,
+    },
+    /// Which of these blobs the daemon's store lacks (not there, or
+    /// corrupt); those it holds it makes durable. The CLI asks before it
+    /// writes a job's blobs into the data dir, and writes only those: the
+    /// daemon checks a blob once in its life, a `corral run` would check
+    /// it on every run.
+    Lacking {
+        /// The blobs, at most [`MAX_LACKING_ASK`].
+        blobs: Vec<ContentHash>,
     },
     /// Take in and spread a module record this node signed (its module's
     /// blob is already in the data dir).
@@ -399,6 +411,9 @@ mod tests {
             Request::ModuleResolve {
                 reference: "render@^1.2".into(),
                 fetch: true,
+            },
+            Request::Lacking {
+                blobs: vec![hash, ContentHash::of(b"")],
             },
         ];
         for (i, body) in requests.into_iter().enumerate() {

@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 use super::node::Node;
 use crate::clock::now_ms;
 use crate::control::server::Answer;
+use crate::control::wire::MAX_LACKING_ASK;
 use crate::control::{ControlError, Request};
 use crate::job::timeline::RunState;
 
@@ -76,6 +77,22 @@ impl Node {
                 }
                 Err(e) => Answered::Now(Err(e)),
             },
+            // A blob not checked yet is read whole: off the loop.
+            Request::Lacking { blobs } if blobs.len() > MAX_LACKING_ASK => {
+                Answered::Now(Err(ControlError::bad_request(format!(
+                    "{} blobs asked about at once; at most {MAX_LACKING_ASK}",
+                    blobs.len()
+                ))))
+            }
+            Request::Lacking { blobs } => {
+                let store = self.blobs.clone();
+                Answered::OffLoop(Box::new(move || {
+                    store
+                        .lacking(&blobs)
+                        .map(|lacking| json!({ "lacking": lacking }))
+                        .map_err(internal)
+                }))
+            }
             request => Answered::Now(self.answer_now(request)),
         }
     }
@@ -88,6 +105,7 @@ impl Node {
             Request::Jobs
             | Request::Job { .. }
             | Request::Submit { .. }
+            | Request::Lacking { .. }
             | Request::Watch { .. }
             | Request::ModulePublish { .. }
             | Request::Modules

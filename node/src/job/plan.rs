@@ -3,7 +3,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use crate::runtime::{EngineChoice, Limits, WasmModule};
+pub use super::module::{PlanModule, load_module};
+use crate::runtime::{EngineChoice, Limits};
 use crate::usage::UsageError;
 
 /// Most tasks one job may have.
@@ -51,7 +52,7 @@ pub struct DirMount {
 #[derive(Clone, Debug)]
 pub struct JobPlan {
     /// The module.
-    pub module: WasmModule,
+    pub module: PlanModule,
     /// The module's name, argv[0] of every task.
     pub module_name: String,
     /// The argument template (`{task}`, `{input}`).
@@ -104,29 +105,6 @@ impl JobPlan {
         ));
         argv
     }
-}
-
-/// Reads and checks the module file.
-pub fn load_module(path: &Path) -> Result<WasmModule, UsageError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| UsageError(format!("cannot read module {}: {e}", path.display())))?;
-    if !meta.is_file() {
-        return Err(UsageError(format!(
-            "module {} is not a file",
-            path.display()
-        )));
-    }
-    if meta.len() > crate::runtime::MAX_MODULE_BYTES as u64 {
-        return Err(UsageError(format!(
-            "module {} is {} bytes; the limit is {}",
-            path.display(),
-            meta.len(),
-            crate::runtime::MAX_MODULE_BYTES
-        )));
-    }
-    let bytes = std::fs::read(path)
-        .map_err(|e| UsageError(format!("cannot read module {}: {e}", path.display())))?;
-    WasmModule::new(bytes).map_err(|e| UsageError(format!("{}: {e}", path.display())))
 }
 
 /// Lists the regular files of an `--inputs` directory, sorted by name.

@@ -207,13 +207,22 @@ pub struct WasmModule {
 impl WasmModule {
     /// Checks the header and size and hashes the bytes.
     pub fn new(bytes: Vec<u8>) -> Result<Self, RuntimeError> {
-        if bytes.len() > MAX_MODULE_BYTES {
+        Self::check(&bytes, bytes.len() as u64)?;
+        Ok(Self {
+            hash: ContentHash::of(&bytes),
+            bytes: bytes.into(),
+        })
+    }
+
+    /// Checks that a module of `size` bytes starting with `head` (at
+    /// least its first 8 bytes) looks like a core module.
+    pub fn check(head: &[u8], size: u64) -> Result<(), RuntimeError> {
+        if size > MAX_MODULE_BYTES as u64 {
             return Err(RuntimeError::NotAModule(format!(
-                "module is {} bytes; the limit is {MAX_MODULE_BYTES}",
-                bytes.len()
+                "module is {size} bytes; the limit is {MAX_MODULE_BYTES}"
             )));
         }
-        match bytes.get(..8) {
+        match head.get(..8) {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {}
             Some([0, b'a', b's', b'm', _, _, 1, 0]) => {
                 return Err(RuntimeError::NotAModule(
@@ -235,10 +244,7 @@ impl WasmModule {
                 ));
             }
         }
-        Ok(Self {
-            hash: ContentHash::of(&bytes),
-            bytes: bytes.into(),
-        })
+        Ok(())
     }
 }
 

@@ -14,6 +14,7 @@ mod modules;
 mod offload;
 mod preopens;
 mod serve;
+mod shipping;
 mod single;
 mod tiers;
 mod tokens;
