@@ -43,8 +43,9 @@ struct Args {
     compare: Option<String>,
     /// Only the mesh benchmarks whose names hold TEXT (repeatable, e.g.
     /// `--only bench_round_trip --only bench_throughput`): no engine
-    /// figures, no simulator, no big module; the figures they do not report
-    /// are left out.
+    /// figures, no simulator, no big module unless asked for
+    /// (`--only bench_big_module`); the figures they do not report are
+    /// left out.
     #[arg(long, value_name = "TEXT")]
     only: Vec<String>,
 }
@@ -175,7 +176,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
         local::figures(&root(), args.quick)
     };
     if !args.local_only {
-        let big = if only {
+        let big_asked = !only
+            || args
+                .only
+                .iter()
+                .any(|o| "bench_big_module".contains(o.as_str()));
+        let big = if !big_asked {
             Err(anyhow::anyhow!("not asked for (--only)"))
         } else {
             big_module()
@@ -194,7 +200,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         };
         let measured = mesh::figures(&root(), &plan);
         figures.extend(measured.into_iter().filter(|f| !only || f.value.is_some()));
-        if args.compare.is_none() && !only {
+        if args.compare.is_none() && big_asked {
             big_peer(&mut figures, args.quick);
         }
     }
