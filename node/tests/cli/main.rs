@@ -162,6 +162,20 @@ impl Sandbox {
         child
     }
 
+    /// One raw request line to data dir `data`'s daemon; its answer.
+    pub fn control(&self, data: &str, request: &serde_json::Value) -> serde_json::Value {
+        use std::io::{BufRead, Write};
+        let mut socket =
+            std::os::unix::net::UnixStream::connect(self.path(data).join("corral.sock"))
+                .expect("control socket");
+        writeln!(socket, "{request}").expect("request sent");
+        let mut line = String::new();
+        std::io::BufReader::new(socket)
+            .read_line(&mut line)
+            .expect("answer");
+        serde_json::from_str(&line).expect("json")
+    }
+
     pub fn corral_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
         use std::io::Write;
         let mut child = self

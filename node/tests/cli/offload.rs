@@ -63,18 +63,10 @@ fn jobs_run_through_the_daemon_like_local_commands() {
     // A watcher's summary (what `corral run` follows a batch with) has the
     // counts and no task list; the full record has every task.
     let watch = |summary: bool| {
-        use std::io::{BufRead, Write};
-        let mut socket = std::os::unix::net::UnixStream::connect(sb.path("a/corral.sock"))
-            .expect("control socket");
         let request = serde_json::json!({
             "v": 1, "cmd": "watch", "id": id, "seq": 0, "wait_ms": 0, "summary": summary,
         });
-        writeln!(socket, "{request}").expect("request sent");
-        let mut line = String::new();
-        std::io::BufReader::new(socket)
-            .read_line(&mut line)
-            .expect("answer");
-        serde_json::from_str::<serde_json::Value>(&line).expect("json")["data"].clone()
+        sb.control("a", &request)["data"].clone()
     };
     let summary = watch(true);
     assert_eq!(summary["tasks_total"], 3, "{summary}");

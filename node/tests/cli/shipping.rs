@@ -66,3 +66,51 @@ fn a_changed_file_and_a_stored_copy_gone_bad_are_both_shipped_anew() {
     let _daemon = Daemon(sb.daemon("a", &["--share", "always"], &["--slots", "1"], &[]));
     assert_eq!(read_notes(&sb, &tree), "other version");
 }
+
+#[test]
+fn the_daemon_says_which_blobs_it_lacks_and_refuses_to_be_asked_too_many() {
+    let sb = Sandbox::new();
+    sb.mesh_and_token("one", &[]);
+    let _daemon = Daemon(sb.daemon("a", &["--share", "always"], &["--slots", "1"], &[]));
+    // The module is stored by a run; a hash nothing has is lacking.
+    assert_code(
+        &sb.corral(&[
+            "--data-dir",
+            "a",
+            "run",
+            &module("testkit"),
+            "--",
+            "exit",
+            "0",
+        ]),
+        0,
+    );
+    let testkit =
+        corral_protocol::hash::ContentHash::of(&std::fs::read(module("testkit")).expect("testkit"));
+    let unknown = corral_protocol::hash::ContentHash::of(b"nothing has this");
+    let answer = sb.control(
+        "a",
+        &serde_json::json!({"v": 1, "cmd": "lacking", "blobs": [testkit, unknown]}),
+    );
+    assert_eq!(
+        answer["data"]["lacking"],
+        serde_json::json!([unknown]),
+        "{answer}"
+    );
+
+    // Too many at once: refused, naming the bound; the daemon goes on.
+    let many = vec![unknown; 16_385];
+    let answer = sb.control(
+        "a",
+        &serde_json::json!({"v": 1, "cmd": "lacking", "blobs": many}),
+    );
+    let why = &answer["error"];
+    assert_eq!(answer["ok"], false, "answered, not refused: {why}");
+    assert_eq!(answer["code"], "bad_request", "{why}");
+    assert!(
+        why.as_str()
+            .is_some_and(|e| e.contains("16385 blobs") && e.contains("at most 16384")),
+        "{why}"
+    );
+    assert_eq!(sb.status("a")["running"], 0);
+}
