@@ -4,6 +4,7 @@
 //! ([`discovery`]) and whom to dial ([`dialer`]).
 
 pub mod behaviour;
+mod coalesce;
 pub mod dialer;
 pub mod discovery;
 pub mod limits;
