@@ -34,6 +34,11 @@ const MAX_MEMO_BYTES: u64 = 8 * 1024 * 1024;
 /// remembered.
 pub(super) const SETTLED: Duration = Duration::from_secs(2);
 
+/// How stale an entry's "last used" may get before it is brought
+/// forward: an hour is plenty to keep the recently used, and a warm run
+/// then leaves the memo file as it was instead of rewriting it.
+const USED_EVERY_S: u64 = 3600;
+
 /// The first line of a memo file.
 const HEADER: &str = "corral file-hashes 1";
 
@@ -123,7 +128,7 @@ impl FileHashes {
             && let Some(entry) = self.entries.get_mut(&(stat.dev, stat.ino))
             && entry.stat == stat
         {
-            if entry.used != self.now {
+            if self.now.saturating_sub(entry.used) >= USED_EVERY_S {
                 entry.used = self.now;
                 self.changed = true;
             }

@@ -31,6 +31,7 @@ fn a_hash_is_remembered_until_the_file_changes_even_to_the_same_size_and_time() 
     let mut memo = FileHashes::open(tmp.path());
     assert_eq!(memo.len(), 1, "remembered across runs");
     assert_eq!(memo.hash(&file).expect("hash"), first);
+    assert!(!memo.changed, "a warm run leaves the memo file as it was");
 
     // Rewritten to the same size with its old modification time put
     // back: the change time still moved, so it is hashed again.

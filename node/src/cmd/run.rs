@@ -1,7 +1,7 @@
 //! `corral run`: resolve the arguments into a [`JobPlan`], then run it as one
 //! pass-through task or as a batch writing OUT (DESIGN §9).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use corral_protocol::receipt::TaskStatus;
@@ -48,8 +48,8 @@ pub fn run(data_dir: Option<PathBuf>, mut args: RunArgs) -> anyhow::Result<ExitC
         }
         None => None,
     };
-    let plan_of = |args: &RunArgs, remembered: Option<&Path>| {
-        resolve(args, remembered).map(|mut plan| {
+    let plan_of = |args: &RunArgs, memo: Option<&mut FileHashes>| {
+        resolve(args, memo).map(|mut plan| {
             if let Some(named) = &named {
                 plan.module_name = named.name.clone();
             }
@@ -58,8 +58,9 @@ pub fn run(data_dir: Option<PathBuf>, mut args: RunArgs) -> anyhow::Result<ExitC
     };
     if !args.local {
         let data_dir = DataDir::resolve(data_dir)?;
-        let plan = plan_of(&args, Some(data_dir.root()))?;
-        return super::submit::run_remote(data_dir.root(), &args, &plan);
+        let mut memo = FileHashes::open(data_dir.root());
+        let plan = plan_of(&args, Some(&mut memo))?;
+        return super::submit::run_remote(data_dir.root(), &args, &plan, &mut memo);
     }
     if args.verify.is_some() {
         return Err(UsageError(
@@ -135,19 +136,12 @@ pub fn run(data_dir: Option<PathBuf>, mut args: RunArgs) -> anyhow::Result<ExitC
     })
 }
 
-/// Checks the arguments and builds the plan. With the data dir of a
-/// daemon the job goes to, the module is read only if its hash is not
-/// remembered there (the daemon's store may hold it already).
-pub fn resolve(args: &RunArgs, remembered: Option<&Path>) -> anyhow::Result<JobPlan> {
-    let module = match remembered {
-        Some(data_dir) => {
-            let mut memo = FileHashes::open(data_dir);
-            let module = PlanModule::locate(&args.module, &mut memo)?;
-            if let Err(e) = memo.save() {
-                tracing::debug!("the module's hash could not be remembered: {e:#}");
-            }
-            module
-        }
+/// Checks the arguments and builds the plan. With the remembered hashes
+/// of the data dir a job goes to, the module is read only if its hash is
+/// not remembered there (the daemon's store may hold it already).
+pub fn resolve(args: &RunArgs, memo: Option<&mut FileHashes>) -> anyhow::Result<JobPlan> {
+    let module = match memo {
+        Some(memo) => PlanModule::locate(&args.module, memo)?,
         None => PlanModule::read(plan::load_module(&args.module)?),
     };
     let module_name = args

@@ -45,10 +45,14 @@ struct Wanted {
     source: Source,
 }
 
-/// Makes sure the store holds every blob of `plan`, durably; returns
-/// their hashes.
-pub(super) fn ship(data_dir: &Path, blobs: &BlobStore, plan: &JobPlan) -> anyhow::Result<Shipped> {
-    let mut memo = FileHashes::open(data_dir);
+/// Makes sure the store holds every blob of `plan`, durably, its files
+/// hashed through `memo` (saved here); returns their hashes.
+pub(super) fn ship(
+    data_dir: &Path,
+    blobs: &BlobStore,
+    plan: &JobPlan,
+    memo: &mut FileHashes,
+) -> anyhow::Result<Shipped> {
     let mut wanted = vec![Wanted {
         hash: plan.module.hash,
         size: plan.module.size,
@@ -72,7 +76,7 @@ pub(super) fn ship(data_dir: &Path, blobs: &BlobStore, plan: &JobPlan) -> anyhow
     };
     let mut dirs = Vec::with_capacity(plan.dirs.len());
     for d in &plan.dirs {
-        let tree_hash = list_tree(&mut memo, &d.host, &mut wanted)
+        let tree_hash = list_tree(memo, &d.host, &mut wanted)
             .with_context(|| format!("cannot ship --dir {}", d.host.display()))?;
         dirs.push(DirSpec {
             guest_path: d.guest.clone(),

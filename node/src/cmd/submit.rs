@@ -16,7 +16,7 @@ use corral_protocol::manifest::EngineReq;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{EXIT_TRAP, UsageError};
-use crate::blobs::BlobStore;
+use crate::blobs::{BlobStore, FileHashes};
 use crate::cli::RunArgs;
 use crate::control::Request;
 use crate::control::client;
@@ -40,7 +40,12 @@ fn no_daemon(data_dir: &Path) -> anyhow::Error {
 }
 
 /// Submits a job to the local daemon and follows it to the end.
-pub fn run_remote(data_dir: &Path, args: &RunArgs, plan: &JobPlan) -> anyhow::Result<ExitCode> {
+pub fn run_remote(
+    data_dir: &Path,
+    args: &RunArgs,
+    plan: &JobPlan,
+    memo: &mut FileHashes,
+) -> anyhow::Result<ExitCode> {
     if !client::daemon_running(data_dir) {
         return Err(no_daemon(data_dir));
     }
@@ -78,7 +83,7 @@ pub fn run_remote(data_dir: &Path, args: &RunArgs, plan: &JobPlan) -> anyhow::Re
             .then(|| blobs.put_bytes(&bytes))
             .transpose()?
     };
-    let id = submit_with_stdin(data_dir, plan, args.verify.unwrap_or(1), stdin)?;
+    let id = submit_with_stdin(data_dir, plan, args.verify.unwrap_or(1), stdin, memo)?;
     if args.detach {
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
@@ -140,18 +145,21 @@ pub fn run_remote(data_dir: &Path, args: &RunArgs, plan: &JobPlan) -> anyhow::Re
 /// Puts the job's blobs into the data dir and hands the job to the daemon;
 /// returns its id.
 pub fn submit(data_dir: &Path, plan: &JobPlan, verify: u8) -> anyhow::Result<String> {
-    submit_with_stdin(data_dir, plan, verify, None)
+    let mut memo = FileHashes::open(data_dir);
+    submit_with_stdin(data_dir, plan, verify, None, &mut memo)
 }
 
-/// As [`submit`], with the blob every task reads on stdin.
+/// As [`submit`], with the blob every task reads on stdin, the files'
+/// hashes looked up in `memo` (the one the module's hash came from).
 pub fn submit_with_stdin(
     data_dir: &Path,
     plan: &JobPlan,
     verify: u8,
     stdin: Option<ContentHash>,
+    memo: &mut FileHashes,
 ) -> anyhow::Result<String> {
     let blobs = BlobStore::open(data_dir)?;
-    let shipped = super::ship::ship(data_dir, &blobs, plan)?;
+    let shipped = super::ship::ship(data_dir, &blobs, plan, memo)?;
     let spec = SubmitSpec {
         module: shipped.module,
         module_name: plan.module_name.clone(),
