@@ -34,6 +34,7 @@ pub(super) struct Inputs {
     pub(super) durable: mpsc::Receiver<Durable>,
     pub(super) verified: mpsc::Receiver<super::state::OfferVerified>,
     pub(super) readings: mpsc::Receiver<Reading>,
+    pub(super) lanes: mpsc::Receiver<crate::net::lane::LaneEvent>,
 }
 
 /// Runs until the node has left: `corral leave`, SIGTERM or Ctrl-C start
@@ -76,6 +77,7 @@ pub(super) async fn run(node: &mut Node, mut inputs: Inputs) -> anyhow::Result<(
             Some(done) = inputs.durable.recv() => node.respond(done.reply, done.response),
             Some(verified) = inputs.verified.recv() => node.on_offer_verified(verified),
             Some(cmd) = inputs.net_rx.recv() => node.on_net_cmd(cmd),
+            Some(event) = inputs.lanes.recv() => node.on_lane_event(event),
             Some(reading) = inputs.readings.recv() => node.on_reading(reading),
             _ = advert_timer.tick() => node.advertise(),
             _ = expiry_timer.tick() => {
@@ -83,6 +85,7 @@ pub(super) async fn run(node: &mut Node, mut inputs: Inputs) -> anyhow::Result<(
                     node.on_change(change);
                 }
                 node.close_redundant_circuits();
+                node.expire_lane_calls();
             }
             _ = redial_timer.tick() => {
                 node.dialer.pump(&mut node.swarm);

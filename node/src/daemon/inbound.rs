@@ -9,14 +9,16 @@ use corral_protocol::ids::PeerKey;
 use corral_protocol::messages::{
     BlobRequest, BlobResponse, RejectReason, TaskRef, TaskRequest, TaskResponse,
 };
+use libp2p::PeerId;
 use libp2p::request_response::{self, ResponseChannel};
 
 use super::node::Node;
-use super::state::{Pending, Reply, Served};
+use super::state::{Pending, Reply, Served, TaskCall};
 use crate::blobs::BlobStore;
 use crate::clock::now_ms;
 use crate::dispatch::NetCmd;
 use crate::job::timeline::RunState;
+use crate::net::lane::{Delivery, LaneEvent, Route};
 use crate::net::{peer_id_of, peer_key_of};
 
 impl Node {
@@ -30,9 +32,76 @@ impl Node {
                     .task
                     .send_response(channel, response);
             }
+            Reply::Lane(answer) => answer.send(response),
             Reply::Local(tx) => {
                 let _ = tx.send(Ok(response));
             }
+        }
+    }
+
+    /// Sends a task request to `peer`: on its lane, or on a stream of its
+    /// own (a big one, or a peer without the lane).
+    pub(super) fn send_task(&mut self, peer: PeerId, request: TaskRequest) -> TaskCall {
+        match self.lanes.call(peer, request) {
+            Route::Lane(call) => TaskCall::Lane(call),
+            Route::Stream(request) => {
+                TaskCall::Stream(self.swarm.behaviour_mut().task.send_request(&peer, request))
+            }
+        }
+    }
+
+    /// What a lane brought: a request, an answer, or requests to send
+    /// again as streams.
+    pub(super) fn on_lane_event(&mut self, event: LaneEvent) {
+        for delivery in self.lanes.take(event) {
+            self.on_delivery(delivery);
+        }
+    }
+
+    /// Fails the calls on lanes that waited too long.
+    pub(super) fn expire_lane_calls(&mut self) {
+        for delivery in self.lanes.expire(std::time::Instant::now()) {
+            self.on_delivery(delivery);
+        }
+    }
+
+    fn on_delivery(&mut self, delivery: Delivery) {
+        match delivery {
+            Delivery::Request {
+                peer,
+                request,
+                answer,
+            } => {
+                if let Some(from) = peer_key_of(&peer) {
+                    self.on_task_request(from, request, Reply::Lane(answer));
+                }
+            }
+            Delivery::Answered { call, result } => {
+                self.on_task_answer(TaskCall::Lane(call), result);
+            }
+            Delivery::Resend {
+                call,
+                peer,
+                request,
+            } => {
+                if let Some(pending) = self.pending_tasks.remove(&TaskCall::Lane(call)) {
+                    let rid = self.swarm.behaviour_mut().task.send_request(&peer, request);
+                    self.pending_tasks.insert(TaskCall::Stream(rid), pending);
+                }
+            }
+        }
+    }
+
+    /// The answer to a task request this node sent, or why there is none.
+    fn on_task_answer(&mut self, call: TaskCall, answer: Result<TaskResponse, String>) {
+        match self.pending_tasks.remove(&call) {
+            Some(Pending::Reply(tx)) => {
+                let _ = tx.send(answer);
+            }
+            Some(Pending::Offers { job, indices, peer }) => {
+                self.on_offers_answer(job, indices, peer, answer);
+            }
+            Some(Pending::Cancel) | None => {}
         }
     }
 
@@ -120,8 +189,8 @@ impl Node {
                 if peer == self.me {
                     self.on_task_request(self.me, request, Reply::Local(reply));
                 } else if let Some(id) = peer_id_of(&peer) {
-                    let rid = self.swarm.behaviour_mut().task.send_request(&id, request);
-                    self.pending_tasks.insert(rid, Pending::Reply(reply));
+                    let call = self.send_task(id, request);
+                    self.pending_tasks.insert(call, Pending::Reply(reply));
                 } else {
                     let _ = reply.send(Err("bad peer key".into()));
                 }
@@ -170,27 +239,11 @@ impl Node {
                 request_response::Message::Response {
                     request_id,
                     response,
-                } => match self.pending_tasks.remove(&request_id) {
-                    Some(Pending::Reply(tx)) => {
-                        let _ = tx.send(Ok(response));
-                    }
-                    Some(Pending::Offers { job, indices, peer }) => {
-                        self.on_offers_answer(job, indices, peer, Ok(response));
-                    }
-                    Some(Pending::Cancel) | None => {}
-                },
+                } => self.on_task_answer(TaskCall::Stream(request_id), Ok(response)),
             },
             request_response::Event::OutboundFailure {
                 request_id, error, ..
-            } => match self.pending_tasks.remove(&request_id) {
-                Some(Pending::Reply(tx)) => {
-                    let _ = tx.send(Err(error.to_string()));
-                }
-                Some(Pending::Offers { job, indices, peer }) => {
-                    self.on_offers_answer(job, indices, peer, Err(error.to_string()));
-                }
-                Some(Pending::Cancel) | None => {}
-            },
+            } => self.on_task_answer(TaskCall::Stream(request_id), Err(error.to_string())),
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, "inbound task request failed: {error}");
             }

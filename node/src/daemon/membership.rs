@@ -96,6 +96,7 @@ impl Node {
         relayed: bool,
     ) {
         self.dialer.on_connected(peer_id, id);
+        self.lanes.reconnected(&peer_id);
         let remote_text = remote.to_string();
         self.paths
             .opened(id, peer_id, remote, relayed, std::time::Instant::now());

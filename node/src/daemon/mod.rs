@@ -87,6 +87,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
     for addr in &config.external {
         swarm.add_external_address(addr.clone());
     }
+    let (lanes, lane_events) = crate::net::lane::Lanes::new(swarm.behaviour().lane.new_control())?;
     let relays = crate::net::relay::Relays::new(&config.relays);
     let (found_tx, found) = mpsc::channel::<Found>(256);
     let blobs = BlobStore::open(&config.data_dir)?;
@@ -189,6 +190,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         locks,
         net,
         pending_tasks: HashMap::new(),
+        lanes,
         pending_blobs: HashMap::new(),
         results_tx,
         served_tx,
@@ -217,6 +219,7 @@ pub async fn run(config: DaemonConfig, store: Store) -> anyhow::Result<()> {
         durable,
         verified,
         readings,
+        lanes: lane_events,
     };
     event_loop::run(&mut node, inputs).await?;
     node.leave().await;

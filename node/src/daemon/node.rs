@@ -128,7 +128,9 @@ pub(super) struct Node {
     pub(super) blobs: BlobStore,
     pub(super) locks: FetchLocks,
     pub(super) net: NetHandle,
-    pub(super) pending_tasks: HashMap<OutboundRequestId, Pending>,
+    pub(super) pending_tasks: HashMap<super::state::TaskCall, Pending>,
+    /// The task lanes to peers, and the calls on them.
+    pub(super) lanes: crate::net::lane::Lanes,
     pub(super) pending_blobs:
         HashMap<OutboundRequestId, oneshot::Sender<Result<BlobResponse, String>>>,
     pub(super) results_tx: mpsc::Sender<ResultReady>,

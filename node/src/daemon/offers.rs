@@ -101,12 +101,8 @@ impl Node {
                     if peer == self.me {
                         self.worker.on_cancel(self.me, job, index);
                     } else if let Some(id) = peer_id_of(&peer) {
-                        let rid = self
-                            .swarm
-                            .behaviour_mut()
-                            .task
-                            .send_request(&id, TaskRequest::Cancel { job, index });
-                        self.pending_tasks.insert(rid, Pending::Cancel);
+                        let call = self.send_task(id, TaskRequest::Cancel { job, index });
+                        self.pending_tasks.insert(call, Pending::Cancel);
                     }
                 }
             }
@@ -152,9 +148,9 @@ impl Node {
             },
         };
         tracing::debug!(%job, tasks = indices.len(), "offer sent");
-        let rid = self.swarm.behaviour_mut().task.send_request(&id, request);
+        let call = self.send_task(id, request);
         self.pending_tasks
-            .insert(rid, Pending::Offers { job, indices, peer });
+            .insert(call, Pending::Offers { job, indices, peer });
     }
 
     /// The answer to offers of `indices`, one per task.

@@ -15,6 +15,13 @@ use tokio::time::Instant;
 
 use crate::dispatch::worker::VerifiedManifest;
 
+/// An outbound task request: on its own stream, or on the peer's lane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum TaskCall {
+    Stream(libp2p::request_response::OutboundRequestId),
+    Lane(crate::net::lane::CallId),
+}
+
 /// An outbound task request waiting for its answer.
 pub(super) enum Pending {
     /// A spawned task waits for it.
@@ -31,8 +38,10 @@ pub(super) enum Pending {
 
 /// Where the answer to an inbound task request goes.
 pub(super) enum Reply {
-    /// Over the network.
+    /// Over the network, on the request's own stream.
     Remote(ResponseChannel<TaskResponse>),
+    /// Over the network, on the lane it came on.
+    Lane(crate::net::lane::Answer),
     /// To a task of this node.
     Local(oneshot::Sender<Result<TaskResponse, String>>),
 }

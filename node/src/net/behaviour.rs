@@ -2,7 +2,8 @@
 #![allow(missing_docs)] // the derive generates an undocumented event enum
 //! limits ([`super::limits`]), identify and ping for liveness and
 //! addresses, gossipsub for capacity adverts, and the two request-response
-//! protocols that carry tasks and blobs point to point.
+//! protocols that carry tasks and blobs point to point, and the task lane's
+//! streams.
 
 use std::time::Duration;
 
@@ -51,6 +52,8 @@ pub struct Behaviour {
     pub task: TaskBehaviour,
     /// `/corral/blob/1`.
     pub blob: BlobBehaviour,
+    /// The streams of `/corral/task-lane/1` ([`super::lane`]).
+    pub lane: libp2p_stream::Behaviour,
     /// Reservations and circuits at relays (a node that knows a relay:
     /// [`Roles::beyond_lan`]).
     pub relay_client: Toggle<relay::client::Behaviour>,
@@ -122,6 +125,7 @@ impl Behaviour {
                     .with_request_timeout(BLOB_TIMEOUT)
                     .with_max_concurrent_streams(MAX_BLOB_STREAMS),
             ),
+            lane: libp2p_stream::Behaviour::new(),
             relay_client: roles.beyond_lan.then_some(relay_client).into(),
             relay: roles
                 .relay

@@ -7,6 +7,7 @@ pub mod behaviour;
 mod coalesce;
 pub mod dialer;
 pub mod discovery;
+pub mod lane;
 pub mod limits;
 pub mod paths;
 pub mod relay;

@@ -66,14 +66,19 @@ impl Budget {
 
 /// What one frame being read holds of a budget; given back when dropped
 /// (the frame decoded, refused, or its stream gone).
-struct Charge<'a> {
+pub(super) struct Charge<'a> {
     budget: Option<&'a Budget>,
     bytes: usize,
 }
 
-impl Charge<'_> {
+impl<'a> Charge<'a> {
+    /// Nothing charged yet to `budget` (or to none).
+    pub(super) fn new(budget: Option<&'a Budget>) -> Self {
+        Self { budget, bytes: 0 }
+    }
+
     /// Makes the charge cover `bytes` in all.
-    fn cover(&mut self, bytes: usize) -> io::Result<()> {
+    pub(super) fn cover(&mut self, bytes: usize) -> io::Result<()> {
         let Some(budget) = self.budget else {
             return Ok(());
         };
@@ -152,7 +157,7 @@ where
     T: AsyncRead + Unpin + Send,
     M: WireMessage,
 {
-    let mut charge = Charge { budget, bytes: 0 };
+    let mut charge = Charge::new(budget);
     let mut bytes = Vec::new();
     let mut chunk = [0u8; READ_CHUNK];
     let mut limit = M::MAX_BYTES;

@@ -4,12 +4,14 @@
 //! (refuses offers, sends forged, replayed and unasked-for receipts),
 //! `silent` (accepts offers and never answers), `flood` (oversize frames,
 //! stream floods, big signed manifests, adverts from many fresh keys) or
-//! `records` (forged, oversize and untrusted module records, issue 22).
+//! `records` (forged, oversize and untrusted module records, issue 22),
+//! `lane` (attacks on the task lane, issue 19).
 //! Built only with the `test-hooks` feature; the netns tests drive it.
 
 mod advert;
 mod flood;
 mod forge;
+mod lane;
 mod records;
 
 use std::io::Write;
@@ -48,6 +50,10 @@ enum Mode {
     /// the publisher, oversize bytes, garbage, and a valid record of its
     /// own (refuses offers).
     Records,
+    /// Attack the task lane of the first peer it connects to: an oversize
+    /// frame, garbage, a flood of requests whose answers it never reads,
+    /// too many lanes, a frame cut by a reset; then one honest request.
+    Lane,
 }
 
 /// A rogue mesh member, for the tests only.
@@ -101,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
         topic,
         records: records::Records::new(&key)?,
         modules_topic,
+        lane_attacked: false,
     };
     if args.mode == Mode::Flood {
         advert::spawn_sybils(psk, args.peers.clone(), args.flood.sybils);
@@ -131,6 +138,8 @@ struct Rogue {
     modules_topic: IdentTopic,
     ticks: u64,
     peers: Vec<Multiaddr>,
+    /// The lane attacks started (`lane` mode: once).
+    lane_attacked: bool,
 }
 
 impl Rogue {
@@ -170,7 +179,7 @@ impl Rogue {
                     say(&format!("RECORD {what} {}", sent.is_ok()));
                 }
             }
-            Mode::Silent => {}
+            Mode::Silent | Mode::Lane => {}
         }
     }
 
@@ -178,6 +187,11 @@ impl Rogue {
         match event {
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 say(&format!("CONNECTED {peer_id}"));
+                if self.mode == Mode::Lane && !self.lane_attacked {
+                    self.lane_attacked = true;
+                    let control = swarm.behaviour().core.lane.new_control();
+                    tokio::spawn(lane::attack(control, peer_id));
+                }
                 if self.mode == Mode::Flood {
                     self.flood.target(peer_id);
                     self.flood.top_up(swarm);
@@ -268,7 +282,7 @@ impl Rogue {
                     TaskResponse::Each(vec![None; tasks.len()])
                 }
             }
-            Mode::Forge | Mode::Flood | Mode::Records => {
+            Mode::Forge | Mode::Flood | Mode::Records | Mode::Lane => {
                 if self.mode == Mode::Forge {
                     self.forger.forge(swarm, from, &manifest, &tasks);
                 }

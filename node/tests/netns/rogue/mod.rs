@@ -4,13 +4,15 @@
 //! what the issue promises: forged receipts count for nothing (`forge`), a
 //! member holding tasks in silence stalls no job (`silent`), a flood of
 //! frames, streams, manifests and adverts leaves the victim running with
-//! its memory bounded (`flood`). Figures are printed with `--nocapture`.
+//! its memory bounded (`flood`), and attacks on the task lane leave a
+//! worker answering and running (`lane`). Figures are printed with `--nocapture`.
 //!
 //! This file holds the rogue process and the result checks; the tests
-//! live in `forge`, `silent` and `flood`.
+//! live in `forge`, `silent`, `flood` and `lane`.
 
 mod flood;
 mod forge;
+mod lane;
 mod silent;
 
 use std::path::{Path, PathBuf};
