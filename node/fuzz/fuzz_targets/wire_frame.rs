@@ -1,8 +1,10 @@
 //! The request-response framing of `/corral/task/1` and `/corral/blob/1`
 //! (node/src/net/wire.rs) reading arbitrary stream bytes as each of the four
-//! message kinds: it must refuse, never panic.
+//! message kinds, and the task lane's frames (node/src/net/lane) read as
+//! requests and as answers: it must refuse, never panic.
 #![no_main]
 
+use corral_node::net::lane;
 use corral_node::net::wire::{BLOB_PROTOCOL, FrameCodec, TASK_PROTOCOL};
 use corral_protocol::messages::{BlobRequest, BlobResponse, TaskRequest, TaskResponse};
 use futures::executor::block_on;
@@ -26,5 +28,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = blob
             .read_response(&BLOB_PROTOCOL, &mut Cursor::new(data))
             .await;
+        let _ = lane::read_frames(&mut Cursor::new(data), false).await;
+        let _ = lane::read_frames(&mut Cursor::new(data), true).await;
     });
 });

@@ -351,3 +351,29 @@ impl Lanes {
         self.calls.len()
     }
 }
+
+/// Reads lane frames from `io` until it ends or one is refused, as
+/// requests or (`answers`) as answers; how many were read. The fuzz
+/// target's way in.
+pub async fn read_frames<R: futures::AsyncRead + Unpin>(
+    io: &mut R,
+    answers: bool,
+) -> std::io::Result<usize> {
+    let budget = Budget::new(LANE_BUDGET);
+    let mut n = 0;
+    loop {
+        let frame = if answers {
+            frames::read::<_, TaskResponse>(io, &budget, true)
+                .await?
+                .map(|_| ())
+        } else {
+            frames::read::<_, TaskRequest>(io, &budget, false)
+                .await?
+                .map(|_| ())
+        };
+        if frame.is_none() {
+            return Ok(n);
+        }
+        n += 1;
+    }
+}

@@ -436,3 +436,14 @@ async fn big_requests_take_a_stream_of_their_own_and_calls_time_out() {
     ));
     assert_eq!(lanes.waiting(), 0);
 }
+
+#[tokio::test]
+async fn the_fuzz_seeds_read_as_lane_frames() {
+    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/wire_frame");
+    let requests = std::fs::read(seeds.join("lane_requests")).expect("seed");
+    let answers = std::fs::read(seeds.join("lane_answers")).expect("seed");
+    let read = read_frames(&mut futures::io::Cursor::new(requests), false).await;
+    assert_eq!(read.expect("requests"), 2);
+    let read = read_frames(&mut futures::io::Cursor::new(answers), true).await;
+    assert_eq!(read.expect("answers"), 3);
+}
