@@ -9,7 +9,10 @@
 //! small messages take the lane: one over [`MAX_LANE_FRAME`] (a result
 //! with its output inline) still gets a stream of its own, so it never
 //! holds up the messages behind it. A peer that does not speak the lane,
-//! or whose lane is full, is sent requests the old way.
+//! or whose lane is full, is sent requests the old way. A lane opens with
+//! a greeting from the peer that took it (an empty frame of id 0); until
+//! it comes nothing is written, so that a peer refusing the protocol (seen
+//! only then: streams are negotiated lazily) loses no request.
 //!
 //! Bounds, for a peer that misbehaves: a frame's length is checked before
 //! anything is read into memory, and charged to a budget shared by every
@@ -49,6 +52,9 @@ pub const MAX_IN_FLIGHT: usize = super::limits::MAX_TASK_STREAMS;
 /// Lanes one peer may have into this node at once (it opens one; a
 /// reconnect may overlap the old one for a moment).
 pub const LANES_PER_PEER: usize = 4;
+/// How long a new lane waits for the peer's greeting before its requests
+/// go as streams.
+pub const GREETING: Duration = Duration::from_secs(10);
 /// How long a call on a lane waits for its answer (as a task request does).
 pub const CALL_TIMEOUT: Duration = super::behaviour::TASK_TIMEOUT;
 /// Bytes of lane frames being read at once, over every lane.
@@ -248,29 +254,26 @@ impl Lanes {
             Event::NotOpened {
                 peer,
                 lane_no,
-                unsupported,
+                plain,
                 error,
                 queued,
             } => {
+                tracing::debug!(%peer, "no task lane ({error}): requests go as streams");
                 self.forget(peer, lane_no);
-                if unsupported {
-                    tracing::debug!(%peer, "no task lane: requests go as streams");
+                if plain {
                     self.plain.insert(peer);
                 }
+                // What was queued goes another way: as streams of its own.
                 let mut out: Vec<Delivery> = queued
                     .into_iter()
                     .filter_map(|(id, body)| {
                         let call = CallId(id);
                         self.calls.remove(&call)?;
                         Some(match codec::decode::<TaskRequest>(&body) {
-                            Ok(request) if unsupported => Delivery::Resend {
+                            Ok(request) => Delivery::Resend {
                                 call,
                                 peer,
                                 request,
-                            },
-                            Ok(_) => Delivery::Answered {
-                                call,
-                                result: Err(format!("cannot open a task lane: {error}")),
                             },
                             Err(e) => Delivery::Answered {
                                 call,

@@ -153,13 +153,18 @@ async fn honest(stream: &mut Stream) -> String {
     let exchange = async {
         stream.write_all(&frame(77, &cancel(77))).await?;
         stream.flush().await?;
-        let mut header = [0u8; 12];
-        stream.read_exact(&mut header).await?;
-        let id = u64::from_le_bytes(header[..8].try_into().unwrap_or_default());
-        let len = u32::from_le_bytes(header[8..].try_into().unwrap_or_default()) as usize;
-        let mut body = vec![0u8; len.min(MAX_LANE_FRAME)];
-        stream.read_exact(&mut body).await?;
-        std::io::Result::Ok((id, codec::decode::<TaskResponse>(&body)))
+        // The greeting (id 0, empty) comes first.
+        loop {
+            let mut header = [0u8; 12];
+            stream.read_exact(&mut header).await?;
+            let id = u64::from_le_bytes(header[..8].try_into().unwrap_or_default());
+            let len = u32::from_le_bytes(header[8..].try_into().unwrap_or_default()) as usize;
+            let mut body = vec![0u8; len.min(MAX_LANE_FRAME)];
+            stream.read_exact(&mut body).await?;
+            if id != 0 {
+                return std::io::Result::Ok((id, codec::decode::<TaskResponse>(&body)));
+            }
+        }
     };
     match tokio::time::timeout(Duration::from_secs(10), exchange).await {
         Ok(Ok((id, Ok(response)))) => format!("id={id} answer={response:?}"),

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use corral_protocol::codec;
 use corral_protocol::messages::{TaskRequest, TaskResponse};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, StreamExt};
-use libp2p::PeerId;
+use libp2p::core::upgrade::NegotiationError;
+use libp2p::{PeerId, Stream};
 use libp2p_stream::{Control, IncomingStreams, OpenStreamError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::frames::{self, Outgoing};
-use super::{LANE_PROTOCOL, LANES_PER_PEER, LaneEvent, MAX_IN_FLIGHT};
+use super::{GREETING, LANE_PROTOCOL, LANES_PER_PEER, LaneEvent, MAX_IN_FLIGHT};
 use crate::net::wire::Budget;
 
 /// What the lanes' tasks tell [`super::Lanes`].
@@ -37,7 +38,7 @@ pub(super) enum Event {
         peer: PeerId,
         lane_no: u64,
         /// The peer does not speak the lane's protocol.
-        unsupported: bool,
+        plain: bool,
         error: String,
         queued: Vec<(u64, Vec<u8>)>,
     },
@@ -92,33 +93,69 @@ pub(super) async fn outbound(
     events: mpsc::Sender<LaneEvent>,
     budget: Budget,
 ) {
-    let mut stream = match control.open_stream(peer, LANE_PROTOCOL).await {
+    let opened = match control.open_stream(peer, LANE_PROTOCOL).await {
+        Ok(mut stream) => {
+            // The connection lives by its other protocols' needs, as before.
+            stream.ignore_for_keep_alive();
+            greeted(stream, &budget).await
+        }
+        Err(e) => Err((
+            matches!(e, OpenStreamError::UnsupportedProtocol(_)),
+            e.to_string(),
+        )),
+    };
+    let stream = match opened {
         Ok(stream) => stream,
-        Err(e) => {
+        Err((plain, error)) => {
             queue.close();
             let mut queued = Vec::new();
             while let Ok(out) = queue.try_recv() {
                 queued.push((out.id, out.body));
             }
-            let unsupported = matches!(e, OpenStreamError::UnsupportedProtocol(_));
             let _ = events
                 .send(LaneEvent(Event::NotOpened {
                     peer,
                     lane_no,
-                    unsupported,
-                    error: e.to_string(),
+                    plain,
+                    error,
                     queued,
                 }))
                 .await;
             return;
         }
     };
-    // The connection lives by its other protocols' needs, as before.
-    stream.ignore_for_keep_alive();
     let why = serve_outbound(stream, peer, lane_no, queue, &events, &budget).await;
     let _ = events
         .send(LaneEvent(Event::Closed { peer, lane_no, why }))
         .await;
+}
+
+/// Waits for the greeting a lane opens with (an empty frame of id 0, from
+/// the peer that took it) before any request is written: streams are
+/// negotiated lazily, so a peer that refused the protocol shows it only
+/// now, and what was queued can still go another way. `Err((plain, why))`,
+/// `plain` for a peer that does not speak the lane.
+async fn greeted(mut stream: Stream, budget: &Budget) -> Result<Stream, (bool, String)> {
+    let greeting = frames::read::<_, TaskResponse>(&mut stream, budget, true);
+    match tokio::time::timeout(GREETING, greeting).await {
+        Ok(Ok(Some((0, None)))) => Ok(stream),
+        Ok(Ok(_)) => Err((true, "the peer did not greet on its task lane".into())),
+        Ok(Err(e)) if refused(&e) => {
+            Err((true, format!("the peer does not speak {LANE_PROTOCOL}")))
+        }
+        Ok(Err(e)) => Err((false, e.to_string())),
+        Err(_) => Err((
+            true,
+            format!("no greeting on the task lane within {GREETING:?}"),
+        )),
+    }
+}
+
+/// Whether `e` is the peer refusing the protocol.
+fn refused(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<NegotiationError>())
+        .is_some_and(|n| matches!(n, NegotiationError::Failed))
 }
 
 /// Writes the requests `queue` brings on `stream` and reads their answers,
@@ -242,7 +279,13 @@ impl Inbound {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let (mut reader, writer) = stream.split();
-        let (queue_tx, queue) = mpsc::channel(MAX_IN_FLIGHT);
+        // One more than the places: the greeting goes first.
+        let (queue_tx, queue) = mpsc::channel(MAX_IN_FLIGHT + 1);
+        let _ = queue_tx.try_send(Outgoing {
+            id: 0,
+            body: Vec::new(),
+            _hold: None,
+        });
         let peer = self.peer;
         let reading = async move {
             loop {

@@ -207,6 +207,12 @@ async fn a_peer_that_never_waits_for_answers_has_only_its_places_read() {
     let (next, _fifth) = next_request(&mut rx).await.expect("one more is read");
     assert_eq!(next, cancel(4));
     let budget = Budget::new(1 << 20);
+    let greeting = frames::read::<_, TaskResponse>(&mut theirs, &budget, true).await;
+    assert_eq!(
+        greeting.expect("read").expect("a frame"),
+        (0, None),
+        "greeted first"
+    );
     let back = frames::read::<_, TaskResponse>(&mut theirs, &budget, true).await;
     assert_eq!(
         back.expect("read").expect("a frame"),
@@ -393,7 +399,7 @@ async fn requests_to_a_peer_without_the_lane_are_sent_again_as_streams() {
     let back = lanes.take(LaneEvent(Event::NotOpened {
         peer,
         lane_no,
-        unsupported: true,
+        plain: true,
         error: "unsupported".into(),
         queued: vec![(call.0, body)],
     }));
