@@ -152,7 +152,7 @@ async fn greeted(mut stream: Stream, budget: &Budget) -> Result<Stream, (bool, S
 }
 
 /// Whether `e` is the peer refusing the protocol.
-fn refused(e: &std::io::Error) -> bool {
+pub(super) fn refused(e: &std::io::Error) -> bool {
     e.get_ref()
         .and_then(|inner| inner.downcast_ref::<NegotiationError>())
         .is_some_and(|n| matches!(n, NegotiationError::Failed))

@@ -453,3 +453,11 @@ async fn the_fuzz_seeds_read_as_lane_frames() {
     let read = read_frames(&mut futures::io::Cursor::new(answers), true).await;
     assert_eq!(read.expect("answers"), 3);
 }
+
+#[test]
+fn a_refused_protocol_is_told_from_other_errors() {
+    use libp2p::core::upgrade::NegotiationError;
+    assert!(links::refused(&io::Error::other(NegotiationError::Failed)));
+    assert!(!links::refused(&io::Error::other("reset")));
+    assert!(!links::refused(&io::ErrorKind::ConnectionReset.into()));
+}
