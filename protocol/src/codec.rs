@@ -115,6 +115,50 @@ pub fn encode<T: WireMessage>(message: &T) -> Vec<u8> {
     frame
 }
 
+/// Encodes a message into a frame of at most `limit` bytes, or `None` if
+/// it would be longer; serialising stops as soon as it passes the limit,
+/// so a big message costs no more than `limit` bytes of work.
+pub fn encode_within<T: WireMessage>(message: &T, limit: usize) -> Option<Vec<u8>> {
+    let mut frame = Bounded {
+        bytes: vec![PROTOCOL_VERSION, T::KIND],
+        limit,
+    };
+    if frame.bytes.len() > limit {
+        return None;
+    }
+    frame.bytes.reserve(limit.min(INITIAL_FRAME_BYTES));
+    postcard::serialize_with_flavor(message, frame).ok()
+}
+
+/// Room reserved for a bounded frame at first (an offer or a receipt fits).
+const INITIAL_FRAME_BYTES: usize = 1024;
+
+/// A postcard output that refuses to grow past `limit` bytes.
+struct Bounded {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl postcard::ser_flavors::Flavor for Bounded {
+    type Output = Vec<u8>;
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if self.bytes.len() + data.len() > self.limit {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        self.bytes.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.try_extend(&[data])
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.bytes)
+    }
+}
+
 /// Decodes a frame of kind `T`, refusing anything over `T::MAX_BYTES`, or
 /// over its variant's bound ([`WireMessage::max_frame_bytes`]).
 pub fn decode<T: WireMessage>(frame: &[u8]) -> Result<T, CodecError> {
@@ -165,6 +209,14 @@ mod tests {
         let frame = encode(&sample());
         assert_eq!(&frame[..2], &[PROTOCOL_VERSION, BlobRequest::KIND]);
         assert_eq!(decode::<BlobRequest>(&frame), Ok(sample()));
+    }
+
+    #[test]
+    fn a_frame_within_a_limit_is_the_frame_and_past_it_is_none() {
+        let frame = encode(&sample());
+        assert_eq!(encode_within(&sample(), frame.len()), Some(frame.clone()));
+        assert_eq!(encode_within(&sample(), frame.len() - 1), None);
+        assert_eq!(encode_within(&sample(), 1), None);
     }
 
     #[test]

@@ -166,10 +166,10 @@ impl Lanes {
         if self.plain.contains(&peer) {
             return Route::Stream(request);
         }
-        let body = codec::encode(&request);
-        if body.len() > MAX_LANE_FRAME {
+        // A big one is not encoded here in full only to be thrown away.
+        let Some(body) = codec::encode_within(&request, MAX_LANE_FRAME) else {
             return Route::Stream(request);
-        }
+        };
         self.next += 1;
         let id = self.next;
         let mut out = Outgoing {
@@ -348,11 +348,13 @@ impl Lanes {
     pub fn reconnected(&mut self, peer: &PeerId) {
         self.plain.remove(peer);
     }
+}
 
-    /// Calls waiting for an answer.
-    pub fn waiting(&self) -> usize {
-        self.calls.len()
-    }
+/// One frame, on its own: call `id`, `body` (empty for "no answer").
+pub fn frame(id: u64, body: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(frames::HEADER + body.len());
+    frames::put(&mut buf, id, body);
+    buf
 }
 
 /// Reads lane frames from `io` until it ends or one is refused, as

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use corral_node::net::lane::{LANE_PROTOCOL, MAX_LANE_FRAME};
+use corral_node::net::lane::{LANE_PROTOCOL, MAX_LANE_FRAME, frame};
 use corral_protocol::codec;
 use corral_protocol::ids::JobId;
 use corral_protocol::messages::{TaskRequest, TaskResponse};
@@ -23,14 +23,6 @@ const FLOOD: usize = 100_000;
 const FLOOD_BATCH: usize = 1_000;
 /// Lanes opened at once.
 const LANES: usize = 10;
-
-fn frame(id: u64, body: &[u8]) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(12 + body.len());
-    buf.extend_from_slice(&id.to_le_bytes());
-    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    buf.extend_from_slice(body);
-    buf
-}
 
 /// A cancel of a job no one runs: the victim only acknowledges it.
 fn cancel(index: u32) -> Vec<u8> {

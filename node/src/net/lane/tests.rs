@@ -27,12 +27,6 @@ fn cancel(index: u32) -> TaskRequest {
     }
 }
 
-fn frame(id: u64, body: &[u8]) -> Vec<u8> {
-    let mut buf = Vec::new();
-    frames::put(&mut buf, id, body);
-    buf
-}
-
 async fn read_request(
     bytes: Vec<u8>,
     budget: &Budget,
@@ -354,7 +348,7 @@ async fn an_answer_counts_only_from_the_peer_called_on_its_lane_and_once() {
         lanes.take(answer(a, lane_no, call)).is_empty(),
         "a replayed answer"
     );
-    assert_eq!(lanes.waiting(), 0);
+    assert_eq!(lanes.calls.len(), 0);
 }
 
 #[tokio::test]
@@ -382,7 +376,7 @@ async fn a_lane_that_ends_fails_its_own_calls_and_no_others() {
         })
         .collect();
     assert_eq!(ids, on_a);
-    assert_eq!(lanes.waiting(), 1);
+    assert_eq!(lanes.calls.len(), 1);
     assert!(lanes.calls.contains_key(&on_b));
     // The next call to `a` opens a new lane.
     lane_call(&mut lanes, a, cancel(4));
@@ -440,7 +434,7 @@ async fn big_requests_take_a_stream_of_their_own_and_calls_time_out() {
         expired.as_slice(),
         [Delivery::Answered { call: c, result: Err(_) }] if *c == call
     ));
-    assert_eq!(lanes.waiting(), 0);
+    assert_eq!(lanes.calls.len(), 0);
 }
 
 #[tokio::test]
