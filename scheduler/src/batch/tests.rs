@@ -410,7 +410,7 @@ fn a_device_holds_its_free_slots_plus_those_queued_ahead() {
     w.held_elsewhere = 5;
     w.slots_free = 0;
     assert_eq!(w.capacity(), 1, "other jobs hold most of the queue");
-    w.ahead = 100;
+    w.ahead = MAX_AHEAD + 10;
     w.held_elsewhere = 0;
     w.slots_free = 2;
     assert_eq!(w.capacity(), 2 + usize::from(MAX_AHEAD), "capped");

@@ -40,7 +40,7 @@ pub struct Worker {
 }
 
 /// Most tasks a device holds queued beyond its slots (see [`Worker::ahead`]).
-pub const MAX_AHEAD: u16 = 32;
+pub const MAX_AHEAD: u16 = 128;
 
 impl Worker {
     /// Tasks of this batch it may hold: its free slots plus those queued

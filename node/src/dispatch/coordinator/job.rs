@@ -83,10 +83,10 @@ impl Job {
         self.record.state == JobState::Running
     }
 
-    /// Tasks queued ahead on each device (see
+    /// Tasks queued ahead on a device with `slots` slots (see
     /// [`ahead`](corral_scheduler::ahead::ahead)).
-    pub(super) fn ahead(&self) -> u16 {
-        corral_scheduler::ahead::ahead(self.results_seen, self.short_results, self.short_ms)
+    pub(super) fn ahead(&self, slots: u16) -> u16 {
+        corral_scheduler::ahead::ahead(self.results_seen, self.short_results, self.short_ms, slots)
     }
 }
 

@@ -247,7 +247,7 @@ impl<C: Clock> Coordinator<C> {
                                 .saturating_sub(u16::try_from(others).unwrap_or(u16::MAX)),
                             slots_total: c.slots,
                             held_elsewhere: u16::try_from(others).unwrap_or(u16::MAX),
-                            ahead: job.ahead(),
+                            ahead: job.ahead(c.slots),
                             speed: if now_ms < job.manifest.expires_ms
                                 && !job.excluded.contains(&c.peer)
                                 && job
