@@ -190,6 +190,7 @@ impl BlobStore {
             self.discard(hash, &format!("it is {} bytes", meta.len()));
             return None;
         }
+        self.verdicts.saw(hash, meta.len());
         Some(meta.len())
     }
 
@@ -236,10 +237,13 @@ impl BlobStore {
     }
 
     /// Whether the blob is here and this process already found it intact
-    /// (a metadata look-up, never a read: for the event loop). Marks it
+    /// (a metadata look-up at most, never a read: for the event loop; none
+    /// if its file was found within [`intact::RECHECK_EVERY`]). Marks it
     /// used.
     pub fn known_intact(&self, hash: &ContentHash) -> bool {
-        if self.verdicts.len_of(hash).is_some() && self.has(hash) {
+        if self.verdicts.seen_lately(hash)
+            || (self.verdicts.len_of(hash).is_some() && self.has(hash))
+        {
             self.mark_used(hash);
             return true;
         }

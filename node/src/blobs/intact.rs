@@ -21,12 +21,22 @@ const MAX_VERDICTS: usize = 65_536;
 /// sweep; it is brought forward at most this often.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
+/// A blob whose file was found at its verdict's length this recently is
+/// taken to be there without looking again: under a stream of small tasks
+/// each result asks after the same few blobs (an empty stdout), and a
+/// `stat` for each was a twentieth of a coordinator's CPU. This process
+/// forgets the verdict of a blob it removes at once; one removed or cut
+/// short by anything else is noticed at most this late.
+pub(super) const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// What this process knows of a stored blob: it hashed to its name, at
 /// this length.
 #[derive(Clone, Copy, Debug)]
 struct Verdict {
     len: u64,
     touched: Instant,
+    /// When its file was last found at `len` bytes.
+    seen: Instant,
     /// Its bytes and name are known to be on the disk (written synced, or
     /// synced since), not only in the page cache.
     synced: bool,
@@ -54,14 +64,31 @@ impl Verdicts {
             map.clear();
         }
         let synced = synced || map.get(&hash).is_some_and(|v| v.synced && v.len == len);
+        let now = Instant::now();
         map.insert(
             hash,
             Verdict {
                 len,
-                touched: Instant::now(),
+                touched: now,
+                seen: now,
                 synced,
             },
         );
+    }
+
+    /// Whether blob `hash` has a verdict and its file was found at its
+    /// length within [`RECHECK_EVERY`].
+    pub(super) fn seen_lately(&self, hash: &ContentHash) -> bool {
+        self.map()
+            .get(hash)
+            .is_some_and(|v| v.seen.elapsed() < RECHECK_EVERY)
+    }
+
+    /// The file of blob `hash` was found now at `len` bytes.
+    pub(super) fn saw(&self, hash: &ContentHash, len: u64) {
+        if let Some(v) = self.map().get_mut(hash).filter(|v| v.len == len) {
+            v.seen = Instant::now();
+        }
     }
 
     /// Whether blob `hash` is known to be on the disk.

@@ -172,6 +172,25 @@ fn a_blob_changed_after_it_was_checked_is_not_here() {
     assert!(!path.exists());
 }
 
+#[test]
+fn a_blob_removed_behind_the_stores_back_is_noticed_within_the_recheck() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = BlobStore::open(tmp.path()).expect("open");
+    let hash = store.put_bytes(b"twelve bytes").expect("put");
+    let other = store.put_bytes(b"other bytes").expect("put");
+    assert!(store.known_intact(&hash), "this process wrote it");
+    std::fs::remove_file(store.path(&hash)).expect("rm");
+    std::thread::sleep(intact::RECHECK_EVERY + std::time::Duration::from_millis(50));
+    assert!(!store.known_intact(&hash), "its file is gone");
+    assert!(store.known_intact(&other), "found again, at its length");
+    // The sweep's own removals are known at once.
+    let now = std::time::SystemTime::now();
+    used(&store.path(&other), now, 3600);
+    let swept = store.sweep(None, &Default::default(), 1, now);
+    assert!(swept.removed > 0, "{swept:?}");
+    assert!(!store.known_intact(&other));
+}
+
 /// Sets when `path` was last used, `ago` before `now`.
 fn used(path: &Path, now: std::time::SystemTime, ago: u64) {
     let file = File::open(path).expect("open");
