@@ -22,11 +22,12 @@ const MAX_VERDICTS: usize = 65_536;
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
 /// A blob whose file was found at its verdict's length this recently is
-/// taken to be there without looking again: under a stream of small tasks
-/// each result asks after the same few blobs (an empty stdout), and a
-/// `stat` for each was a twentieth of a coordinator's CPU. This process
-/// forgets the verdict of a blob it removes at once; one removed or cut
-/// short by anything else is noticed at most this late.
+/// taken to be there without looking again by
+/// [`BlobStore::known_intact_lately`](super::BlobStore::known_intact_lately):
+/// under a stream of small tasks each result asks after the same few blobs
+/// (an empty stdout). This process forgets the verdict of a blob it
+/// removes at once; one removed or cut short by anything else is noticed
+/// at most this late there.
 pub(super) const RECHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// What this process knows of a stored blob: it hashed to its name, at

@@ -303,13 +303,16 @@ fn already_stored(
 ) -> bool {
     results.iter().all(|(_, receipt, fits)| {
         fits.is_err()
-            || (receipt.files.iter().all(|f| blobs.known_intact(&f.hash))
+            || (receipt
+                .files
+                .iter()
+                .all(|f| blobs.known_intact_lately(&f.hash))
                 && [&receipt.stdout, &receipt.stderr]
                     .into_iter()
                     .all(|captured| {
                         captured.bytes.len() <= CHECK_ON_LOOP_BYTES
                             && ContentHash::of(&captured.bytes) == captured.hash
-                            && blobs.known_intact(&captured.hash)
+                            && blobs.known_intact_lately(&captured.hash)
                     }))
     })
 }

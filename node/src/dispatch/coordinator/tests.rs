@@ -133,8 +133,10 @@ fn records_written_with_string_states_are_read_as_enums() {
                 verify: 1,
                 signed,
             };
+            // As JSON, as those versions wrote every record.
+            let json = serde_json::to_vec(&old).expect("json");
             c.store
-                .put_record(Records::Jobs, id.as_bytes(), &old)
+                .put_raw(Records::Jobs, id.as_bytes(), &json)
                 .expect("write an old job record");
         }
         for (index, state, attempts) in [(0, "failed", 3), (1, "running", 2)] {
@@ -146,8 +148,9 @@ fn records_written_with_string_states_are_read_as_enums() {
                 winner: None,
                 mismatch: false,
             };
+            let json = serde_json::to_vec(&old).expect("json");
             c.store
-                .put_record(Records::Tasks, &task_key(&running, index), &old)
+                .put_raw(Records::Tasks, &task_key(&running, index), &json)
                 .expect("write an old task record");
         }
         c.store.flush().expect("flush");

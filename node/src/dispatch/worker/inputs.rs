@@ -59,7 +59,7 @@ pub(super) fn local_inputs(blobs: &BlobStore, task: &Assignment) -> Option<Prepa
     let needs = Needs::of(&task.manifest, task.index).ok()?;
     // Only what this process already found intact: anything else takes the
     // fetching path, which hash-checks it off the loop.
-    let here = |hash: &ContentHash| blobs.known_intact(hash).then(|| blobs.path(hash));
+    let here = |hash: &ContentHash| blobs.known_intact_lately(hash).then(|| blobs.path(hash));
     Some(Prepared {
         module: here(&needs.module.0)?,
         input: match needs.input {
