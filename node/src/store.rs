@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use anyhow::Context;
+use corral_protocol::codec;
 use corral_protocol::ids::PeerKey;
 use serde::{Deserialize, Serialize};
 
@@ -306,11 +307,8 @@ const BINARY_RECORD: u8 = 0;
 /// A record as [`Store::put_record`] wrote it, or as JSON.
 fn decode_record<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> anyhow::Result<T> {
     match bytes.split_first() {
-        Some((&BINARY_RECORD, body)) => {
-            let (value, rest) = postcard::take_from_bytes(body)?;
-            anyhow::ensure!(rest.is_empty(), "{} bytes after the record", rest.len());
-            Ok(value)
-        }
+        // This node's own store: no bound beyond what sled holds.
+        Some((&BINARY_RECORD, body)) => Ok(codec::from_canonical_bytes(body, usize::MAX)?),
         _ => Ok(serde_json::from_slice(bytes)?),
     }
 }

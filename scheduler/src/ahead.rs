@@ -9,8 +9,8 @@ use crate::batch::MAX_AHEAD;
 /// of them keeps more than one task ahead on each device (see [`ahead`]).
 pub const SHORT_TASK_MS: u64 = 20;
 
-/// The run time a device may hold queued beyond its slots for a job of
-/// short tasks: enough that its slots do not stand idle while results and
+/// The run time a device may hold queued beyond its slots, for each slot,
+/// for a job of short tasks: enough that its slots do not stand idle while results and
 /// the next offers travel (a round trip is about a millisecond, and each
 /// carries a batch), little enough that a slow device holds back no more
 /// than this much of the job's end.

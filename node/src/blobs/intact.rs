@@ -85,13 +85,6 @@ impl Verdicts {
             .is_some_and(|v| v.seen.elapsed() < RECHECK_EVERY)
     }
 
-    /// The file of blob `hash` was found now at `len` bytes.
-    pub(super) fn saw(&self, hash: &ContentHash, len: u64) {
-        if let Some(v) = self.map().get_mut(hash).filter(|v| v.len == len) {
-            v.seen = Instant::now();
-        }
-    }
-
     /// Whether blob `hash` is known to be on the disk.
     pub(super) fn synced(&self, hash: &ContentHash) -> bool {
         self.map().get(hash).is_some_and(|v| v.synced)
@@ -124,14 +117,19 @@ impl Verdicts {
     }
 }
 
-/// Whether a file of `len` bytes could be the blob named `hash` without
-/// reading it: the length this process found it intact at, or, for a blob
-/// it has not checked, any length but zero (a power cut after a rename that
-/// was not synced leaves a zero-length file under the final name) unless
-/// `hash` is the empty blob's.
+/// Whether a file of `len` bytes, found now, could be the blob named
+/// `hash` without reading it: the length this process found it intact at
+/// (then it was seen now, see [`RECHECK_EVERY`]), or, for a blob it has not
+/// checked, any length but zero (a power cut after a rename that was not
+/// synced leaves a zero-length file under the final name) unless `hash` is
+/// the empty blob's.
 pub(super) fn plausible(verdicts: &Verdicts, hash: &ContentHash, len: u64) -> bool {
-    match verdicts.len_of(hash) {
-        Some(known) => known == len,
+    match verdicts.map().get_mut(hash) {
+        Some(v) if v.len == len => {
+            v.seen = Instant::now();
+            true
+        }
+        Some(_) => false,
         None => len > 0 || *hash == ContentHash::of(b""),
     }
 }
