@@ -8,7 +8,7 @@ use crate::envelope::Signed;
 use crate::hash::ContentHash;
 use crate::ids::JobId;
 use crate::manifest::JobManifest;
-use crate::receipt::TaskReceipt;
+use crate::receipt::{ReceiptBatch, TaskReceipt};
 
 /// Largest blob chunk in one response.
 pub const MAX_CHUNK_BYTES: u32 = 1024 * 1024;
@@ -108,6 +108,13 @@ pub enum TaskRequest {
         /// The tasks held, with their attempts (1 to [`MAX_BATCH`]).
         tasks: Vec<TaskRef>,
     },
+    /// Several finished tasks' receipts under one signature (at most
+    /// [`MAX_BATCH`], of [`MAX_BATCH_RECEIPT_BYTES`] together), as a worker
+    /// sends a batch: [`TaskRequest::Results`] costs a signature and its
+    /// check per receipt. Answered by [`TaskResponse::Each`] in the same
+    /// order, or [`TaskResponse::Rejected`] when the batch as a whole is
+    /// refused. Added last, so the other requests encode as before.
+    SignedResults(Signed<ReceiptBatch>),
 }
 
 /// How often a worker says it still holds its tasks
@@ -174,6 +181,7 @@ enum RequestVariant {
     Results,
     Output,
     Alive,
+    SignedResults,
 }
 
 impl RequestVariant {
@@ -193,7 +201,9 @@ impl RequestVariant {
             RequestVariant::Offer => 2 + MAX_MANIFEST_BYTES + FRAME_SLACK,
             RequestVariant::Offers => 2 + MAX_MANIFEST_BYTES + FRAME_SLACK + batch_refs,
             RequestVariant::Result => 2 + MAX_RECEIPT_BYTES + FRAME_SLACK,
-            RequestVariant::Results => 2 + MAX_BATCH_RECEIPT_BYTES + 4 * FRAME_SLACK,
+            RequestVariant::Results | RequestVariant::SignedResults => {
+                2 + MAX_BATCH_RECEIPT_BYTES + 4 * FRAME_SLACK
+            }
             RequestVariant::Output => 2 + 2 * MAX_LIVE_CHUNK + FRAME_SLACK,
             RequestVariant::Cancel | RequestVariant::HandBack => 2 + FRAME_SLACK,
             RequestVariant::Alive => 2 + FRAME_SLACK + batch_refs,

@@ -210,6 +210,26 @@ impl TaskReceipt {
     }
 }
 
+/// Several receipts of one worker signed together, to one coordinator: a
+/// signature per message instead of one per task (signing and checking
+/// were a fifth of a worker's and a quarter of a coordinator's CPU with
+/// tasks of a millisecond). Its receipts come out only through
+/// [`crate::envelope::Signed::open_receipts_from`], which checks each one
+/// (that the signer made it, and its bounds) on its own, so one bad
+/// receipt does not spoil the others.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptBatch {
+    pub(crate) receipts: Vec<TaskReceipt>,
+}
+
+impl ReceiptBatch {
+    /// A batch of `receipts` (1 to [`crate::messages::MAX_BATCH`] of them,
+    /// or it is refused where it arrives).
+    pub fn new(receipts: Vec<TaskReceipt>) -> Self {
+        Self { receipts }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -14,7 +14,9 @@ use corral_protocol::manifest::{DirSpec, EngineReq, InputSpec, JobManifest, Limi
 use corral_protocol::messages::{
     BlobRequest, BlobResponse, RejectReason, TaskRef, TaskRequest, TaskResponse,
 };
-use corral_protocol::receipt::{Captured, EngineKind, OutputFile, TaskReceipt, TaskStatus};
+use corral_protocol::receipt::{
+    Captured, EngineKind, OutputFile, ReceiptBatch, TaskReceipt, TaskStatus,
+};
 
 const CREATED: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
@@ -171,6 +173,13 @@ fn batched_messages() {
             Signed::sign(&receipt(), &key),
             Signed::sign(&second, &key),
         ]),
+    );
+    check(
+        "task_signed_results.bin",
+        &TaskRequest::SignedResults(Signed::sign(
+            &ReceiptBatch::new(vec![receipt(), second.clone()]),
+            &key,
+        )),
     );
     check(
         "task_each.bin",

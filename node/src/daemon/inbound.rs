@@ -172,8 +172,24 @@ impl Node {
                 self.coord.on_alive(from, job, &indices);
                 self.respond(reply, TaskResponse::Ack);
             }
-            TaskRequest::Result(signed) => self.on_results(from, vec![signed], true, reply),
-            TaskRequest::Results(list) => self.on_results(from, list, false, reply),
+            TaskRequest::Result(signed) => {
+                let opened = self.coord.wants_results(&from, &[signed]);
+                self.on_results(from, opened, true, reply);
+            }
+            TaskRequest::Results(list) => {
+                let opened = self.coord.wants_results(&from, &list);
+                self.on_results(from, opened, false, reply);
+            }
+            TaskRequest::SignedResults(batch) => match self.coord.open_batch(&from, &batch) {
+                Ok(receipts) => {
+                    let opened = self.coord.wants_opened(&from, receipts);
+                    self.on_results(from, opened, false, reply);
+                }
+                Err(why) => {
+                    tracing::warn!("{why}");
+                    self.respond(reply, TaskResponse::Rejected(RejectReason::Malformed));
+                }
+            },
         }
     }
 

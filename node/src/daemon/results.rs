@@ -9,7 +9,6 @@
 //! loop). A result this node cannot store is not acknowledged: its worker
 //! keeps it and sends it again.
 
-use corral_protocol::envelope::Signed;
 use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::PeerKey;
 use corral_protocol::messages::{RejectReason, TaskResponse};
@@ -26,25 +25,21 @@ use crate::dispatch::{FetchLocks, Keep, NetHandle, fetch_many};
 use crate::job::timeline::RunState;
 
 impl Node {
-    /// Receipts from `from`: each is checked; those wanted are taken once
-    /// their output files are here (fetched first if need be, off the
-    /// loop), and the request is answered for all of them together.
+    /// Receipts from `from`, as the coordinator judged them (see
+    /// `Coordinator::wants_results`): those wanted are taken once their
+    /// output files are here (fetched first if need be, off the loop), and
+    /// the request is answered for all of them together.
     pub(super) fn on_results(
         &mut self,
         from: PeerKey,
-        list: Vec<Signed<TaskReceipt>>,
+        judged: Vec<Result<Option<TaskReceipt>, Unwanted>>,
         single: bool,
         reply: Reply,
     ) {
-        tracing::debug!(peer = %from.short(), results = list.len(), "results received");
-        let mut verdicts = vec![None; list.len()];
+        tracing::debug!(peer = %from.short(), results = judged.len(), "results received");
+        let mut verdicts = vec![None; judged.len()];
         let mut results = Vec::new();
-        for (i, wanted) in self
-            .coord
-            .wants_results(&from, &list)
-            .into_iter()
-            .enumerate()
-        {
+        for (i, wanted) in judged.into_iter().enumerate() {
             match wanted {
                 Err(Unwanted::Refused(e)) => {
                     tracing::warn!("{e}");

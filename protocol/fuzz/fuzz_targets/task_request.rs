@@ -22,6 +22,10 @@ fuzz_target!(|data: &[u8]| {
                 let _ = receipt.verify(0);
             }
         }
+        Ok(TaskRequest::SignedResults(batch)) => {
+            let signer = *batch.signer();
+            let _ = batch.open_receipts_from(&signer, 0);
+        }
         Ok(
             TaskRequest::Cancel { .. }
             | TaskRequest::HandBack { .. }

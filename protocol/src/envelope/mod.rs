@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{self, CodecError};
 use crate::ids::PeerKey;
 use crate::manifest::{JobManifest, ManifestError};
-use crate::receipt::{ReceiptError, TaskReceipt};
+use crate::receipt::{ReceiptBatch, ReceiptError, TaskReceipt};
 
 /// A payload that can be signed.
 pub trait Signable: Serialize + DeserializeOwned {
@@ -364,6 +364,52 @@ impl Signable for TaskReceipt {
         }
         self.validate()?;
         Ok(())
+    }
+}
+
+impl Signable for ReceiptBatch {
+    const CONTEXT: &'static [u8] = b"corral/receipts/1";
+    const MAX_BYTES: usize = crate::messages::MAX_BATCH_RECEIPT_BYTES + 1024;
+
+    /// The count only: each receipt is checked on its own by
+    /// [`Signed::open_receipts_from`], the one way its receipts come out.
+    fn check(&self, _signer: &PeerKey) -> Result<(), EnvelopeError> {
+        let count = self.receipts.len();
+        if !(1..=crate::messages::MAX_BATCH).contains(&count) {
+            return Err(EnvelopeError::Receipt(ReceiptError {
+                field: "receipts",
+                why: format!(
+                    "a batch holds 1 to {} receipts, not {count}",
+                    crate::messages::MAX_BATCH
+                ),
+            }));
+        }
+        Ok(())
+    }
+}
+
+impl Signed<ReceiptBatch> {
+    /// The receipts of a batch from `expected`, once its one signature
+    /// holds: the batch as a whole is refused (a bad signature, another
+    /// signer, too many receipts or bytes), else each receipt is checked
+    /// on its own, as [`Signed::verify_from`] checks a receipt signed alone
+    /// (that it names its signer as its worker, and its bounds), one
+    /// answer each in order.
+    #[allow(clippy::type_complexity)]
+    pub fn open_receipts_from(
+        &self,
+        expected: &PeerKey,
+        now_ms: u64,
+    ) -> Result<Vec<Result<TaskReceipt, EnvelopeError>>, EnvelopeError> {
+        let batch = self.verify_from(expected, now_ms)?;
+        Ok(batch
+            .receipts
+            .into_iter()
+            .map(|receipt| {
+                receipt.check(&self.signer)?;
+                Ok(receipt)
+            })
+            .collect())
     }
 }
 

@@ -242,3 +242,93 @@ fn a_receipt_from_another_signer_is_refused_before_its_signature_is_checked() {
         Err("wrong_signer")
     );
 }
+
+fn receipts_of(k: &SigningKey, n: u32) -> Vec<TaskReceipt> {
+    (0..n)
+        .map(|i| {
+            let mut r = receipt(peer_key(k));
+            r.index = i;
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn a_batch_under_one_signature_gives_each_receipt_and_refuses_bad_ones_alone() {
+    let (k, other) = (key(6), key(7));
+    let me = peer_key(&k);
+    let mut receipts = receipts_of(&k, 6);
+    let signed = Signed::sign(&ReceiptBatch::new(receipts.clone()), &k);
+    assert_eq!(
+        signed.open_receipts_from(&me, 0),
+        Ok(receipts.iter().cloned().map(Ok).collect::<Vec<_>>())
+    );
+    // A receipt naming another worker, and one out of bounds: signed by
+    // the sender, but each refused in its place; the others stand.
+    receipts[1].worker = peer_key(&other);
+    receipts[4].attempt = 0;
+    let signed = Signed::sign(&ReceiptBatch::new(receipts.clone()), &k);
+    let opened = signed.open_receipts_from(&me, 0).expect("the batch holds");
+    let codes: Vec<Result<u32, &str>> = opened
+        .iter()
+        .map(|r| r.as_ref().map(|r| r.index).map_err(EnvelopeError::code))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            Ok(0),
+            Err("signer_mismatch"),
+            Ok(2),
+            Ok(3),
+            Err("invalid_receipt"),
+            Ok(5)
+        ]
+    );
+}
+
+#[test]
+fn a_batch_tampered_forged_empty_or_too_long_is_refused_whole() {
+    let (k, other) = (key(6), key(7));
+    let me = peer_key(&k);
+    let signed = Signed::sign(&ReceiptBatch::new(receipts_of(&k, 3)), &k);
+    for i in [0, signed.payload.len() / 2, signed.payload.len() - 1] {
+        let mut t = signed.clone();
+        t.payload_bytes_mut()[i] ^= 0x01;
+        assert_eq!(
+            t.open_receipts_from(&me, 0).expect_err("tampered").code(),
+            "bad_signature",
+            "byte {i}"
+        );
+    }
+    // Signed by a peer other than the sender: refused before its signature
+    // is looked at, even though the receipts name the sender.
+    let forged = Signed::sign(&ReceiptBatch::new(receipts_of(&k, 3)), &other);
+    assert_eq!(
+        forged
+            .open_receipts_from(&me, 0)
+            .expect_err("forged")
+            .code(),
+        "wrong_signer"
+    );
+    // A receipt's own signature does not vouch for a batch of the same bytes.
+    let one = Signed::sign(&receipts_of(&k, 1).remove(0), &k);
+    let as_batch: Signed<ReceiptBatch> = Signed {
+        payload: one.payload.clone(),
+        signer: one.signer,
+        signature: one.signature,
+        _kind: std::marker::PhantomData,
+    };
+    assert_eq!(
+        as_batch
+            .open_receipts_from(&me, 0)
+            .expect_err("context")
+            .code(),
+        "bad_signature"
+    );
+    for n in [0, crate::messages::MAX_BATCH as u32 + 1] {
+        let signed = Signed::sign(&ReceiptBatch::new(receipts_of(&k, n)), &k);
+        let err = signed.open_receipts_from(&me, 0).expect_err("count");
+        assert_eq!(err.code(), "invalid_receipt", "{n} receipts");
+        assert!(err.to_string().contains("receipts"), "{err}");
+    }
+}

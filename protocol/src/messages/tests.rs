@@ -122,7 +122,12 @@ fn job() -> JobId {
 
 fn receipt_of(stdout: usize) -> Signed<crate::receipt::TaskReceipt> {
     let key = crate::envelope::signing_key(&[5; 32]);
-    let receipt = crate::receipt::TaskReceipt {
+    Signed::sign(&unsigned_receipt(stdout), &key)
+}
+
+fn unsigned_receipt(stdout: usize) -> crate::receipt::TaskReceipt {
+    let key = crate::envelope::signing_key(&[5; 32]);
+    crate::receipt::TaskReceipt {
         job: job(),
         index: u32::MAX,
         attempt: u32::MAX,
@@ -134,8 +139,7 @@ fn receipt_of(stdout: usize) -> Signed<crate::receipt::TaskReceipt> {
         engine: crate::receipt::EngineKind::Jit,
         arch: "x86_64".into(),
         duration_ms: u64::MAX,
-    };
-    Signed::sign(&receipt, &key)
+    }
 }
 
 /// The largest of each small variant, and a batch of results as a worker
@@ -144,6 +148,11 @@ fn largest_small_requests() -> Vec<TaskRequest> {
     let per_receipt = 4 * 1024;
     let receipt = receipt_of(per_receipt);
     let count = MAX_BATCH_RECEIPT_BYTES / (receipt.payload_bytes().len() + 128);
+    let key = crate::envelope::signing_key(&[5; 32]);
+    let batch = crate::receipt::ReceiptBatch::new(vec![
+        unsigned_receipt(per_receipt);
+        count.min(MAX_BATCH)
+    ]);
     vec![
         TaskRequest::Cancel {
             job: job(),
@@ -175,6 +184,7 @@ fn largest_small_requests() -> Vec<TaskRequest> {
                 MAX_BATCH
             ],
         },
+        TaskRequest::SignedResults(Signed::sign(&batch, &key)),
     ]
 }
 
@@ -199,13 +209,14 @@ fn a_small_request_variant_cannot_bring_a_large_frame() {
         .iter()
         .map(|r| crate::codec::encode(r)[2])
         .collect();
-    assert_eq!(tags, [1, 3, 6, 5, 2, 7]);
+    assert_eq!(tags, [1, 3, 6, 5, 2, 7, 8]);
     for (tag, most) in [
         (1u8, 512),
         (3, 512),
         (6, 2 * MAX_LIVE_CHUNK + 512),
         (5, MAX_BATCH_RECEIPT_BYTES + 2048),
         (7, MAX_BATCH * 10 + 512),
+        (8, MAX_BATCH_RECEIPT_BYTES + 2048),
         (99, 16),
     ] {
         let mut frame = crate::codec::encode(&TaskRequest::Cancel {
@@ -242,6 +253,7 @@ fn variant_of(request: &TaskRequest) -> RequestVariant {
         TaskRequest::Results(_) => RequestVariant::Results,
         TaskRequest::Output { .. } => RequestVariant::Output,
         TaskRequest::Alive { .. } => RequestVariant::Alive,
+        TaskRequest::SignedResults(_) => RequestVariant::SignedResults,
     }
 }
 
@@ -279,5 +291,5 @@ fn every_request_is_bounded_by_its_own_variant() {
     }
     seen.sort_by_key(|v| *v as u8);
     seen.dedup();
-    assert_eq!(seen.len(), 8, "an example of every request");
+    assert_eq!(seen.len(), 9, "an example of every request");
 }

@@ -1,7 +1,8 @@
 //! `forge` mode: for every job named in an offer, a self-signed receipt
 //! with stdout `FORGED` for every task of the job (offered or not), sent to
-//! the coordinator at once; a little later the same signed receipts again
-//! (a replay) and receipts for attempts that were never placed.
+//! the coordinator at once, each under its own signature; a little later
+//! the same receipts again (a replay) and receipts for attempts that were
+//! never placed, each lot under one signature (a batch, as workers send).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use corral_protocol::envelope::{Signed, SigningKey};
 use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::manifest::JobManifest;
 use corral_protocol::messages::{MAX_BATCH, TaskRequest};
-use corral_protocol::receipt::{Captured, EngineKind, TaskReceipt, TaskStatus};
+use corral_protocol::receipt::{Captured, EngineKind, ReceiptBatch, TaskReceipt, TaskStatus};
 use libp2p::{PeerId, Swarm};
 
 use super::flood::RogueBehaviour;
@@ -33,8 +34,8 @@ pub(crate) struct Forger {
 struct Replay {
     due: Instant,
     to: PeerId,
-    receipts: Vec<Signed<TaskReceipt>>,
-    unplaced: Vec<Signed<TaskReceipt>>,
+    receipts: Vec<TaskReceipt>,
+    unplaced: Vec<TaskReceipt>,
 }
 
 impl Forger {
@@ -48,8 +49,8 @@ impl Forger {
         }
     }
 
-    fn receipt(&self, job: JobId, index: u32, attempt: u32) -> Signed<TaskReceipt> {
-        let receipt = TaskReceipt {
+    fn receipt(&self, job: JobId, index: u32, attempt: u32) -> TaskReceipt {
+        TaskReceipt {
             job,
             index,
             attempt,
@@ -61,8 +62,7 @@ impl Forger {
             engine: EngineKind::Jit,
             arch: std::env::consts::ARCH.into(),
             duration_ms: 1,
-        };
-        Signed::sign(&receipt, &self.key)
+        }
     }
 
     /// An offer of `offered` (index, attempt) of `manifest` came from `from`:
@@ -79,7 +79,7 @@ impl Forger {
             say("FORGE_SKIP the manifest does not open");
             return;
         };
-        let mut receipts: Vec<Signed<TaskReceipt>> = offered
+        let mut receipts: Vec<TaskReceipt> = offered
             .iter()
             .map(|&(index, attempt)| self.receipt(job.job, index, attempt))
             .collect();
@@ -100,7 +100,10 @@ impl Forger {
             receipts.len(),
             job.job
         ));
-        send(swarm, from, &receipts);
+        for chunk in receipts.chunks(MAX_BATCH) {
+            let signed = chunk.iter().map(|r| Signed::sign(r, &self.key)).collect();
+            send(swarm, from, TaskRequest::Results(signed));
+        }
         self.replays.push(Replay {
             due: Instant::now() + REPLAY_AFTER,
             to: from,
@@ -121,18 +124,17 @@ impl Forger {
                 replay.receipts.len(),
                 replay.unplaced.len()
             ));
-            send(swarm, replay.to, &replay.receipts);
-            send(swarm, replay.to, &replay.unplaced);
+            for lot in [&replay.receipts, &replay.unplaced] {
+                for chunk in lot.chunks(MAX_BATCH) {
+                    let batch = ReceiptBatch::new(chunk.to_vec());
+                    let request = TaskRequest::SignedResults(Signed::sign(&batch, &self.key));
+                    send(swarm, replay.to, request);
+                }
+            }
         }
     }
 }
 
-fn send(swarm: &mut Swarm<RogueBehaviour>, to: PeerId, receipts: &[Signed<TaskReceipt>]) {
-    for chunk in receipts.chunks(MAX_BATCH) {
-        swarm
-            .behaviour_mut()
-            .core
-            .task
-            .send_request(&to, TaskRequest::Results(chunk.to_vec()));
-    }
+fn send(swarm: &mut Swarm<RogueBehaviour>, to: PeerId, request: TaskRequest) {
+    swarm.behaviour_mut().core.task.send_request(&to, request);
 }

@@ -1,10 +1,10 @@
 //! What the coordinator hears back about its tasks: refusals, devices lost,
 //! runs handed back, and results (checked, stored, counted).
 
-use corral_protocol::envelope::Signed;
+use corral_protocol::envelope::{EnvelopeError, Signed};
 use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::messages::RejectReason;
-use corral_protocol::receipt::{EngineKind, TaskReceipt};
+use corral_protocol::receipt::{EngineKind, ReceiptBatch, TaskReceipt};
 use corral_scheduler::ahead::SHORT_TASK_MS;
 use corral_scheduler::batch::{Decision, TaskState};
 
@@ -135,8 +135,20 @@ impl<C: Clock> Coordinator<C> {
         from: &PeerKey,
         signed: &[Signed<TaskReceipt>],
     ) -> Vec<Result<Option<TaskReceipt>, Unwanted>> {
-        let mut answers = Vec::with_capacity(signed.len());
-        for verified in Signed::verify_all_from(signed, from, self.clock.now_ms()) {
+        let opened = Signed::verify_all_from(signed, from, self.clock.now_ms());
+        self.wants_opened(from, opened)
+    }
+
+    /// As [`Coordinator::wants_results`], for receipts whose signatures
+    /// were checked already (a batch under one signature, opened by
+    /// [`Coordinator::open_batch`]), each with what its check found.
+    pub fn wants_opened(
+        &mut self,
+        from: &PeerKey,
+        opened: Vec<Result<TaskReceipt, EnvelopeError>>,
+    ) -> Vec<Result<Option<TaskReceipt>, Unwanted>> {
+        let mut answers = Vec::with_capacity(opened.len());
+        for verified in opened {
             let receipt = match verified {
                 Ok(receipt) => receipt,
                 Err(e) => {
@@ -166,6 +178,20 @@ impl<C: Clock> Coordinator<C> {
             );
         }
         answers
+    }
+
+    /// The receipts of a batch `from` signed once, each with what its own
+    /// check found; or why the batch as a whole is refused (its signature,
+    /// its signer, its size), to be logged.
+    #[allow(clippy::type_complexity)]
+    pub fn open_batch(
+        &self,
+        from: &PeerKey,
+        batch: &Signed<ReceiptBatch>,
+    ) -> Result<Vec<Result<TaskReceipt, EnvelopeError>>, String> {
+        batch
+            .open_receipts_from(from, self.clock.now_ms())
+            .map_err(|e| format!("bad batch of receipts from {}: {e}", from.short()))
     }
 
     /// Output bound for the files of a result of `job`.

@@ -90,6 +90,7 @@ impl WorkerCtx {
     /// What the outbox needs to send receipts.
     pub(super) fn courier(&self) -> Courier<'_> {
         Courier {
+            key: &self.key,
             net: &self.net,
             store: &self.store,
             handle: &self.handle,

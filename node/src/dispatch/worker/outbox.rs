@@ -1,7 +1,8 @@
 //! What the worker owes its coordinators: receipts kept in the store until
 //! acknowledged, and their delivery (one sender per coordinator, batching
-//! what gathers while its last request was in flight); and tasks handed
-//! back, counted until the message is through.
+//! what gathers while its last request was in flight, signed as it leaves:
+//! a batch under one signature); and tasks handed back, counted until the
+//! message is through.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,12 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use corral_protocol::codec;
-use corral_protocol::envelope::Signed;
+use corral_protocol::envelope::{Signed, SigningKey};
 use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::messages::{
     MAX_BATCH, MAX_BATCH_RECEIPT_BYTES, RejectReason, TaskRequest, TaskResponse,
 };
-use corral_protocol::receipt::TaskReceipt;
+use corral_protocol::receipt::{ReceiptBatch, TaskReceipt};
 
 use crate::clock::now_ms;
 use crate::dispatch::NetHandle;
@@ -34,20 +35,75 @@ pub(super) struct Outboxed {
     pub(super) index: u32,
     /// The attempt.
     pub(super) attempt: u32,
-    /// The signed receipt.
-    pub(super) receipt: Signed<TaskReceipt>,
+    /// The receipt (signed when it is sent).
+    pub(super) receipt: TaskReceipt,
 }
 
+/// A receipt as the outbox kept it before receipts were signed as they
+/// leave, under a key of [`OLD_KEY_BYTES`]: still read, and sent, after
+/// an upgrade.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OutboxedSigned {
+    coordinator: PeerKey,
+    expires_ms: u64,
+    job: JobId,
+    index: u32,
+    attempt: u32,
+    receipt: Signed<TaskReceipt>,
+}
+
+/// The key of an [`OutboxedSigned`]: the job, the task, the attempt.
+const OLD_KEY_BYTES: usize = 16 + 4 + 4;
+
+/// The first byte of the key of an [`Outboxed`] (an unsigned receipt),
+/// before what an [`OutboxedSigned`]'s key holds: the length tells the
+/// two apart.
+const UNSIGNED: u8 = b'u';
+
 fn outbox_key(job: &JobId, index: u32, attempt: u32) -> Vec<u8> {
-    let mut key = job.as_bytes().to_vec();
+    let mut key = Vec::with_capacity(1 + OLD_KEY_BYTES);
+    key.push(UNSIGNED);
+    key.extend_from_slice(job.as_bytes());
     key.extend_from_slice(&index.to_be_bytes());
     key.extend_from_slice(&attempt.to_be_bytes());
     key
 }
 
+/// A stored outbox record, as it is now or as it was.
+fn read_stored(key: &[u8], bytes: &[u8]) -> anyhow::Result<Outboxed> {
+    let bound = codec::MAX_RECEIPT_BYTES + 1024;
+    if key.len() != OLD_KEY_BYTES {
+        return Ok(codec::from_canonical_bytes(bytes, bound)?);
+    }
+    let old: OutboxedSigned = codec::from_canonical_bytes(bytes, bound)?;
+    // This worker's own signature, over what it stored.
+    let receipt = old
+        .receipt
+        .verify_signature_from(old.receipt.signer())
+        .map_err(|e| anyhow::anyhow!("an old outbox record's receipt: {e}"))?;
+    Ok(Outboxed {
+        coordinator: old.coordinator,
+        expires_ms: old.expires_ms,
+        job: old.job,
+        index: old.index,
+        attempt: old.attempt,
+        receipt,
+    })
+}
+
+/// A receipt in its coordinator's queue, with the bytes it adds to a
+/// batch (its stored record's: the receipt and a few fields, so a little
+/// over the receipt's own).
+struct Queued {
+    item: Outboxed,
+    bytes: usize,
+}
+
 /// What sending receipts needs: the way to the coordinators, the store the
 /// outbox lives in, and the runtime to start senders on.
 pub(super) struct Courier<'a> {
+    /// What receipts are signed with (this node's key).
+    pub(super) key: &'a SigningKey,
     /// Requests through the event loop.
     pub(super) net: &'a NetHandle,
     /// The outbox.
@@ -64,7 +120,7 @@ pub(super) struct Courier<'a> {
 /// how many hand-backs are on their way.
 #[derive(Clone, Default)]
 pub struct Deliveries {
-    queues: Arc<Mutex<HashMap<PeerKey, VecDeque<Outboxed>>>>,
+    queues: Arc<Mutex<HashMap<PeerKey, VecDeque<Queued>>>>,
     handing_back: Arc<AtomicUsize>,
 }
 
@@ -88,10 +144,16 @@ impl Deliveries {
     /// Re-sends the receipts left in the outbox (by a daemon that stopped
     /// before they were acknowledged).
     pub(super) fn resend_stored(&self, courier: &Courier<'_>) {
-        for (_, bytes) in courier.store.scan_raw(Records::Outbox, b"") {
-            match codec::from_canonical_bytes::<Outboxed>(&bytes, codec::MAX_RECEIPT_BYTES + 1024) {
-                Ok(item) => self.enqueue(courier, item),
-                Err(e) => tracing::warn!("an outbox record does not decode: {e}"),
+        for (key, bytes) in courier.store.scan_raw(Records::Outbox, b"") {
+            match read_stored(&key, &bytes) {
+                Ok(item) => self.enqueue(
+                    courier,
+                    Queued {
+                        item,
+                        bytes: bytes.len(),
+                    },
+                ),
+                Err(e) => tracing::warn!("an outbox record does not decode: {e:#}"),
             }
         }
     }
@@ -99,15 +161,18 @@ impl Deliveries {
     /// Keeps a receipt in the outbox and sends it.
     pub(super) fn keep(&self, courier: &Courier<'_>, item: Outboxed) {
         let key = outbox_key(&item.job, item.index, item.attempt);
-        if let Err(e) =
-            courier
-                .store
-                .put_raw(Records::Outbox, &key, &codec::to_canonical_bytes(&item))
-        {
+        let record = codec::to_canonical_bytes(&item);
+        if let Err(e) = courier.store.put_raw(Records::Outbox, &key, &record) {
             tracing::warn!("cannot keep the receipt in the outbox: {e:#}");
         }
         tracing::debug!(job = %item.job, index = item.index, "receipt kept");
-        self.enqueue(courier, item);
+        self.enqueue(
+            courier,
+            Queued {
+                item,
+                bytes: record.len(),
+            },
+        );
     }
 
     /// Gives task `index` of `job` back to `coordinator`, for `reason`.
@@ -137,8 +202,8 @@ impl Deliveries {
 
     /// Hands a kept receipt to its coordinator's sender (starting one if
     /// none runs).
-    fn enqueue(&self, courier: &Courier<'_>, item: Outboxed) {
-        let coordinator = item.coordinator;
+    fn enqueue(&self, courier: &Courier<'_>, item: Queued) {
+        let coordinator = item.item.coordinator;
         let mut queues = lock(&self.queues);
         match queues.entry(coordinator) {
             std::collections::hash_map::Entry::Occupied(mut queue) => {
@@ -148,8 +213,11 @@ impl Deliveries {
                 slot.insert(VecDeque::from([item]));
                 courier.handle.spawn(deliver_to(
                     self.clone(),
-                    courier.net.clone(),
-                    courier.store.clone(),
+                    Sender {
+                        key: courier.key.clone(),
+                        net: courier.net.clone(),
+                        store: courier.store.clone(),
+                    },
                     coordinator,
                 ));
             }
@@ -157,16 +225,51 @@ impl Deliveries {
     }
 }
 
-/// Bytes a receipt adds to a batch.
-fn receipt_bytes(item: &Outboxed) -> usize {
-    item.receipt.payload_bytes().len() + 128
+/// Bytes a receipt adds to a batch, with room for its framing (and, sent
+/// the old way, its own signature).
+fn receipt_bytes(queued: &Queued) -> usize {
+    queued.bytes + 128
+}
+
+/// What a sender needs of its own.
+struct Sender {
+    key: SigningKey,
+    net: NetHandle,
+    store: Store,
+}
+
+impl Sender {
+    /// `batch` as one request, signed: a lone receipt alone (it may be too
+    /// large for a batch); several under one signature, or each under its
+    /// own for a coordinator that did not take a batch so (`split`).
+    fn request(&self, batch: &[Queued], split: bool) -> TaskRequest {
+        match batch {
+            [one] => TaskRequest::Result(Signed::sign(&one.item.receipt, &self.key)),
+            _ if split => TaskRequest::Results(
+                batch
+                    .iter()
+                    .map(|q| Signed::sign(&q.item.receipt, &self.key))
+                    .collect(),
+            ),
+            _ => TaskRequest::SignedResults(Signed::sign(
+                &ReceiptBatch::new(batch.iter().map(|q| q.item.receipt.clone()).collect()),
+                &self.key,
+            )),
+        }
+    }
 }
 
 /// Sends `coordinator`'s receipts until each is acknowledged (or refused,
 /// or its job expires), a batch at a time; ends when its queue is empty.
-async fn deliver_to(deliveries: Deliveries, net: NetHandle, store: Store, coordinator: PeerKey) {
-    let mut batch: Vec<Outboxed> = Vec::new();
+/// A batch under one signature that does not go through is sent again
+/// with a signature per receipt, as long as this sender runs: a
+/// coordinator of an older version does not read the first kind (and a
+/// batch that failed for any other reason costs only the signatures).
+async fn deliver_to(deliveries: Deliveries, sender: Sender, coordinator: PeerKey) {
+    let Sender { net, store, .. } = &sender;
+    let mut batch: Vec<Queued> = Vec::new();
     let mut backoff = Duration::from_millis(250);
+    let mut split = false;
     loop {
         {
             let mut queues = lock(&deliveries.queues);
@@ -188,11 +291,8 @@ async fn deliver_to(deliveries: Deliveries, net: NetHandle, store: Store, coordi
                 return;
             }
         }
-        let request = if let [item] = batch.as_slice() {
-            TaskRequest::Result(item.receipt.clone())
-        } else {
-            TaskRequest::Results(batch.iter().map(|i| i.receipt.clone()).collect())
-        };
+        let request = sender.request(&batch, split);
+        let one_signature = matches!(request, TaskRequest::SignedResults(_));
         let verdicts = match net.task(coordinator, request).await {
             Ok(TaskResponse::Ack) if batch.len() == 1 => vec![None],
             Ok(TaskResponse::Each(verdicts)) if verdicts.len() == batch.len() => verdicts,
@@ -206,12 +306,13 @@ async fn deliver_to(deliveries: Deliveries, net: NetHandle, store: Store, coordi
                 vec![Some(RejectReason::Malformed); batch.len()]
             }
             Err(e) => {
+                split |= one_signature;
                 let now = now_ms();
-                batch.retain(|item| {
+                batch.retain(|Queued { item, .. }| {
                     let keep = now <= item.expires_ms;
                     if !keep {
                         tracing::warn!(job = %item.job, index = item.index, "result not delivered before the job expired: {e}");
-                        forget(&store, item);
+                        forget(store, item);
                     }
                     keep
                 });
@@ -222,7 +323,8 @@ async fn deliver_to(deliveries: Deliveries, net: NetHandle, store: Store, coordi
             }
         };
         let mut again = Vec::new();
-        for (item, verdict) in batch.drain(..).zip(verdicts) {
+        for (queued, verdict) in batch.drain(..).zip(verdicts) {
+            let item = &queued.item;
             match verdict {
                 None => tracing::debug!(job = %item.job, index = item.index, "result acknowledged"),
                 // Not taken for now (the coordinator could not store it):
@@ -234,7 +336,7 @@ async fn deliver_to(deliveries: Deliveries, net: NetHandle, store: Store, coordi
                         "the coordinator did not take the result yet ({}); kept",
                         reason.describe()
                     );
-                    again.push(item);
+                    again.push(queued);
                     continue;
                 }
                 Some(reason) => tracing::warn!(
@@ -244,7 +346,7 @@ async fn deliver_to(deliveries: Deliveries, net: NetHandle, store: Store, coordi
                     reason.describe()
                 ),
             }
-            forget(&store, &item);
+            forget(store, item);
         }
         if again.is_empty() {
             backoff = Duration::from_millis(250);
@@ -263,3 +365,6 @@ fn forget(store: &Store, item: &Outboxed) {
         tracing::warn!("cannot clear the outbox: {e:#}");
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use corral_protocol::envelope::Signed;
 use corral_protocol::hash::ContentHash;
 use corral_protocol::manifest::{GUEST_INPUT, GUEST_OUTPUT, preopen_key};
 use corral_protocol::messages::RejectReason;
@@ -44,7 +43,7 @@ pub(super) fn runner(ctx: &Arc<WorkerCtx>, n: u16) {
             tracing::debug!(job = %task.manifest.job, index = task.index, "running");
             run_blocking(ctx, &work, tid, &task, &prepared).map(|receipt| {
                 // Stopped part way: its result is not wanted.
-                (!task.cancel.is_stopped()).then(|| Signed::sign(&receipt, &ctx.key))
+                (!task.cancel.is_stopped()).then_some(receipt)
             })
         };
         finish(ctx, task, result);
@@ -61,11 +60,7 @@ pub(super) async fn fetch_then_queue(ctx: Arc<WorkerCtx>, task: Assignment) {
 }
 
 /// A task ended: its receipt is kept and sent, or it is given back.
-fn finish(
-    ctx: &Arc<WorkerCtx>,
-    task: Assignment,
-    result: anyhow::Result<Option<Signed<TaskReceipt>>>,
-) {
+fn finish(ctx: &Arc<WorkerCtx>, task: Assignment, result: anyhow::Result<Option<TaskReceipt>>) {
     let Assignment {
         manifest,
         index,

@@ -7,7 +7,7 @@ use corral_protocol::envelope::{Signed, SigningKey, peer_key, signing_key};
 use corral_protocol::hash::ContentHash;
 use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::messages::RejectReason;
-use corral_protocol::receipt::TaskReceipt;
+use corral_protocol::receipt::{ReceiptBatch, TaskReceipt};
 use corral_scheduler::batch::TaskState;
 
 use super::super::records::{JobState, TaskRunState};
@@ -192,6 +192,82 @@ fn a_forged_receipt_from_a_peer_never_placed_is_refused_and_its_sender_rested() 
         Ok(false)
     );
     assert!(!c.jobs[&id].cooldown.contains_key(&a));
+    c.check_invariants().expect("invariants");
+}
+
+#[test]
+fn a_batch_under_one_signature_is_judged_receipt_by_receipt_and_a_forged_one_whole() {
+    let fx = Fixture::new();
+    let now = crate::clock::now_ms();
+    let mut c = fx.load();
+    let id = c.submit(fx.spec(2, 1), now).expect("submit");
+    let (a_key, a) = device(1);
+    let (rogue_key, rogue) = device(66);
+    let placed = offers(&c.schedule_accepted(&[candidate(a)], &[a, rogue], now));
+    assert_eq!(placed, vec![(0, a, 1), (1, a, 1)]);
+    let unsigned =
+        |key: &SigningKey, index: u32, out: &[u8]| receipt_of(id, index, 1, peer_key(key), out, 5);
+    // Signed by the rogue, sent by `a`: refused whole, before any receipt
+    // is looked at.
+    let forged = Signed::sign(
+        &ReceiptBatch::new(vec![unsigned(&a_key, 0, b"FORGED")]),
+        &rogue_key,
+    );
+    let why = c.open_batch(&a, &forged).expect_err("another signer");
+    assert!(
+        why.contains("signed by") && why.contains(&a.short()),
+        "{why}"
+    );
+    // The rogue's own batch: validly signed, but of runs never placed on
+    // it; each refused, and the rogue rested.
+    let own = Signed::sign(
+        &ReceiptBatch::new(vec![
+            unsigned(&rogue_key, 0, b"FORGED"),
+            unsigned(&rogue_key, 1, b"FORGED"),
+        ]),
+        &rogue_key,
+    );
+    let opened = c.open_batch(&rogue, &own).expect("validly signed");
+    let judged = c.wants_opened(&rogue, opened);
+    assert_eq!(judged.len(), 2);
+    for answer in &judged {
+        assert!(
+            matches!(answer, Err(super::Unwanted::Refused(why)) if why.contains("never placed")),
+            "{answer:?}"
+        );
+    }
+    assert!(c.jobs[&id].cooldown.contains_key(&rogue));
+    // `a`'s batch: its two placed runs are wanted; a receipt in it naming
+    // another worker is refused alone.
+    let mut other = unsigned(&a_key, 1, b"42");
+    other.worker = rogue;
+    let batch = Signed::sign(
+        &ReceiptBatch::new(vec![
+            unsigned(&a_key, 0, b"42"),
+            other,
+            unsigned(&a_key, 1, b"42"),
+        ]),
+        &a_key,
+    );
+    let opened = c.open_batch(&a, &batch).expect("validly signed");
+    let judged = c.wants_opened(&a, opened);
+    let wanted: Vec<Option<u32>> = judged
+        .iter()
+        .map(|j| j.as_ref().ok().and_then(|r| r.as_ref().map(|r| r.index)))
+        .collect();
+    assert_eq!(wanted, [Some(0), None, Some(1)]);
+    assert!(
+        matches!(&judged[1], Err(super::Unwanted::Refused(why)) if why.contains("bad receipt")),
+        "{:?}",
+        judged[1]
+    );
+    for receipt in judged.into_iter().flatten().flatten() {
+        c.on_result(a, "a", receipt).expect("stored");
+    }
+    let job = &c.jobs[&id];
+    assert_eq!(job.tasks[0].state, TaskRunState::Done);
+    assert_eq!(job.tasks[1].state, TaskRunState::Done);
+    assert_eq!(job.record.state, JobState::Completed);
     c.check_invariants().expect("invariants");
 }
 
