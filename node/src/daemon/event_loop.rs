@@ -86,6 +86,7 @@ pub(super) async fn run(node: &mut Node, mut inputs: Inputs) -> anyhow::Result<(
                 }
                 node.close_redundant_circuits();
                 node.expire_lane_calls();
+                node.coord.write_placements();
             }
             _ = redial_timer.tick() => {
                 node.dialer.pump(&mut node.swarm);

@@ -95,6 +95,7 @@ impl Node {
             discovery.stop().await;
         }
         self.pump(Duration::from_millis(200)).await;
+        self.coord.write_placements();
         let _ = self.store.flush();
         let _ = std::fs::remove_file(self.config.data_dir.join(crate::control::SOCKET_NAME));
         tracing::info!("left the mesh");

@@ -55,6 +55,7 @@ pub use self::lease::{
 };
 pub use self::placed::{Fit, MAX_PLACEMENTS, PlacedState, Placement, Unplaced};
 pub use self::task::{Task, TaskState};
+pub use self::transitions::{End, Outcome};
 pub use self::worker::{MAX_AHEAD, Pool, Worker};
 
 /// What the node should do.

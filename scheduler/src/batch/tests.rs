@@ -385,7 +385,8 @@ fn a_late_result_from_an_earlier_holder_is_taken_while_the_task_is_open() {
 #[derive(Clone, Debug)]
 enum Event {
     Schedule,
-    Done(u32, u8),
+    /// A result of a task from a worker, with one of three digests.
+    Done(u32, u8, u8),
     Failed(u32, u8),
     Rejected(u32, u8),
     Lost(u8),
@@ -394,7 +395,7 @@ enum Event {
 fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
         3 => Just(Event::Schedule),
-        3 => (0u32..8, 1u8..4).prop_map(|(i, p)| Event::Done(i, p)),
+        3 => (0u32..8, 1u8..4, 0u8..3).prop_map(|(i, p, d)| Event::Done(i, p, d)),
         1 => (0u32..8, 1u8..4).prop_map(|(i, p)| Event::Failed(i, p)),
         1 => (0u32..8, 1u8..4).prop_map(|(i, p)| Event::Rejected(i, p)),
         1 => (1u8..4).prop_map(Event::Lost),
@@ -436,7 +437,30 @@ proptest! {
         for (t, e) in events.into_iter().enumerate() {
             let decisions = match e {
                 Event::Schedule => batch.schedule(&workers, t as u64),
-                Event::Done(i, p) => batch.on_done(i, &key(p)),
+                Event::Done(i, p, d) => {
+                    let (peer, attempt) = (key(p), batch.attempt_of(i, &key(p)).unwrap_or(1));
+                    let state = batch.tasks()[i as usize].state.clone();
+                    let mismatched = batch.tasks()[i as usize].mismatch;
+                    let foreseen = batch.outcome_of(i, &peer, attempt, digest(d));
+                    let taken = batch.on_result(i, &peer, attempt, digest(d));
+                    prop_assert_eq!(foreseen.is_err(), taken.is_err());
+                    let task = &batch.tasks()[i as usize];
+                    // What `outcome_of` foresaw is what the result did.
+                    match foreseen {
+                        Ok(Some(outcome)) => {
+                            prop_assert_eq!(outcome.mismatch, task.mismatch && !mismatched);
+                            let ok = match (&outcome.end, &task.state) {
+                                (End::Open, TaskState::Queued | TaskState::Running(_)) => true,
+                                (End::Done(w), TaskState::Done(got)) => w == got,
+                                (End::Failed(w) | End::GaveUp(w), TaskState::Failed(got)) => w == got,
+                                _ => false,
+                            };
+                            prop_assert!(ok, "foreseen {:?}, got {:?}", outcome, task.state);
+                        }
+                        _ => prop_assert_eq!(&task.state, &state, "nothing foreseen, nothing done"),
+                    }
+                    taken.unwrap_or_default()
+                }
                 Event::Failed(i, p) => batch.on_failed(i, &key(p), "x"),
                 Event::Rejected(i, p) => batch.on_rejected(i, &key(p), "busy"),
                 Event::Lost(p) => batch.on_peer_lost(&key(p)),

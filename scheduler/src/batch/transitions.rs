@@ -148,6 +148,62 @@ impl Batch {
         Ok(self.tracked(index, |b| b.on_result_untracked(index, peer, digest)))
     }
 
+    /// What `peer`'s result `digest` would make of task `index` if it
+    /// counts (see [`Batch::check_result`]), without taking it: for a node
+    /// to store the task's record as the result leaves it in one write
+    /// before it calls [`Batch::on_result`]. None: it would change nothing.
+    pub fn outcome_of(
+        &self,
+        index: u32,
+        peer: &PeerKey,
+        attempt: u32,
+        digest: ContentHash,
+    ) -> Result<Option<Outcome>, Unplaced> {
+        Ok(match self.check_result(index, peer, attempt)? {
+            Fit::Counts => self.judge(index, peer, digest),
+            Fit::Repeat | Fit::Late => None,
+        })
+    }
+
+    /// The tally of task `index` with `peer`'s result `digest` added, as
+    /// [`Batch::on_result`] takes it once it counts.
+    fn judge(&self, index: u32, peer: &PeerKey, digest: ContentHash) -> Option<Outcome> {
+        let task = self.tasks.get(index as usize)?;
+        let k = self.config.redundancy;
+        let mut results = Vec::with_capacity(task.results.len() + 1);
+        results.extend_from_slice(&task.results);
+        results.push((*peer, digest));
+        let (mut mismatch, mut needed) = (false, task.needed);
+        let end = match tally(&results, needed, k, (*peer, digest)) {
+            Tally::Short => None,
+            Tally::Agreed(winner) | Tally::Majority(winner) => Some(End::Done(winner)),
+            Tally::Mismatch => {
+                mismatch = true;
+                needed = k.saturating_add(1);
+                None
+            }
+            Tally::Split { runs, outputs } => Some(End::Failed(format!(
+                "results disagree: {runs} runs gave {outputs} different outputs"
+            ))),
+        };
+        let end = end.unwrap_or_else(|| {
+            let others_run =
+                matches!(&task.state, TaskState::Running(on) if on.keys().any(|p| p != peer));
+            let limit = self.config.max_attempts + u32::from(needed).saturating_sub(1);
+            if !others_run && task.counted() >= limit {
+                End::GaveUp(format!(
+                    "gave up after {} attempts: {} of {} runs gave a result",
+                    task.counted(),
+                    results.len(),
+                    needed
+                ))
+            } else {
+                End::Open
+            }
+        });
+        Some(Outcome { mismatch, end })
+    }
+
     fn on_result_untracked(
         &mut self,
         index: u32,
@@ -156,10 +212,10 @@ impl Batch {
     ) -> Vec<Decision> {
         // `on_result` let it through only as `Fit::Counts`: the task is
         // open and `peer` gave no result of it yet.
-        let Some(task) = self.tasks.get(index as usize) else {
+        let Some(outcome) = self.judge(index, peer, digest) else {
             return Vec::new();
         };
-        if let TaskState::Running(on) = &task.state
+        if let TaskState::Running(on) = &self.tasks[index as usize].state
             && on.contains_key(peer)
         {
             unload(&mut self.given, peer);
@@ -172,56 +228,74 @@ impl Batch {
         };
         on.remove(peer);
         task.results.push((*peer, digest));
-        let verdict = match tally(&task.results, task.needed, k, (*peer, digest)) {
-            Tally::Short => None,
-            Tally::Agreed(winner) | Tally::Majority(winner) => Some(Ok(winner)),
-            Tally::Mismatch => {
-                task.mismatch = true;
-                task.needed = k.saturating_add(1);
-                None
-            }
-            Tally::Split { runs, outputs } => Some(Err(format!(
-                "results disagree: {runs} runs gave {outputs} different outputs"
-            ))),
-        };
-        match verdict {
-            None => {
-                let limit = self.config.max_attempts + u32::from(task.needed).saturating_sub(1);
-                if on.is_empty() && task.counted() >= limit {
-                    let why = format!(
-                        "gave up after {} attempts: {} of {} runs gave a result",
-                        task.counted(),
-                        task.results.len(),
-                        task.needed
-                    );
-                    task.state = TaskState::Failed(why.clone());
-                    return vec![Decision::GiveUp { index, reason: why }];
-                }
+        if outcome.mismatch {
+            task.mismatch = true;
+            task.needed = k.saturating_add(1);
+        }
+        let outcome = match outcome.end {
+            End::Open => {
                 task.state = if on.is_empty() {
                     TaskState::Queued
                 } else {
                     TaskState::Running(on)
                 };
                 self.first_open = self.first_open.min(index as usize);
-                Vec::new()
+                return Vec::new();
             }
-            Some(outcome) => {
-                let mut decisions: Vec<Decision> = on
-                    .keys()
-                    .map(|p| Decision::Cancel { index, peer: *p })
-                    .collect();
-                for p in on.keys() {
-                    unload(&mut self.given, p);
-                }
-                match outcome {
-                    Ok(winner) => task.state = TaskState::Done(winner),
-                    Err(why) => {
-                        task.state = TaskState::Failed(why.clone());
-                        decisions.push(Decision::GiveUp { index, reason: why });
-                    }
-                }
-                decisions
+            End::GaveUp(why) => {
+                task.state = TaskState::Failed(why.clone());
+                return vec![Decision::GiveUp { index, reason: why }];
             }
+            End::Done(winner) => Ok(winner),
+            End::Failed(why) => Err(why),
+        };
+        let mut decisions: Vec<Decision> = on
+            .keys()
+            .map(|p| Decision::Cancel { index, peer: *p })
+            .collect();
+        for p in on.keys() {
+            unload(&mut self.given, p);
+        }
+        match outcome {
+            Ok(winner) => task.state = TaskState::Done(winner),
+            Err(why) => {
+                task.state = TaskState::Failed(why.clone());
+                decisions.push(Decision::GiveUp { index, reason: why });
+            }
+        }
+        decisions
+    }
+}
+
+/// What a result makes of its task ([`Batch::outcome_of`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The results disagree for the first time: one more agreeing result
+    /// is needed.
+    pub mismatch: bool,
+    /// Where the task stands after it.
+    pub end: End,
+}
+
+/// Where a result leaves its task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum End {
+    /// Still open: more results are needed (queued again, or others run).
+    Open,
+    /// Done, the result of this worker kept.
+    Done(PeerKey),
+    /// Failed: the results disagree past settling.
+    Failed(String),
+    /// Failed: no attempts left for the results still needed.
+    GaveUp(String),
+}
+
+impl End {
+    /// Why the task failed, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        match self {
+            End::Failed(why) | End::GaveUp(why) => Some(why),
+            End::Open | End::Done(_) => None,
         }
     }
 }

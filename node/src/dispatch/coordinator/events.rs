@@ -6,10 +6,10 @@ use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::messages::RejectReason;
 use corral_protocol::receipt::{EngineKind, ReceiptBatch, TaskReceipt};
 use corral_scheduler::ahead::SHORT_TASK_MS;
-use corral_scheduler::batch::{Decision, TaskState};
+use corral_scheduler::batch::{Decision, End, Outcome, Task, TaskState};
 
 use super::placed::Unwanted;
-use super::records::{RunRecord, TaskRunState, placed_of, task_key};
+use super::records::{RunRecord, TaskRecord, TaskRunState, placed_of, task_key};
 use super::{
     Action, BUSY_COOLDOWN_MS, Coordinator, LOST_COOLDOWN_MS, MAX_REFUSALS, MAX_WARM, result_digest,
 };
@@ -248,24 +248,43 @@ impl<C: Clock> Coordinator<C> {
             files: receipt.files,
             digest,
         };
+        // What the result makes of the task, known before it is taken, so
+        // that the record is written once, as the result leaves it.
+        let outcome = job
+            .batch
+            .outcome_of(index, &from, receipt.attempt, digest)
+            .ok()
+            .flatten();
         let Some(record) = job.tasks.get_mut(index as usize) else {
             return Ok(Vec::new());
         };
-        // The run first, as the task stood: a restart replays the runs of
-        // a task that is not finished, so this alone loses nothing. A run
-        // that cannot be written is taken back out: nothing is counted.
+        // Written before anything is counted: a restart replays the runs
+        // of a task that is not finished, so a task left open loses
+        // nothing. A record that cannot be written is put back as it was:
+        // nothing is counted.
+        let before = (
+            record.state,
+            record.winner,
+            record.reason.clone(),
+            record.mismatch,
+        );
         record.runs.push(run);
+        if let Some(outcome) = &outcome {
+            settle(record, outcome);
+        }
         if let Err(e) = self
             .store
             .put_record(Records::Tasks, &task_key(&id, index), &*record)
         {
             record.runs.pop();
+            (record.state, record.winner, record.reason, record.mismatch) = before;
             return Err(ResultNotStored {
                 job: id,
                 index,
                 why: format!("{e:#}"),
             });
         }
+        job.unwritten.remove(&index);
         job.seq += 1;
         job.results_seen = job.results_seen.saturating_add(1);
         if receipt.duration_ms < SHORT_TASK_MS {
@@ -285,31 +304,11 @@ impl<C: Clock> Coordinator<C> {
             .batch
             .on_result(index, &from, receipt.attempt, digest)
             .unwrap_or_default();
+        // Written again only if the task ended otherwise than foreseen
+        // (its placements, or attempts, moved with the result).
         let task = &job.batch.tasks()[index as usize];
         let record = &mut job.tasks[index as usize];
-        // Written again only when the result changed the task: a vote that
-        // does not settle a verified task leaves the record as just written.
-        let placed = placed_of(task);
-        let mut changed = record.attempts < task.attempts
-            || record.mismatch != task.mismatch
-            || record.placed != placed;
-        record.attempts = record.attempts.max(task.attempts);
-        record.mismatch = task.mismatch;
-        record.placed = placed;
-        match &task.state {
-            TaskState::Done(winner) => {
-                record.state = TaskRunState::Done;
-                record.winner = record.runs.iter().position(|r| &r.peer == winner);
-                changed = true;
-            }
-            TaskState::Failed(why) => {
-                record.state = TaskRunState::Failed;
-                record.reason = Some(why.clone());
-                changed = true;
-            }
-            _ => {}
-        }
-        if changed
+        if sync_record(record, task)
             && let Err(e) = self
                 .store
                 .put_record(Records::Tasks, &task_key(&id, index), &*record)
@@ -332,4 +331,59 @@ pub struct ResultNotStored {
     pub index: u32,
     /// What the store said.
     pub why: String,
+}
+
+/// A task's record as `outcome` leaves it (its run already in it).
+fn settle(record: &mut TaskRecord, outcome: &Outcome) {
+    record.mismatch |= outcome.mismatch;
+    match &outcome.end {
+        End::Open => {}
+        End::Done(winner) => finish(record, Ok(winner)),
+        End::Failed(why) | End::GaveUp(why) => finish(record, Err(why)),
+    }
+}
+
+/// Brings `record` in step with the scheduler's `task` after a result;
+/// whether anything changed.
+fn sync_record(record: &mut TaskRecord, task: &Task) -> bool {
+    let placed = placed_of(task);
+    let before = (
+        record.attempts,
+        record.mismatch,
+        record.state,
+        record.winner,
+        record.reason.clone(),
+    );
+    let changed_placed = record.placed != placed;
+    record.attempts = record.attempts.max(task.attempts);
+    record.mismatch = task.mismatch;
+    record.placed = placed;
+    match &task.state {
+        TaskState::Done(winner) => finish(record, Ok(winner)),
+        TaskState::Failed(why) => finish(record, Err(why)),
+        _ => {}
+    }
+    changed_placed
+        || before
+            != (
+                record.attempts,
+                record.mismatch,
+                record.state,
+                record.winner,
+                record.reason.clone(),
+            )
+}
+
+/// Marks `record` done (its winner's run kept) or failed (and why).
+fn finish(record: &mut TaskRecord, end: Result<&PeerKey, &String>) {
+    match end {
+        Ok(winner) => {
+            record.state = TaskRunState::Done;
+            record.winner = record.runs.iter().position(|r| &r.peer == winner);
+        }
+        Err(why) => {
+            record.state = TaskRunState::Failed;
+            record.reason = Some(why.clone());
+        }
+    }
 }

@@ -39,8 +39,8 @@ impl<C: Clock> Coordinator<C> {
                     // Finished tasks are stored as they are.
                     TaskRunState::Done | TaskRunState::Failed => stored_state == Some(task.state),
                     // An open task is stored as queued or running, or not
-                    // yet (a restart queues it again anyway); every offer
-                    // writes it, a release does not.
+                    // yet (a restart queues it again anyway); an offer
+                    // writes it soon (`Job::unwritten`), a release does not.
                     TaskRunState::Queued | TaskRunState::Running => !matches!(
                         stored_state,
                         Some(TaskRunState::Done | TaskRunState::Failed)

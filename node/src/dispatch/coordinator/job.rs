@@ -45,6 +45,23 @@ pub(super) struct Job {
     pub(super) short_ms: u64,
     /// A single-task job's output so far, as its run streams it.
     pub(super) live: Option<LiveRun>,
+    /// Tasks placed since their record was last written: written with
+    /// their result, or by [`Coordinator::write_placements`] soon after
+    /// (one write per task where its result comes fast, not two).
+    ///
+    /// [`Coordinator::write_placements`]: super::Coordinator::write_placements
+    pub(super) unwritten: BTreeSet<u32>,
+    /// When this process resumed the job from the store, and the attempts
+    /// of each task it found there.
+    pub(super) resumed: Option<Box<Resumed>>,
+}
+
+/// A job brought back from the store by a new process.
+pub(super) struct Resumed {
+    /// When (the coordinator's clock).
+    pub(super) at_ms: u64,
+    /// Each task's attempts as stored.
+    pub(super) attempts: Vec<u32>,
 }
 
 impl Job {
@@ -76,6 +93,8 @@ impl Job {
             short_results: 0,
             short_ms: 0,
             live: None,
+            unwritten: BTreeSet::new(),
+            resumed: None,
         }
     }
 

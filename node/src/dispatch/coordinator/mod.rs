@@ -168,7 +168,11 @@ impl<C: Clock> Coordinator<C> {
                 continue;
             }
             match coordinator.archive().restore(&id, record) {
-                Ok(job) => {
+                Ok(mut job) => {
+                    job.resumed = Some(Box::new(job::Resumed {
+                        at_ms: coordinator.clock.now_ms(),
+                        attempts: job.tasks.iter().map(|t| t.attempts).collect(),
+                    }));
                     let job_id = job.manifest.job;
                     tracing::info!(job = %job_id, "resuming an unfinished job");
                     coordinator.jobs.insert(job_id, job);
@@ -323,9 +327,7 @@ impl<C: Clock> Coordinator<C> {
                         // takes the results of the runs it placed.
                         t.attempts = t.attempts.max(attempt);
                         t.placed = records::placed_of(&job.batch.tasks()[index as usize]);
-                        let _ = self
-                            .store
-                            .put_record(Records::Tasks, &task_key(&id, index), &*t);
+                        job.unwritten.insert(index);
                     }
                     job.awaiting.insert((index, peer));
                     actions.push(Action::Offer {
@@ -356,15 +358,29 @@ impl<C: Clock> Coordinator<C> {
                         t.state = TaskRunState::Failed;
                         t.reason = Some(reason);
                         t.attempts = job.batch.tasks()[index as usize].attempts;
-                        let _ = self
+                        if self
                             .store
-                            .put_record(Records::Tasks, &task_key(&id, index), &*t);
+                            .put_record(Records::Tasks, &task_key(&id, index), &*t)
+                            .is_ok()
+                        {
+                            job.unwritten.remove(&index);
+                        }
                     }
                 }
             }
         }
         self.finish_if_done(id);
         actions
+    }
+
+    /// Writes the records of the tasks placed since they were last
+    /// written (see `Job::unwritten`): the daemon calls it a few times a
+    /// second, and before it stops. A record that cannot be written is
+    /// tried again next time.
+    pub fn write_placements(&mut self) {
+        for (id, job) in &mut self.jobs {
+            write_unwritten(&self.store, id, job);
+        }
     }
 
     fn finish_if_done(&mut self, id: JobId) {
@@ -374,6 +390,7 @@ impl<C: Clock> Coordinator<C> {
         if !job.is_live() || !job.batch.is_finished() {
             return;
         }
+        write_unwritten(&self.store, &id, job);
         let failed = job
             .batch
             .tasks()
@@ -432,6 +449,7 @@ impl<C: Clock> Coordinator<C> {
                 }
             }
         }
+        write_unwritten(&self.store, id, job);
         job.record.state = JobState::Cancelled;
         job.live = None;
         job.record.finished_ms = Some(self.clock.now_ms());
@@ -471,4 +489,23 @@ impl<C: Clock> Coordinator<C> {
             .filter(|t| matches!(t.state, TaskState::Running(_)))
             .count()
     }
+}
+
+/// Writes `job`'s task records placed since they were last written.
+fn write_unwritten(store: &Store, id: &JobId, job: &mut Job) {
+    let Job {
+        tasks, unwritten, ..
+    } = job;
+    unwritten.retain(|&index| {
+        let Some(record) = tasks.get(index as usize) else {
+            return false;
+        };
+        match store.put_record(Records::Tasks, &task_key(id, index), record) {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::warn!("cannot store the placements of task {index} of {id}: {e:#}");
+                true
+            }
+        }
+    });
 }

@@ -25,6 +25,10 @@ use crate::store::Records;
 /// A peer that sent a result of a run it was not placed on gets no offers
 /// of that job for this long.
 pub(super) const UNPLACED_COOLDOWN_MS: u64 = 60_000;
+/// How long after a job is resumed a result of a run it does not know of,
+/// at an attempt past those it knows, rests nobody (see
+/// [`Coordinator::refuse_unplaced`]).
+pub(super) const RESUMED_GRACE_MS: u64 = 30_000;
 /// Most peers resting per job: past it, rests that have ended are dropped
 /// (and a new one is not recorded while every rest is still running).
 const MAX_COOLDOWNS: usize = 1024;
@@ -85,9 +89,30 @@ impl<C: Clock> Coordinator<C> {
 
     /// A result from `from` of a run of job `id` it was not placed on:
     /// it gets no offers of the job for [`UNPLACED_COOLDOWN_MS`]. The
-    /// warning to log, naming the sender and the run.
+    /// warning to log, naming the sender and the run. Soon after this
+    /// process resumed the job, a run at an attempt past any it knows of
+    /// may be one whose placement it had not written when its last process
+    /// ended without stopping (placements are written within a quarter
+    /// second, see `Job::unwritten`): refused all the same, its sender not
+    /// rested.
     pub(super) fn refuse_unplaced(&mut self, from: PeerKey, id: JobId, why: &Unplaced) -> String {
         let now = self.clock.now_ms();
+        if let Some(job) = self.jobs.get(&id)
+            && let Unplaced::NotPlaced { index, attempt, .. } = why
+            && let Some(resumed) = &job.resumed
+            && now < resumed.at_ms.saturating_add(RESUMED_GRACE_MS)
+            && resumed
+                .attempts
+                .get(*index as usize)
+                .is_some_and(|known| attempt > known)
+        {
+            return format!(
+                "refused a result of job {id} from {}: {why} (placed, perhaps, just before this \
+                 coordinator's last process ended: it runs again; {} is not rested)",
+                from.short(),
+                from.short()
+            );
+        }
         if let Some(job) = self.jobs.get_mut(&id) {
             if job.cooldown.len() >= MAX_COOLDOWNS {
                 job.cooldown.retain(|_, until| *until > now);
@@ -120,11 +145,16 @@ impl<C: Clock> Coordinator<C> {
         let placed = placed_of(task);
         if placed != record.placed {
             record.placed = placed;
-            if let Err(e) = self
+            match self
                 .store
                 .put_record(Records::Tasks, &task_key(&id, index), &*record)
             {
-                tracing::warn!("cannot store the placements of task {index} of {id}: {e:#}");
+                Ok(()) => {
+                    job.unwritten.remove(&index);
+                }
+                Err(e) => {
+                    tracing::warn!("cannot store the placements of task {index} of {id}: {e:#}")
+                }
             }
         }
     }

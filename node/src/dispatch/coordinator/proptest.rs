@@ -320,6 +320,8 @@ impl World {
                     .filter(|id| self.coord.progress(id).is_some_and(|(_, live)| live))
                     .copied()
                     .collect();
+                // The daemon stops: it writes what it placed (see `leave`).
+                self.coord.write_placements();
                 self.coord = Coordinator::load_with_clock(
                     self.clock.clone(),
                     self.fx.me,

@@ -361,8 +361,10 @@ fn a_worker_placed_before_a_restart_still_delivers_and_a_refusal_is_kept() {
         let offers = offers(&c.schedule_accepted(&cands, &[a, b], now));
         let on = |peer| *offers.iter().find(|o| o.1 == peer).expect("an offer each");
         let (ran, refused) = (on(a), on(b));
-        // b refuses its task; a runs its own.
+        // b refuses its task; a runs its own. The daemon stops, writing
+        // what it placed.
         c.on_rejected(id, refused.0, b, "b", RejectReason::Busy);
+        c.write_placements();
         c.store.flush().expect("flush");
         (id, ran, refused)
     };
@@ -453,4 +455,57 @@ fn a_job_under_forged_receipts_keeps_only_right_results() {
         eprintln!("--verify {verify}: {bad} of {kept} kept results FORGED, job {state}");
         assert_eq!((bad, kept, state), (0, 12, JobState::Completed));
     }
+}
+
+#[test]
+fn a_placement_lost_with_a_process_that_did_not_stop_reruns_its_task_and_rests_nobody() {
+    let fx = Fixture::new();
+    let now = crate::clock::now_ms();
+    let (a_key, a) = device(1);
+    let (id, ran) = {
+        let mut c = fx.load();
+        let id = c.submit(fx.spec(1, 1), now).expect("submit");
+        let ran = offers(&c.schedule_accepted(&[candidate(a)], &[a], now));
+        assert_eq!(ran, vec![(0, a, 1)]);
+        // Its placement is not written yet when the process ends without
+        // stopping (killed): the store holds the job alone.
+        assert!(c.jobs[&id].unwritten.contains(&0));
+        c.store.flush().expect("flush");
+        (id, ran[0])
+    };
+    let mut c = fx.load();
+    assert_eq!(c.jobs[&id].tasks[0].attempts, 0, "the placement was lost");
+    // a delivers the run it was given: refused (this process never placed
+    // it), but a is not taken for a forger.
+    let err = deliver(&mut c, a, receipt(&a_key, id, ran.0, ran.2, b"42"))
+        .expect_err("a run this process does not know of");
+    assert!(err.contains("not rested"), "{err}");
+    assert!(!c.jobs[&id].cooldown.contains_key(&a));
+    // The task runs again, on a, at an attempt past the lost one, and
+    // counts.
+    let again = offers(&c.schedule_accepted(&[candidate(a)], &[a], now));
+    assert_eq!(again.len(), 1);
+    let (index, peer, attempt) = again[0];
+    assert_eq!(peer, a);
+    assert_eq!(
+        deliver(&mut c, a, receipt(&a_key, id, index, attempt, b"42")),
+        Ok(true)
+    );
+    assert_eq!(c.jobs[&id].record.state, JobState::Completed);
+    // Past the grace after resuming, a run never placed rests its sender
+    // again.
+    let (rogue_key, rogue) = device(66);
+    c.jobs
+        .get_mut(&id)
+        .expect("job")
+        .resumed
+        .as_mut()
+        .expect("resumed")
+        .at_ms = 0;
+    let id2 = c.submit(fx.spec(1, 1), now).expect("submit");
+    assert!(c.jobs[&id2].resumed.is_none());
+    let err =
+        deliver(&mut c, rogue, receipt(&rogue_key, id2, 0, 5, b"FORGED")).expect_err("forged");
+    assert!(err.contains("forged or replayed"), "{err}");
+    assert!(c.jobs[&id2].cooldown.contains_key(&rogue));
 }
