@@ -9,13 +9,12 @@ use corral_scheduler::ahead::SHORT_TASK_MS;
 use corral_scheduler::batch::{Decision, End, Outcome, Task, TaskState};
 
 use super::placed::Unwanted;
-use super::records::{RunRecord, TaskRecord, TaskRunState, placed_of, task_key};
+use super::records::{RunRecord, TaskRecord, TaskRunState, placed_of};
 use super::{
     Action, BUSY_COOLDOWN_MS, Coordinator, LOST_COOLDOWN_MS, MAX_REFUSALS, MAX_WARM, result_digest,
 };
 use crate::clock::Clock;
 use crate::job::report::Refusal;
-use crate::store::Records;
 
 impl<C: Clock> Coordinator<C> {
     /// `peer` refused a task for `reason`. A lasting reason (its trust
@@ -272,10 +271,8 @@ impl<C: Clock> Coordinator<C> {
         if let Some(outcome) = &outcome {
             settle(record, outcome);
         }
-        if let Err(e) = self
-            .store
-            .put_record(Records::Tasks, &task_key(&id, index), &*record)
-        {
+        if let Err(e) = job.write_task(&self.store, index) {
+            let record = &mut job.tasks[index as usize];
             record.runs.pop();
             (record.state, record.winner, record.reason, record.mismatch) = before;
             return Err(ResultNotStored {
@@ -284,7 +281,6 @@ impl<C: Clock> Coordinator<C> {
                 why: format!("{e:#}"),
             });
         }
-        job.unwritten.remove(&index);
         job.seq += 1;
         job.results_seen = job.results_seen.saturating_add(1);
         if receipt.duration_ms < SHORT_TASK_MS {
@@ -307,11 +303,8 @@ impl<C: Clock> Coordinator<C> {
         // Written again only if the task ended otherwise than foreseen
         // (its placements, or attempts, moved with the result).
         let task = &job.batch.tasks()[index as usize];
-        let record = &mut job.tasks[index as usize];
-        if sync_record(record, task)
-            && let Err(e) = self
-                .store
-                .put_record(Records::Tasks, &task_key(&id, index), &*record)
+        if sync_record(&mut job.tasks[index as usize], task)
+            && let Err(e) = job.write_task(&self.store, index)
         {
             // The run itself is written (above); a restart replays it.
             tracing::warn!("cannot store the state of task {index} of {id}: {e:#}");

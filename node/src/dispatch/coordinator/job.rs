@@ -12,8 +12,9 @@ use corral_protocol::manifest::JobManifest;
 use corral_scheduler::batch::{Batch, BatchConfig};
 
 use super::live::LiveRun;
-use super::records::{JobRecord, JobState, TaskRecord};
+use super::records::{JobRecord, JobState, TaskRecord, task_key};
 use crate::job::report::Refusal;
+use crate::store::{Records, Store};
 
 pub(super) struct Job {
     pub(super) signed: Signed<JobManifest>,
@@ -100,6 +101,30 @@ impl Job {
 
     pub(super) fn is_live(&self) -> bool {
         self.record.state == JobState::Running
+    }
+
+    /// Writes task `index`'s record as it stands: it is no longer
+    /// unwritten.
+    pub(super) fn write_task(&mut self, store: &Store, index: u32) -> anyhow::Result<()> {
+        let Some(record) = self.tasks.get(index as usize) else {
+            return Ok(());
+        };
+        store.put_record(Records::Tasks, &task_key(&self.manifest.job, index), record)?;
+        self.unwritten.remove(&index);
+        Ok(())
+    }
+
+    /// Writes the records of the tasks placed since they were last
+    /// written; one that cannot be written stays unwritten, tried again
+    /// next time.
+    pub(super) fn write_unwritten(&mut self, store: &Store) {
+        for index in std::mem::take(&mut self.unwritten) {
+            if let Err(e) = self.write_task(store, index) {
+                let id = self.manifest.job;
+                tracing::warn!("cannot store the placements of task {index} of {id}: {e:#}");
+                self.unwritten.insert(index);
+            }
+        }
     }
 
     /// Tasks queued ahead on a device with `slots` slots (see

@@ -39,7 +39,7 @@ use job::Job;
 use lease::speed_for;
 pub use live::MAX_LIVE_READ;
 pub use placed::Unwanted;
-use records::{JobRecord, JobState, TaskRunState, task_key};
+use records::{JobRecord, JobState, TaskRunState};
 
 use crate::blobs::BlobStore;
 use crate::clock::{Clock, SystemClock};
@@ -358,13 +358,7 @@ impl<C: Clock> Coordinator<C> {
                         t.state = TaskRunState::Failed;
                         t.reason = Some(reason);
                         t.attempts = job.batch.tasks()[index as usize].attempts;
-                        if self
-                            .store
-                            .put_record(Records::Tasks, &task_key(&id, index), &*t)
-                            .is_ok()
-                        {
-                            job.unwritten.remove(&index);
-                        }
+                        let _ = job.write_task(&self.store, index);
                     }
                 }
             }
@@ -378,8 +372,8 @@ impl<C: Clock> Coordinator<C> {
     /// second, and before it stops. A record that cannot be written is
     /// tried again next time.
     pub fn write_placements(&mut self) {
-        for (id, job) in &mut self.jobs {
-            write_unwritten(&self.store, id, job);
+        for job in self.jobs.values_mut() {
+            job.write_unwritten(&self.store);
         }
     }
 
@@ -390,7 +384,7 @@ impl<C: Clock> Coordinator<C> {
         if !job.is_live() || !job.batch.is_finished() {
             return;
         }
-        write_unwritten(&self.store, &id, job);
+        job.write_unwritten(&self.store);
         let failed = job
             .batch
             .tasks()
@@ -449,7 +443,7 @@ impl<C: Clock> Coordinator<C> {
                 }
             }
         }
-        write_unwritten(&self.store, id, job);
+        job.write_unwritten(&self.store);
         job.record.state = JobState::Cancelled;
         job.live = None;
         job.record.finished_ms = Some(self.clock.now_ms());
@@ -489,23 +483,4 @@ impl<C: Clock> Coordinator<C> {
             .filter(|t| matches!(t.state, TaskState::Running(_)))
             .count()
     }
-}
-
-/// Writes `job`'s task records placed since they were last written.
-fn write_unwritten(store: &Store, id: &JobId, job: &mut Job) {
-    let Job {
-        tasks, unwritten, ..
-    } = job;
-    unwritten.retain(|&index| {
-        let Some(record) = tasks.get(index as usize) else {
-            return false;
-        };
-        match store.put_record(Records::Tasks, &task_key(id, index), record) {
-            Ok(()) => false,
-            Err(e) => {
-                tracing::warn!("cannot store the placements of task {index} of {id}: {e:#}");
-                true
-            }
-        }
-    });
 }

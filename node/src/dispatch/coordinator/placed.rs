@@ -18,9 +18,8 @@ use corral_protocol::ids::{JobId, PeerKey};
 use corral_scheduler::batch::{Fit, Unplaced};
 
 use super::Coordinator;
-use super::records::{placed_of, task_key};
+use super::records::placed_of;
 use crate::clock::Clock;
-use crate::store::Records;
 
 /// A peer that sent a result of a run it was not placed on gets no offers
 /// of that job for this long.
@@ -145,16 +144,8 @@ impl<C: Clock> Coordinator<C> {
         let placed = placed_of(task);
         if placed != record.placed {
             record.placed = placed;
-            match self
-                .store
-                .put_record(Records::Tasks, &task_key(&id, index), &*record)
-            {
-                Ok(()) => {
-                    job.unwritten.remove(&index);
-                }
-                Err(e) => {
-                    tracing::warn!("cannot store the placements of task {index} of {id}: {e:#}")
-                }
+            if let Err(e) = job.write_task(&self.store, index) {
+                tracing::warn!("cannot store the placements of task {index} of {id}: {e:#}");
             }
         }
     }

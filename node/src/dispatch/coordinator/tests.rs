@@ -7,7 +7,7 @@ use corral_protocol::manifest::{EngineReq, Limits};
 use corral_protocol::receipt::{Captured, EngineKind};
 use serde::{Deserialize, Serialize};
 
-use super::records::{JobState, TaskRunState};
+use super::records::{JobState, TaskRunState, task_key};
 use super::*;
 use crate::control::wire::SubmitSpec;
 
