@@ -170,11 +170,8 @@ impl Batch {
     fn judge(&self, index: u32, peer: &PeerKey, digest: ContentHash) -> Option<Outcome> {
         let task = self.tasks.get(index as usize)?;
         let k = self.config.redundancy;
-        let mut results = Vec::with_capacity(task.results.len() + 1);
-        results.extend_from_slice(&task.results);
-        results.push((*peer, digest));
         let (mut mismatch, mut needed) = (false, task.needed);
-        let end = match tally(&results, needed, k, (*peer, digest)) {
+        let end = match tally(&task.results, (*peer, digest), needed, k) {
             Tally::Short => None,
             Tally::Agreed(winner) | Tally::Majority(winner) => Some(End::Done(winner)),
             Tally::Mismatch => {
@@ -194,7 +191,7 @@ impl Batch {
                 End::GaveUp(format!(
                     "gave up after {} attempts: {} of {} runs gave a result",
                     task.counted(),
-                    results.len(),
+                    task.results.len() + 1,
                     needed
                 ))
             } else {

@@ -29,43 +29,42 @@ pub(super) enum Tally {
     },
 }
 
-/// Tallies `results` of a task that needs `needed` agreeing ones, under
-/// `--verify k` (`needed` is `k` before a mismatch, `k + 1` after one).
-/// `last` is the result just in, the answer should `results` be empty.
-/// Ties between digests go to the greatest digest, and a digest's first
-/// worker is the one kept.
+/// Tallies a task's results, `earlier` ones and `last`, the one just in,
+/// for a task that needs `needed` agreeing ones under `--verify k`
+/// (`needed` is `k` before a mismatch, `k + 1` after one). Ties between
+/// digests go to the greatest digest, and a digest's first worker is the
+/// one kept.
 pub(super) fn tally(
-    results: &[(PeerKey, ContentHash)],
+    earlier: &[(PeerKey, ContentHash)],
+    last: (PeerKey, ContentHash),
     needed: u8,
     k: u8,
-    last: (PeerKey, ContentHash),
 ) -> Tally {
-    if results.len() < usize::from(needed) {
+    let runs = earlier.len() + 1;
+    if runs < usize::from(needed) {
         return Tally::Short;
     }
+    let results = || earlier.iter().chain(std::iter::once(&last));
     let mut counts: BTreeMap<ContentHash, usize> = BTreeMap::new();
-    for (_, d) in results {
+    for (_, d) in results() {
         *counts.entry(*d).or_insert(0) += 1;
     }
     let (best, count) = counts
         .iter()
         .max_by_key(|(_, c)| **c)
-        .map(|(d, c)| (*d, *c))
-        .unwrap_or((last.1, 0));
-    let winner = results
-        .iter()
+        .map_or((last.1, 1), |(d, c)| (*d, *c));
+    let winner = results()
         .find(|(_, d)| *d == best)
-        .map(|(p, _)| *p)
-        .unwrap_or(last.0);
+        .map_or(last.0, |(p, _)| *p);
     if counts.len() == 1 {
         Tally::Agreed(winner)
     } else if needed == k {
         Tally::Mismatch
-    } else if count * 2 > results.len() {
+    } else if count * 2 > runs {
         Tally::Majority(winner)
     } else {
         Tally::Split {
-            runs: results.len(),
+            runs,
             outputs: counts.len(),
         }
     }
@@ -86,20 +85,23 @@ mod tests {
     #[test]
     fn agreeing_results_keep_the_first_worker_s() {
         let results = [(key(1), digest(7)), (key(2), digest(7))];
-        assert_eq!(tally(&results[..1], 2, 2, results[0]), Tally::Short);
-        assert_eq!(tally(&results, 2, 2, results[1]), Tally::Agreed(key(1)));
+        assert_eq!(tally(&[], results[0], 2, 2), Tally::Short);
+        assert_eq!(
+            tally(&results[..1], results[1], 2, 2),
+            Tally::Agreed(key(1))
+        );
     }
 
     #[test]
     fn a_first_mismatch_asks_for_one_more_run_and_then_the_majority_wins() {
         let two = [(key(1), digest(7)), (key(2), digest(8))];
-        assert_eq!(tally(&two, 2, 2, two[1]), Tally::Mismatch);
-        assert_eq!(tally(&two, 3, 2, two[1]), Tally::Short);
+        assert_eq!(tally(&two[..1], two[1], 2, 2), Tally::Mismatch);
+        assert_eq!(tally(&two[..1], two[1], 3, 2), Tally::Short);
         let three = [two[0], two[1], (key(3), digest(8))];
-        assert_eq!(tally(&three, 3, 2, three[2]), Tally::Majority(key(2)));
+        assert_eq!(tally(&three[..2], three[2], 3, 2), Tally::Majority(key(2)));
         let split = [two[0], two[1], (key(3), digest(9))];
         assert_eq!(
-            tally(&split, 3, 2, split[2]),
+            tally(&split[..2], split[2], 3, 2),
             Tally::Split {
                 runs: 3,
                 outputs: 3
@@ -117,7 +119,7 @@ mod tests {
             (key(4), digest(9)),
         ];
         assert_eq!(
-            tally(&four, 4, 3, four[3]),
+            tally(&four[..3], four[3], 4, 3),
             Tally::Split {
                 runs: 4,
                 outputs: 2
