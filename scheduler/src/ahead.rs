@@ -10,10 +10,10 @@ use crate::batch::MAX_AHEAD;
 pub const SHORT_TASK_MS: u64 = 20;
 
 /// The run time a device may hold queued beyond its slots, for each slot,
-/// for a job of short tasks: enough that its slots do not stand idle while results and
-/// the next offers travel (a round trip is about a millisecond, and each
-/// carries a batch), little enough that a slow device holds back no more
-/// than this much of the job's end.
+/// for a job of short tasks: enough that its slots do not stand idle while
+/// results and the next offers travel (a round trip is about a millisecond,
+/// and each carries a batch), little enough that a slow device holds back
+/// no more than this much of the job's end.
 pub const AHEAD_MS: u64 = 32;
 
 /// Tasks queued ahead on a device with `slots` slots for a job: one (late

@@ -388,6 +388,9 @@ impl Signable for ReceiptBatch {
     }
 }
 
+/// A receipt out of a batch, or why it was refused on its own.
+pub type OpenedReceipt = Result<TaskReceipt, EnvelopeError>;
+
 impl Signed<ReceiptBatch> {
     /// The receipts of a batch from `expected`, once its one signature
     /// holds: the batch as a whole is refused (a bad signature, another
@@ -395,12 +398,11 @@ impl Signed<ReceiptBatch> {
     /// on its own, as [`Signed::verify_from`] checks a receipt signed alone
     /// (that it names its signer as its worker, and its bounds), one
     /// answer each in order.
-    #[allow(clippy::type_complexity)]
     pub fn open_receipts_from(
         &self,
         expected: &PeerKey,
         now_ms: u64,
-    ) -> Result<Vec<Result<TaskReceipt, EnvelopeError>>, EnvelopeError> {
+    ) -> Result<Vec<OpenedReceipt>, EnvelopeError> {
         let batch = self.verify_from(expected, now_ms)?;
         Ok(batch
             .receipts

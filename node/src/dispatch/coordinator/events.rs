@@ -1,7 +1,7 @@
 //! What the coordinator hears back about its tasks: refusals, devices lost,
 //! runs handed back, and results (checked, stored, counted).
 
-use corral_protocol::envelope::{EnvelopeError, Signed};
+use corral_protocol::envelope::{OpenedReceipt, Signed};
 use corral_protocol::ids::{JobId, PeerKey};
 use corral_protocol::messages::RejectReason;
 use corral_protocol::receipt::{EngineKind, ReceiptBatch, TaskReceipt};
@@ -144,7 +144,7 @@ impl<C: Clock> Coordinator<C> {
     pub fn wants_opened(
         &mut self,
         from: &PeerKey,
-        opened: Vec<Result<TaskReceipt, EnvelopeError>>,
+        opened: Vec<OpenedReceipt>,
     ) -> Vec<Result<Option<TaskReceipt>, Unwanted>> {
         let mut answers = Vec::with_capacity(opened.len());
         for verified in opened {
@@ -182,12 +182,11 @@ impl<C: Clock> Coordinator<C> {
     /// The receipts of a batch `from` signed once, each with what its own
     /// check found; or why the batch as a whole is refused (its signature,
     /// its signer, its size), to be logged.
-    #[allow(clippy::type_complexity)]
     pub fn open_batch(
         &self,
         from: &PeerKey,
         batch: &Signed<ReceiptBatch>,
-    ) -> Result<Vec<Result<TaskReceipt, EnvelopeError>>, String> {
+    ) -> Result<Vec<OpenedReceipt>, String> {
         batch
             .open_receipts_from(from, self.clock.now_ms())
             .map_err(|e| format!("bad batch of receipts from {}: {e}", from.short()))
